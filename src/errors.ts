@@ -1,0 +1,75 @@
+/**
+ * One small error hierarchy for the whole driver. Every error carries a stable
+ * string `code` that callers can switch on; where Xen defines an errno name
+ * (xs_wire.h `xsd_errors`), the code is that name behind a layer prefix.
+ */
+
+/** Xenstore errno names, in xs_wire.h `xsd_errors` order. */
+export const XS_ERRNO_NAMES = [
+  'EINVAL', 'EACCES', 'EEXIST', 'EISDIR', 'ENOENT', 'ENOMEM', 'ENOSPC', 'EIO',
+  'ENOTEMPTY', 'ENOSYS', 'EROFS', 'EBUSY', 'EAGAIN', 'EISCONN', 'E2BIG', 'EPERM',
+] as const;
+export type XsErrno = (typeof XS_ERRNO_NAMES)[number];
+
+/** Codes raised by the xenstore layer. */
+export type XenstoreErrorCode =
+  | `XS_${XsErrno}`
+  /** The daemon answered with an errno name this client does not know. */
+  | 'XS_EUNKNOWN'
+  /** The byte stream broke the wire protocol (oversized frame, unknown type, bad reply). */
+  | 'XS_EPROTO'
+  /** The connection is closed; nothing more can be sent or answered on it. */
+  | 'XS_CLOSED'
+  /** The caller's timeout expired before the reply came. */
+  | 'XS_TIMEOUT'
+  /** The caller's AbortSignal fired before the reply came. */
+  | 'XS_ABORTED';
+
+/** Every code the driver can raise. Later layers add theirs here. */
+export type XenErrorCode = XenstoreErrorCode | 'XEN_EINVAL' | 'XEN_ENOTSUP';
+
+/** Base class: everything the driver throws on purpose is a `XenError`. */
+export class XenError extends Error {
+  /** Stable, machine-readable code (`XS_ENOENT`, `XS_CLOSED`, …). */
+  readonly code: XenErrorCode;
+
+  constructor(code: XenErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'XenError';
+    this.code = code;
+  }
+}
+
+/** A failure from the xenstore layer: an error reply, or the connection itself. */
+export class XenstoreError extends XenError {
+  declare readonly code: XenstoreErrorCode;
+  /** The errno name when the daemon answered with one (`ENOENT`), else undefined. */
+  readonly errno: XsErrno | undefined;
+  /** The path the request was about, when there was one. */
+  readonly path: string | undefined;
+
+  constructor(
+    code: XenstoreErrorCode,
+    message: string,
+    options?: { path?: string; cause?: unknown },
+  ) {
+    super(code, message, options);
+    this.name = 'XenstoreError';
+    this.path = options?.path;
+    const name = code.slice(3);
+    this.errno = (XS_ERRNO_NAMES as readonly string[]).includes(name) ? (name as XsErrno) : undefined;
+  }
+
+  /** Builds the error for an ERROR reply whose payload names `errno`. */
+  static fromErrno(errno: string, op: string, path?: string): XenstoreError {
+    const known = (XS_ERRNO_NAMES as readonly string[]).includes(errno);
+    const code: XenstoreErrorCode = known ? (`XS_${errno}` as XenstoreErrorCode) : 'XS_EUNKNOWN';
+    const where = path === undefined ? '' : ` ${path}`;
+    return new XenstoreError(code, `xenstore ${op}${where}: ${errno}`, { path });
+  }
+}
+
+/** True when `err` is a {@link XenError} with the given code. */
+export function isXenError(err: unknown, code?: XenErrorCode): err is XenError {
+  return err instanceof XenError && (code === undefined || err.code === code);
+}

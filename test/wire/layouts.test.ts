@@ -1,0 +1,235 @@
+/**
+ * Golden layouts: every size, offset and constant of the TypeScript wire
+ * modules against a C probe compiled from Xen's own headers (libxen-dev), for
+ * both ABIs, plus ring.h's event rules run by Xen's own macros.
+ */
+import { describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { compileAndRun } from '../helpers/cc.js';
+import {
+  BLKIF_ABI_X86_32, BLKIF_ABI_X86_64, BLKIF_DISCARD_SECURE, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+  BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SEGMENT_SIZE, BlkifOp, BlkifRsp, SegmentOffset,
+  VDISK_CDROM, VDISK_READONLY, VDISK_REMOVABLE, type BlkifAbi,
+} from '../../src/wire/blkif.js';
+import {
+  SRING_HEADER_SIZE, SringOffset, SringWord, finalCheckForResponses, needsNotify, ringEntries, sringInit,
+} from '../../src/wire/ring.js';
+import {
+  GRANT_ENTRY_V1_SIZE, GTF_accept_transfer, GTF_permit_access, GTF_reading, GTF_readonly, GTF_transitive,
+  GTF_type_mask, GTF_writing, GrantEntryV1Offset,
+} from '../../src/wire/grant_table.js';
+import {
+  XENSTORE_ABS_PATH_MAX, XENSTORE_CONNECTED, XENSTORE_ERROR_COMM, XENSTORE_ERROR_NONE, XENSTORE_ERROR_PROTO,
+  XENSTORE_ERROR_RINGIDX, XENSTORE_PAYLOAD_MAX, XENSTORE_RECONNECT, XENSTORE_REL_PATH_MAX, XENSTORE_RING_SIZE,
+  XENSTORE_SERVER_FEATURE_ERROR, XENSTORE_SERVER_FEATURE_RECONNECTION, XS_HEADER_SIZE, XS_INVALID,
+  XS_RING_INTERFACE_SIZE, XS_TYPE_COUNT, XS_WATCH_PATH, XS_WATCH_TOKEN, XsHeaderOffset, XsRingOffset, XsType,
+} from '../../src/wire/xs_wire.js';
+import { XenbusState } from '../../src/wire/xenbus_state.js';
+import { XS_ERRNO_NAMES } from '../../src/errors.js';
+
+const probeSource = fileURLToPath(new URL('./probe.c', import.meta.url));
+
+function parse(out: string): { values: Map<string, string>; lines: string[] } {
+  const values = new Map<string, string>();
+  const lines: string[] = [];
+  for (const line of out.split('\n')) {
+    if (line === '') continue;
+    if (line.startsWith('push ') || line.startsWith('final ')) lines.push(line);
+    else {
+      const sp = line.indexOf(' ');
+      values.set(line.slice(0, sp), line.slice(sp + 1));
+    }
+  }
+  return { values, lines };
+}
+
+const probe64 = parse(compileAndRun(probeSource, ['-m64']));
+const probe32 = parse(compileAndRun(probeSource, ['-m32']));
+
+function expectFigures(values: Map<string, string>, expected: Record<string, number | string>): void {
+  for (const [name, want] of Object.entries(expected)) {
+    expect(values.has(name), `probe printed ${name}`).toBe(true);
+    expect(`${name} ${values.get(name)}`).toBe(`${name} ${want}`);
+  }
+}
+
+function blkifFigures(abi: BlkifAbi): Record<string, number> {
+  const r = abi.request, ind = abi.indirect, d = abi.discard, rsp = abi.response;
+  return {
+    'sizeof.blkif_request': r.size,
+    'offsetof.blkif_request.operation': r.operation,
+    'offsetof.blkif_request.nr_segments': r.nrSegments,
+    'offsetof.blkif_request.handle': r.handle,
+    'offsetof.blkif_request.id': r.id,
+    'offsetof.blkif_request.sector_number': r.sectorNumber,
+    'offsetof.blkif_request.seg': r.seg,
+    'sizeof.blkif_request_indirect': ind.size,
+    'offsetof.blkif_request_indirect.operation': ind.operation,
+    'offsetof.blkif_request_indirect.indirect_op': ind.indirectOp,
+    'offsetof.blkif_request_indirect.nr_segments': ind.nrSegments,
+    'offsetof.blkif_request_indirect.id': ind.id,
+    'offsetof.blkif_request_indirect.sector_number': ind.sectorNumber,
+    'offsetof.blkif_request_indirect.handle': ind.handle,
+    'offsetof.blkif_request_indirect.indirect_grefs': ind.indirectGrefs,
+    'sizeof.blkif_request_discard': d.size,
+    'offsetof.blkif_request_discard.operation': d.operation,
+    'offsetof.blkif_request_discard.flag': d.flag,
+    'offsetof.blkif_request_discard.handle': d.handle,
+    'offsetof.blkif_request_discard.id': d.id,
+    'offsetof.blkif_request_discard.sector_number': d.sectorNumber,
+    'offsetof.blkif_request_discard.nr_sectors': d.nrSectors,
+    'sizeof.blkif_response': rsp.size,
+    'offsetof.blkif_response.id': rsp.id,
+    'offsetof.blkif_response.operation': rsp.operation,
+    'offsetof.blkif_response.status': rsp.status,
+    'sizeof.blkif_sring_entry': abi.entrySize,
+    'sizeof.blkif_request_segment': BLKIF_SEGMENT_SIZE,
+    'offsetof.blkif_request_segment.gref': SegmentOffset.gref,
+    'offsetof.blkif_request_segment.first_sect': SegmentOffset.firstSect,
+    'offsetof.blkif_request_segment.last_sect': SegmentOffset.lastSect,
+    'offsetof.blkif_sring.req_prod': SringOffset.reqProd,
+    'offsetof.blkif_sring.req_event': SringOffset.reqEvent,
+    'offsetof.blkif_sring.rsp_prod': SringOffset.rspProd,
+    'offsetof.blkif_sring.rsp_event': SringOffset.rspEvent,
+    'offsetof.blkif_sring.pvt': SringOffset.pvt,
+    'offsetof.blkif_sring.ring': SringOffset.ring,
+    ...Object.fromEntries([1, 2, 4, 8, 16].map((p) => [`ring_entries.${p}`, ringEntries(p * 4096, abi.entrySize)])),
+  };
+}
+
+describe('blkif.h layouts against the C headers', () => {
+  it('x86_64-abi matches gcc -m64', () => {
+    expect(probe64.values.get('abi.bits')).toBe('64');
+    expectFigures(probe64.values, blkifFigures(BLKIF_ABI_X86_64));
+  });
+
+  it('x86_32-abi matches gcc -m32', () => {
+    expect(probe32.values.get('abi.bits')).toBe('32');
+    expectFigures(probe32.values, blkifFigures(BLKIF_ABI_X86_32));
+  });
+
+  it('constants match', () => {
+    expectFigures(probe64.values, {
+      BLKIF_OP_READ: BlkifOp.Read,
+      BLKIF_OP_WRITE: BlkifOp.Write,
+      BLKIF_OP_WRITE_BARRIER: BlkifOp.WriteBarrier,
+      BLKIF_OP_FLUSH_DISKCACHE: BlkifOp.FlushDiskcache,
+      BLKIF_OP_RESERVED_1: BlkifOp.Reserved1,
+      BLKIF_OP_DISCARD: BlkifOp.Discard,
+      BLKIF_OP_INDIRECT: BlkifOp.Indirect,
+      BLKIF_MAX_SEGMENTS_PER_REQUEST,
+      BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+      BLKIF_RSP_OKAY: BlkifRsp.Okay,
+      BLKIF_RSP_ERROR: BlkifRsp.Error,
+      BLKIF_RSP_EOPNOTSUPP: BlkifRsp.EOpNotSupp,
+      BLKIF_DISCARD_SECURE,
+      VDISK_CDROM,
+      VDISK_REMOVABLE,
+      VDISK_READONLY,
+    });
+  });
+});
+
+describe('grant_table.h, xs_wire.h and xenbus.h against the C headers', () => {
+  it('grant_entry_v1 and GTF flags', () => {
+    expectFigures(probe64.values, {
+      'sizeof.grant_entry_v1': GRANT_ENTRY_V1_SIZE,
+      'offsetof.grant_entry_v1.flags': GrantEntryV1Offset.flags,
+      'offsetof.grant_entry_v1.domid': GrantEntryV1Offset.domid,
+      'offsetof.grant_entry_v1.frame': GrantEntryV1Offset.frame,
+      GTF_permit_access, GTF_accept_transfer, GTF_transitive, GTF_type_mask, GTF_readonly, GTF_reading, GTF_writing,
+    });
+  });
+
+  it('xsd_sockmsg, message types and limits', () => {
+    const types: Record<string, number> = {
+      XS_CONTROL: XsType.Control, XS_DIRECTORY: XsType.Directory, XS_READ: XsType.Read,
+      XS_GET_PERMS: XsType.GetPerms, XS_WATCH: XsType.Watch, XS_UNWATCH: XsType.Unwatch,
+      XS_TRANSACTION_START: XsType.TransactionStart, XS_TRANSACTION_END: XsType.TransactionEnd,
+      XS_INTRODUCE: XsType.Introduce, XS_RELEASE: XsType.Release, XS_GET_DOMAIN_PATH: XsType.GetDomainPath,
+      XS_WRITE: XsType.Write, XS_MKDIR: XsType.Mkdir, XS_RM: XsType.Rm, XS_SET_PERMS: XsType.SetPerms,
+      XS_WATCH_EVENT: XsType.WatchEvent, XS_ERROR: XsType.Error, XS_IS_DOMAIN_INTRODUCED: XsType.IsDomainIntroduced,
+      XS_RESUME: XsType.Resume, XS_SET_TARGET: XsType.SetTarget, XS_RESET_WATCHES: XsType.ResetWatches,
+      XS_DIRECTORY_PART: XsType.DirectoryPart,
+    };
+    expectFigures(probe64.values, {
+      'sizeof.xsd_sockmsg': XS_HEADER_SIZE,
+      'offsetof.xsd_sockmsg.type': XsHeaderOffset.type,
+      'offsetof.xsd_sockmsg.req_id': XsHeaderOffset.reqId,
+      'offsetof.xsd_sockmsg.tx_id': XsHeaderOffset.txId,
+      'offsetof.xsd_sockmsg.len': XsHeaderOffset.len,
+      ...types,
+      XS_TYPE_COUNT, XS_INVALID, XS_WATCH_PATH, XS_WATCH_TOKEN,
+      XENSTORE_PAYLOAD_MAX, XENSTORE_ABS_PATH_MAX, XENSTORE_REL_PATH_MAX,
+    });
+  });
+
+  it('xsd_errors names, in order', () => {
+    XS_ERRNO_NAMES.forEach((name, i) => expect(probe64.values.get(`xsd_errors.${i}`)).toBe(name));
+    expect(probe64.values.has(`xsd_errors.${XS_ERRNO_NAMES.length}`)).toBe(false);
+  });
+
+  it('xenstore_domain_interface (the ring page)', () => {
+    expectFigures(probe64.values, {
+      XENSTORE_RING_SIZE,
+      'sizeof.xenstore_domain_interface': XS_RING_INTERFACE_SIZE,
+      'offsetof.xenstore_domain_interface.req': XsRingOffset.req,
+      'offsetof.xenstore_domain_interface.rsp': XsRingOffset.rsp,
+      'offsetof.xenstore_domain_interface.req_cons': XsRingOffset.reqCons,
+      'offsetof.xenstore_domain_interface.req_prod': XsRingOffset.reqProd,
+      'offsetof.xenstore_domain_interface.rsp_cons': XsRingOffset.rspCons,
+      'offsetof.xenstore_domain_interface.rsp_prod': XsRingOffset.rspProd,
+      'offsetof.xenstore_domain_interface.server_features': XsRingOffset.serverFeatures,
+      'offsetof.xenstore_domain_interface.connection': XsRingOffset.connection,
+      'offsetof.xenstore_domain_interface.error': XsRingOffset.error,
+      XENSTORE_SERVER_FEATURE_RECONNECTION, XENSTORE_SERVER_FEATURE_ERROR, XENSTORE_CONNECTED, XENSTORE_RECONNECT,
+      XENSTORE_ERROR_NONE, XENSTORE_ERROR_COMM, XENSTORE_ERROR_RINGIDX, XENSTORE_ERROR_PROTO,
+    });
+  });
+
+  it('xenbus states', () => {
+    expectFigures(probe64.values, Object.fromEntries(
+      Object.entries(XenbusState).map(([k, v]) => [`XenbusState${k}`, v]),
+    ));
+  });
+});
+
+describe('ring.h event rules against Xen\'s own macros', () => {
+  it('SHARED_RING_INIT sets both event fields to 1', () => {
+    const words = new Int32Array(SRING_HEADER_SIZE / 4);
+    sringInit(words);
+    expect(words[SringWord.reqEvent]).toBe(Number(probe64.values.get('init.req_event')));
+    expect(words[SringWord.rspEvent]).toBe(Number(probe64.values.get('init.rsp_event')));
+  });
+
+  it('RING_PUSH_REQUESTS_AND_CHECK_NOTIFY agrees on 2000 index triples, wraps included', () => {
+    const push = probe64.lines.filter((l) => l.startsWith('push '));
+    expect(push.length).toBe(2000);
+    let notified = 0, wrapped = 0;
+    for (const line of push) {
+      const [, oldS, newS, evS, want] = line.split(' ');
+      const old = Number(oldS), nw = Number(newS), ev = Number(evS);
+      if (nw < old) wrapped++;
+      const got = needsNotify(old, nw, ev);
+      if (got) notified++;
+      expect(`${line} -> ${got ? 1 : 0}`).toBe(`${line} -> ${want}`);
+    }
+    // The sample must exercise both answers and the u32 wrap, or it proves little.
+    expect(notified).toBeGreaterThan(100);
+    expect(push.length - notified).toBeGreaterThan(100);
+    expect(wrapped).toBeGreaterThan(20);
+  });
+
+  it('RING_FINAL_CHECK_FOR_RESPONSES agrees on work and on rsp_event', () => {
+    const fin = probe64.lines.filter((l) => l.startsWith('final '));
+    expect(fin.length).toBe(500);
+    const words = new Int32Array(SRING_HEADER_SIZE / 4);
+    for (const line of fin) {
+      const [, prodS, consS, work, evAfter] = line.split(' ');
+      words[SringWord.rspProd] = Number(prodS) | 0;
+      words[SringWord.rspEvent] = 7;
+      const got = finalCheckForResponses(words, Number(consS));
+      expect(`${line} -> ${got ? 1 : 0} ${words[SringWord.rspEvent]! >>> 0}`).toBe(`${line} -> ${work} ${evAfter}`);
+    }
+  });
+});
