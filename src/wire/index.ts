@@ -4,3 +4,5 @@ export * from './blkif.js';
 export * from './ring.js';
 export * from './grant_table.js';
 export * from './xenbus_state.js';
+export * from './xs_parser.js';
+export * from './xs_perms.js';

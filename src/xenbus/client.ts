@@ -1,0 +1,580 @@
+/**
+ * The xenstore client: many requests in flight on one connection.
+ *
+ * - Each request gets a unique req_id; one reader matches replies to
+ *   requests by req_id, in whatever order they come.
+ * - Requests are queued and written in order; frames queued in the same tick
+ *   go out in one write. A short write is resumed when the stream says so.
+ * - A request can be aborted or time out. If it was still queued it is never
+ *   sent; if it was sent, its req_id stays reserved until the late reply
+ *   arrives and is discarded, so that reply can never be taken for another
+ *   request's.
+ * - Watch events are delivered through dispatch groups (see dispatch.ts).
+ * - A broken stream (oversized frame, unknown message type) fails the
+ *   connection: every pending request is rejected with XS_EPROTO. A reply for
+ *   a req_id nobody waits for is dropped and counted.
+ */
+import { XenstoreError, isXenError } from '../errors.js';
+import { XsFrameParser } from '../wire/xs_parser.js';
+import {
+  XsType, encodeMessage, isKnownXsType, joinPayload, payloadString, splitPayload, xsTypeName,
+  type XsMessage,
+} from '../wire/xs_wire.js';
+import { DispatchGroups } from './dispatch.js';
+import { XsOps, expectOk, type RequestOptions } from './ops.js';
+import type { ByteStream } from './transport.js';
+
+/** A watch event: the path that changed (relative if the watch was) and the watch's token. */
+export interface WatchEvent {
+  path: string;
+  token: string;
+}
+
+export type WatchCallback = (event: WatchEvent) => unknown;
+
+export interface WatchOptions extends RequestOptions {
+  /**
+   * Dispatch group for this watch's callbacks (default `"default"`). Name one
+   * per device or domain so that a slow callback delays only its own group.
+   */
+  group?: string;
+}
+
+export interface XenstoreClientOptions {
+  /** Timeout for requests that do not set their own (default: none). */
+  defaultTimeoutMs?: number;
+  /** Called when a watch callback throws or rejects. Default: a process warning. */
+  onCallbackError?: (err: unknown, group: string) => void;
+}
+
+export interface TransactionOptions {
+  signal?: AbortSignal;
+  /** Attempts before giving up with XS_EAGAIN (default 16). */
+  maxAttempts?: number;
+  /** First backoff delay in ms, doubled per attempt with jitter, capped at 100 ms (default 1). */
+  backoffMs?: number;
+}
+
+/** Counters for what the connection has seen. */
+export interface XenstoreClientStats {
+  requestsSent: number;
+  repliesMatched: number;
+  /** Requests waiting for a reply now (queued or sent). */
+  inFlight: number;
+  /** Most requests ever in flight at once. */
+  maxInFlight: number;
+  /** Replies whose req_id matched no request: dropped. */
+  unknownReplies: number;
+  /** Replies to requests that had been aborted or had timed out: discarded. */
+  lateReplies: number;
+  watchEvents: number;
+  /** Watch events for a token with no watch (e.g. just unwatched): dropped. */
+  unmatchedWatchEvents: number;
+  bytesWritten: number;
+  bytesRead: number;
+}
+
+interface Pending {
+  id: number;
+  type: number;
+  txId: number;
+  path: string | undefined;
+  /** The encoded frame while queued; null once handed to the stream. */
+  frame: Uint8Array | null;
+  /** Settled (resolved, rejected, aborted, timed out): any reply is now discarded. */
+  settled: boolean;
+  resolve(payload: Uint8Array): void;
+  reject(err: Error): void;
+  cleanup(): void;
+}
+
+interface WatchEntry {
+  path: string;
+  token: string;
+  group: string;
+  callback: WatchCallback;
+}
+
+/** Frames gathered into one write. */
+const WRITE_BATCH_BYTES = 64 * 1024;
+const DEFAULT_GROUP = 'default';
+
+let clientSerial = 0;
+
+/**
+ * A xenstore connection over any {@link ByteStream}. All the operations of
+ * {@link XsOps} (read, write, mkdir, rm, directory, permissions) run with
+ * tx_id 0; {@link XenstoreClient.transaction} gives a transaction handle.
+ */
+export class XenstoreClient extends XsOps {
+  private readonly parser = new XsFrameParser();
+  private readonly pending = new Map<number, Pending>();
+  private readonly writeQueue: Pending[] = [];
+  private writeHead = 0;
+  private outBuf: Uint8Array | null = null;
+  private outOff = 0;
+  private flushScheduled = false;
+  private nextReqId = 1;
+  private readonly watches = new Map<string, WatchEntry>();
+  private nextToken = 1;
+  private readonly tokenPrefix = `xb${++clientSerial}-`;
+  private readonly groups: DispatchGroups;
+  private failure: XenstoreError | null = null;
+  private readonly closedPromise: Promise<XenstoreError>;
+  private resolveClosed!: (err: XenstoreError) => void;
+  private readonly counters: Omit<XenstoreClientStats, 'inFlight'> = {
+    requestsSent: 0, repliesMatched: 0, maxInFlight: 0, unknownReplies: 0, lateReplies: 0,
+    watchEvents: 0, unmatchedWatchEvents: 0, bytesWritten: 0, bytesRead: 0,
+  };
+
+  constructor(private readonly stream: ByteStream, private readonly options: XenstoreClientOptions = {}) {
+    super();
+    this.closedPromise = new Promise((r) => (this.resolveClosed = r));
+    const onCallbackError = options.onCallbackError ?? ((err: unknown, group: string) => {
+      process.emitWarning(`xenstore watch callback in group "${group}" failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    });
+    this.groups = new DispatchGroups(onCallbackError);
+    stream.start({
+      data: (chunk) => this.onData(chunk),
+      writable: () => this.flush(),
+      closed: (err) => this.fail(new XenstoreError('XS_CLOSED', `xenstore connection closed${err ? `: ${err.message}` : ''}`, { cause: err })),
+    });
+  }
+
+  /** Resolves with the error that ended the connection (XS_CLOSED, XS_EPROTO…). */
+  get closed(): Promise<XenstoreError> {
+    return this.closedPromise;
+  }
+
+  /** True once the connection has ended. */
+  get isClosed(): boolean {
+    return this.failure !== null;
+  }
+
+  stats(): XenstoreClientStats {
+    return { ...this.counters, inFlight: this.pending.size };
+  }
+
+  /** Callbacks waiting per dispatch group. */
+  watchBacklog(): Record<string, number> {
+    return this.groups.backlog();
+  }
+
+  /** Closes the connection; pending requests reject with XS_CLOSED. */
+  close(): void {
+    this.fail(new XenstoreError('XS_CLOSED', 'xenstore connection closed by the client'));
+  }
+
+  protected override call(type: number, payload: Uint8Array, path: string | undefined, opts?: RequestOptions): Promise<Uint8Array> {
+    return this.request(type, 0, payload, path, opts);
+  }
+
+  /**
+   * Sends one request and resolves with the reply payload. An ERROR reply
+   * rejects with the matching XS_* code. Exposed for the transaction handle
+   * and for message types the helpers do not cover.
+   */
+  request(type: number, txId: number, payload: Uint8Array, path?: string, opts?: RequestOptions): Promise<Uint8Array> {
+    if (this.failure) return Promise.reject(this.failure);
+    const signal = opts?.signal;
+    if (signal?.aborted) return Promise.reject(abortError(type, path, signal));
+    let frame: Uint8Array;
+    const id = this.allocReqId();
+    try {
+      frame = encodeMessage(type, id, txId, payload);
+    } catch (err) {
+      return Promise.reject(new XenstoreError('XS_E2BIG', `xenstore ${xsTypeName(type)}${path ? ` ${path}` : ''}: ${(err as Error).message}`, { path, cause: err }));
+    }
+    return new Promise<Uint8Array>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      let onAbort: (() => void) | undefined;
+      const p: Pending = {
+        id, type, txId, path, frame, settled: false,
+        resolve: (v) => { p.cleanup(); resolve(v); },
+        reject: (e) => { p.cleanup(); reject(e); },
+        cleanup: () => {
+          p.settled = true;
+          if (timer) clearTimeout(timer);
+          if (onAbort) signal!.removeEventListener('abort', onAbort);
+        },
+      };
+      const timeoutMs = opts?.timeoutMs ?? this.options.defaultTimeoutMs;
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => this.abandon(p, new XenstoreError('XS_TIMEOUT', `xenstore ${xsTypeName(type)}${path ? ` ${path}` : ''}: no reply after ${timeoutMs} ms`, { path })), timeoutMs);
+      }
+      if (signal) {
+        onAbort = () => this.abandon(p, abortError(type, path, signal));
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
+      this.pending.set(id, p);
+      if (this.pending.size > this.counters.maxInFlight) this.counters.maxInFlight = this.pending.size;
+      this.writeQueue.push(p);
+      this.scheduleFlush();
+    });
+  }
+
+  /**
+   * Runs `fn` inside a transaction and commits it. On EAGAIN (a conflicting
+   * change, at commit or during `fn`) the whole of `fn` runs again, after a
+   * short randomised backoff, up to `maxAttempts` times. If `fn` throws, the
+   * transaction is aborted and the error passed on.
+   */
+  async transaction<T>(fn: (tx: Transaction) => Promise<T>, opts: TransactionOptions = {}): Promise<T> {
+    const maxAttempts = opts.maxAttempts ?? 16;
+    let delay = opts.backoffMs ?? 1;
+    for (let attempt = 1; ; attempt++) {
+      const tx = await this.startTransaction({ signal: opts.signal });
+      let result: T;
+      try {
+        result = await fn(tx);
+      } catch (err) {
+        await tx.end(false).catch(() => undefined);
+        if (isXenError(err, 'XS_EAGAIN') && attempt < maxAttempts) {
+          await backoff(delay, opts.signal);
+          delay = Math.min(delay * 2, 100);
+          continue;
+        }
+        throw err;
+      }
+      try {
+        await tx.end(true, { signal: opts.signal });
+        return result;
+      } catch (err) {
+        if (!isXenError(err, 'XS_EAGAIN') || attempt >= maxAttempts) throw err;
+      }
+      await backoff(delay, opts.signal);
+      delay = Math.min(delay * 2, 100);
+    }
+  }
+
+  /** Starts a transaction by hand; prefer {@link transaction}, which retries. */
+  async startTransaction(opts?: RequestOptions): Promise<Transaction> {
+    const reply = await this.request(XsType.TransactionStart, 0, joinPayload(['']), undefined, opts);
+    const s = payloadString(reply);
+    if (!/^\d+$/.test(s) || Number(s) === 0 || Number(s) > 0xffffffff) {
+      throw new XenstoreError('XS_EPROTO', `xenstore TRANSACTION_START: bad transaction id "${s}"`);
+    }
+    return new Transaction(this, Number(s));
+  }
+
+  /**
+   * Sets a watch. The callback runs in the watch's dispatch group, first for
+   * the event xenstored sends on registration, then on every change at or
+   * below `path` (events may also be spurious: re-read, don't assume).
+   */
+  async watch(path: string, callback: WatchCallback, opts: WatchOptions = {}): Promise<Watch> {
+    const token = `${this.tokenPrefix}${this.nextToken++}`;
+    const entry: WatchEntry = { path, token, group: opts.group ?? DEFAULT_GROUP, callback };
+    // Registered before the request goes out: the first event may follow the reply at once.
+    this.watches.set(token, entry);
+    try {
+      expectOk(await this.request(XsType.Watch, 0, joinPayload([path, token]), path, opts), `WATCH ${path}`);
+    } catch (err) {
+      this.watches.delete(token);
+      throw err;
+    }
+    return new Watch(this, path, token);
+  }
+
+  /**
+   * The watch as an async iterator. Events queue until read; identical paths
+   * already queued are merged, since an event only says "look again".
+   * Breaking out of the loop (or `return()`) removes the watch.
+   */
+  watchEvents(path: string, opts: RequestOptions = {}): WatchIterator {
+    return new WatchIterator(this, path, opts);
+  }
+
+  /** @internal Removes a watch by token. */
+  async unwatchToken(path: string, token: string, opts?: RequestOptions): Promise<void> {
+    if (!this.watches.delete(token)) return;
+    if (this.failure) return;
+    try {
+      await this.request(XsType.Unwatch, 0, joinPayload([path, token]), path, opts);
+    } catch (err) {
+      if (!isXenError(err, 'XS_ENOENT') && !isXenError(err, 'XS_CLOSED')) throw err;
+    }
+  }
+
+  // --- request ids and the write side ---------------------------------------
+
+  private allocReqId(): number {
+    // 0 is what watch events carry, 0xffffffff wakes the device transport: skip both.
+    for (;;) {
+      const id = this.nextReqId;
+      this.nextReqId = id >= 0xfffffffe ? 1 : id + 1;
+      if (!this.pending.has(id)) return id;
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // A microtask lets every request made in the same tick share one write.
+    queueMicrotask(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    while (!this.failure) {
+      if (this.outBuf === null && !this.takeBatch()) return;
+      const buf = this.outBuf!;
+      const n = this.stream.write(this.outOff === 0 ? buf : buf.subarray(this.outOff));
+      this.outOff += n;
+      this.counters.bytesWritten += n;
+      if (this.outOff < buf.length) return; // resumed on writable()
+      this.outBuf = null;
+      this.outOff = 0;
+    }
+  }
+
+  /** Moves queued frames (skipping aborted ones) into one outgoing buffer. */
+  private takeBatch(): boolean {
+    const frames: Uint8Array[] = [];
+    let size = 0;
+    while (this.writeHead < this.writeQueue.length && size < WRITE_BATCH_BYTES) {
+      const p = this.writeQueue[this.writeHead++]!;
+      if (p.frame === null) continue; // aborted while queued
+      frames.push(p.frame);
+      size += p.frame.length;
+      p.frame = null;
+      this.counters.requestsSent++;
+    }
+    if (this.writeHead === this.writeQueue.length) {
+      this.writeQueue.length = 0;
+      this.writeHead = 0;
+    }
+    if (frames.length === 0) return false;
+    if (frames.length === 1) {
+      this.outBuf = frames[0]!;
+    } else {
+      const out = new Uint8Array(size);
+      let off = 0;
+      for (const f of frames) {
+        out.set(f, off);
+        off += f.length;
+      }
+      this.outBuf = out;
+    }
+    this.outOff = 0;
+    return true;
+  }
+
+  /** Aborted or timed out: reject now; keep the id reserved if the frame is out. */
+  private abandon(p: Pending, err: XenstoreError): void {
+    if (p.settled) return;
+    if (p.frame !== null) {
+      p.frame = null; // never sent: the id is free again
+      this.pending.delete(p.id);
+    }
+    p.reject(err);
+  }
+
+  // --- the read side ----------------------------------------------------------
+
+  private onData(chunk: Uint8Array): void {
+    this.counters.bytesRead += chunk.length;
+    this.parser.push(chunk);
+    while (!this.failure) {
+      const r = this.parser.next();
+      if (r.kind === 'need') return;
+      if (r.kind === 'error') {
+        this.fail(new XenstoreError('XS_EPROTO', `xenstore stream is broken: ${r.reason}`));
+        return;
+      }
+      this.onMessage(r.message);
+    }
+  }
+
+  private onMessage(m: XsMessage): void {
+    if (!isKnownXsType(m.type)) {
+      // Either the daemon speaks a newer protocol or the stream lost sync; both are fatal here.
+      this.fail(new XenstoreError('XS_EPROTO', `xenstore stream is broken: unknown message type ${m.type} (len ${m.len})`));
+      return;
+    }
+    if (m.type === XsType.WatchEvent) {
+      this.onWatchEvent(m.payload);
+      return;
+    }
+    const p = this.pending.get(m.reqId);
+    if (!p) {
+      this.counters.unknownReplies++;
+      return;
+    }
+    this.pending.delete(m.reqId);
+    if (p.settled) {
+      this.counters.lateReplies++;
+      this.cleanUpLateReply(p, m);
+      return;
+    }
+    this.counters.repliesMatched++;
+    if (m.type === XsType.Error) {
+      p.reject(XenstoreError.fromErrno(payloadString(m.payload), xsTypeName(p.type), p.path));
+    } else if (m.type !== p.type) {
+      p.reject(new XenstoreError('XS_EPROTO', `xenstore ${xsTypeName(p.type)}: reply has type ${xsTypeName(m.type)}`, { path: p.path }));
+    } else {
+      p.resolve(m.payload);
+    }
+  }
+
+  /** A transaction or watch that was set up after its caller gave up is undone. */
+  private cleanUpLateReply(p: Pending, m: XsMessage): void {
+    if (m.type === XsType.TransactionStart) {
+      const id = Number(payloadString(m.payload));
+      if (Number.isInteger(id) && id > 0) {
+        this.request(XsType.TransactionEnd, id, joinPayload(['F'])).catch(() => undefined);
+      }
+    }
+  }
+
+  private onWatchEvent(payload: Uint8Array): void {
+    const [path, token] = splitPayload(payload);
+    const entry = token === undefined ? undefined : this.watches.get(token);
+    if (!entry || path === undefined) {
+      this.counters.unmatchedWatchEvents++;
+      return;
+    }
+    this.counters.watchEvents++;
+    const event: WatchEvent = { path, token: entry.token };
+    this.groups.run(entry.group, () => {
+      // Unwatched while queued: the caller no longer wants it.
+      if (this.watches.get(entry.token) !== entry) return undefined;
+      return entry.callback(event);
+    });
+  }
+
+  private fail(err: XenstoreError): void {
+    if (this.failure) return;
+    this.failure = err;
+    for (const p of this.pending.values()) {
+      if (!p.settled) p.reject(err);
+    }
+    this.pending.clear();
+    this.writeQueue.length = 0;
+    this.writeHead = 0;
+    this.outBuf = null;
+    this.watches.clear();
+    this.stream.close();
+    this.resolveClosed(err);
+  }
+}
+
+/** A transaction: the same operations, run on a snapshot until {@link end}. */
+export class Transaction extends XsOps {
+  private ended = false;
+
+  constructor(private readonly client: XenstoreClient, readonly id: number) {
+    super();
+  }
+
+  protected override call(type: number, payload: Uint8Array, path: string | undefined, opts?: RequestOptions): Promise<Uint8Array> {
+    if (this.ended) return Promise.reject(new XenstoreError('XS_EINVAL', `xenstore transaction ${this.id} has ended`, { path }));
+    return this.client.request(type, this.id, payload, path, opts);
+  }
+
+  /** Commits (`true`) or discards (`false`). A commit that conflicted fails with XS_EAGAIN. */
+  async end(commit: boolean, opts?: RequestOptions): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    expectOk(await this.client.request(XsType.TransactionEnd, this.id, joinPayload([commit ? 'T' : 'F']), undefined, opts), 'TRANSACTION_END');
+  }
+}
+
+/** A registered watch. */
+export class Watch {
+  constructor(private readonly client: XenstoreClient, readonly path: string, readonly token: string) {}
+
+  /** Removes the watch; callbacks not yet run for it are skipped. */
+  unwatch(opts?: RequestOptions): Promise<void> {
+    return this.client.unwatchToken(this.path, this.token, opts);
+  }
+}
+
+/** A watch read with `for await`. See {@link XenstoreClient.watchEvents}. */
+export class WatchIterator implements AsyncIterableIterator<WatchEvent> {
+  /** Resolves once the watch is registered (rejects if it could not be). */
+  readonly ready: Promise<void>;
+  private readonly queue: WatchEvent[] = [];
+  private readonly queued = new Set<string>();
+  private waiter: { resolve(r: IteratorResult<WatchEvent>): void; reject(e: unknown): void } | null = null;
+  private watch: Watch | null = null;
+  private error: unknown = null;
+  private done = false;
+
+  constructor(client: XenstoreClient, path: string, opts: RequestOptions) {
+    this.ready = client.watch(path, (e) => this.push(e), { ...opts, group: `iterator:${path}` }).then(
+      (w) => {
+        this.watch = w;
+        if (this.done) void w.unwatch().catch(() => undefined);
+        void client.closed.then((err) => this.finish(err));
+      },
+      (err) => this.finish(err),
+    );
+    this.ready.catch(() => undefined);
+    opts.signal?.addEventListener('abort', () => void this.return(), { once: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<WatchEvent>> {
+    const e = this.queue.shift();
+    if (e) {
+      this.queued.delete(e.path);
+      return Promise.resolve({ value: e, done: false });
+    }
+    if (this.error) return Promise.reject(this.error);
+    if (this.done) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  async return(): Promise<IteratorResult<WatchEvent>> {
+    this.finish(null);
+    await this.watch?.unwatch().catch(() => undefined);
+    return { value: undefined, done: true };
+  }
+
+  private push(e: WatchEvent): void {
+    if (this.done) return;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.resolve({ value: e, done: false });
+      return;
+    }
+    if (this.queued.has(e.path)) return;
+    this.queued.add(e.path);
+    this.queue.push(e);
+  }
+
+  private finish(err: unknown): void {
+    if (this.done) return;
+    this.done = true;
+    if (err) this.error = err;
+    const w = this.waiter;
+    this.waiter = null;
+    if (w) {
+      if (this.error) w.reject(this.error);
+      else w.resolve({ value: undefined, done: true });
+    }
+  }
+}
+
+function abortError(type: number, path: string | undefined, signal: AbortSignal): XenstoreError {
+  return new XenstoreError('XS_ABORTED', `xenstore ${xsTypeName(type)}${path ? ` ${path}` : ''}: aborted`, { path, cause: signal.reason });
+}
+
+function backoff(ms: number, signal?: AbortSignal): Promise<void> {
+  const wait = ms * (0.5 + Math.random());
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new XenstoreError('XS_ABORTED', 'xenstore transaction: aborted', { cause: signal.reason }));
+    const t = setTimeout(resolve, wait);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      reject(new XenstoreError('XS_ABORTED', 'xenstore transaction: aborted', { cause: signal.reason }));
+    }, { once: true });
+  });
+}

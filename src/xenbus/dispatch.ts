@@ -1,0 +1,70 @@
+/**
+ * Dispatch groups for watch callbacks. Each group is a serial queue: its
+ * callbacks run one at a time, in arrival order, each awaited before the
+ * next. Groups are independent, so a callback that stalls holds up only its
+ * own group, never another group and never the reader that matches replies.
+ */
+export type Task = () => unknown;
+
+export class SerialQueue {
+  private readonly tasks: Task[] = [];
+  private head = 0;
+  private running = false;
+
+  constructor(private readonly onError: (err: unknown) => void) {}
+
+  /** Tasks waiting, not counting the one running. */
+  get pending(): number {
+    return this.tasks.length - this.head;
+  }
+
+  get busy(): boolean {
+    return this.running;
+  }
+
+  push(task: Task): void {
+    this.tasks.push(task);
+    if (!this.running) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.running = true;
+    while (this.head < this.tasks.length) {
+      const task = this.tasks[this.head]!;
+      this.tasks[this.head++] = undefined as unknown as Task;
+      if (this.head > 1024 && this.head * 2 > this.tasks.length) {
+        this.tasks.splice(0, this.head);
+        this.head = 0;
+      }
+      try {
+        await task();
+      } catch (err) {
+        this.onError(err);
+      }
+    }
+    this.tasks.length = 0;
+    this.head = 0;
+    this.running = false;
+  }
+}
+
+/** The set of named groups; one is created the first time its name is used. */
+export class DispatchGroups {
+  private readonly groups = new Map<string, SerialQueue>();
+
+  constructor(private readonly onError: (err: unknown, group: string) => void) {}
+
+  run(group: string, task: Task): void {
+    let q = this.groups.get(group);
+    if (!q) {
+      q = new SerialQueue((err) => this.onError(err, group));
+      this.groups.set(group, q);
+    }
+    q.push(task);
+  }
+
+  /** Tasks waiting per group (for stats and tests). */
+  backlog(): Record<string, number> {
+    return Object.fromEntries([...this.groups].map(([k, q]) => [k, q.pending]));
+  }
+}

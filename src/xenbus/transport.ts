@@ -1,0 +1,28 @@
+/**
+ * The byte channel a xenstore client runs over. The client is written against
+ * this alone, so the same code runs over dom0's Unix socket, a guest's
+ * /dev/xen/xenbus, the shared xenstore ring page, or an in-memory pipe.
+ */
+
+/** What a byte stream tells its user. */
+export interface ByteStreamHandlers {
+  /** Bytes arrived. The chunk is handed over: the stream does not reuse it. */
+  data(chunk: Uint8Array): void;
+  /** A write that took fewer bytes than offered can now be retried. */
+  writable(): void;
+  /** The stream ended (cleanly if `error` is undefined). Called once. */
+  closed(error?: Error): void;
+}
+
+export interface ByteStream {
+  /** Starts delivery to `handlers`. Called once, before any write. */
+  start(handlers: ByteStreamHandlers): void;
+  /**
+   * Offers bytes; returns how many were taken (0..data.length). Fewer than
+   * offered means "full for now": offer the rest after `writable()`. The
+   * caller may reuse `data` once this returns.
+   */
+  write(data: Uint8Array): number;
+  /** Closes the stream; `closed()` follows. */
+  close(): void;
+}
