@@ -22,7 +22,7 @@ import {
 } from '../wire/xs_wire.js';
 import { DispatchGroups } from './dispatch.js';
 import { XsOps, expectOk, type RequestOptions } from './ops.js';
-import type { ByteStream } from './transport.js';
+import type { ByteStream } from '../transport/byte_stream.js';
 
 /** A watch event: the path that changed (relative if the watch was) and the watch's token. */
 export interface WatchEvent {

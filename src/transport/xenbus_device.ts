@@ -1,7 +1,7 @@
 import { close, open, read, write, constants } from 'node:fs';
 import { XenstoreError } from '../errors.js';
 import { XsType, encodeMessage, joinPayload } from '../wire/xs_wire.js';
-import type { ByteStream, ByteStreamHandlers } from './transport.js';
+import type { ByteStream, ByteStreamHandlers } from './byte_stream.js';
 
 /** The Linux guest's xenstore character device. */
 export const DEFAULT_XENBUS_DEVICE = '/dev/xen/xenbus';

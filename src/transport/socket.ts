@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { XenstoreError } from '../errors.js';
-import type { ByteStream, ByteStreamHandlers } from './transport.js';
+import type { ByteStream, ByteStreamHandlers } from './byte_stream.js';
 
 /** dom0's xenstored socket (XEN_RUN_STORED/socket in Xen's tools). */
 export const DEFAULT_XENSTORED_SOCKET = '/var/run/xenstored/socket';

@@ -1,0 +1,24 @@
+/**
+ * xen-blkfront: a Xen block frontend for Node.js.
+ *
+ * This is the package's public surface; everything not exported here is
+ * internal. The simulated Xen host is exported separately as `xen-blkfront/sim`.
+ */
+export { XenError, XenstoreError, isXenError, XS_ERRNO_NAMES } from './errors.js';
+export type { XenErrorCode, XenstoreErrorCode, XsErrno } from './errors.js';
+
+export { XenstoreClient, Transaction, Watch, WatchIterator } from './xenbus/client.js';
+export type {
+  WatchEvent, WatchCallback, WatchOptions, XenstoreClientOptions, XenstoreClientStats, TransactionOptions,
+} from './xenbus/client.js';
+export { XsOps } from './xenbus/ops.js';
+export type { RequestOptions } from './xenbus/ops.js';
+export { switchState, readState, waitForState } from './xenbus/device.js';
+export type { WaitForStateOptions } from './xenbus/device.js';
+
+export type { ByteStream, ByteStreamHandlers } from './transport/byte_stream.js';
+export { connectUnixSocket, DEFAULT_XENSTORED_SOCKET } from './transport/socket.js';
+export { openXenbusDevice, DEFAULT_XENBUS_DEVICE } from './transport/xenbus_device.js';
+
+export { XenbusState, xenbusStateName } from './wire/xenbus_state.js';
+export type { XsPerm, XsPermLetter } from './wire/xs_perms.js';
