@@ -1,0 +1,81 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { XenstoreClient, type XenstoreClientOptions } from '../../src/xenbus/client.js';
+import { connectUnixSocket } from '../../src/transport/socket.js';
+import { SimXenstored, type SimXenstoredOptions } from '../../src/sim/xenstored/server.js';
+import { listenXenstored } from '../../src/sim/xenstored/daemon.js';
+
+/** A client connected to a fresh simulated xenstored, over one kind of transport. */
+export interface XsFixture {
+  xenstored: SimXenstored;
+  client: XenstoreClient;
+  /** Another client for the same daemon and transport, as domain `domid`. */
+  connect(domid?: number, opts?: XenstoreClientOptions): Promise<XenstoreClient>;
+  close(): Promise<void>;
+}
+
+export type TransportKind = 'unix socket' | 'difficult pipe';
+
+export const TRANSPORTS: TransportKind[] = ['unix socket', 'difficult pipe'];
+
+export function tempSocketPath(): { path: string; cleanup(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'xs-'));
+  return { path: join(dir, 'socket'), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export async function xsFixture(kind: TransportKind, opts: XenstoreClientOptions = {}, sim: SimXenstoredOptions = {}): Promise<XsFixture> {
+  const xenstored = new SimXenstored(sim);
+  const clients: XenstoreClient[] = [];
+  if (kind === 'unix socket') {
+    const sock = tempSocketPath();
+    const daemon = await listenXenstored(sock.path, xenstored);
+    const connect = async (domid = 0, o: XenstoreClientOptions = opts): Promise<XenstoreClient> => {
+      // Over the socket every connection is dom0; other domains come in through pipes.
+      const c = domid === 0
+        ? new XenstoreClient(await connectUnixSocket(sock.path), o)
+        : new XenstoreClient(xenstored.connect({ domid }), o);
+      clients.push(c);
+      return c;
+    };
+    const client = await connect();
+    return {
+      xenstored, client, connect,
+      close: async () => {
+        clients.forEach((c) => c.close());
+        await daemon.close();
+        sock.cleanup();
+      },
+    };
+  }
+  let seed = 7;
+  const connect = async (domid = 0, o: XenstoreClientOptions = opts): Promise<XenstoreClient> => {
+    const c = new XenstoreClient(xenstored.connect({ domid, pipe: { maxChunk: 7, writeCapacity: 64, seed: seed++ } }), o);
+    clients.push(c);
+    return c;
+  };
+  const client = await connect();
+  return {
+    xenstored, client, connect,
+    close: async () => {
+      clients.forEach((c) => c.close());
+      xenstored.close();
+    },
+  };
+}
+
+/** Resolves when `cond()` holds, polling; rejects after `ms`. */
+export async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/** A promise and its resolver. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve(v: T): void } {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
