@@ -194,8 +194,9 @@ export class NodeTree {
       const parent = this.get(parentPath(np))!;
       this.put(parentPath(np), { ...parent, children: [...parent.children, leafName(np)], gen: nextGen() });
       this.put(np, { value: i === 0 ? value : EMPTY, perms, children: [], gen: nextGen() });
-      this.changes.push({ path: np, removed: false, perms });
     }
+    // One event, for the path written: watchers of the new ancestors match it by prefix (as in C xenstored).
+    this.changes.push({ path, removed: false, perms });
   }
 
   rm(path: string, caller: Caller): void {
