@@ -66,7 +66,7 @@ export class SimXenstored {
   readonly tree = NodeTree.createRoot();
   private readonly conns = new Set<ServerConnection>();
   private readonly introduced = new Set<number>([0]);
-  readonly targets = new Map<number, number>();
+  private readonly targets = new Map<number, number>();
   readonly counters: SimXenstoredStats = {
     connections: 0, requests: 0, errors: 0, watchEventsSent: 0,
     transactionsCommitted: 0, transactionConflicts: 0, droppedConnections: 0,
@@ -91,7 +91,7 @@ export class SimXenstored {
   /** Serves a connection over `stream` for domain `domid`. */
   serve(stream: ByteStream, opts: { domid?: number; privileged?: boolean } = {}): ServerConnection {
     const domid = opts.domid ?? 0;
-    const conn = new ServerConnection(this, stream, { domid, privileged: opts.privileged ?? domid === 0 });
+    const conn = new ServerConnection(this, stream, { domid, privileged: opts.privileged ?? domid === 0, target: this.targets.get(domid) });
     this.conns.add(conn);
     this.counters.connections++;
     return conn;
@@ -129,6 +129,12 @@ export class SimXenstored {
     if (!this.introduced.delete(domid)) throw new XsErr('ENOENT', `domain ${domid} is not introduced`);
     for (const c of this.conns) if (c.caller.domid === domid) c.resetWatches();
     this.fireSpecial('@releaseDomain');
+  }
+
+  /** SET_TARGET: `domid` may act with `target`'s rights, on open connections and new ones. */
+  setTarget(domid: number, target: number): void {
+    this.targets.set(domid, target);
+    for (const c of this.conns) if (c.caller.domid === domid) c.caller.target = target;
   }
 
   /** Runs `fn` against the live tree as dom0 and fires the watches its changes trigger. */
@@ -317,7 +323,7 @@ export class ServerConnection {
       case XsType.SetTarget: {
         this.requirePrivileged();
         const [d, t] = splitPayload(m.payload);
-        this.server.targets.set(domidArg(d), domidArg(t));
+        this.server.setTarget(domidArg(d), domidArg(t));
         return OK;
       }
       case XsType.ResetWatches:

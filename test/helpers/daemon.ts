@@ -1,0 +1,42 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { tempSocketPath } from './xs.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+export const XENSIM = `${root}dist/src/sim/cli.js`;
+
+/** Makes sure the built CLI exists (npm test builds first; a bare vitest run may not have). */
+export function ensureBuilt(): void {
+  if (!existsSync(XENSIM)) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
+}
+
+/** Starts `xensim xenstored` in its own process and waits for its listening line. */
+export async function spawnXenstored(): Promise<{ socket: string; proc: ChildProcess; stop(): Promise<void> }> {
+  ensureBuilt();
+  const sock = tempSocketPath();
+  const proc = spawn(process.execPath, [XENSIM, 'xenstored', '--socket', sock.path], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`xensim did not start: ${out}`)), 15000);
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('listening on')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    proc.once('exit', (code) => reject(new Error(`xensim exited with ${code}: ${out}`)));
+  });
+  return {
+    socket: sock.path,
+    proc,
+    stop: () => new Promise<void>((resolve) => {
+      proc.once('exit', () => {
+        sock.cleanup();
+        resolve();
+      });
+      proc.kill('SIGTERM');
+    }),
+  };
+}
