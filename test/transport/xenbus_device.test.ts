@@ -38,7 +38,8 @@ function fifoClient(sim: SimXenstored): { client: XenstoreClient; seenTypes: num
     writable: () => undefined,
     closed: () => daemonOut.end(),
   });
-  daemonIn.on('data', (c: Buffer) => {
+  daemonIn.on('data', (chunk) => {
+    const c = chunk as Buffer;
     parser.push(c);
     for (let r = parser.next(); r.kind === 'message'; r = parser.next()) seenTypes.push(r.message.type);
     server.write(c);

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite needs, when they are missing:
+#   gcc + libxen-dev   the C layout probe, compiled against Xen's own headers
+#   gcc-multilib       the same probe built -m32, for the x86_32 blkif ABI
+#   xenstore-utils     Debian's xenstore tools, run against our xenstored
+set -euo pipefail
+
+need=()
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+[ -f /usr/include/xen/io/blkif.h ] || need+=(libxen-dev)
+command -v xenstore-write >/dev/null 2>&1 || need+=(xenstore-utils)
+if ! printf 'int main(void){return 0;}\n' | gcc -m32 -x c -o /dev/null - >/dev/null 2>&1; then
+  need+=(gcc-multilib)
+fi
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "test-deps: gcc, libxen-dev, gcc-multilib and xenstore-utils are present"
+  exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "test-deps: need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+echo "test-deps: installing ${need[*]}"
+"${sudo[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
