@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XenstoreClient, type XenstoreClientOptions } from '../../src/xenbus/client.js';
+import type { ByteStream } from '../../src/transport/byte_stream.js';
 import { connectUnixSocket } from '../../src/transport/socket.js';
 import { SimXenstored, type SimXenstoredOptions } from '../../src/sim/xenstored/server.js';
 import { listenXenstored } from '../../src/sim/xenstored/daemon.js';
@@ -27,30 +28,23 @@ export function tempSocketPath(): { path: string; cleanup(): void } {
 export async function xsFixture(kind: TransportKind, opts: XenstoreClientOptions = {}, sim: SimXenstoredOptions = {}): Promise<XsFixture> {
   const xenstored = new SimXenstored(sim);
   const clients: XenstoreClient[] = [];
+  let open: (domid: number) => Promise<ByteStream>;
+  let teardown = async (): Promise<void> => undefined;
   if (kind === 'unix socket') {
     const sock = tempSocketPath();
     const daemon = await listenXenstored(sock.path, xenstored);
-    const connect = async (domid = 0, o: XenstoreClientOptions = opts): Promise<XenstoreClient> => {
-      // Over the socket every connection is dom0; other domains come in through pipes.
-      const c = domid === 0
-        ? new XenstoreClient(await connectUnixSocket(sock.path), o)
-        : new XenstoreClient(xenstored.connect({ domid }), o);
-      clients.push(c);
-      return c;
+    // Over the socket every connection is dom0; other domains come in through pipes.
+    open = async (domid) => (domid === 0 ? connectUnixSocket(sock.path) : xenstored.connect({ domid }));
+    teardown = async () => {
+      await daemon.close();
+      sock.cleanup();
     };
-    const client = await connect();
-    return {
-      xenstored, client, connect,
-      close: async () => {
-        clients.forEach((c) => c.close());
-        await daemon.close();
-        sock.cleanup();
-      },
-    };
+  } else {
+    let seed = 7;
+    open = async (domid) => xenstored.connect({ domid, pipe: { maxChunk: 7, writeCapacity: 64, seed: seed++ } });
   }
-  let seed = 7;
   const connect = async (domid = 0, o: XenstoreClientOptions = opts): Promise<XenstoreClient> => {
-    const c = new XenstoreClient(xenstored.connect({ domid, pipe: { maxChunk: 7, writeCapacity: 64, seed: seed++ } }), o);
+    const c = new XenstoreClient(await open(domid), o);
     clients.push(c);
     return c;
   };
@@ -60,6 +54,7 @@ export async function xsFixture(kind: TransportKind, opts: XenstoreClientOptions
     close: async () => {
       clients.forEach((c) => c.close());
       xenstored.close();
+      await teardown();
     },
   };
 }

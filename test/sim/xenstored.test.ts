@@ -62,6 +62,24 @@ describe('limits', () => {
   });
 });
 
+describe('faults inside the daemon', () => {
+  it('answer EIO for that request, are logged, and leave the daemon serving', async () => {
+    const lines: string[] = [];
+    const faulty = new SimXenstored({ log: (l) => void lines.push(l) });
+    const xs = new XenstoreClient(faulty.connect());
+    const write = faulty.tree.write.bind(faulty.tree);
+    faulty.tree.write = () => {
+      throw new TypeError('store bug');
+    };
+    await expect(xs.write('/x', '1')).rejects.toMatchObject({ code: 'XS_EIO' });
+    expect(lines.some((l) => l.includes('store bug'))).toBe(true);
+    faulty.tree.write = write;
+    await xs.write('/x', '1');
+    expect(await xs.read('/x')).toBe('1');
+    faulty.close();
+  });
+});
+
 describe('nodes', () => {
   it('removes recursively and follows RM rules for absent nodes', async () => {
     await dom0.write('/a/b/c', '1');

@@ -8,7 +8,7 @@ import { XenstoreClient } from '../../src/xenbus/client.js';
 import { SimXenstored } from '../../src/sim/xenstored/server.js';
 import { createMemoryPipe } from '../../src/transport/memory.js';
 import { XsFrameParser } from '../../src/wire/xs_parser.js';
-import { XsType, encodeHeader, encodeMessage, joinPayload, type XsMessage } from '../../src/wire/xs_wire.js';
+import { XsType, encodeHeader, encodeMessage, joinPayload, splitPayload, type XsMessage } from '../../src/wire/xs_wire.js';
 import { ReplyProxy } from '../helpers/proxy.js';
 import { until } from '../helpers/xs.js';
 
@@ -205,6 +205,28 @@ describe('hostile daemon bytes', () => {
     h.send(encodeMessage(XsType.Read, h.requests[0]!.reqId, 0, joinPayload(['partial'], false)).subarray(0, 10));
     h.close();
     await expect(p).rejects.toMatchObject({ code: 'XS_CLOSED' });
+  });
+
+  it('restarts a DIRECTORY_PART listing when the generation changes mid-way', async () => {
+    const h = hostile();
+    const listing = h.client.directoryPart('/d');
+    const answer = async (payload: Uint8Array): Promise<XsMessage> => {
+      const n = h.requests.length;
+      await until(() => h.requests.length === n + 1);
+      const req = h.requests[n]!;
+      h.send(encodeMessage(XsType.DirectoryPart, req.reqId, 0, payload));
+      return req;
+    };
+    const part = (gen: string, names: string[], last: boolean): Uint8Array =>
+      Uint8Array.from([...joinPayload([gen, ...names]), ...(last ? [0] : [])]);
+    const offsets: string[] = [];
+    const note = (r: XsMessage): void => void offsets.push(splitPayload(r.payload)[1]!);
+    note(await answer(part('7', ['a', 'b'], false)));
+    note(await answer(part('8', ['x'], false))); // changed under us: start again
+    note(await answer(part('8', ['a', 'b'], false)));
+    note(await answer(part('8', ['c'], true)));
+    expect(await listing).toEqual(['a', 'b', 'c']);
+    expect(offsets).toEqual(['0', '4', '0', '4']);
   });
 
   it('never hangs on a daemon that never answers: timeouts fire', async () => {

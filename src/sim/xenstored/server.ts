@@ -137,13 +137,6 @@ export class SimXenstored {
     for (const c of this.conns) if (c.caller.domid === domid) c.caller.target = target;
   }
 
-  /** Runs `fn` against the live tree as dom0 and fires the watches its changes trigger. */
-  asDom0<T>(fn: (tree: NodeTree, dom0: Caller) => T): T {
-    const r = fn(this.tree, { domid: 0, privileged: true });
-    this.fire(this.tree.changes.splice(0));
-    return r;
-  }
-
   /** @internal Sends the watch events for `changes` to every connection. */
   fire(changes: readonly Change[]): void {
     if (changes.length === 0) return;
@@ -218,10 +211,12 @@ export class ServerConnection {
       // Live changes, including those a commit just applied; a transaction keeps its own until then.
       events = this.server.tree.changes.splice(0);
     } catch (err) {
-      if (!(err instanceof XsErr)) throw err;
+      // A fault in the daemon itself answers EIO for that request and is logged; it never takes the process down.
+      const errno = err instanceof XsErr ? err.errno : 'EIO';
+      if (!(err instanceof XsErr)) this.server.log(`internal error on ${xsTypeName(m.type)}: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
       this.server.counters.errors++;
-      if (this.server.tree.changes.length) this.server.tree.changes.length = 0;
-      this.send(XsType.Error, m.reqId, m.txId, joinPayload([err.errno]));
+      this.server.tree.changes.length = 0;
+      this.send(XsType.Error, m.reqId, m.txId, joinPayload([errno]));
       return;
     }
     // Events after the reply, as xenstored orders them.
