@@ -8,7 +8,8 @@ import { createReadStream, createWriteStream, existsSync, mkdtempSync, openSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DeviceByteStream, openXenbusDevice } from '../../src/transport/xenbus_device.js';
+import { DeviceByteStream, fdDeviceIo, openXenbusDevice, type DeviceIo } from '../../src/transport/xenbus_device.js';
+import { XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, decodeHeader, encodeMessage, joinPayload } from '../../src/wire/xs_wire.js';
 import { XenstoreClient } from '../../src/xenbus/client.js';
 import { SimXenstored } from '../../src/sim/xenstored/server.js';
 import { XsType } from '../../src/wire/xs_wire.js';
@@ -50,7 +51,7 @@ function fifoClient(sim: SimXenstored): { client: XenstoreClient; seenTypes: num
     server.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  return { client: new XenstoreClient(new DeviceByteStream(guestRead, guestWrite)), seenTypes };
+  return { client: new XenstoreClient(new DeviceByteStream(fdDeviceIo(guestRead, guestWrite))), seenTypes };
 }
 
 describe('DeviceByteStream', () => {
@@ -91,5 +92,106 @@ describe('DeviceByteStream', () => {
     const dir = mkdtempSync(join(tmpdir(), 'notadev-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     await expect(openXenbusDevice(dir)).rejects.toMatchObject({ code: 'XS_CLOSED', message: expect.stringContaining(dir) });
+  });
+});
+
+/**
+ * What Linux's xenbus_file_write() and xenbus_file_read() do, in front of the
+ * simulated xenstored: one message buffered per file (16 + 4096 bytes), a
+ * write that would overflow it fails with EINVAL and empties it, the first
+ * complete message is acted on and anything else in the buffer is dropped.
+ * Reads return queued reply bytes, up to the size asked for.
+ */
+class LinuxXenbusDevice implements DeviceIo {
+  private readonly buf = new Uint8Array(XS_HEADER_SIZE + XENSTORE_PAYLOAD_MAX);
+  private len = 0;
+  private readonly replies: Uint8Array[] = [];
+  private waiter: (() => void) | null = null;
+  private readonly server;
+  /** Requests forwarded to xenstored, and bytes the "kernel" dropped. */
+  forwarded = 0;
+  dropped = 0;
+
+  constructor(sim: SimXenstored, private readonly maxWrite = Infinity) {
+    this.server = sim.connect();
+    this.server.start({
+      data: (c) => {
+        this.replies.push(c);
+        this.waiter?.();
+      },
+      writable: () => undefined,
+      closed: () => undefined,
+    });
+  }
+
+  async write(b: Uint8Array): Promise<number> {
+    const n = Math.min(b.length, this.maxWrite);
+    if (this.len + n > this.buf.length) {
+      this.len = 0;
+      throw Object.assign(new Error('EINVAL'), { code: 'EINVAL' });
+    }
+    this.buf.set(b.subarray(0, n), this.len);
+    this.len += n;
+    if (this.len < XS_HEADER_SIZE) return n;
+    const total = XS_HEADER_SIZE + decodeHeader(this.buf).len;
+    if (this.len < total) return n;
+    this.server.write(this.buf.slice(0, total));
+    this.forwarded++;
+    this.dropped += this.len - total; // "Buffered message consumed": u->len = 0
+    this.len = 0;
+    return n;
+  }
+
+  async read(out: Uint8Array): Promise<number> {
+    while (this.replies.length === 0) await new Promise<void>((r) => (this.waiter = r));
+    this.waiter = null;
+    let n = 0;
+    while (this.replies.length > 0 && n < out.length) {
+      const head = this.replies[0]!;
+      const take = Math.min(head.length, out.length - n);
+      out.set(head.subarray(0, take), n);
+      n += take;
+      if (take === head.length) this.replies.shift();
+      else this.replies[0] = head.subarray(take);
+    }
+    return n;
+  }
+
+  close(): void {
+    this.server.close();
+  }
+}
+
+describe('DeviceByteStream against the kernel device\'s write rules', () => {
+  it('the stand-in is faithful: two frames in one write(2) lose the second', async () => {
+    const dev = new LinuxXenbusDevice(new SimXenstored());
+    const two = new Uint8Array([
+      ...encodeMessage(XsType.Write, 1, 0, joinPayload(['/a', '1'], false)),
+      ...encodeMessage(XsType.Write, 2, 0, joinPayload(['/b', '2'], false)),
+    ]);
+    await dev.write(two);
+    expect(dev.forwarded).toBe(1);
+    expect(dev.dropped).toBeGreaterThan(0);
+    await expect(dev.write(new Uint8Array(XS_HEADER_SIZE + XENSTORE_PAYLOAD_MAX + 1))).rejects.toMatchObject({ code: 'EINVAL' });
+    dev.close();
+  });
+
+  it.each([['whole writes', Infinity], ['short writes of 7 bytes', 7]])('answers every request of a batch, with %s', async (_n, maxWrite) => {
+    const sim = new SimXenstored();
+    const dev = new LinuxXenbusDevice(sim, maxWrite);
+    const stream = new DeviceByteStream(dev);
+    const client = new XenstoreClient(stream);
+    const n = 100;
+    await Promise.all(Array.from({ length: n }, (_, i) => client.write(`/k/${i}`, 'v'.repeat(i))));
+    const got = await Promise.all(Array.from({ length: n }, (_, i) => client.read(`/k/${i}`)));
+    got.forEach((v, i) => expect(v.length).toBe(i));
+    expect(dev.dropped).toBe(0);
+    expect(dev.forwarded).toBe(2 * n);
+    if (maxWrite === Infinity) expect(stream.writeCalls).toBe(2 * n); // exactly one frame per write(2)
+    else expect(stream.writeCalls).toBeGreaterThan(2 * n);
+    // A full 4096-byte payload fits the kernel's buffer exactly.
+    await client.write('/max', 'm'.repeat(XENSTORE_PAYLOAD_MAX - '/max'.length - 1));
+    expect((await client.read('/max')).length).toBe(XENSTORE_PAYLOAD_MAX - 5);
+    client.close();
   });
 });
