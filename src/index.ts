@@ -7,7 +7,9 @@
 export { XenError, XenstoreError, isXenError, XS_ERRNO_NAMES } from './errors.js';
 export type { XenErrorCode, XenstoreErrorCode, XsErrno } from './errors.js';
 
-export { XenstoreClient, Transaction, Watch, WatchIterator } from './xenbus/client.js';
+export { XenstoreClient } from './xenbus/client.js';
+export { Transaction } from './xenbus/transaction.js';
+export { Watch, WatchIterator } from './xenbus/watch.js';
 export type {
   WatchEvent, WatchCallback, WatchOptions, XenstoreClientOptions, XenstoreClientStats, TransactionOptions,
 } from './xenbus/client.js';

@@ -3,6 +3,7 @@
  * the driver (and its users' programs) run anywhere Node runs.
  */
 export { SimXenstored } from './xenstored/server.js';
+export type { ServerConnection } from './xenstored/connection.js';
 export type { SimXenstoredOptions, SimXenstoredStats, ConnectOptions } from './xenstored/server.js';
 export { listenXenstored } from './xenstored/daemon.js';
 export type { XenstoredDaemon } from './xenstored/daemon.js';

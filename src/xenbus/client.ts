@@ -23,6 +23,8 @@ import {
 import { DispatchGroups } from './dispatch.js';
 import { XsOps, expectOk, type RequestOptions } from './ops.js';
 import type { ByteStream } from '../transport/byte_stream.js';
+import { Transaction } from './transaction.js';
+import { Watch, WatchIterator } from './watch.js';
 
 /** A watch event: the path that changed (relative if the watch was) and the watch's token. */
 export interface WatchEvent {
@@ -83,6 +85,8 @@ interface Pending {
   frame: Uint8Array | null;
   /** Settled (resolved, rejected, aborted, timed out): any reply is now discarded. */
   settled: boolean;
+  /** Undoes what a successful reply set up, if it arrives after the caller gave up. */
+  undo: ((reply: XsMessage) => void) | undefined;
   resolve(payload: Uint8Array): void;
   reject(err: Error): void;
   cleanup(): void;
@@ -175,6 +179,10 @@ export class XenstoreClient extends XsOps {
    * and for message types the helpers do not cover.
    */
   request(type: number, txId: number, payload: Uint8Array, path?: string, opts?: RequestOptions): Promise<Uint8Array> {
+    return this.send(type, txId, payload, path, opts, undefined);
+  }
+
+  private send(type: number, txId: number, payload: Uint8Array, path: string | undefined, opts: RequestOptions | undefined, undo: Pending['undo']): Promise<Uint8Array> {
     if (this.failure) return Promise.reject(this.failure);
     const signal = opts?.signal;
     if (signal?.aborted) return Promise.reject(abortError(type, path, signal));
@@ -189,7 +197,7 @@ export class XenstoreClient extends XsOps {
       let timer: NodeJS.Timeout | undefined;
       let onAbort: (() => void) | undefined;
       const p: Pending = {
-        id, type, txId, path, frame, settled: false,
+        id, type, txId, path, frame, settled: false, undo,
         resolve: (v) => { p.cleanup(); resolve(v); },
         reject: (e) => { p.cleanup(); reject(e); },
         cleanup: () => {
@@ -249,7 +257,11 @@ export class XenstoreClient extends XsOps {
 
   /** Starts a transaction by hand; prefer {@link transaction}, which retries. */
   async startTransaction(opts?: RequestOptions): Promise<Transaction> {
-    const reply = await this.request(XsType.TransactionStart, 0, joinPayload(['']), undefined, opts);
+    const endLate = (m: XsMessage): void => {
+      const id = Number(payloadString(m.payload));
+      if (Number.isInteger(id) && id > 0) this.request(XsType.TransactionEnd, id, joinPayload(['F'])).catch(() => undefined);
+    };
+    const reply = await this.send(XsType.TransactionStart, 0, joinPayload(['']), undefined, opts, endLate);
     const s = payloadString(reply);
     if (!/^\d+$/.test(s) || Number(s) === 0 || Number(s) > 0xffffffff) {
       throw new XenstoreError('XS_EPROTO', `xenstore TRANSACTION_START: bad transaction id "${s}"`);
@@ -268,7 +280,8 @@ export class XenstoreClient extends XsOps {
     // Registered before the request goes out: the first event may follow the reply at once.
     this.watches.set(token, entry);
     try {
-      expectOk(await this.request(XsType.Watch, 0, joinPayload([path, token]), path, opts), `WATCH ${path}`);
+      const unwatchLate = (): void => void this.request(XsType.Unwatch, 0, joinPayload([path, token])).catch(() => undefined);
+      expectOk(await this.send(XsType.Watch, 0, joinPayload([path, token]), path, opts, unwatchLate), `WATCH ${path}`);
     } catch (err) {
       this.watches.delete(token);
       throw err;
@@ -406,7 +419,7 @@ export class XenstoreClient extends XsOps {
     this.pending.delete(m.reqId);
     if (p.settled) {
       this.counters.lateReplies++;
-      this.cleanUpLateReply(p, m);
+      if (p.undo && m.type === p.type) p.undo(m);
       return;
     }
     this.counters.repliesMatched++;
@@ -416,16 +429,6 @@ export class XenstoreClient extends XsOps {
       p.reject(new XenstoreError('XS_EPROTO', `xenstore ${xsTypeName(p.type)}: reply has type ${xsTypeName(m.type)}`, { path: p.path }));
     } else {
       p.resolve(m.payload);
-    }
-  }
-
-  /** A transaction or watch that was set up after its caller gave up is undone. */
-  private cleanUpLateReply(p: Pending, m: XsMessage): void {
-    if (m.type === XsType.TransactionStart) {
-      const id = Number(payloadString(m.payload));
-      if (Number.isInteger(id) && id > 0) {
-        this.request(XsType.TransactionEnd, id, joinPayload(['F'])).catch(() => undefined);
-      }
     }
   }
 
@@ -458,108 +461,6 @@ export class XenstoreClient extends XsOps {
     this.watches.clear();
     this.stream.close();
     this.resolveClosed(err);
-  }
-}
-
-/** A transaction: the same operations, run on a snapshot until {@link end}. */
-export class Transaction extends XsOps {
-  private ended = false;
-
-  constructor(private readonly client: XenstoreClient, readonly id: number) {
-    super();
-  }
-
-  protected override call(type: number, payload: Uint8Array, path: string | undefined, opts?: RequestOptions): Promise<Uint8Array> {
-    if (this.ended) return Promise.reject(new XenstoreError('XS_EINVAL', `xenstore transaction ${this.id} has ended`, { path }));
-    return this.client.request(type, this.id, payload, path, opts);
-  }
-
-  /** Commits (`true`) or discards (`false`). A commit that conflicted fails with XS_EAGAIN. */
-  async end(commit: boolean, opts?: RequestOptions): Promise<void> {
-    if (this.ended) return;
-    this.ended = true;
-    expectOk(await this.client.request(XsType.TransactionEnd, this.id, joinPayload([commit ? 'T' : 'F']), undefined, opts), 'TRANSACTION_END');
-  }
-}
-
-/** A registered watch. */
-export class Watch {
-  constructor(private readonly client: XenstoreClient, readonly path: string, readonly token: string) {}
-
-  /** Removes the watch; callbacks not yet run for it are skipped. */
-  unwatch(opts?: RequestOptions): Promise<void> {
-    return this.client.unwatchToken(this.path, this.token, opts);
-  }
-}
-
-/** A watch read with `for await`. See {@link XenstoreClient.watchEvents}. */
-export class WatchIterator implements AsyncIterableIterator<WatchEvent> {
-  /** Resolves once the watch is registered (rejects if it could not be). */
-  readonly ready: Promise<void>;
-  private readonly queue: WatchEvent[] = [];
-  private readonly queued = new Set<string>();
-  private waiter: { resolve(r: IteratorResult<WatchEvent>): void; reject(e: unknown): void } | null = null;
-  private watch: Watch | null = null;
-  private error: unknown = null;
-  private done = false;
-
-  constructor(client: XenstoreClient, path: string, opts: RequestOptions) {
-    this.ready = client.watch(path, (e) => this.push(e), { ...opts, group: `iterator:${path}` }).then(
-      (w) => {
-        this.watch = w;
-        if (this.done) void w.unwatch().catch(() => undefined);
-        void client.closed.then((err) => this.finish(err));
-      },
-      (err) => this.finish(err),
-    );
-    this.ready.catch(() => undefined);
-    opts.signal?.addEventListener('abort', () => void this.return(), { once: true });
-  }
-
-  [Symbol.asyncIterator](): this {
-    return this;
-  }
-
-  next(): Promise<IteratorResult<WatchEvent>> {
-    const e = this.queue.shift();
-    if (e) {
-      this.queued.delete(e.path);
-      return Promise.resolve({ value: e, done: false });
-    }
-    if (this.error) return Promise.reject(this.error);
-    if (this.done) return Promise.resolve({ value: undefined, done: true });
-    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
-  }
-
-  async return(): Promise<IteratorResult<WatchEvent>> {
-    this.finish(null);
-    await this.watch?.unwatch().catch(() => undefined);
-    return { value: undefined, done: true };
-  }
-
-  private push(e: WatchEvent): void {
-    if (this.done) return;
-    if (this.waiter) {
-      const w = this.waiter;
-      this.waiter = null;
-      w.resolve({ value: e, done: false });
-      return;
-    }
-    if (this.queued.has(e.path)) return;
-    this.queued.add(e.path);
-    this.queue.push(e);
-  }
-
-  private finish(err: unknown): void {
-    if (this.done) return;
-    this.done = true;
-    if (err) this.error = err;
-    const w = this.waiter;
-    this.waiter = null;
-    if (w) {
-      if (this.error) w.reject(this.error);
-      else w.resolve({ value: undefined, done: true });
-    }
   }
 }
 

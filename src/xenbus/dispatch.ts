@@ -11,7 +11,7 @@ export class SerialQueue {
   private head = 0;
   private running = false;
 
-  constructor(private readonly onError: (err: unknown) => void) {}
+  constructor(private readonly onError: (err: unknown) => void, private readonly onIdle: () => void = () => undefined) {}
 
   /** Tasks waiting, not counting the one running. */
   get pending(): number {
@@ -45,10 +45,16 @@ export class SerialQueue {
     this.tasks.length = 0;
     this.head = 0;
     this.running = false;
+    this.onIdle();
   }
 }
 
-/** The set of named groups; one is created the first time its name is used. */
+/**
+ * The set of named groups. A group exists while it has work: it is created
+ * when a task arrives for it and dropped when its queue drains, so groups
+ * named after short-lived things (one per state wait, per iterator) do not
+ * accumulate.
+ */
 export class DispatchGroups {
   private readonly groups = new Map<string, SerialQueue>();
 
@@ -57,10 +63,18 @@ export class DispatchGroups {
   run(group: string, task: Task): void {
     let q = this.groups.get(group);
     if (!q) {
-      q = new SerialQueue((err) => this.onError(err, group));
+      const created: SerialQueue = new SerialQueue((err) => this.onError(err, group), () => {
+        if (this.groups.get(group) === created) this.groups.delete(group);
+      });
+      q = created;
       this.groups.set(group, q);
     }
     q.push(task);
+  }
+
+  /** Groups that have work now. */
+  get size(): number {
+    return this.groups.size;
   }
 
   /** Tasks waiting per group (for stats and tests). */

@@ -147,6 +147,26 @@ function hostile(): { client: XenstoreClient; requests: XsMessage[]; send(bytes:
   return { client: new XenstoreClient(clientEnd), requests, send: (b) => void serverEnd.write(b), close: () => serverEnd.close() };
 }
 
+describe('late success is undone', () => {
+  it('removes a watch whose registration was abandoned', async () => {
+    proxy.hold();
+    const ac = new AbortController();
+    const w = xs.watch('/late-watch', () => undefined, { signal: ac.signal });
+    await until(() => proxy.heldCount >= 1); // the reply, and the registration event right behind it
+    ac.abort();
+    await expect(w).rejects.toMatchObject({ code: 'XS_ABORTED' });
+    proxy.release();
+    await until(() => proxy.requests.some((r) => r.type === XsType.Unwatch));
+    const watch = proxy.requests.find((r) => r.type === XsType.Watch)!;
+    const unwatch = proxy.requests.find((r) => r.type === XsType.Unwatch)!;
+    expect(splitPayload(unwatch.payload)).toEqual(splitPayload(watch.payload));
+    // The daemon holds no watch any more: a change sends no event.
+    const sent = xenstored.counters.watchEventsSent;
+    await xs.write('/late-watch', 'x');
+    expect(xenstored.counters.watchEventsSent).toBe(sent);
+  });
+});
+
 describe('hostile daemon bytes', () => {
   it('drops and counts a reply for an unknown req_id, then carries on', async () => {
     const h = hostile();

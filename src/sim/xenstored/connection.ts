@@ -1,0 +1,367 @@
+/**
+ * One client connection of the simulated xenstored: framing, dispatch of
+ * every message type, its watches and its open transactions.
+ */
+import type { ByteStream } from '../../transport/byte_stream.js';
+import { XsFrameParser } from '../../wire/xs_parser.js';
+import { formatXsPerm, parseXsPerm, type XsPerm } from '../../wire/xs_perms.js';
+import {
+  XENSTORE_PAYLOAD_MAX, XsType, encodeMessage, joinPayload, splitPayload, xsTypeName, type XsMessage,
+} from '../../wire/xs_wire.js';
+import { NodeTree, XsErr, canonicalPath, mayRead, type Caller, type Change } from './store.js';
+import type { SimXenstored } from './server.js';
+
+interface WatchReg {
+  /** As the client gave it (relative paths are reported relative). */
+  path: string;
+  /** Absolute path, or the @special name. */
+  abs: string;
+  token: string;
+  relativePrefix: string | null;
+}
+
+/** One client of the simulated xenstored. */
+export class ServerConnection {
+  private readonly parser = new XsFrameParser();
+  private readonly watches = new Map<string, WatchReg>();
+  private readonly transactions = new Map<number, NodeTree>();
+  private nextTxId = 1;
+  private out: Uint8Array[] = [];
+  private outOff = 0;
+  private flushing = false;
+  private closed = false;
+
+  constructor(private readonly server: SimXenstored, private readonly stream: ByteStream, readonly caller: Caller) {
+    stream.start({
+      data: (chunk) => this.receive(chunk),
+      writable: () => this.flush(),
+      closed: () => this.close(),
+    });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.watches.clear();
+    this.transactions.clear();
+    this.stream.close();
+    this.server.dropped(this);
+  }
+
+  resetWatches(): void {
+    this.watches.clear();
+  }
+
+  private receive(chunk: Uint8Array): void {
+    this.parser.push(chunk);
+    while (!this.closed) {
+      const r = this.parser.next();
+      if (r.kind === 'need') break;
+      if (r.kind === 'error') {
+        // As C xenstored: a client that sends an oversized frame is dropped.
+        this.server.log(`dropping domain ${this.caller.domid} connection: ${r.reason}`);
+        this.server.counters.droppedConnections++;
+        this.close();
+        return;
+      }
+      this.handle(r.message);
+    }
+    this.flush();
+  }
+
+  private handle(m: XsMessage): void {
+    this.server.counters.requests++;
+    let events: Change[] = [];
+    try {
+      const tree = this.treeFor(m);
+      const reply = this.dispatch(m, tree);
+      this.send(m.type, m.reqId, m.txId, reply);
+      // Live changes, including those a commit just applied; a transaction keeps its own until then.
+      events = this.server.tree.changes.splice(0);
+    } catch (err) {
+      // A fault in the daemon itself answers EIO for that request and is logged; it never takes the process down.
+      const errno = err instanceof XsErr ? err.errno : 'EIO';
+      if (!(err instanceof XsErr)) this.server.log(`internal error on ${xsTypeName(m.type)}: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+      this.server.counters.errors++;
+      this.server.tree.changes.length = 0;
+      this.send(XsType.Error, m.reqId, m.txId, joinPayload([errno]));
+      return;
+    }
+    // Events after the reply, as xenstored orders them.
+    this.server.fire(events);
+  }
+
+  private treeFor(m: XsMessage): NodeTree {
+    const txScoped = m.type !== XsType.Watch && m.type !== XsType.Unwatch && m.type !== XsType.TransactionStart;
+    if (m.txId === 0 || !txScoped) return this.server.tree;
+    const t = this.transactions.get(m.txId);
+    if (!t) throw new XsErr('ENOENT', `no transaction ${m.txId}`);
+    return t;
+  }
+
+  private path(raw: string | undefined): string {
+    if (raw === undefined) throw new XsErr('EINVAL');
+    return canonicalPath(raw, this.caller.domid);
+  }
+
+  private dispatch(m: XsMessage, tree: NodeTree): Uint8Array {
+    const c = this.caller;
+    switch (m.type) {
+      case XsType.Read:
+        return tree.readable(this.path(arg0(m)), c).value;
+      case XsType.Write: {
+        const nul = m.payload.indexOf(0);
+        if (nul < 0) throw new XsErr('EINVAL', 'WRITE without a value');
+        const path = this.path(new TextDecoder().decode(m.payload.subarray(0, nul)));
+        tree.write(path, m.payload.slice(nul + 1), c);
+        return OK;
+      }
+      case XsType.Mkdir:
+        tree.mkdir(this.path(arg0(m)), c);
+        return OK;
+      case XsType.Rm:
+        tree.rm(this.path(arg0(m)), c);
+        return OK;
+      case XsType.Directory: {
+        const out = joinPayload(tree.readable(this.path(arg0(m)), c).children);
+        if (out.length > XENSTORE_PAYLOAD_MAX) throw new XsErr('E2BIG');
+        return out;
+      }
+      case XsType.DirectoryPart:
+        return this.directoryPart(m, tree);
+      case XsType.GetPerms:
+        return joinPayload(tree.readable(this.path(arg0(m)), c).perms.map(formatXsPerm));
+      case XsType.SetPerms: {
+        const [raw, ...rest] = splitPayload(m.payload);
+        const perms: XsPerm[] = [];
+        for (const s of rest) {
+          const p = parseXsPerm(s);
+          if (!p) throw new XsErr('EINVAL', `bad permission ${s}`);
+          perms.push(p);
+        }
+        if (perms.length === 0) throw new XsErr('EINVAL', 'no permissions');
+        tree.setPerms(this.path(raw), perms, c);
+        return OK;
+      }
+      case XsType.Watch:
+        return this.watch(m);
+      case XsType.Unwatch: {
+        const [raw, token] = splitPayload(m.payload);
+        const abs = raw?.startsWith('@') ? raw : this.path(raw);
+        const key = `${abs}\0${token}`;
+        if (!this.watches.delete(key)) throw new XsErr('ENOENT');
+        return OK;
+      }
+      case XsType.TransactionStart: {
+        if (m.txId !== 0) throw new XsErr('EBUSY', 'TRANSACTION_START inside a transaction');
+        if (this.transactions.size >= this.server.maxTransactions) throw new XsErr('ENOSPC');
+        let id = this.nextTxId;
+        while (this.transactions.has(id) || id === 0) id = (id + 1) >>> 0;
+        this.nextTxId = (id + 1) >>> 0;
+        this.transactions.set(id, this.server.tree.snapshot());
+        return joinPayload([String(id)]);
+      }
+      case XsType.TransactionEnd:
+        return this.endTransaction(m);
+      case XsType.GetDomainPath:
+        return joinPayload([`/local/domain/${domidArg(arg0(m))}`]);
+      case XsType.Introduce: {
+        this.requirePrivileged();
+        const [d, mfn, port] = splitPayload(m.payload);
+        if (mfn === undefined || port === undefined) throw new XsErr('EINVAL');
+        this.server.introduceDomain(domidArg(d));
+        return OK;
+      }
+      case XsType.Release:
+        this.requirePrivileged();
+        this.server.releaseDomain(domidArg(arg0(m)));
+        return OK;
+      case XsType.Resume: {
+        this.requirePrivileged();
+        if (!this.server.isIntroduced(domidArg(arg0(m)))) throw new XsErr('ENOENT');
+        return OK;
+      }
+      case XsType.IsDomainIntroduced:
+        return joinPayload([this.server.isIntroduced(domidArg(arg0(m))) ? 'T' : 'F']);
+      case XsType.SetTarget: {
+        this.requirePrivileged();
+        const [d, t] = splitPayload(m.payload);
+        this.server.setTarget(domidArg(d), domidArg(t));
+        return OK;
+      }
+      case XsType.ResetWatches:
+        this.resetWatches();
+        this.transactions.clear();
+        return OK;
+      case XsType.Control: {
+        const [cmd, ...params] = splitPayload(m.payload);
+        if (cmd === 'print') {
+          this.server.log(`control print: ${params.join(' ')}`);
+          return OK;
+        }
+        if (cmd === 'check') return OK;
+        if (cmd === 'help') return joinPayload(['check\nprint\nhelp\n']);
+        throw new XsErr('EINVAL', `unknown control command ${cmd}`);
+      }
+      default:
+        // ERROR and WATCH_EVENT are replies, not requests; anything else is unknown.
+        throw new XsErr('EINVAL', `cannot handle ${xsTypeName(m.type)}`);
+    }
+  }
+
+  private requirePrivileged(): void {
+    if (!this.caller.privileged) throw new XsErr('EACCES');
+  }
+
+  /**
+   * DIRECTORY_PART: `<gen>\0` then whole child names starting at byte
+   * `offset` of the full list, as many as fit; the part that reaches the end
+   * carries one more, empty, name.
+   */
+  private directoryPart(m: XsMessage, tree: NodeTree): Uint8Array {
+    const [raw, offS] = splitPayload(m.payload);
+    if (offS === undefined || !/^\d+$/.test(offS)) throw new XsErr('EINVAL');
+    const node = tree.readable(this.path(raw), this.caller);
+    const full = joinPayload(node.children);
+    const off = Number(offS);
+    if (off > full.length || (off > 0 && full[off - 1] !== 0)) throw new XsErr('EINVAL', 'offset is not a name boundary');
+    const head = joinPayload([String(node.gen)]);
+    const room = XENSTORE_PAYLOAD_MAX - head.length - 1; // keep a byte for the end marker
+    let end = full.length;
+    if (end - off > room) {
+      end = full.lastIndexOf(0, off + room - 1) + 1;
+      if (end <= off) throw new XsErr('E2BIG', 'a child name does not fit');
+    }
+    const last = end === full.length;
+    const out = new Uint8Array(head.length + (end - off) + (last ? 1 : 0));
+    out.set(head, 0);
+    out.set(full.subarray(off, end), head.length);
+    return out; // the trailing byte, when present, is already 0: the empty name
+  }
+
+  private watch(m: XsMessage): Uint8Array {
+    const [raw, token] = splitPayload(m.payload);
+    if (raw === undefined || token === undefined) throw new XsErr('EINVAL');
+    let abs: string;
+    let relativePrefix: string | null = null;
+    if (raw.startsWith('@')) {
+      abs = raw;
+    } else {
+      abs = this.path(raw);
+      if (!raw.startsWith('/')) relativePrefix = `/local/domain/${this.caller.domid}/`;
+    }
+    const key = `${abs}\0${token}`;
+    if (this.watches.has(key)) throw new XsErr('EEXIST');
+    if (this.watches.size >= this.server.maxWatches) throw new XsErr('E2BIG');
+    const reg: WatchReg = { path: raw, abs, token, relativePrefix };
+    this.watches.set(key, reg);
+    // Fired once at registration (xenstore.txt, WATCH), after the reply.
+    queueMicrotask(() => {
+      if (this.watches.get(key) === reg) {
+        this.sendEvent(reg, raw);
+        this.flush();
+      }
+    });
+    return OK;
+  }
+
+  private endTransaction(m: XsMessage): Uint8Array {
+    const arg = arg0(m);
+    if (arg !== 'T' && arg !== 'F') throw new XsErr('EINVAL');
+    const tx = this.transactions.get(m.txId);
+    if (!tx) throw new XsErr('ENOENT');
+    this.transactions.delete(m.txId);
+    if (arg === 'F') return OK;
+    let changes: Change[];
+    try {
+      changes = this.server.tree.commit(tx);
+    } catch (err) {
+      if (err instanceof XsErr && err.errno === 'EAGAIN') this.server.counters.transactionConflicts++;
+      throw err;
+    }
+    this.server.counters.transactionsCommitted++;
+    this.server.tree.changes.push(...changes);
+    return OK;
+  }
+
+  /** @internal Sends events for the watches that `changes` trigger. */
+  matchChanges(changes: readonly Change[]): void {
+    if (this.closed || this.watches.size === 0) return;
+    for (const ch of changes) {
+      if (!mayRead(ch.perms, this.caller)) continue;
+      for (const w of this.watches.values()) {
+        if (w.abs.startsWith('@')) continue;
+        let epath: string | null = null;
+        if (isUnder(ch.path, w.abs)) epath = ch.path;
+        else if (ch.removed && isUnder(w.abs, ch.path)) epath = w.abs; // a parent of the watch went away
+        if (epath === null) continue;
+        if (w.relativePrefix !== null && epath.startsWith(w.relativePrefix)) epath = epath.slice(w.relativePrefix.length);
+        this.sendEvent(w, epath);
+      }
+    }
+    this.flush();
+  }
+
+  /** @internal */
+  fireSpecial(name: string): void {
+    for (const w of this.watches.values()) if (w.abs === name) this.sendEvent(w, name);
+    this.flush();
+  }
+
+  private sendEvent(w: WatchReg, epath: string): void {
+    this.server.counters.watchEventsSent++;
+    this.send(XsType.WatchEvent, 0, 0, joinPayload([epath, w.token]));
+  }
+
+  private send(type: number, reqId: number, txId: number, payload: Uint8Array): void {
+    if (this.closed) return;
+    this.out.push(encodeMessage(type, reqId, txId, payload));
+  }
+
+  /** Writes queued replies, all of one batch in one write where possible. */
+  private flush(): void {
+    if (this.closed || this.flushing) return;
+    this.flushing = true;
+    try {
+      while (this.out.length > 0) {
+        if (this.out.length > 1 && this.outOff === 0) {
+          let size = 0;
+          for (const f of this.out) size += f.length;
+          const all = new Uint8Array(size);
+          let o = 0;
+          for (const f of this.out) {
+            all.set(f, o);
+            o += f.length;
+          }
+          this.out = [all];
+        }
+        const buf = this.out[0]!;
+        const n = this.stream.write(this.outOff === 0 ? buf : buf.subarray(this.outOff));
+        this.outOff += n;
+        if (this.outOff < buf.length) return; // resumed on writable()
+        this.out.shift();
+        this.outOff = 0;
+      }
+    } finally {
+      this.flushing = false;
+    }
+  }
+}
+
+const OK = joinPayload(['OK']);
+
+function arg0(m: XsMessage): string | undefined {
+  return splitPayload(m.payload)[0];
+}
+
+function domidArg(s: string | undefined): number {
+  if (s === undefined || !/^\d{1,5}$/.test(s)) throw new XsErr('EINVAL', `bad domid ${s}`);
+  const d = Number(s);
+  if (d > 0xffff) throw new XsErr('EINVAL', `bad domid ${s}`);
+  return d;
+}
+
+function isUnder(path: string, base: string): boolean {
+  return path === base || base === '/' || path.startsWith(`${base}/`);
+}
+

@@ -1,0 +1,25 @@
+import { XenstoreError } from '../errors.js';
+import { XsType, joinPayload } from '../wire/xs_wire.js';
+import type { XenstoreClient } from './client.js';
+import { XsOps, expectOk, type RequestOptions } from './ops.js';
+
+/** A transaction: the same operations, run on a snapshot until {@link end}. */
+export class Transaction extends XsOps {
+  private ended = false;
+
+  constructor(private readonly client: XenstoreClient, readonly id: number) {
+    super();
+  }
+
+  protected override call(type: number, payload: Uint8Array, path: string | undefined, opts?: RequestOptions): Promise<Uint8Array> {
+    if (this.ended) return Promise.reject(new XenstoreError('XS_EINVAL', `xenstore transaction ${this.id} has ended`, { path }));
+    return this.client.request(type, this.id, payload, path, opts);
+  }
+
+  /** Commits (`true`) or discards (`false`). A commit that conflicted fails with XS_EAGAIN. */
+  async end(commit: boolean, opts?: RequestOptions): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    expectOk(await this.client.request(XsType.TransactionEnd, this.id, joinPayload([commit ? 'T' : 'F']), undefined, opts), 'TRANSACTION_END');
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * Watch handles: the registered watch, and the same as an async iterator.
+ * Delivery itself (tokens, dispatch groups) lives in the client.
+ */
+import type { RequestOptions } from './ops.js';
+import type { WatchEvent, XenstoreClient } from './client.js';
+
+/** A registered watch. */
+export class Watch {
+  constructor(private readonly client: XenstoreClient, readonly path: string, readonly token: string) {}
+
+  /** Removes the watch; callbacks not yet run for it are skipped. */
+  unwatch(opts?: RequestOptions): Promise<void> {
+    return this.client.unwatchToken(this.path, this.token, opts);
+  }
+}
+
+/** A watch read with `for await`. See {@link XenstoreClient.watchEvents}. */
+export class WatchIterator implements AsyncIterableIterator<WatchEvent> {
+  /** Resolves once the watch is registered (rejects if it could not be). */
+  readonly ready: Promise<void>;
+  private readonly queue: WatchEvent[] = [];
+  private readonly queued = new Set<string>();
+  private waiter: { resolve(r: IteratorResult<WatchEvent>): void; reject(e: unknown): void } | null = null;
+  private watch: Watch | null = null;
+  private error: unknown = null;
+  private done = false;
+
+  constructor(client: XenstoreClient, path: string, opts: RequestOptions) {
+    this.ready = client.watch(path, (e) => this.push(e), { ...opts, group: `iterator:${path}` }).then(
+      (w) => {
+        this.watch = w;
+        if (this.done) void w.unwatch().catch(() => undefined);
+        void client.closed.then((err) => this.finish(err));
+      },
+      (err) => this.finish(err),
+    );
+    this.ready.catch(() => undefined);
+    opts.signal?.addEventListener('abort', () => void this.return(), { once: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<WatchEvent>> {
+    const e = this.queue.shift();
+    if (e) {
+      this.queued.delete(e.path);
+      return Promise.resolve({ value: e, done: false });
+    }
+    if (this.error) return Promise.reject(this.error);
+    if (this.done) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  async return(): Promise<IteratorResult<WatchEvent>> {
+    this.finish(null);
+    await this.watch?.unwatch().catch(() => undefined);
+    return { value: undefined, done: true };
+  }
+
+  private push(e: WatchEvent): void {
+    if (this.done) return;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.resolve({ value: e, done: false });
+      return;
+    }
+    if (this.queued.has(e.path)) return;
+    this.queued.add(e.path);
+    this.queue.push(e);
+  }
+
+  private finish(err: unknown): void {
+    if (this.done) return;
+    this.done = true;
+    if (err) this.error = err;
+    const w = this.waiter;
+    this.waiter = null;
+    if (w) {
+      if (this.error) w.reject(this.error);
+      else w.resolve({ value: undefined, done: true });
+    }
+  }
+}
