@@ -20,7 +20,8 @@ export interface ByteStream {
   /**
    * Offers bytes; returns how many were taken (0..data.length). Fewer than
    * offered means "full for now": offer the rest after `writable()`. The
-   * caller may reuse `data` once this returns.
+   * bytes taken are handed over: the stream may keep a reference instead of
+   * copying, so the caller must not modify them afterwards.
    */
   write(data: Uint8Array): number;
   /** Closes the stream; `closed()` follows. */

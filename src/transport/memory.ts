@@ -49,7 +49,7 @@ class MemoryEnd implements ByteStream {
       if (n === 0) return 0;
     }
     this.inTransit += n;
-    this.peer.deliver(data.slice(0, n));
+    this.peer.deliver(n === data.length ? data : data.subarray(0, n));
     return n;
   }
 

@@ -32,8 +32,8 @@ export class SocketByteStream implements ByteStream {
 
   write(data: Uint8Array): number {
     if (this.blocked || this.done) return 0;
-    // The socket keeps a reference; copy because the caller may reuse `data`.
-    if (!this.socket.write(Buffer.from(data))) this.blocked = true;
+    // Handed over (see ByteStream.write): the socket may queue a view, no copy needed.
+    if (!this.socket.write(Buffer.from(data.buffer, data.byteOffset, data.length))) this.blocked = true;
     return data.length;
   }
 

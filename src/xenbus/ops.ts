@@ -24,12 +24,12 @@ export abstract class XsOps {
 
   /** Reads a value as UTF-8. Fails with XS_ENOENT when the node does not exist. */
   async read(path: string, opts?: RequestOptions): Promise<string> {
-    return utf8String(await this.readBytes(path, opts));
+    return utf8String(await this.call(XsType.Read, joinPayload([path]), path, opts));
   }
 
-  /** Reads a value as raw bytes. */
-  readBytes(path: string, opts?: RequestOptions): Promise<Uint8Array> {
-    return this.call(XsType.Read, joinPayload([path]), path, opts);
+  /** Reads a value as raw bytes (a copy: it does not keep the connection's read buffer alive). */
+  async readBytes(path: string, opts?: RequestOptions): Promise<Uint8Array> {
+    return (await this.call(XsType.Read, joinPayload([path]), path, opts)).slice();
   }
 
   /** Reads a key that may be absent: undefined instead of XS_ENOENT. */
