@@ -232,22 +232,12 @@ export class XenstoreClient extends XsOps {
     let delay = opts.backoffMs ?? 1;
     for (let attempt = 1; ; attempt++) {
       const tx = await this.startTransaction({ signal: opts.signal });
-      let result: T;
       try {
-        result = await fn(tx);
-      } catch (err) {
-        await tx.end(false).catch(() => undefined);
-        if (isXenError(err, 'XS_EAGAIN') && attempt < maxAttempts) {
-          await backoff(delay, opts.signal);
-          delay = Math.min(delay * 2, 100);
-          continue;
-        }
-        throw err;
-      }
-      try {
+        const result = await fn(tx);
         await tx.end(true, { signal: opts.signal });
         return result;
       } catch (err) {
+        await tx.end(false).catch(() => undefined); // a no-op when the failure was the commit itself
         if (!isXenError(err, 'XS_EAGAIN') || attempt >= maxAttempts) throw err;
       }
       await backoff(delay, opts.signal);

@@ -6,17 +6,16 @@ import type { ByteStream } from '../../transport/byte_stream.js';
 import { XsFrameParser } from '../../wire/xs_parser.js';
 import { formatXsPerm, parseXsPerm, type XsPerm } from '../../wire/xs_perms.js';
 import {
-  XENSTORE_PAYLOAD_MAX, XsType, encodeMessage, joinPayload, splitPayload, xsTypeName, type XsMessage,
+  XENSTORE_PAYLOAD_MAX, XsType, encodeMessage, joinPayload, splitPayload, utf8String, xsTypeName, type XsMessage,
 } from '../../wire/xs_wire.js';
 import { NodeTree, XsErr, canonicalPath, mayRead, type Caller, type Change } from './store.js';
 import type { SimXenstored } from './server.js';
 
 interface WatchReg {
-  /** As the client gave it (relative paths are reported relative). */
-  path: string;
   /** Absolute path, or the @special name. */
   abs: string;
   token: string;
+  /** Set for a relative watch: stripped from event paths, so they are reported relative too. */
   relativePrefix: string | null;
 }
 
@@ -112,7 +111,7 @@ export class ServerConnection {
       case XsType.Write: {
         const nul = m.payload.indexOf(0);
         if (nul < 0) throw new XsErr('EINVAL', 'WRITE without a value');
-        const path = this.path(new TextDecoder().decode(m.payload.subarray(0, nul)));
+        const path = this.path(utf8String(m.payload.subarray(0, nul)));
         tree.write(path, m.payload.slice(nul + 1), c);
         return OK;
       }
@@ -253,7 +252,7 @@ export class ServerConnection {
     const key = `${abs}\0${token}`;
     if (this.watches.has(key)) throw new XsErr('EEXIST');
     if (this.watches.size >= this.server.maxWatches) throw new XsErr('E2BIG');
-    const reg: WatchReg = { path: raw, abs, token, relativePrefix };
+    const reg: WatchReg = { abs, token, relativePrefix };
     this.watches.set(key, reg);
     // Fired once at registration (xenstore.txt, WATCH), after the reply.
     queueMicrotask(() => {
