@@ -28,6 +28,7 @@ class MemoryEnd implements ByteStream {
   /** Bytes written by this end that the peer has not yet been handed. */
   private inTransit = 0;
   private wantWritable = false;
+  private closedNotified = false;
   private rng: number;
 
   constructor(private readonly opts: MemoryPipeOptions) {
@@ -80,8 +81,6 @@ class MemoryEnd implements ByteStream {
     this.scheduled = true;
     setImmediate(() => this.run());
   }
-
-  private closedNotified = false;
 
   private run(): void {
     this.scheduled = false;

@@ -27,7 +27,6 @@ export class SocketByteStream implements ByteStream {
     });
     this.socket.on('error', (err) => this.finish(err));
     this.socket.on('close', () => this.finish());
-    this.socket.on('end', () => this.socket.end());
   }
 
   write(data: Uint8Array): number {

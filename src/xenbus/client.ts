@@ -15,6 +15,7 @@
  *   a req_id nobody waits for is dropped and counted.
  */
 import { XenstoreError, isXenError } from '../errors.js';
+import { concatBytes } from '../wire/bytes.js';
 import { XsFrameParser } from '../wire/xs_parser.js';
 import {
   XsType, encodeMessage, isKnownXsType, joinPayload, payloadString, splitPayload, xsTypeName,
@@ -126,6 +127,7 @@ export class XenstoreClient extends XsOps {
   private failure: XenstoreError | null = null;
   private readonly closedPromise: Promise<XenstoreError>;
   private resolveClosed!: (err: XenstoreError) => void;
+  private readonly closeListeners = new Set<(err: XenstoreError) => void>();
   private readonly counters: Omit<XenstoreClientStats, 'inFlight'> = {
     requestsSent: 0, repliesMatched: 0, maxInFlight: 0, unknownReplies: 0, lateReplies: 0,
     watchEvents: 0, unmatchedWatchEvents: 0, bytesWritten: 0, bytesRead: 0,
@@ -148,6 +150,21 @@ export class XenstoreClient extends XsOps {
   /** Resolves with the error that ended the connection (XS_CLOSED, XS_EPROTO…). */
   get closed(): Promise<XenstoreError> {
     return this.closedPromise;
+  }
+
+  /**
+   * @internal Calls `listener` once when the connection ends (at once if it
+   * has). Returns the function that removes it: unlike a handler on
+   * {@link closed}, a waiter that finishes first leaves nothing behind.
+   */
+  onClose(listener: (err: XenstoreError) => void): () => void {
+    if (this.failure) {
+      const err = this.failure;
+      queueMicrotask(() => listener(err));
+      return () => undefined;
+    }
+    this.closeListeners.add(listener);
+    return () => void this.closeListeners.delete(listener);
   }
 
   /** True once the connection has ended. */
@@ -350,17 +367,7 @@ export class XenstoreClient extends XsOps {
       this.writeHead = 0;
     }
     if (frames.length === 0) return false;
-    if (frames.length === 1) {
-      this.outBuf = frames[0]!;
-    } else {
-      const out = new Uint8Array(size);
-      let off = 0;
-      for (const f of frames) {
-        out.set(f, off);
-        off += f.length;
-      }
-      this.outBuf = out;
-    }
+    this.outBuf = frames.length === 1 ? frames[0]! : concatBytes(frames);
     this.outOff = 0;
     return true;
   }
@@ -451,6 +458,9 @@ export class XenstoreClient extends XsOps {
     this.watches.clear();
     this.stream.close();
     this.resolveClosed(err);
+    const listeners = [...this.closeListeners];
+    this.closeListeners.clear();
+    for (const l of listeners) l(err);
   }
 }
 

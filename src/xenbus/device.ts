@@ -43,19 +43,21 @@ export async function waitForState(
 ): Promise<XenbusState> {
   const accept = typeof want === 'function' ? want : Array.isArray(want) ? (s: XenbusState) => want.includes(s) : (s: XenbusState) => s === want;
   const describe = typeof want === 'function' ? 'the wanted state' : ([] as XenbusState[]).concat(want as XenbusState).map(xenbusStateName).join(' or ');
+  const aborted = (cause?: unknown): XenstoreError => new XenstoreError('XS_ABORTED', `waiting for ${dir} to reach ${describe}: aborted`, { path: dir, cause });
   const controller = new AbortController();
   const { signal, timeoutMs } = opts;
   const onAbort = (): void => controller.abort(signal?.reason);
   signal?.addEventListener('abort', onAbort, { once: true });
   let timer: NodeJS.Timeout | undefined;
+  let stopListening = (): void => undefined;
   try {
     return await new Promise<XenbusState>((resolve, reject) => {
-      if (signal?.aborted) return reject(new XenstoreError('XS_ABORTED', `waiting for ${dir} to reach ${describe}: aborted`, { path: dir }));
-      controller.signal.addEventListener('abort', () => reject(new XenstoreError('XS_ABORTED', `waiting for ${dir} to reach ${describe}: aborted`, { path: dir, cause: controller.signal.reason })), { once: true });
+      if (signal?.aborted) return reject(aborted(signal.reason));
+      controller.signal.addEventListener('abort', () => reject(aborted(controller.signal.reason)), { once: true });
       if (timeoutMs !== undefined) {
         timer = setTimeout(() => reject(new XenstoreError('XS_TIMEOUT', `${dir} did not reach ${describe} within ${timeoutMs} ms`, { path: dir })), timeoutMs);
       }
-      client.closed.then(reject, reject);
+      stopListening = client.onClose(reject);
       client.watch(`${dir}/state`, async () => {
         try {
           const s = await readState(client, dir, { signal: controller.signal });
@@ -70,6 +72,7 @@ export async function waitForState(
     });
   } finally {
     if (timer) clearTimeout(timer);
+    stopListening();
     signal?.removeEventListener('abort', onAbort);
     controller.abort(); // removes the watch and stops pending reads
   }

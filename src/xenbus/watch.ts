@@ -25,13 +25,14 @@ export class WatchIterator implements AsyncIterableIterator<WatchEvent> {
   private watch: Watch | null = null;
   private error: unknown = null;
   private done = false;
+  private stopListening = (): void => undefined;
 
   constructor(client: XenstoreClient, path: string, opts: RequestOptions) {
     this.ready = client.watch(path, (e) => this.push(e), { ...opts, group: `iterator:${path}` }).then(
       (w) => {
         this.watch = w;
         if (this.done) void w.unwatch().catch(() => undefined);
-        void client.closed.then((err) => this.finish(err));
+        this.stopListening = client.onClose((err) => this.finish(err));
       },
       (err) => this.finish(err),
     );
@@ -76,6 +77,7 @@ export class WatchIterator implements AsyncIterableIterator<WatchEvent> {
   private finish(err: unknown): void {
     if (this.done) return;
     this.done = true;
+    this.stopListening();
     if (err) this.error = err;
     const w = this.waiter;
     this.waiter = null;

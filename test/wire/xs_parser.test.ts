@@ -1,5 +1,6 @@
 /** The frame parser fed at every split point, and at its limits. */
 import { describe, expect, it } from 'vitest';
+import { concatBytes } from '../../src/wire/bytes.js';
 import { XsFrameParser } from '../../src/wire/xs_parser.js';
 import { XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, XsType, encodeHeader, encodeMessage, joinPayload } from '../../src/wire/xs_wire.js';
 
@@ -12,16 +13,6 @@ function frames(): Uint8Array[] {
   ];
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
-
 function drain(p: XsFrameParser): { msgs: { type: number; reqId: number; txId: number; payload: number[] }[]; need: number } {
   const msgs = [];
   for (;;) {
@@ -32,7 +23,7 @@ function drain(p: XsFrameParser): { msgs: { type: number; reqId: number; txId: n
   }
 }
 
-const stream = concat(frames());
+const stream = concatBytes(frames());
 const expected = frames().map((f) => ({
   type: new DataView(f.buffer).getUint32(0, true),
   reqId: new DataView(f.buffer).getUint32(4, true),
@@ -86,7 +77,7 @@ describe('XsFrameParser', () => {
   it('returns frames that stay valid after later pushes', () => {
     const p = new XsFrameParser();
     const [f1, f2] = frames();
-    p.push(concat([f1!, f2!.subarray(0, 5)]));
+    p.push(concatBytes([f1!, f2!.subarray(0, 5)]));
     const r = p.next();
     expect(r.kind).toBe('message');
     const kept = r.kind === 'message' ? [...r.message.payload] : [];
@@ -115,7 +106,7 @@ describe('XsFrameParser', () => {
   });
 
   it('grows past its initial buffer for a large read of many frames', () => {
-    const many = concat(Array.from({ length: 200 }, (_, i) => encodeMessage(XsType.Read, i + 1, 0, new Uint8Array(100).fill(i))));
+    const many = concatBytes(Array.from({ length: 200 }, (_, i) => encodeMessage(XsType.Read, i + 1, 0, new Uint8Array(100).fill(i))));
     const p = new XsFrameParser();
     p.push(many.subarray(0, 7));
     p.push(many.subarray(7)); // tail larger than the initial capacity

@@ -209,6 +209,34 @@ describe.each(TRANSPORTS)('xenbus state helpers over %s', (kind) => {
     await expect(w).rejects.toMatchObject({ code: 'XS_ABORTED' });
   });
 
+  it('leaves no close listener behind once a wait or an iterator is done', async () => {
+    const listeners = (): number => (Reflect.get(fx.client, 'closeListeners') as Set<unknown>).size;
+    for (let i = 0; i < 20; i++) {
+      await switchState(fx.client, be, XenbusState.InitWait);
+      await waitForState(fx.client, be, XenbusState.InitWait);
+      await expect(waitForState(fx.client, be, XenbusState.Connected, { timeoutMs: 5 })).rejects.toMatchObject({ code: 'XS_TIMEOUT' });
+    }
+    const it = fx.client.watchEvents('/listeners');
+    await it.ready;
+    expect(listeners()).toBe(1);
+    await it.return();
+    expect(listeners()).toBe(0);
+  });
+
+  it('calls close listeners once, not the removed ones, and at once after the end', async () => {
+    const xs = await fx.connect();
+    const calls: string[] = [];
+    xs.onClose((e) => void calls.push(`a:${e.code}`));
+    const off = xs.onClose(() => void calls.push('removed'));
+    off();
+    xs.close();
+    xs.close();
+    expect(calls).toEqual(['a:XS_CLOSED']);
+    xs.onClose((e) => void calls.push(`late:${e.code}`));
+    await until(() => calls.length === 2);
+    expect(calls[1]).toBe('late:XS_CLOSED');
+  });
+
   it('rejects a state value that is not a xenbus state', async () => {
     await fx.client.write(`${be}/state`, 'banana');
     await expect(readState(fx.client, be)).rejects.toMatchObject({ code: 'XS_EINVAL' });

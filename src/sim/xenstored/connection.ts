@@ -3,6 +3,7 @@
  * every message type, its watches and its open transactions.
  */
 import type { ByteStream } from '../../transport/byte_stream.js';
+import { concatBytes } from '../../wire/bytes.js';
 import { XsFrameParser } from '../../wire/xs_parser.js';
 import { formatXsPerm, parseXsPerm, type XsPerm } from '../../wire/xs_perms.js';
 import {
@@ -323,17 +324,7 @@ export class ServerConnection {
     this.flushing = true;
     try {
       while (this.out.length > 0) {
-        if (this.out.length > 1 && this.outOff === 0) {
-          let size = 0;
-          for (const f of this.out) size += f.length;
-          const all = new Uint8Array(size);
-          let o = 0;
-          for (const f of this.out) {
-            all.set(f, o);
-            o += f.length;
-          }
-          this.out = [all];
-        }
+        if (this.out.length > 1 && this.outOff === 0) this.out = [concatBytes(this.out)];
         const buf = this.out[0]!;
         const n = this.stream.write(this.outOff === 0 ? buf : buf.subarray(this.outOff));
         this.outOff += n;
