@@ -25,8 +25,29 @@ export type XenstoreErrorCode =
   /** The caller's AbortSignal fired before the reply came. */
   | 'XS_ABORTED';
 
+/** Codes raised by the platform layer (grant tables, event channels, FFI). */
+export type PlatformErrorCode =
+  /** An argument is out of range (count, domid, port). */
+  | 'XEN_EINVAL'
+  /** The operation is not supported by this platform. */
+  | 'XEN_ENOTSUP'
+  /** A Xen userspace library (libxengnttab, libxenevtchn) or koffi could not be loaded. */
+  | 'XEN_ENOLIB'
+  /** A /dev/xen device is missing: not a Xen guest, or xen-gntalloc / xen-evtchn not loaded. */
+  | 'XEN_ENODEV'
+  /** A system call behind the Xen libraries failed; the message carries its errno. */
+  | 'XEN_ESYS'
+  /** A grant-table operation was refused (see {@link GrantError}). */
+  | 'XEN_EGRANT'
+  /** No free grant refs, event-channel ports or guest pages are left. */
+  | 'XEN_ENOSPC'
+  /** An event-channel operation named a port that is not open or not bound. */
+  | 'XEN_EEVTCHN'
+  /** The object (pool, platform, channel) has been closed. */
+  | 'XEN_CLOSED';
+
 /** Every code the driver can raise. Later layers add theirs here. */
-export type XenErrorCode = XenstoreErrorCode | 'XEN_EINVAL' | 'XEN_ENOTSUP';
+export type XenErrorCode = XenstoreErrorCode | PlatformErrorCode;
 
 /** Base class: everything the driver throws on purpose is a `XenError`. */
 export class XenError extends Error {
@@ -66,6 +87,30 @@ export class XenstoreError extends XenError {
     const code: XenstoreErrorCode = known ? (`XS_${errno}` as XenstoreErrorCode) : 'XS_EUNKNOWN';
     const where = path === undefined ? '' : ` ${path}`;
     return new XenstoreError(code, `xenstore ${op}${where}: ${errno}`, { path });
+  }
+}
+
+/**
+ * A grant-table operation refused by the hypervisor (or the simulated one),
+ * with the grant_table.h status (`GNTST_general_error`, `GNTST_bad_gntref`, …)
+ * and the grant it was about. A backend sees this when it maps a grant that is
+ * not for it, is read-only and was mapped for writing, or has been ended.
+ */
+export class GrantError extends XenError {
+  declare readonly code: 'XEN_EGRANT';
+  /** The GNTST_* status Xen would return. */
+  readonly status: number;
+  /** The granting domain. */
+  readonly domid: number;
+  /** The grant reference. */
+  readonly ref: number;
+
+  constructor(status: number, domid: number, ref: number, reason: string) {
+    super('XEN_EGRANT', `grant ${ref} of domain ${domid}: ${reason} (GNTST ${status})`);
+    this.name = 'GrantError';
+    this.status = status;
+    this.domid = domid;
+    this.ref = ref;
   }
 }
 

@@ -4,8 +4,8 @@
  * This is the package's public surface; everything not exported here is
  * internal. The simulated Xen host is exported separately as `xen-blkfront/sim`.
  */
-export { XenError, XenstoreError, isXenError, XS_ERRNO_NAMES } from './errors.js';
-export type { XenErrorCode, XenstoreErrorCode, XsErrno } from './errors.js';
+export { XenError, XenstoreError, GrantError, isXenError, XS_ERRNO_NAMES } from './errors.js';
+export type { XenErrorCode, XenstoreErrorCode, PlatformErrorCode, XsErrno } from './errors.js';
 
 export { XenstoreClient } from './xenbus/client.js';
 export { Transaction } from './xenbus/transaction.js';
@@ -24,3 +24,14 @@ export { openXenbusDevice, DEFAULT_XENBUS_DEVICE } from './transport/xenbus_devi
 
 export { XenbusState, xenbusStateName } from './wire/xenbus_state.js';
 export type { XsPerm, XsPermLetter } from './wire/xs_perms.js';
+export { XsRingStream } from './transport/xs_ring.js';
+export type { XsRingSide, XsRingStats } from './transport/xs_ring.js';
+
+export type { XenPlatform } from './platform/types.js';
+export { openXenPlatform } from './platform/xen.js';
+export type { XenPlatformOptions } from './platform/xen.js';
+export { PAGE_SIZE } from './gnttab/types.js';
+export type { GrantSharer, SharedPages, GrantSharerStats } from './gnttab/types.js';
+export { GrantPool } from './gnttab/pool.js';
+export type { GrantPoolOptions, GrantPoolStats, GrantLease } from './gnttab/pool.js';
+export type { EventChannel, EventChannels, EventChannelStats } from './evtchn/types.js';

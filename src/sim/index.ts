@@ -9,3 +9,13 @@ export { listenXenstored } from './xenstored/daemon.js';
 export type { XenstoredDaemon } from './xenstored/daemon.js';
 export { createMemoryPipe } from '../transport/memory.js';
 export type { MemoryPipeOptions } from '../transport/memory.js';
+
+export { createSimHost, attachSimHost } from './host/host.js';
+export type { SimHost, SimHostOptions, SimDom0, SimGrantCounters } from './host/host.js';
+export { SimHypervisor, Counter as SimCounter } from './host/hypervisor.js';
+export type { SimHostHandle, SimDomainHandle, DomainOptions } from './host/hypervisor.js';
+export { SimEventChannels } from './host/evtchn.js';
+export { SimGrantSharer, SimGrantMapper } from './host/grants.js';
+export type { GrantMapping } from './host/grants.js';
+export { linkXenstoreRing } from './host/xenstore_ring.js';
+export type { XenstoreRingOptions, XenstoreRingLink } from './host/xenstore_ring.js';

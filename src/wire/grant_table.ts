@@ -50,3 +50,24 @@ export function encodeGrantEntryV1(view: DataView, off: number, e: GrantEntryV1)
   // Xen requires flags to be written last: it is what makes the entry live.
   view.setUint16(off + GrantEntryV1Offset.flags, e.flags, true);
 }
+
+/** Grant refs the toolstack owns (grant_table.h): a guest never allocates these. */
+export const GNTTAB_NR_RESERVED_ENTRIES = 8;
+export const GNTTAB_RESERVED_CONSOLE = 0;
+/** The xenstore ring page is granted to the xenstore domain through this ref. */
+export const GNTTAB_RESERVED_XENSTORE = 1;
+
+/** Status codes of grant-table operations (grant_table.h GNTST_*). */
+export const GNTST_okay = 0;
+export const GNTST_general_error = -1;
+export const GNTST_bad_domain = -2;
+export const GNTST_bad_gntref = -3;
+export const GNTST_bad_handle = -4;
+export const GNTST_bad_virt_addr = -5;
+export const GNTST_permission_denied = -8;
+export const GNTST_no_space = -13;
+
+/** Bytes in a grant entry's first 32-bit word: flags (low half) and domid (high half), as Xen reads them together. */
+export function grantCombo(flags: number, domid: number): number {
+  return (flags & 0xffff) | ((domid & 0xffff) << 16);
+}

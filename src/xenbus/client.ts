@@ -143,7 +143,10 @@ export class XenstoreClient extends XsOps {
     stream.start({
       data: (chunk) => this.onData(chunk),
       writable: () => this.flush(),
-      closed: (err) => this.fail(new XenstoreError('XS_CLOSED', `xenstore connection closed${err ? `: ${err.message}` : ''}`, { cause: err })),
+      // A transport that knows what went wrong (XS_EIO from a broken ring) says so; anything else is XS_CLOSED.
+      closed: (err) => this.fail(err instanceof XenstoreError && err.code !== 'XS_CLOSED'
+        ? err
+        : new XenstoreError('XS_CLOSED', `xenstore connection closed${err ? `: ${err.message}` : ''}`, { cause: err })),
     });
   }
 

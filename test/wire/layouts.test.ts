@@ -16,7 +16,9 @@ import {
 } from '../../src/wire/ring.js';
 import {
   GRANT_ENTRY_V1_SIZE, GTF_accept_transfer, GTF_permit_access, GTF_reading, GTF_readonly, GTF_transitive,
-  GTF_type_mask, GTF_writing, GrantEntryV1Offset,
+  GTF_type_mask, GTF_writing, GrantEntryV1Offset, GNTTAB_NR_RESERVED_ENTRIES, GNTTAB_RESERVED_CONSOLE,
+  GNTTAB_RESERVED_XENSTORE, GNTST_okay, GNTST_general_error, GNTST_bad_domain, GNTST_bad_gntref, GNTST_bad_handle,
+  GNTST_bad_virt_addr, GNTST_permission_denied, GNTST_no_space,
 } from '../../src/wire/grant_table.js';
 import {
   XENSTORE_ABS_PATH_MAX, XENSTORE_CONNECTED, XENSTORE_ERROR_COMM, XENSTORE_ERROR_NONE, XENSTORE_ERROR_PROTO,
@@ -138,6 +140,8 @@ describe('grant_table.h, xs_wire.h and xenbus.h against the C headers', () => {
       'offsetof.grant_entry_v1.domid': GrantEntryV1Offset.domid,
       'offsetof.grant_entry_v1.frame': GrantEntryV1Offset.frame,
       GTF_permit_access, GTF_accept_transfer, GTF_transitive, GTF_type_mask, GTF_readonly, GTF_reading, GTF_writing,
+      GNTTAB_NR_RESERVED_ENTRIES, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE, GNTST_okay, GNTST_general_error,
+      GNTST_bad_domain, GNTST_bad_gntref, GNTST_bad_handle, GNTST_bad_virt_addr, GNTST_permission_denied, GNTST_no_space,
     });
   });
 

@@ -112,6 +112,17 @@ int main(void)
     P("GTF_readonly", GTF_readonly);
     P("GTF_reading", GTF_reading);
     P("GTF_writing", GTF_writing);
+    P("GNTTAB_NR_RESERVED_ENTRIES", GNTTAB_NR_RESERVED_ENTRIES);
+    P("GNTTAB_RESERVED_CONSOLE", GNTTAB_RESERVED_CONSOLE);
+    P("GNTTAB_RESERVED_XENSTORE", GNTTAB_RESERVED_XENSTORE);
+    P("GNTST_okay", GNTST_okay);
+    P("GNTST_general_error", GNTST_general_error);
+    P("GNTST_bad_domain", GNTST_bad_domain);
+    P("GNTST_bad_gntref", GNTST_bad_gntref);
+    P("GNTST_bad_handle", GNTST_bad_handle);
+    P("GNTST_bad_virt_addr", GNTST_bad_virt_addr);
+    P("GNTST_permission_denied", GNTST_permission_denied);
+    P("GNTST_no_space", GNTST_no_space);
 
     /* xs_wire.h */
     SZ(xsd_sockmsg);

@@ -1,0 +1,248 @@
+/**
+ * Event channels on a real Xen guest: libxenevtchn over /dev/xen/evtchn,
+ * through koffi.
+ *
+ * Delivery never blocks the event loop: a poll(2) on the evtchn fd and on an
+ * eventfd of our own runs on koffi's worker thread (an async call); when it
+ * returns, the main thread drains the pending ports (the fd is non-blocking)
+ * and starts the next poll. close() writes to the eventfd to end the poll at
+ * once. The kernel masks a port when it queues it for us; we unmask it before
+ * calling the handler (so an event during the handler is not lost), or, while
+ * the user holds it masked, when they unmask.
+ */
+import { closeSync, readSync, writeSync } from 'node:fs';
+import { XenError } from '../errors.js';
+import { deviceOpenError, errnoName, loadKoffi, loadLibc, openLibrary, type Libc } from '../ffi/koffi.js';
+import type { EventChannel, EventChannelStats, EventChannels } from './types.js';
+
+export interface EvtchnLib {
+  /** xenevtchn_open(NULL, 0): a handle, or null with errno set. */
+  open(): unknown;
+  fd(h: unknown): number;
+  bindUnbound(h: unknown, domid: number): number;
+  bindInterdomain(h: unknown, domid: number, remotePort: number): number;
+  notify(h: unknown, port: number): number;
+  /** The next pending port, or -1 (EAGAIN on our non-blocking fd). */
+  pending(h: unknown): number;
+  unmask(h: unknown, port: number): number;
+  unbind(h: unknown, port: number): number;
+  close(h: unknown): number;
+  errno(): number;
+}
+
+export const LIBXENEVTCHN = ['libxenevtchn.so.1', 'libxenevtchn.so'];
+
+/** Loads libxenevtchn and binds the functions. Throws XEN_ENOLIB when it is not installed. */
+export function loadEvtchnLib(sonames: readonly string[] = LIBXENEVTCHN): EvtchnLib {
+  const koffi = loadKoffi();
+  const lib = openLibrary(sonames, 'libxenevtchn1');
+  const f = {
+    open: lib.func('void *xenevtchn_open(void *logger, unsigned int open_flags)'),
+    fd: lib.func('int xenevtchn_fd(void *xce)'),
+    bindUnbound: lib.func('int xenevtchn_bind_unbound_port(void *xce, uint32_t domid)'),
+    bindInterdomain: lib.func('int xenevtchn_bind_interdomain(void *xce, uint32_t domid, uint32_t remote_port)'),
+    notify: lib.func('int xenevtchn_notify(void *xce, uint32_t port)'),
+    pending: lib.func('int xenevtchn_pending(void *xce)'),
+    unmask: lib.func('int xenevtchn_unmask(void *xce, uint32_t port)'),
+    unbind: lib.func('int xenevtchn_unbind(void *xce, uint32_t port)'),
+    close: lib.func('int xenevtchn_close(void *xce)'),
+  };
+  return {
+    open: () => f.open(null, 0),
+    fd: (h) => f.fd(h) as number,
+    bindUnbound: (h, d) => f.bindUnbound(h, d) as number,
+    bindInterdomain: (h, d, p) => f.bindInterdomain(h, d, p) as number,
+    notify: (h, p) => f.notify(h, p) as number,
+    pending: (h) => f.pending(h) as number,
+    unmask: (h, p) => f.unmask(h, p) as number,
+    unbind: (h, p) => f.unbind(h, p) as number,
+    close: (h) => f.close(h) as number,
+    errno: () => koffi.errno(),
+  };
+}
+
+class XenEventChannel implements EventChannel {
+  handler: (() => void) | null = null;
+  masked = false;
+  /** An event arrived while masked; the kernel keeps the port masked until we unmask. */
+  held = false;
+  open = true;
+
+  constructor(private readonly owner: XenEventChannels, readonly port: number) {}
+
+  notify(): void {
+    this.owner.notify(this);
+  }
+
+  onEvent(handler: (() => void) | null): void {
+    this.handler = handler;
+  }
+
+  mask(): void {
+    this.masked = true;
+  }
+
+  unmask(): void {
+    this.masked = false;
+    if (this.held) {
+      this.held = false;
+      this.owner.fire(this);
+    }
+  }
+
+  close(): void {
+    this.owner.unbind(this);
+  }
+}
+
+const POLLIN = 1;
+const POLLFD_SIZE = 8; // struct pollfd { int fd; short events; short revents; }
+const EFD_NONBLOCK = 0o4000;
+const EFD_CLOEXEC = 0o2000000;
+
+export class XenEventChannels implements EventChannels {
+  private handle: unknown;
+  private readonly fd: number;
+  private readonly wakeFd: number;
+  private readonly pollfds = Buffer.alloc(2 * POLLFD_SIZE);
+  private readonly channels = new Map<number, XenEventChannel>();
+  private polling = false;
+  private closing = false;
+  private notifications = 0;
+  private deliveries = 0;
+  private readonly libc: Libc;
+
+  /** Opens /dev/xen/evtchn. Throws XEN_ENODEV when this is not a Xen guest. */
+  constructor(private readonly lib: EvtchnLib = loadEvtchnLib(), libc: Libc = loadLibc()) {
+    this.libc = libc;
+    const h = lib.open();
+    if (h === null || h === undefined) {
+      throw deviceOpenError('xenevtchn_open', '/dev/xen/evtchn', 'xen-evtchn', lib.errno());
+    }
+    this.handle = h;
+    this.fd = lib.fd(h);
+    libc.setNonBlocking(this.fd);
+    this.wakeFd = libc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (this.wakeFd < 0) {
+      lib.close(h);
+      throw new XenError('XEN_ESYS', `eventfd failed (${errnoName(libc.errno())})`);
+    }
+    this.pollfds.writeInt32LE(this.fd, 0);
+    this.pollfds.writeInt16LE(POLLIN, 4);
+    this.pollfds.writeInt32LE(this.wakeFd, POLLFD_SIZE);
+    this.pollfds.writeInt16LE(POLLIN, POLLFD_SIZE + 4);
+  }
+
+  allocUnbound(remoteDomid: number): EventChannel {
+    return this.adopt(this.lib.bindUnbound(this.live(), remoteDomid), `bind_unbound_port(${remoteDomid})`);
+  }
+
+  bindInterdomain(remoteDomid: number, remotePort: number): EventChannel {
+    return this.adopt(this.lib.bindInterdomain(this.live(), remoteDomid, remotePort), `bind_interdomain(${remoteDomid}, ${remotePort})`);
+  }
+
+  /** @internal */
+  notify(ch: XenEventChannel): void {
+    if (!ch.open) throw new XenError('XEN_EEVTCHN', `event channel port ${ch.port} is closed`);
+    this.notifications++;
+    if (this.lib.notify(this.handle, ch.port) < 0) {
+      throw new XenError('XEN_EEVTCHN', `xenevtchn_notify(${ch.port}) failed (${errnoName(this.lib.errno())})`);
+    }
+  }
+
+  /** @internal Unmasks in the kernel, then runs the handler. */
+  fire(ch: XenEventChannel): void {
+    if (!ch.open) return;
+    this.lib.unmask(this.handle, ch.port);
+    this.deliveries++;
+    ch.handler?.();
+  }
+
+  /** @internal */
+  unbind(ch: XenEventChannel): void {
+    if (!ch.open) return;
+    ch.open = false;
+    ch.handler = null;
+    this.channels.delete(ch.port);
+    if (this.handle !== null) this.lib.unbind(this.handle, ch.port);
+  }
+
+  stats(): EventChannelStats {
+    return { notifications: this.notifications, deliveries: this.deliveries, openPorts: this.channels.size };
+  }
+
+  close(): void {
+    if (this.handle === null || this.closing) return;
+    for (const ch of [...this.channels.values()]) this.unbind(ch);
+    this.closing = true;
+    if (this.polling) this.wake(); // the poll callback finishes the close
+    else this.release();
+  }
+
+  private adopt(port: number, what: string): EventChannel {
+    if (port < 0) {
+      throw new XenError('XEN_EEVTCHN', `xenevtchn_${what} failed (${errnoName(this.lib.errno())})`);
+    }
+    const ch = new XenEventChannel(this, port);
+    this.channels.set(port, ch);
+    this.arm();
+    return ch;
+  }
+
+  private arm(): void {
+    if (this.polling || this.closing) return;
+    this.polling = true;
+    this.libc.pollAsync(this.pollfds, 2, -1, (err, res) => {
+      this.polling = false;
+      if (this.closing) return this.release();
+      if (err !== null && err !== undefined) {
+        process.emitWarning(`event-channel poll failed: ${String(err)}`);
+        return;
+      }
+      if (res > 0) {
+        if ((this.pollfds.readInt16LE(POLLFD_SIZE + 6) & POLLIN) !== 0) this.drainWake();
+        this.drain();
+      }
+      if (this.channels.size > 0) this.arm();
+    });
+  }
+
+  /** Delivers every pending port the kernel has queued. */
+  private drain(): void {
+    for (;;) {
+      const port = this.lib.pending(this.handle);
+      if (port < 0) return;
+      const ch = this.channels.get(port);
+      if (ch === undefined) continue;
+      if (ch.masked) ch.held = true;
+      else this.fire(ch);
+      if (this.handle === null) return;
+    }
+  }
+
+  private wake(): void {
+    const one = Buffer.alloc(8);
+    one.writeBigUInt64LE(1n);
+    writeSync(this.wakeFd, one);
+  }
+
+  private drainWake(): void {
+    try {
+      readSync(this.wakeFd, Buffer.alloc(8));
+    } catch {
+      // EAGAIN: already drained
+    }
+  }
+
+  private release(): void {
+    if (this.handle === null) return;
+    this.lib.close(this.handle);
+    this.handle = null;
+    closeSync(this.wakeFd);
+  }
+
+  private live(): unknown {
+    if (this.handle === null || this.closing) throw new XenError('XEN_CLOSED', 'event channels closed');
+    return this.handle;
+  }
+}

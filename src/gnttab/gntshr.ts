@@ -1,0 +1,107 @@
+/**
+ * Grant sharing on a real Xen guest: libxengnttab's xengntshr_* over
+ * /dev/xen/gntalloc, through koffi. One share call maps all its pages in one
+ * contiguous region, which is viewed without copying (koffi.view); the
+ * pointer is kept only to unshare it.
+ */
+import { XenError } from '../errors.js';
+import { deviceOpenError, errnoName, loadKoffi, openLibrary } from '../ffi/koffi.js';
+import { PAGE_SIZE, type GrantSharer, type GrantSharerStats, type SharedPages } from './types.js';
+
+/** The C entry points used, as functions (swappable in tests). */
+export interface GntshrLib {
+  /** xengntshr_open(NULL, 0): a handle, or null with errno set. */
+  open(): unknown;
+  /** xengntshr_share_pages: the mapped region, or null; fills `refs`. */
+  share(handle: unknown, domid: number, count: number, refs: Uint32Array, writable: boolean): unknown;
+  unshare(handle: unknown, addr: unknown, count: number): number;
+  close(handle: unknown): number;
+  /** A zero-copy ArrayBuffer over `bytes` bytes at `addr`. */
+  view(addr: unknown, bytes: number): ArrayBuffer;
+  errno(): number;
+}
+
+export const LIBXENGNTTAB = ['libxengnttab.so.1', 'libxengnttab.so'];
+
+/** Loads libxengnttab and binds the functions. Throws XEN_ENOLIB when it is not installed. */
+export function loadGntshrLib(sonames: readonly string[] = LIBXENGNTTAB): GntshrLib {
+  const koffi = loadKoffi();
+  const lib = openLibrary(sonames, 'libxengnttab1');
+  const open = lib.func('void *xengntshr_open(void *logger, unsigned int open_flags)');
+  const share = lib.func('void *xengntshr_share_pages(void *xgs, uint32_t domid, int count, _Out_ uint32_t *refs, int writable)');
+  const unshare = lib.func('int xengntshr_unshare(void *xgs, void *start_address, uint32_t count)');
+  const close = lib.func('int xengntshr_close(void *xgs)');
+  return {
+    open: () => open(null, 0),
+    share: (h, domid, count, refs, writable) => share(h, domid, count, refs, writable ? 1 : 0),
+    unshare: (h, addr, count) => unshare(h, addr, count) as number,
+    close: (h) => close(h) as number,
+    view: (addr, bytes) => koffi.view(addr, bytes),
+    errno: () => koffi.errno(),
+  };
+}
+
+class XenSharedPages implements SharedPages {
+  constructor(
+    readonly refs: readonly number[], readonly bytes: Uint8Array, readonly domid: number,
+    readonly writable: boolean, readonly addr: unknown,
+  ) {}
+}
+
+export class XenGrantSharer implements GrantSharer {
+  private handle: unknown;
+  private readonly live = new Set<XenSharedPages>();
+  private counts = { sharedPages: 0, shareCalls: 0, unshareCalls: 0, deferredEnds: 0 };
+
+  /** Opens /dev/xen/gntalloc. Throws XEN_ENODEV when this is not a Xen guest. */
+  constructor(private readonly lib: GntshrLib = loadGntshrLib()) {
+    const h = lib.open();
+    if (h === null || h === undefined) {
+      throw deviceOpenError('xengntshr_open', '/dev/xen/gntalloc', 'xen-gntalloc', lib.errno());
+    }
+    this.handle = h;
+  }
+
+  share(domid: number, count: number, writable: boolean): SharedPages {
+    if (this.handle === null) throw new XenError('XEN_CLOSED', 'grant sharer closed');
+    if (!Number.isInteger(count) || count < 1) throw new XenError('XEN_EINVAL', `bad page count ${count}`);
+    if (!Number.isInteger(domid) || domid < 0 || domid > 0xffff) throw new XenError('XEN_EINVAL', `bad domid ${domid}`);
+    const refs = new Uint32Array(count);
+    const addr = this.lib.share(this.handle, domid, count, refs, writable);
+    if (addr === null || addr === undefined) {
+      const e = this.lib.errno();
+      const name = errnoName(e);
+      throw new XenError(name === 'ENOSPC' || name === 'ENOMEM' ? 'XEN_ENOSPC' : 'XEN_ESYS',
+        `xengntshr_share_pages(${count} pages to domain ${domid}) failed (${name})`);
+    }
+    const bytes = new Uint8Array(this.lib.view(addr, count * PAGE_SIZE));
+    const pages = new XenSharedPages([...refs], bytes, domid, writable, addr);
+    this.live.add(pages);
+    this.counts.shareCalls++;
+    this.counts.sharedPages += count;
+    return pages;
+  }
+
+  unshare(shared: SharedPages): void {
+    const pages = shared as XenSharedPages;
+    if (!this.live.delete(pages)) throw new XenError('XEN_EINVAL', 'these pages are not shared by this sharer');
+    this.counts.unshareCalls++;
+    this.counts.sharedPages -= pages.refs.length;
+    // gntalloc ends each grant when the region is unmapped, deferring (in the
+    // kernel) any the backend still maps: nothing for us to retry.
+    if (this.lib.unshare(this.handle, pages.addr, pages.refs.length) < 0) {
+      throw new XenError('XEN_ESYS', `xengntshr_unshare failed (${errnoName(this.lib.errno())})`);
+    }
+  }
+
+  stats(): GrantSharerStats {
+    return { ...this.counts };
+  }
+
+  close(): void {
+    if (this.handle === null) return;
+    for (const p of [...this.live]) this.unshare(p);
+    this.lib.close(this.handle);
+    this.handle = null;
+  }
+}

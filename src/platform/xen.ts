@@ -1,0 +1,54 @@
+/**
+ * The real-Xen platform: xenstore over /dev/xen/xenbus, grants through
+ * libxengnttab (/dev/xen/gntalloc) and event channels through libxenevtchn
+ * (/dev/xen/evtchn), the last two by FFI.
+ */
+import { XenError } from '../errors.js';
+import { XenstoreClient, type XenstoreClientOptions } from '../xenbus/client.js';
+import { DEFAULT_XENBUS_DEVICE, openXenbusDevice } from '../transport/xenbus_device.js';
+import { XenGrantSharer, loadGntshrLib, type GntshrLib } from '../gnttab/gntshr.js';
+import { XenEventChannels, loadEvtchnLib, type EvtchnLib } from '../evtchn/xenevtchn.js';
+import type { XenPlatform } from './types.js';
+
+export interface XenPlatformOptions {
+  /** The xenbus device (default /dev/xen/xenbus). */
+  xenbusDevice?: string;
+  xenstore?: XenstoreClientOptions;
+  /** Library bindings to use instead of loading libxengnttab / libxenevtchn. */
+  gntshr?: GntshrLib;
+  evtchn?: EvtchnLib;
+}
+
+/**
+ * Opens the platform of the Xen guest this process runs in. Rejects with
+ * XEN_ENOLIB when the Xen libraries are not installed, XEN_ENODEV when
+ * /dev/xen is absent or its modules are not loaded (not a Xen guest), and
+ * releases whatever it had opened before failing.
+ */
+export async function openXenPlatform(opts: XenPlatformOptions = {}): Promise<XenPlatform> {
+  const opened: Array<() => void> = [];
+  try {
+    const grants = new XenGrantSharer(opts.gntshr ?? loadGntshrLib());
+    opened.push(() => grants.close());
+    const evtchn = new XenEventChannels(opts.evtchn ?? loadEvtchnLib());
+    opened.push(() => evtchn.close());
+    const stream = await openXenbusDevice(opts.xenbusDevice ?? DEFAULT_XENBUS_DEVICE).catch((cause: unknown) => {
+      throw new XenError('XEN_ENODEV', `${opts.xenbusDevice ?? DEFAULT_XENBUS_DEVICE}: not a Xen guest, or xenfs not mounted`, { cause });
+    });
+    const xenstore = new XenstoreClient(stream, opts.xenstore);
+    opened.push(() => xenstore.close());
+    // A guest's relative path "domid" is /local/domain/<id>/domid, written by the toolstack.
+    const domid = await xenstore.readInt('domid');
+    return {
+      domid, xenstore, grants, evtchn,
+      close: async () => {
+        evtchn.close();
+        grants.close();
+        xenstore.close();
+      },
+    };
+  } catch (err) {
+    for (const undo of opened.reverse()) undo();
+    throw err;
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * A whole simulated Xen machine in one call: the hypervisor state (memory,
+ * grant tables, event channels in SharedArrayBuffers), xenstored, dom0 and a
+ * guest domain whose platform is a {@link XenPlatform} like a real guest's.
+ * The guest reaches xenstore over the shared ring, as a unikernel does.
+ * Backends run in dom0, on this thread or in workers given {@link SimHost.handle}.
+ */
+import { XenstoreClient } from '../../xenbus/client.js';
+import { GNTTAB_RESERVED_XENSTORE } from '../../wire/grant_table.js';
+import type { XenPlatform } from '../../platform/types.js';
+import { SimXenstored, type SimXenstoredOptions } from '../xenstored/server.js';
+import { Counter, SimHypervisor, type SimHostHandle } from './hypervisor.js';
+import { SimEventChannels } from './evtchn.js';
+import { SimGrantMapper, SimGrantSharer } from './grants.js';
+import { linkXenstoreRing, type XenstoreRingLink } from './xenstore_ring.js';
+
+export interface SimHostOptions {
+  /** The guest's domid (default 1). */
+  guestDomid?: number;
+  /** The guest's name in xenstore (default "guest"). */
+  guestName?: string;
+  /** Pages of guest memory (default 16384 = 64 MiB, allocated lazily by the OS). */
+  guestPages?: number;
+  /** Grant-table entries per domain (default 32768). */
+  grantEntries?: number;
+  xenstored?: SimXenstoredOptions;
+}
+
+/** What dom0 holds: its xenstore connection and what a backend needs. */
+export interface SimDom0 {
+  readonly domid: 0;
+  readonly xenstore: XenstoreClient;
+  readonly mapper: SimGrantMapper;
+  readonly evtchn: SimEventChannels;
+}
+
+export interface SimGrantCounters {
+  maps: number;
+  unmaps: number;
+  mapFailures: number;
+}
+
+export interface SimHost {
+  readonly hypervisor: SimHypervisor;
+  /** Pass to a worker (postMessage) so it can attach with `attachSimHost`. */
+  readonly handle: SimHostHandle;
+  readonly xenstored: SimXenstored;
+  /** The guest's platform, to give to a frontend. */
+  readonly guest: XenPlatform & { readonly grants: SimGrantSharer; readonly evtchn: SimEventChannels };
+  readonly dom0: SimDom0;
+  /** Grant maps and unmaps done by domain `domid` (default dom0, where backends run). */
+  grantCounters(domid?: number): SimGrantCounters;
+  close(): Promise<void>;
+}
+
+export async function createSimHost(options: SimHostOptions = {}): Promise<SimHost> {
+  const guestDomid = options.guestDomid ?? 1;
+  const hypervisor = new SimHypervisor();
+  hypervisor.createDomain({ domid: 0, pages: 4096, grants: options.grantEntries });
+  hypervisor.createDomain({ domid: guestDomid, pages: options.guestPages, grants: options.grantEntries });
+  const xenstored = new SimXenstored(options.xenstored);
+
+  const dom0Evtchn = new SimEventChannels(hypervisor, 0);
+  dom0Evtchn.listen();
+  const dom0: SimDom0 = {
+    domid: 0,
+    xenstore: new XenstoreClient(xenstored.connect({ domid: 0 })),
+    mapper: new SimGrantMapper(hypervisor, 0),
+    evtchn: dom0Evtchn,
+  };
+
+  // The toolstack's part of domain creation (libxl): the guest's home, owned by it.
+  const home = `/local/domain/${guestDomid}`;
+  const guestGrants = new SimGrantSharer(hypervisor, guestDomid);
+  const guestEvtchn = new SimEventChannels(hypervisor, guestDomid);
+  guestEvtchn.listen();
+  const link: XenstoreRingLink = linkXenstoreRing({
+    xenstored, domid: guestDomid, guestGrants, guestEvtchn, dom0Mapper: dom0.mapper, dom0Evtchn,
+    reservedRef: GNTTAB_RESERVED_XENSTORE,
+  });
+  await dom0.xenstore.transaction(async (tx) => {
+    await tx.mkdir(home);
+    await tx.setPerms(home, [{ perm: 'n', domid: guestDomid }, { perm: 'r', domid: 0 }]);
+    await tx.write(`${home}/name`, options.guestName ?? 'guest');
+    await tx.write(`${home}/domid`, String(guestDomid));
+    await tx.mkdir(`${home}/device`);
+    await tx.write(`${home}/store/ring-ref`, String(link.ringRef));
+    await tx.write(`${home}/store/port`, String(link.port));
+  });
+  xenstored.introduceDomain(guestDomid);
+
+  const guestXs = new XenstoreClient(link.stream);
+  let closed = false;
+  const guest = {
+    domid: guestDomid,
+    xenstore: guestXs,
+    grants: guestGrants,
+    evtchn: guestEvtchn,
+    close: async () => {
+      guestXs.close();
+      link.close();
+      guestEvtchn.close();
+      guestGrants.close();
+    },
+  };
+
+  return {
+    hypervisor,
+    handle: hypervisor.handle,
+    xenstored,
+    guest,
+    dom0,
+    grantCounters: (domid = 0) => {
+      const d = hypervisor.domain(domid);
+      return { maps: d.counter(Counter.maps), unmaps: d.counter(Counter.unmaps), mapFailures: d.counter(Counter.mapFailures) };
+    },
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await guest.close();
+      dom0.xenstore.close();
+      dom0Evtchn.close();
+      xenstored.close();
+    },
+  };
+}
+
+/** A worker's view of a host built elsewhere, from {@link SimHost.handle}. */
+export function attachSimHost(handle: SimHostHandle): SimHypervisor {
+  return new SimHypervisor(handle);
+}
