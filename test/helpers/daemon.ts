@@ -6,9 +6,12 @@ import { tempSocketPath } from './xs.js';
 const root = fileURLToPath(new URL('../../', import.meta.url));
 export const XENSIM = `${root}dist/src/sim/cli.js`;
 
-/** Makes sure the built CLI exists (npm test builds first; a bare vitest run may not have). */
+/** Built output of the simulated host, for worker threads (which load JS, not TS). */
+export const SIM_DIST = `${root}dist/src/sim/index.js`;
+
+/** Makes sure the build exists (npm test builds first; a bare vitest run may not have). */
 export function ensureBuilt(): void {
-  if (!existsSync(XENSIM)) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
+  if (!existsSync(XENSIM) || !existsSync(SIM_DIST.replace('index.js', 'host/host.js'))) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
 }
 
 /** Starts `xensim xenstored` in its own process and waits for its listening line. */

@@ -6,6 +6,10 @@ import type { ByteStream } from '../../src/transport/byte_stream.js';
 import { connectUnixSocket } from '../../src/transport/socket.js';
 import { SimXenstored, type SimXenstoredOptions } from '../../src/sim/xenstored/server.js';
 import { listenXenstored } from '../../src/sim/xenstored/daemon.js';
+import { SimHypervisor } from '../../src/sim/host/hypervisor.js';
+import { SimEventChannels } from '../../src/sim/host/evtchn.js';
+import { SimGrantMapper, SimGrantSharer } from '../../src/sim/host/grants.js';
+import { linkXenstoreRing } from '../../src/sim/host/xenstore_ring.js';
 
 /** A client connected to a fresh simulated xenstored, over one kind of transport. */
 export interface XsFixture {
@@ -16,9 +20,9 @@ export interface XsFixture {
   close(): Promise<void>;
 }
 
-export type TransportKind = 'unix socket' | 'difficult pipe';
+export type TransportKind = 'unix socket' | 'difficult pipe' | 'shared ring';
 
-export const TRANSPORTS: TransportKind[] = ['unix socket', 'difficult pipe'];
+export const TRANSPORTS: TransportKind[] = ['unix socket', 'difficult pipe', 'shared ring'];
 
 export function tempSocketPath(): { path: string; cleanup(): void } {
   const dir = mkdtempSync(join(tmpdir(), 'xs-'));
@@ -38,6 +42,36 @@ export async function xsFixture(kind: TransportKind, opts: XenstoreClientOptions
     teardown = async () => {
       await daemon.close();
       sock.cleanup();
+    };
+  } else if (kind === 'shared ring') {
+    // Every connection is a domain's xenstore ring page plus an event channel,
+    // served by xenstored in dom0, as on Xen (dom0's own clients get one too).
+    const hv = new SimHypervisor();
+    hv.createDomain({ domid: 0, pages: 64, grants: 64 });
+    const dom0Evtchn = new SimEventChannels(hv, 0);
+    dom0Evtchn.listen();
+    const dom0Mapper = new SimGrantMapper(hv, 0);
+    const perDomain = new Map<number, { grants: SimGrantSharer; evtchn: SimEventChannels }>();
+    const links: Array<{ close(): void }> = [];
+    open = async (domid) => {
+      let d = perDomain.get(domid);
+      if (d === undefined) {
+        if (hv.find(domid) === undefined) hv.createDomain({ domid, pages: 64, grants: 64 });
+        const evtchn = domid === 0 ? dom0Evtchn : new SimEventChannels(hv, domid);
+        evtchn.listen();
+        d = { grants: new SimGrantSharer(hv, domid), evtchn };
+        perDomain.set(domid, d);
+      }
+      const link = linkXenstoreRing({
+        xenstored, domid, guestGrants: d.grants, guestEvtchn: d.evtchn, dom0Mapper, dom0Evtchn,
+      });
+      links.push(link);
+      return link.stream;
+    };
+    teardown = async () => {
+      links.forEach((l) => l.close());
+      for (const d of perDomain.values()) d.evtchn.close();
+      dom0Evtchn.close();
     };
   } else {
     let seed = 7;
