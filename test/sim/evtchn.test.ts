@@ -48,6 +48,7 @@ describe('simulated event channels', () => {
     let calls = 0;
     g.onEvent(() => calls++);
     for (let i = 0; i < 10; i++) d.notify();
+    await until(() => calls >= 1);
     await settle();
     expect(calls).toBe(1);
     expect(dom0.stats().notifications).toBe(10);
