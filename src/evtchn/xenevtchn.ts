@@ -196,7 +196,9 @@ export class XenEventChannels implements EventChannels {
       this.polling = false;
       if (this.closing) return this.release();
       if (err !== null && err !== undefined) {
-        process.emitWarning(`event-channel poll failed: ${String(err)}`);
+        // Not expected from poll(2) on two valid fds; retry rather than go deaf.
+        process.emitWarning(`event-channel poll failed, retrying: ${String(err)}`);
+        setTimeout(() => this.channels.size > 0 && this.arm(), 100).unref();
         return;
       }
       if (res > 0) {

@@ -84,6 +84,8 @@ export class XenGrantSharer implements GrantSharer {
 
   unshare(shared: SharedPages): void {
     const pages = shared as XenSharedPages;
+    // After close() everything was unshared already: a late release (a pool torn down after its platform) is a no-op.
+    if (this.handle === null) return;
     if (!this.live.delete(pages)) throw new XenError('XEN_EINVAL', 'these pages are not shared by this sharer');
     this.counts.unshareCalls++;
     this.counts.sharedPages -= pages.refs.length;

@@ -43,7 +43,8 @@ export interface GrantSharer {
   /**
    * Ends the grants and releases the pages. The view must not be used after.
    * A grant the other domain still maps is ended later, when it unmaps, as
-   * Linux's gnttab does; the call itself never fails for that.
+   * Linux's gnttab does; the call itself never fails for that. After
+   * close() (which unshared everything) it does nothing.
    */
   unshare(pages: SharedPages): void;
   stats(): GrantSharerStats;

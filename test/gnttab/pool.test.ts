@@ -172,6 +172,16 @@ describe('GrantPool', () => {
     expect(sharer.frames.free).toBe(255);
   });
 
+  it('a pool torn down after its sharer closed releases quietly', async () => {
+    const pool = new GrantPool(sharer, 0, { pages: 2 });
+    const lease = pool.take(3)!; // 2 pooled + 1 fresh
+    sharer.close(); // the platform went first and unshared everything
+    expect(sharer.stats().sharedPages).toBe(0);
+    pool.release(lease);
+    await pool.close();
+    expect(() => sharer.share(0, 1, true)).toThrow(expect.objectContaining({ code: 'XEN_CLOSED' }));
+  });
+
   it('rejects bad arguments and double release', () => {
     const pool = new GrantPool(sharer, 0, { pages: 1 });
     expect(() => pool.take(0)).toThrow(expect.objectContaining({ code: 'XEN_EINVAL' }));

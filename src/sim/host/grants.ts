@@ -111,6 +111,8 @@ export class SimGrantSharer implements GrantSharer {
 
   unshare(shared: SharedPages): void {
     const pages = shared as SimSharedPages;
+    // After close() everything was unshared already: a late release (a pool torn down after its platform) is a no-op.
+    if (this.closed) return;
     if (!this.live.delete(pages)) throw new XenError('XEN_EINVAL', 'these pages are not shared by this sharer');
     this.counts.unshareCalls++;
     this.counts.sharedPages -= pages.refs.length;
