@@ -6,7 +6,8 @@
  */
 import { XenError } from '../errors.js';
 import { deviceOpenError, errnoName, loadKoffi, openLibrary } from '../ffi/koffi.js';
-import { PAGE_SIZE, type GrantSharer, type GrantSharerStats, type SharedPages } from './types.js';
+import { PAGE_SIZE, type SharedPages } from './types.js';
+import { GrantSharerBase } from './sharer_base.js';
 
 /** The C entry points used, as functions (swappable in tests). */
 export interface GntshrLib {
@@ -48,13 +49,12 @@ class XenSharedPages implements SharedPages {
   ) {}
 }
 
-export class XenGrantSharer implements GrantSharer {
-  private handle: unknown;
-  private readonly live = new Set<XenSharedPages>();
-  private counts = { sharedPages: 0, shareCalls: 0, unshareCalls: 0, deferredEnds: 0 };
+export class XenGrantSharer extends GrantSharerBase<XenSharedPages> {
+  private readonly handle: unknown;
 
   /** Opens /dev/xen/gntalloc. Throws XEN_ENODEV when this is not a Xen guest. */
   constructor(private readonly lib: GntshrLib = loadGntshrLib()) {
+    super();
     const h = lib.open();
     if (h === null || h === undefined) {
       throw deviceOpenError('xengntshr_open', '/dev/xen/gntalloc', 'xen-gntalloc', lib.errno());
@@ -62,33 +62,19 @@ export class XenGrantSharer implements GrantSharer {
     this.handle = h;
   }
 
-  share(domid: number, count: number, writable: boolean): SharedPages {
-    if (this.handle === null) throw new XenError('XEN_CLOSED', 'grant sharer closed');
-    if (!Number.isInteger(count) || count < 1) throw new XenError('XEN_EINVAL', `bad page count ${count}`);
-    if (!Number.isInteger(domid) || domid < 0 || domid > 0xffff) throw new XenError('XEN_EINVAL', `bad domid ${domid}`);
+  protected sharePages(domid: number, count: number, writable: boolean): XenSharedPages {
     const refs = new Uint32Array(count);
     const addr = this.lib.share(this.handle, domid, count, refs, writable);
     if (addr === null || addr === undefined) {
-      const e = this.lib.errno();
-      const name = errnoName(e);
+      const name = errnoName(this.lib.errno());
       throw new XenError(name === 'ENOSPC' || name === 'ENOMEM' ? 'XEN_ENOSPC' : 'XEN_ESYS',
         `xengntshr_share_pages(${count} pages to domain ${domid}) failed (${name})`);
     }
     const bytes = new Uint8Array(this.lib.view(addr, count * PAGE_SIZE));
-    const pages = new XenSharedPages([...refs], bytes, domid, writable, addr);
-    this.live.add(pages);
-    this.counts.shareCalls++;
-    this.counts.sharedPages += count;
-    return pages;
+    return new XenSharedPages([...refs], bytes, domid, writable, addr);
   }
 
-  unshare(shared: SharedPages): void {
-    const pages = shared as XenSharedPages;
-    // After close() everything was unshared already: a late release (a pool torn down after its platform) is a no-op.
-    if (this.handle === null) return;
-    if (!this.live.delete(pages)) throw new XenError('XEN_EINVAL', 'these pages are not shared by this sharer');
-    this.counts.unshareCalls++;
-    this.counts.sharedPages -= pages.refs.length;
+  protected unsharePages(pages: XenSharedPages): void {
     // gntalloc ends each grant when the region is unmapped, deferring (in the
     // kernel) any the backend still maps: nothing for us to retry.
     if (this.lib.unshare(this.handle, pages.addr, pages.refs.length) < 0) {
@@ -96,14 +82,7 @@ export class XenGrantSharer implements GrantSharer {
     }
   }
 
-  stats(): GrantSharerStats {
-    return { ...this.counts };
-  }
-
-  close(): void {
-    if (this.handle === null) return;
-    for (const p of [...this.live]) this.unshare(p);
+  protected release(): void {
     this.lib.close(this.handle);
-    this.handle = null;
   }
 }

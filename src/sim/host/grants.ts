@@ -15,7 +15,8 @@ import {
   GNTST_bad_domain, GNTST_bad_gntref, GNTST_bad_handle, GNTST_bad_virt_addr, GNTST_general_error,
   GNTTAB_NR_RESERVED_ENTRIES, GTF_permit_access, GTF_reading, GTF_readonly, GTF_type_mask, GTF_writing, grantCombo,
 } from '../../wire/grant_table.js';
-import { type GrantSharer, type GrantSharerStats, type SharedPages } from '../../gnttab/types.js';
+import type { SharedPages } from '../../gnttab/types.js';
+import { GrantSharerBase } from '../../gnttab/sharer_base.js';
 import { ACTIVE_WORDS, ActiveWord, Counter, lockWord, unlockWord, type SimDomain, type SimHypervisor } from './hypervisor.js';
 
 /** First-fit allocator of contiguous frame runs over a bitmap. */
@@ -70,27 +71,22 @@ class SimSharedPages implements SharedPages {
  * Shares pages of one domain's memory. Owned by one thread (the guest's):
  * the free lists of refs and frames are plain JS state.
  */
-export class SimGrantSharer implements GrantSharer {
+export class SimGrantSharer extends GrantSharerBase<SimSharedPages> {
   private readonly dom: SimDomain;
   readonly frames: FrameAllocator;
   private readonly freeRefs: number[] = [];
   private readonly deferred: Array<{ pages: SimSharedPages; ref: number }> = [];
   private retryTimer: NodeJS.Timeout | undefined;
-  private readonly live = new Set<SimSharedPages>();
-  private closed = false;
-  private counts = { sharedPages: 0, shareCalls: 0, unshareCalls: 0, deferredEnds: 0 };
 
   constructor(hv: SimHypervisor, readonly domid: number) {
+    super();
     this.dom = hv.domain(domid);
     this.frames = new FrameAllocator(this.dom.pages);
     // Highest first, so pop() hands out low refs first, as Linux's free list does.
     for (let r = this.dom.nrGrants - 1; r >= GNTTAB_NR_RESERVED_ENTRIES; r--) this.freeRefs.push(r);
   }
 
-  share(domid: number, count: number, writable: boolean): SharedPages {
-    if (this.closed) throw new XenError('XEN_CLOSED', 'grant sharer closed');
-    if (!Number.isInteger(count) || count < 1) throw new XenError('XEN_EINVAL', `bad page count ${count}`);
-    if (!Number.isInteger(domid) || domid < 0 || domid > 0xffff) throw new XenError('XEN_EINVAL', `bad domid ${domid}`);
+  protected sharePages(domid: number, count: number, writable: boolean): SimSharedPages {
     this.retryDeferred();
     if (this.freeRefs.length < count) {
       throw new XenError('XEN_ENOSPC', `domain ${this.domid}: ${count} grant refs wanted, ${this.freeRefs.length} free`);
@@ -102,20 +98,10 @@ export class SimGrantSharer implements GrantSharer {
     const refs = this.freeRefs.splice(this.freeRefs.length - count, count).reverse();
     const flags = GTF_permit_access | (writable ? 0 : GTF_readonly);
     for (let i = 0; i < count; i++) this.grantAccess(refs[i]!, domid, frame + i, flags);
-    const pages = new SimSharedPages(refs, bytes, domid, writable, frame);
-    this.live.add(pages);
-    this.counts.shareCalls++;
-    this.counts.sharedPages += count;
-    return pages;
+    return new SimSharedPages(refs, bytes, domid, writable, frame);
   }
 
-  unshare(shared: SharedPages): void {
-    const pages = shared as SimSharedPages;
-    // After close() everything was unshared already: a late release (a pool torn down after its platform) is a no-op.
-    if (this.closed) return;
-    if (!this.live.delete(pages)) throw new XenError('XEN_EINVAL', 'these pages are not shared by this sharer');
-    this.counts.unshareCalls++;
-    this.counts.sharedPages -= pages.refs.length;
+  protected unsharePages(pages: SimSharedPages): void {
     for (const ref of pages.refs) {
       if (this.endAccess(ref)) this.ended(pages, ref);
       else {
@@ -124,6 +110,10 @@ export class SimGrantSharer implements GrantSharer {
       }
     }
     if (this.deferred.length > 0) this.scheduleRetry();
+  }
+
+  protected release(): void {
+    // Nothing of ours to close: deferred ends finish on their timer.
   }
 
   /** A view of one of this domain's frames. */
@@ -155,19 +145,9 @@ export class SimGrantSharer implements GrantSharer {
     }
   }
 
-  stats(): GrantSharerStats {
-    return { ...this.counts };
-  }
-
   /** Grants whose end is still waiting for the other side to unmap. */
   get pendingEnds(): number {
     return this.deferred.length;
-  }
-
-  close(): void {
-    if (this.closed) return;
-    for (const p of [...this.live]) this.unshare(p);
-    this.closed = true;
   }
 
   private ended(pages: SimSharedPages, ref: number): void {
