@@ -54,7 +54,6 @@ export class XsRingStream implements ByteStream {
   private handlers: ByteStreamHandlers | null = null;
   private wantWritable = false;
   private done = false;
-  private scheduled = false;
   readonly counters: XsRingStats = { notifications: 0, events: 0, bytesOut: 0, bytesIn: 0, partialWrites: 0 };
 
   /**
@@ -85,7 +84,7 @@ export class XsRingStream implements ByteStream {
       this.pump();
     });
     // Data may already be waiting (a client that started before we listened).
-    this.schedulePump();
+    queueMicrotask(() => this.pump());
   }
 
   write(data: Uint8Array): number {
@@ -148,15 +147,6 @@ export class XsRingStream implements ByteStream {
         this.handlers.writable();
       }
     }
-  }
-
-  private schedulePump(): void {
-    if (this.scheduled) return;
-    this.scheduled = true;
-    queueMicrotask(() => {
-      this.scheduled = false;
-      this.pump();
-    });
   }
 
   private copyIn(prod: number, data: Uint8Array, n: number): void {
