@@ -46,8 +46,27 @@ export type PlatformErrorCode =
   /** The object (pool, platform, channel) has been closed. */
   | 'XEN_CLOSED';
 
-/** Every code the driver can raise. Later layers add theirs here. */
-export type XenErrorCode = XenstoreErrorCode | PlatformErrorCode;
+/** Codes raised by the block frontend. */
+export type BlkifErrorCode =
+  /** Bad I/O arguments: unaligned offset or length, zero length, not an integer. */
+  | 'BLKIF_EINVAL'
+  /** The I/O reaches past the end of the disk. */
+  | 'BLKIF_ERANGE'
+  /** A write or discard to a read-only disk. */
+  | 'BLKIF_EROFS'
+  /** The backend answered BLKIF_RSP_ERROR. */
+  | 'BLKIF_EIO'
+  /** The backend answered BLKIF_RSP_EOPNOTSUPP, or the feature was not negotiated. */
+  | 'BLKIF_EOPNOTSUPP'
+  /** The backend broke the protocol (bad response id, wrong operation, ring overflow); the device is dead. */
+  | 'BLKIF_EPROTO'
+  /** The device or its backend is gone: no such vdev, the backend was removed, or it did not come back. */
+  | 'BLKIF_ENODEV'
+  /** The device was closed. */
+  | 'BLKIF_CLOSED';
+
+/** Every code the driver can raise. */
+export type XenErrorCode = XenstoreErrorCode | PlatformErrorCode | BlkifErrorCode;
 
 /** Base class: everything the driver throws on purpose is a `XenError`. */
 export class XenError extends Error {
@@ -111,6 +130,23 @@ export class GrantError extends XenError {
     this.status = status;
     this.domid = domid;
     this.ref = ref;
+  }
+}
+
+/**
+ * A block I/O failure: what the caller of `read`, `write`, `flush` or
+ * `discard` sees. `status` is the blkif response status when the backend sent
+ * one (BLKIF_RSP_ERROR = -1, BLKIF_RSP_EOPNOTSUPP = -2).
+ */
+export class BlkifError extends XenError {
+  declare readonly code: BlkifErrorCode;
+  /** The backend's response status, when the error came from one. */
+  readonly status: number | undefined;
+
+  constructor(code: BlkifErrorCode, message: string, options?: { status?: number; cause?: unknown }) {
+    super(code, message, options);
+    this.name = 'BlkifError';
+    this.status = options?.status;
   }
 }
 

@@ -19,3 +19,5 @@ export { SimGrantSharer, SimGrantMapper } from './host/grants.js';
 export type { GrantMapping } from './host/grants.js';
 export { linkXenstoreRing } from './host/xenstore_ring.js';
 export type { XenstoreRingOptions, XenstoreRingLink } from './host/xenstore_ring.js';
+export { SimBlkback } from './blkback/backend.js';
+export type { SimDiskOptions, SimFault, SimBlkbackStats } from './blkback/backend.js';

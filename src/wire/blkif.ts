@@ -316,3 +316,82 @@ export function decodeResponse(abi: BlkifAbi, view: DataView, off: number): Blki
     status: view.getInt16(off + o.status, true),
   };
 }
+
+/*
+ * Hot-path accessors. The frontend writes a request and reads a response per
+ * I/O; the object-based encoders above allocate (segment arrays, BigInts), so
+ * the data path uses these instead. A u64 is handled as two u32 halves: ids
+ * are (slot, generation) pairs and sector numbers stay below 2^53.
+ */
+
+/** Writes a u64 from two u32 halves. */
+export function setU64(view: DataView, off: number, lo: number, hi: number): void {
+  view.setUint32(off, lo >>> 0, true);
+  view.setUint32(off + 4, hi >>> 0, true);
+}
+
+/** Writes a u64 from a safe-integer number (sector numbers, sector counts). */
+export function setU64Number(view: DataView, off: number, v: number): void {
+  view.setUint32(off, v % 0x100000000, true);
+  view.setUint32(off + 4, Math.floor(v / 0x100000000), true);
+}
+
+/** Reads a u64 as a number; values above 2^53 lose precision (callers range-check first). */
+export function getU64Number(view: DataView, off: number): number {
+  return view.getUint32(off + 4, true) * 0x100000000 + view.getUint32(off, true);
+}
+
+/**
+ * Writes the header of a direct request (everything but the segments) with
+ * id = hi:lo. The segments are written with {@link setSegment}.
+ */
+export function setRequestHeader(
+  abi: BlkifAbi, view: DataView, off: number,
+  operation: number, nrSegments: number, handle: number, idLo: number, idHi: number, sector: number,
+): void {
+  const o = abi.request;
+  view.setUint8(off + o.operation, operation);
+  view.setUint8(off + o.nrSegments, nrSegments);
+  view.setUint16(off + o.handle, handle, true);
+  setU64(view, off + o.id, idLo, idHi);
+  setU64Number(view, off + o.sectorNumber, sector);
+}
+
+/** Writes one segment descriptor (in a request slot or an indirect page). */
+export function setSegment(view: DataView, off: number, gref: number, firstSect: number, lastSect: number): void {
+  view.setUint32(off + SegmentOffset.gref, gref, true);
+  view.setUint8(off + SegmentOffset.firstSect, firstSect);
+  view.setUint8(off + SegmentOffset.lastSect, lastSect);
+}
+
+/** Writes the header of an indirect request; the grefs are written with {@link setIndirectGref}. */
+export function setIndirectHeader(
+  abi: BlkifAbi, view: DataView, off: number,
+  indirectOp: number, nrSegments: number, handle: number, idLo: number, idHi: number, sector: number,
+): void {
+  const o = abi.indirect;
+  view.setUint8(off + o.operation, BlkifOp.Indirect);
+  view.setUint8(off + o.indirectOp, indirectOp);
+  view.setUint16(off + o.nrSegments, nrSegments, true);
+  setU64(view, off + o.id, idLo, idHi);
+  setU64Number(view, off + o.sectorNumber, sector);
+  view.setUint16(off + o.handle, handle, true);
+}
+
+export function setIndirectGref(abi: BlkifAbi, view: DataView, off: number, i: number, gref: number): void {
+  view.setUint32(off + abi.indirect.indirectGrefs + 4 * i, gref, true);
+}
+
+/** Writes a discard request with id = hi:lo. */
+export function setDiscardRequest(
+  abi: BlkifAbi, view: DataView, off: number,
+  flag: number, handle: number, idLo: number, idHi: number, sector: number, nrSectors: number,
+): void {
+  const o = abi.discard;
+  view.setUint8(off + o.operation, BlkifOp.Discard);
+  view.setUint8(off + o.flag, flag);
+  view.setUint16(off + o.handle, handle, true);
+  setU64(view, off + o.id, idLo, idHi);
+  setU64Number(view, off + o.sectorNumber, sector);
+  setU64Number(view, off + o.nrSectors, nrSectors);
+}

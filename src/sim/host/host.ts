@@ -6,6 +6,7 @@
  * Backends run in dom0, on this thread or in workers given {@link SimHost.handle}.
  */
 import { XenstoreClient } from '../../xenbus/client.js';
+import { XenError } from '../../errors.js';
 import { GNTTAB_RESERVED_XENSTORE } from '../../wire/grant_table.js';
 import type { XenPlatform } from '../../platform/types.js';
 import { SimXenstored, type SimXenstoredOptions } from '../xenstored/server.js';
@@ -13,13 +14,14 @@ import { Counter, SimHypervisor, type SimHostHandle } from './hypervisor.js';
 import { SimEventChannels } from './evtchn.js';
 import { SimGrantMapper, SimGrantSharer } from './grants.js';
 import { linkXenstoreRing, type XenstoreRingLink } from './xenstore_ring.js';
+import { SimBlkback, type SimDiskOptions } from '../blkback/backend.js';
 
 export interface SimHostOptions {
   /** The guest's domid (default 1). */
   guestDomid?: number;
   /** The guest's name in xenstore (default "guest"). */
   guestName?: string;
-  /** Pages of guest memory (default 16384 = 64 MiB, allocated lazily by the OS). */
+  /** Pages of guest memory (default 65536 = 256 MiB, allocated lazily by the OS). */
   guestPages?: number;
   /** Grant-table entries per domain (default 32768). */
   grantEntries?: number;
@@ -50,6 +52,12 @@ export interface SimHost {
   readonly dom0: SimDom0;
   /** Grant maps and unmaps done by domain `domid` (default dom0, where backends run). */
   grantCounters(domid?: number): SimGrantCounters;
+  /**
+   * Plugs a virtual disk into the guest, served by a simulated blkback in dom0
+   * (one worker thread per queue), and returns the backend once it waits for
+   * the frontend (InitWait). Closed with the host.
+   */
+  addDisk(options?: SimDiskOptions): Promise<SimBlkback>;
   close(): Promise<void>;
 }
 
@@ -57,7 +65,7 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
   const guestDomid = options.guestDomid ?? 1;
   const hypervisor = new SimHypervisor();
   hypervisor.createDomain({ domid: 0, pages: 4096, grants: options.grantEntries });
-  hypervisor.createDomain({ domid: guestDomid, pages: options.guestPages, grants: options.grantEntries });
+  hypervisor.createDomain({ domid: guestDomid, pages: options.guestPages ?? 65536, grants: options.grantEntries });
   const xenstored = new SimXenstored(options.xenstored);
 
   const dom0Evtchn = new SimEventChannels(hypervisor, 0);
@@ -104,6 +112,7 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
     },
   };
 
+  const disks: SimBlkback[] = [];
   return {
     hypervisor,
     handle: hypervisor.handle,
@@ -114,9 +123,17 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
       const d = hypervisor.domain(domid);
       return { maps: d.counter(Counter.maps), unmaps: d.counter(Counter.unmaps), mapFailures: d.counter(Counter.mapFailures) };
     },
+    addDisk: async (opts = {}) => {
+      if (closed) throw new XenError('XEN_CLOSED', 'simulated host closed');
+      const disk = new SimBlkback(dom0.xenstore, hypervisor.handle, 0, guestDomid, opts);
+      disks.push(disk);
+      await disk.start();
+      return disk;
+    },
     close: async () => {
       if (closed) return;
       closed = true;
+      await Promise.all(disks.map((d) => d.close()));
       await guest.close();
       dom0.xenstore.close();
       dom0Evtchn.close();

@@ -1,0 +1,464 @@
+/**
+ * A simulated blkback: the backend half of a virtual block device, played in
+ * dom0 of the simulated host. The controller (this file, main thread) does
+ * what xen-blkback's xenbus.c does, following the frontend's state: it
+ * advertises features at InitWait, reads the rings and event channels the
+ * frontend published, starts one worker thread per queue (server.ts), writes
+ * the disk's geometry and goes Connected; it tears the queues down when the
+ * frontend closes and gets ready again when it re-initialises.
+ *
+ * Every feature is an option, so a frontend can be tested against a backend
+ * that lacks it, and faults can be injected while it runs.
+ */
+import { Worker } from 'node:worker_threads';
+import { statSync, truncateSync } from 'node:fs';
+import { XenError } from '../../errors.js';
+import { BLKIF_SECTOR_SIZE, BlkifOp, BLKIF_NATIVE_ABI, VDISK_READONLY } from '../../wire/blkif.js';
+import { XenbusState } from '../../wire/xenbus_state.js';
+import type { XenstoreClient } from '../../xenbus/client.js';
+import type { Watch } from '../../xenbus/watch.js';
+import { readState, switchState, waitForState } from '../../xenbus/device.js';
+import type { SimHostHandle } from '../host/hypervisor.js';
+import type { DiskSpec } from './disk.js';
+import { CONTROL_BYTES, Ctl, FaultKind, MAX_QUEUES, QStat, qstat, setSectors } from './control.js';
+import type { QueueWorkerData } from './worker.js';
+
+export interface SimDiskOptions {
+  /** The virtual-device number (default 51712, xvda). */
+  vdev?: number;
+  /** Size in bytes of a memory disk (default 64 MiB). Ignored with `image`. */
+  size?: number;
+  /** Serve this image file instead of memory; the file's size is the disk's. */
+  image?: string;
+  /** Room a memory disk has to grow by {@link SimBlkback.resize} (default: `size`). */
+  maxSize?: number;
+  /** Logical sector size, 512 or 4096 (default 512). */
+  sectorSize?: 512 | 4096;
+  readOnly?: boolean;
+  /** Offer persistent grants (default true). */
+  persistent?: boolean;
+  /** Most persistent grants kept per queue (default 1056, Linux's max_persistent_grants). */
+  maxPersistentGrants?: number;
+  /** feature-max-indirect-segments (default 256; 0: indirect descriptors not offered). */
+  maxIndirectSegments?: number;
+  /** max-ring-page-order (default 4; 0: the key is not written, one-page rings only). */
+  maxRingPageOrder?: number;
+  /** multi-queue-max-queues (default 4; 1: the key is not written). */
+  maxQueues?: number;
+  /** feature-flush-cache (default true). */
+  flush?: boolean;
+  /** feature-barrier (default true). */
+  barrier?: boolean;
+  /** feature-discard (default true), with its granularity (default: the sector size). */
+  discard?: boolean | { granularity?: number; alignment?: number; secure?: boolean };
+}
+
+/** A fault for the backend to inject. */
+export interface SimFault {
+  kind: 'error' | 'eopnotsupp' | 'unknown-id' | 'duplicate-id' | 'wrong-op' | 'rsp-overflow';
+  /** Operations it applies to (default: all). */
+  ops?: Array<'read' | 'write' | 'barrier' | 'flush' | 'discard'>;
+  /** How many requests to fault (default: every one until cleared). */
+  count?: number;
+}
+
+export interface SimBlkbackStats {
+  /** Times the frontend connected (1, then 1 more per reconnect). */
+  connections: number;
+  queues: number;
+  requests: number;
+  responses: number;
+  /** Requests answered BLKIF_RSP_ERROR or EOPNOTSUPP because they failed a check. */
+  errors: number;
+  /** Grant maps kept for reuse (persistent grants). */
+  persistentMaps: number;
+  /** Grant maps done for one request and undone after it. */
+  transientMaps: number;
+  unmaps: number;
+  /** Event-channel notifications sent to the frontend. */
+  notifications: number;
+  /** Times a queue woke up to work. */
+  wakeups: number;
+  indirectRequests: number;
+  faultsInjected: number;
+  /** Persistent grants held now. */
+  persistentHeld: number;
+}
+
+const FAULTS: Record<SimFault['kind'], number> = {
+  'error': FaultKind.error,
+  'eopnotsupp': FaultKind.eopnotsupp,
+  'unknown-id': FaultKind.unknownId,
+  'duplicate-id': FaultKind.duplicateId,
+  'wrong-op': FaultKind.wrongOp,
+  'rsp-overflow': FaultKind.rspOverflow,
+};
+const OPS = { read: BlkifOp.Read, write: BlkifOp.Write, barrier: BlkifOp.WriteBarrier, flush: BlkifOp.FlushDiskcache, discard: BlkifOp.Discard };
+
+/** The worker's compiled entry point (under a TypeScript loader, the build's JS). */
+function workerUrl(): URL {
+  return import.meta.url.endsWith('.ts')
+    ? new URL('../../../dist/src/sim/blkback/worker.js', import.meta.url)
+    : new URL('./worker.js', import.meta.url);
+}
+
+interface QueueWorker {
+  worker: Worker;
+  stopped: Promise<void>;
+}
+
+export class SimBlkback {
+  readonly vdev: number;
+  /** Backend directory, /local/domain/<backend>/backend/vbd/<frontend>/<vdev>. */
+  readonly backendPath: string;
+  /** Frontend directory, /local/domain/<frontend>/device/vbd/<vdev>. */
+  readonly frontendPath: string;
+  /** Why a queue stopped trusting the frontend, if one did. */
+  readonly broken: string[] = [];
+  private readonly ctl = new Int32Array(new SharedArrayBuffer(CONTROL_BYTES));
+  private readonly disk: DiskSpec;
+  private readonly opts: Required<Omit<SimDiskOptions, 'discard' | 'image' | 'maxSize'>> & { discard: { granularity: number; alignment: number; secure: boolean } | null };
+  private workers: QueueWorker[] = [];
+  private state: XenbusState = XenbusState.Initialising;
+  private watch: Watch | undefined;
+  private chain: Promise<void> = Promise.resolve();
+  private connections = 0;
+  private bytes: number;
+  private readonly capacity: number;
+  private closed = false;
+
+  constructor(
+    private readonly xs: XenstoreClient,
+    private readonly hostHandle: SimHostHandle,
+    readonly backendDomid: number,
+    readonly frontendDomid: number,
+    options: SimDiskOptions,
+  ) {
+    this.vdev = options.vdev ?? 51712;
+    this.backendPath = `/local/domain/${backendDomid}/backend/vbd/${frontendDomid}/${this.vdev}`;
+    this.frontendPath = `/local/domain/${frontendDomid}/device/vbd/${this.vdev}`;
+    const sectorSize = options.sectorSize ?? 512;
+    if (sectorSize !== 512 && sectorSize !== 4096) throw new XenError('XEN_EINVAL', `sector size ${String(sectorSize)}: 512 or 4096`);
+    const discard = options.discard ?? true;
+    this.opts = {
+      vdev: this.vdev, size: options.size ?? 64 << 20, sectorSize, readOnly: options.readOnly ?? false,
+      persistent: options.persistent ?? true, maxPersistentGrants: options.maxPersistentGrants ?? 1056,
+      maxIndirectSegments: options.maxIndirectSegments ?? 256, maxRingPageOrder: options.maxRingPageOrder ?? 4,
+      maxQueues: Math.min(options.maxQueues ?? 4, MAX_QUEUES), flush: options.flush ?? true, barrier: options.barrier ?? true,
+      discard: discard === false ? null : {
+        granularity: (discard === true ? undefined : discard.granularity) ?? sectorSize,
+        alignment: (discard === true ? undefined : discard.alignment) ?? 0,
+        secure: (discard === true ? undefined : discard.secure) ?? false,
+      },
+    };
+    if (options.image !== undefined) {
+      this.disk = { kind: 'file', path: options.image, readOnly: this.opts.readOnly };
+      this.bytes = statSync(options.image).size;
+      this.capacity = Infinity;
+    } else {
+      this.bytes = this.opts.size;
+      this.capacity = Math.max(options.maxSize ?? this.bytes, this.bytes);
+      this.disk = { kind: 'memory', buffer: new SharedArrayBuffer(this.capacity) };
+    }
+    if (this.bytes % sectorSize !== 0) throw new XenError('XEN_EINVAL', `disk size ${this.bytes} is not a multiple of the sector size ${sectorSize}`);
+    setSectors(this.ctl, this.bytes / BLKIF_SECTOR_SIZE);
+  }
+
+  /** The memory behind a memory disk (to check what the frontend wrote), else undefined. */
+  get memory(): Uint8Array | undefined {
+    return this.disk.kind === 'memory' ? new Uint8Array(this.disk.buffer, 0, this.bytes) : undefined;
+  }
+
+  /** Disk size in bytes. */
+  get size(): number {
+    return this.bytes;
+  }
+
+  /**
+   * Creates the device's xenstore entries as the toolstack does (`xl
+   * block-attach`), advertises the features and goes to InitWait.
+   */
+  async start(): Promise<void> {
+    const be = this.backendPath;
+    const fe = this.frontendPath;
+    await this.xs.transaction(async (tx) => {
+      await tx.mkdir(be);
+      await tx.setPerms(be, [{ perm: 'n', domid: this.backendDomid }, { perm: 'r', domid: this.frontendDomid }]);
+      await tx.mkdir(fe);
+      await tx.setPerms(fe, [{ perm: 'n', domid: this.frontendDomid }, { perm: 'r', domid: this.backendDomid }]);
+      await tx.write(`${fe}/backend`, be);
+      await tx.write(`${fe}/backend-id`, String(this.backendDomid));
+      await tx.write(`${fe}/virtual-device`, String(this.vdev));
+      await tx.write(`${fe}/state`, String(XenbusState.Initialising));
+      await tx.write(`${be}/frontend`, fe);
+      await tx.write(`${be}/frontend-id`, String(this.frontendDomid));
+      await tx.write(`${be}/mode`, this.opts.readOnly ? 'r' : 'w');
+      await tx.write(`${be}/state`, String(XenbusState.Initialising));
+    });
+    await this.advertise();
+    this.watch = await this.xs.watch(`${fe}/state`, () => {
+      this.serialize(() => this.frontendChanged());
+    }, { group: `blkback:${this.frontendDomid}:${this.vdev}` });
+  }
+
+  /** Runs state handling one step at a time, in order. */
+  private serialize(step: () => Promise<void>): void {
+    this.chain = this.chain.then(step).catch((err: unknown) => {
+      if (!this.closed) process.emitWarning(`simulated blkback ${this.vdev}: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  }
+
+  private async setState(s: XenbusState): Promise<void> {
+    this.state = s;
+    await switchState(this.xs, this.backendPath, s);
+  }
+
+  /** The features a backend writes before InitWait (blkback's xen_blkbk_probe). */
+  private async advertise(): Promise<void> {
+    const o = this.opts;
+    await this.xs.transaction(async (tx) => {
+      const be = this.backendPath;
+      if (o.maxIndirectSegments > 0) await tx.write(`${be}/feature-max-indirect-segments`, String(o.maxIndirectSegments));
+      if (o.maxRingPageOrder > 0) await tx.write(`${be}/max-ring-page-order`, String(o.maxRingPageOrder));
+      if (o.maxQueues > 1) await tx.write(`${be}/multi-queue-max-queues`, String(o.maxQueues));
+      await tx.write(`${be}/feature-persistent`, o.persistent ? '1' : '0');
+    });
+    await this.setState(XenbusState.InitWait);
+  }
+
+  private async frontendChanged(): Promise<void> {
+    if (this.closed) return;
+    const fs = await readState(this.xs, this.frontendPath).catch(() => XenbusState.Unknown);
+    switch (fs) {
+      case XenbusState.Initialising:
+        // blkback's frontend_changed: a frontend starting over after we closed.
+        if (this.state === XenbusState.Closed) await this.advertise();
+        return;
+      case XenbusState.Initialised:
+      case XenbusState.Connected:
+        if (this.state === XenbusState.InitWait) await this.connect();
+        return;
+      case XenbusState.Closing:
+        await this.stopQueues();
+        if (this.state !== XenbusState.Closed) await this.setState(XenbusState.Closing);
+        return;
+      case XenbusState.Closed:
+      case XenbusState.Unknown:
+        await this.stopQueues();
+        if (this.state !== XenbusState.Closed) await this.setState(XenbusState.Closed);
+        return;
+      default:
+    }
+  }
+
+  /** connect_ring, then connect: map what the frontend published, start the queues, publish the disk. */
+  private async connect(): Promise<void> {
+    const fe = this.frontendPath;
+    const xs = this.xs;
+    const o = this.opts;
+    const order = await xs.readInt(`${fe}/ring-page-order`, { fallback: 0 });
+    const nq = await xs.readInt(`${fe}/multi-queue-num-queues`, { fallback: 1 });
+    const protocol = (await xs.readOptional(`${fe}/protocol`)) ?? BLKIF_NATIVE_ABI.protocol;
+    const fePersistent = await xs.readBool(`${fe}/feature-persistent`, { fallback: false });
+    if (order > o.maxRingPageOrder) return this.fatal(`ring-page-order ${order} > ${o.maxRingPageOrder}`);
+    if (nq < 1 || nq > Math.max(1, o.maxQueues)) return this.fatal(`multi-queue-num-queues ${nq} > ${o.maxQueues}`);
+    const queues: Array<{ refs: number[]; port: number }> = [];
+    for (let q = 0; q < nq; q++) {
+      const dir = nq === 1 ? fe : `${fe}/queue-${q}`;
+      const refs: number[] = [];
+      if (order === 0) refs.push(await xs.readInt(`${dir}/ring-ref`));
+      else for (let i = 0; i < 1 << order; i++) refs.push(await xs.readInt(`${dir}/ring-ref${i}`));
+      queues.push({ refs, port: await xs.readInt(`${dir}/event-channel`) });
+    }
+    const persistent = o.persistent && fePersistent;
+    Atomics.store(this.ctl, Ctl.stop, 0);
+    const started = queues.map((q, i) => this.startQueue(i, q.refs, q.port, protocol, persistent));
+    const results = await Promise.allSettled(started.map((s) => s.ready));
+    this.workers = started.map((s) => s.qw);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed !== undefined) {
+      await this.stopQueues();
+      return this.fatal(String((failed as PromiseRejectedResult).reason));
+    }
+    this.connections++;
+    await this.publishDisk(persistent);
+    await this.setState(XenbusState.Connected);
+  }
+
+  private startQueue(queue: number, ringRefs: number[], port: number, protocol: string, persistent: boolean): { qw: QueueWorker; ready: Promise<void> } {
+    const o = this.opts;
+    const data: QueueWorkerData = {
+      handle: this.hostHandle, backendDomid: this.backendDomid, frontendDomid: this.frontendDomid, queue, ringRefs, port, protocol,
+      ctl: this.ctl.buffer as SharedArrayBuffer, disk: this.disk, readOnly: o.readOnly, sectorSize: o.sectorSize, persistent,
+      maxPersistentGrants: o.maxPersistentGrants, maxIndirectSegments: o.maxIndirectSegments, flush: o.flush, barrier: o.barrier,
+      discard: o.discard !== null,
+    };
+    const worker = new Worker(workerUrl(), { workerData: data });
+    const ready = new Promise<void>((resolve, reject) => {
+      worker.on('message', (m: { type: string; reason?: string; message?: string }) => {
+        if (m.type === 'ready') resolve();
+        else if (m.type === 'error') reject(new Error(`queue ${queue}: ${m.message}`));
+        else if (m.type === 'broken') this.broken.push(`queue ${queue}: ${m.reason}`);
+      });
+      worker.once('error', reject);
+    });
+    const stopped = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    return { qw: { worker, stopped }, ready };
+  }
+
+  /** The keys blkback's connect() writes before going Connected. */
+  private async publishDisk(persistent: boolean): Promise<void> {
+    const o = this.opts;
+    const be = this.backendPath;
+    await this.xs.transaction(async (tx) => {
+      await tx.write(`${be}/sectors`, String(this.bytes / BLKIF_SECTOR_SIZE));
+      await tx.write(`${be}/info`, String(o.readOnly ? VDISK_READONLY : 0));
+      await tx.write(`${be}/sector-size`, String(o.sectorSize));
+      await tx.write(`${be}/physical-sector-size`, String(o.sectorSize));
+      await tx.write(`${be}/feature-flush-cache`, o.flush ? '1' : '0');
+      await tx.write(`${be}/feature-barrier`, o.barrier ? '1' : '0');
+      await tx.write(`${be}/feature-persistent`, persistent ? '1' : '0');
+      if (o.maxIndirectSegments > 0) await tx.write(`${be}/feature-max-indirect-segments`, String(o.maxIndirectSegments));
+      await tx.write(`${be}/feature-discard`, o.discard !== null ? '1' : '0');
+      if (o.discard !== null) {
+        await tx.write(`${be}/discard-granularity`, String(o.discard.granularity));
+        await tx.write(`${be}/discard-alignment`, String(o.discard.alignment));
+        await tx.write(`${be}/discard-secure`, o.discard.secure ? '1' : '0');
+      }
+    });
+  }
+
+  /** xenbus_dev_fatal: records why, and closes. */
+  private async fatal(message: string): Promise<void> {
+    await this.xs.write(`${this.backendPath}/error`, message);
+    await this.setState(XenbusState.Closing);
+  }
+
+  /** Stops every queue worker; each unmaps what it holds before it exits. */
+  private async stopQueues(): Promise<void> {
+    if (this.workers.length === 0) return;
+    Atomics.store(this.ctl, Ctl.stop, 1);
+    await Promise.all(this.workers.map((w) => w.stopped));
+    this.workers = [];
+    Atomics.store(this.ctl, Ctl.stall, 0);
+  }
+
+  /** Injects a fault into the requests that follow. */
+  inject(fault: SimFault): void {
+    const ops = fault.ops ?? (Object.keys(OPS) as Array<keyof typeof OPS>);
+    Atomics.store(this.ctl, Ctl.faultOps, ops.reduce((m, op) => m | (1 << OPS[op]), 0));
+    Atomics.store(this.ctl, Ctl.faultCount, fault.count ?? -1);
+    Atomics.store(this.ctl, Ctl.faultKind, FAULTS[fault.kind]);
+  }
+
+  clearFaults(): void {
+    Atomics.store(this.ctl, Ctl.faultKind, FaultKind.none);
+  }
+
+  /** Holds every response for `us` microseconds (0: none). */
+  setDelay(us: number): void {
+    Atomics.store(this.ctl, Ctl.delayUs, Math.max(0, Math.floor(us)));
+  }
+
+  /** Stops taking requests off the rings (true) or resumes (false): requests stay in flight. */
+  stall(on: boolean): void {
+    Atomics.store(this.ctl, Ctl.stall, on ? 1 : 0);
+  }
+
+  /**
+   * Goes to Closing with whatever is in flight left unanswered, as a backend
+   * being restarted or migrated does. The frontend is expected to close, and
+   * to reconnect; this backend follows it (Closed, then InitWait again).
+   */
+  goClosing(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.serialize(async () => {
+        try {
+          Atomics.store(this.ctl, Ctl.stall, 1);
+          await this.stopQueues();
+          await this.setState(XenbusState.Closing);
+          resolve();
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+  }
+
+  /**
+   * Changes the disk's size (a memory disk up to its `maxSize`; an image file
+   * is truncated or extended), writes `sectors` and rewrites state Connected,
+   * as blkback's vbd_resize does.
+   */
+  resize(bytes: number): Promise<void> {
+    if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % this.opts.sectorSize !== 0) {
+      return Promise.reject(new XenError('XEN_EINVAL', `bad size ${bytes}`));
+    }
+    if (bytes > this.capacity) return Promise.reject(new XenError('XEN_EINVAL', `size ${bytes} is past the memory disk's maxSize ${this.capacity}`));
+    return new Promise((resolve, reject) => {
+      this.serialize(async () => {
+        try {
+          if (this.disk.kind === 'file') truncateSync(this.disk.path, bytes);
+          else if (bytes < this.bytes) new Uint8Array(this.disk.buffer).fill(0, bytes, this.bytes);
+          this.bytes = bytes;
+          setSectors(this.ctl, bytes / BLKIF_SECTOR_SIZE);
+          await this.xs.write(`${this.backendPath}/sectors`, String(bytes / BLKIF_SECTOR_SIZE));
+          if (this.state === XenbusState.Connected) await this.setState(XenbusState.Connected);
+          resolve();
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+  }
+
+  /**
+   * Unplugs the device, as `xl block-detach` does: Closing, then (once the
+   * frontend closed, or after `timeoutMs`) Closed, and both directories removed.
+   */
+  async detach(timeoutMs = 5000): Promise<void> {
+    await new Promise<void>((resolve, reject) => this.serialize(async () => {
+      try {
+        await this.stopQueues();
+        await this.setState(XenbusState.Closing);
+        resolve();
+      } catch (err) {
+        reject(err);
+      }
+    }));
+    await waitForState(this.xs, this.frontendPath, [XenbusState.Closed, XenbusState.Unknown], { timeoutMs }).catch(() => undefined);
+    await this.close();
+    await this.xs.rm(this.backendPath).catch(() => undefined);
+    await this.xs.rm(this.frontendPath).catch(() => undefined);
+  }
+
+  stats(): SimBlkbackStats {
+    const c = this.ctl;
+    const sum = (f: number): number => {
+      let n = 0;
+      for (let q = 0; q < MAX_QUEUES; q++) n += qstat(c, q, f);
+      return n;
+    };
+    return {
+      connections: this.connections, queues: this.workers.length,
+      requests: sum(QStat.requests), responses: sum(QStat.responses), errors: sum(QStat.errors),
+      persistentMaps: sum(QStat.persistentMaps), transientMaps: sum(QStat.transientMaps), unmaps: sum(QStat.unmaps),
+      notifications: sum(QStat.notifications), wakeups: sum(QStat.wakeups), indirectRequests: sum(QStat.indirect),
+      faultsInjected: sum(QStat.faultsInjected), persistentHeld: sum(QStat.persistentHeld),
+    };
+  }
+
+  /** Waits until this backend has published `state` (for tests and tools). */
+  waitForState(state: XenbusState, timeoutMs = 10000): Promise<XenbusState> {
+    return waitForState(this.xs, this.backendPath, state, { timeoutMs });
+  }
+
+  /** Stops the queues and the watch; leaves xenstore as it is. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.watch?.unwatch().catch(() => undefined);
+    await this.chain;
+    await this.stopQueues();
+  }
+}

@@ -1,0 +1,407 @@
+/**
+ * One queue of the simulated blkback: the backend's end of a blkif ring,
+ * served as Linux's xen-blkback serves it (drivers/block/xen-blkback/
+ * blkback.c), in a worker thread of its own.
+ *
+ * Every request is copied out of the ring before it is looked at (the
+ * frontend may rewrite the slot), checked as blkback checks it (segment
+ * bounds, segment count, sector range and alignment, read-only, the grants
+ * themselves) and answered BLKIF_RSP_ERROR when it fails; nothing a frontend
+ * writes can crash the worker. Grants are mapped through the simulated
+ * hypervisor, so a bad one is refused exactly where Xen would refuse it.
+ */
+import {
+  BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SECTOR_SIZE, BLKIF_SEGMENT_SIZE, BlkifOp, BlkifRsp, SEGS_PER_INDIRECT_FRAME,
+  SECTORS_PER_PAGE, SegmentOffset, getU64Number, type BlkifAbi,
+} from '../../wire/blkif.js';
+import {
+  SRING_HEADER_SIZE, SringWord, finalCheckForRequests, idxAdd, idxSub, loadIdx, pushResponsesAndCheckNotify, ringEntries, storeIdx,
+} from '../../wire/ring.js';
+import { PAGE_SIZE } from '../../gnttab/types.js';
+import type { EventChannel } from '../../evtchn/types.js';
+import type { GrantMapping, SimGrantMapper } from '../host/grants.js';
+import type { DiskIo } from './disk.js';
+import { Ctl, FaultKind, QStat, QUEUE_BASE, QUEUE_WORDS, getSectors } from './control.js';
+
+export interface QueueServerOptions {
+  abi: BlkifAbi;
+  /** The frontend's domain. */
+  domid: number;
+  /** Ring pages, mapped, in ring-ref order. */
+  ring: GrantMapping[];
+  channel: EventChannel;
+  mapper: SimGrantMapper;
+  disk: DiskIo;
+  ctl: Int32Array;
+  queue: number;
+  readOnly: boolean;
+  /** Logical sector size: requests must be aligned to it. */
+  sectorSize: number;
+  persistent: boolean;
+  /** Most persistent grants kept (Linux's max_persistent_grants). */
+  maxPersistentGrants: number;
+  /** Segments allowed in an indirect request (0: indirect not offered). */
+  maxIndirectSegments: number;
+  flush: boolean;
+  barrier: boolean;
+  discard: boolean;
+}
+
+/** A request as copied out of the ring. */
+interface Req {
+  op: number;
+  /** READ or WRITE for an indirect request, else op. */
+  rw: number;
+  nseg: number;
+  idLo: number;
+  idHi: number;
+  sector: number;
+  nrSectors: number;
+}
+
+class BadRequest extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+const RSP_SIZE_MAX = 16;
+
+export class QueueServer {
+  private readonly entries: number;
+  private readonly words: Int32Array;
+  private readonly pages: Uint8Array[];
+  private readonly scratch: Uint8Array;
+  private readonly sv: DataView;
+  private readonly rspScratch = new Uint8Array(RSP_SIZE_MAX);
+  private readonly rv = new DataView(this.rspScratch.buffer);
+  private reqCons = 0;
+  private rspProdPvt = 0;
+  private readonly persistent = new Map<number, GrantMapping>();
+  private readonly req: Req = { op: 0, rw: 0, nseg: 0, idLo: 0, idHi: 0, sector: 0, nrSectors: 0 };
+  private readonly segs: Int32Array;
+  private readonly stats: number;
+  /** Set when the frontend broke the ring; the queue then serves nothing more. */
+  broken: string | null = null;
+
+  constructor(private readonly o: QueueServerOptions) {
+    this.pages = o.ring.map((m) => m.bytes);
+    this.entries = ringEntries(this.pages.length * PAGE_SIZE, o.abi.entrySize);
+    const p0 = this.pages[0]!;
+    this.words = new Int32Array(p0.buffer, p0.byteOffset, SRING_HEADER_SIZE / 4);
+    this.scratch = new Uint8Array(o.abi.entrySize);
+    this.sv = new DataView(this.scratch.buffer);
+    // gref, first, last per segment, up to the indirect maximum.
+    this.segs = new Int32Array(3 * Math.max(BLKIF_MAX_SEGMENTS_PER_REQUEST, o.maxIndirectSegments));
+    this.stats = QUEUE_BASE + o.queue * QUEUE_WORDS;
+    // BACK_RING_ATTACH: everything up to rsp_prod has been answered.
+    this.rspProdPvt = loadIdx(this.words, SringWord.rspProd);
+    this.reqCons = this.rspProdPvt;
+  }
+
+  private count(field: number, by = 1): void {
+    Atomics.add(this.o.ctl, this.stats + field, by);
+  }
+
+  /**
+   * Serves every request on the ring, then RING_FINAL_CHECK_FOR_REQUESTS.
+   * Returns false when there was nothing to do and req_event is armed, so
+   * the caller may sleep until the next event.
+   */
+  serve(): boolean {
+    if (this.broken !== null || Atomics.load(this.o.ctl, Ctl.stall) !== 0) return false;
+    let did = false;
+    for (;;) {
+      const rp = loadIdx(this.words, SringWord.reqProd);
+      // RING_REQUEST_PROD_OVERFLOW: a frontend claiming more than a ring's worth is broken.
+      if (idxSub(rp, this.rspProdPvt) > this.entries) {
+        this.broken = `req_prod ${rp} is more than ${this.entries} past rsp_prod ${this.rspProdPvt}`;
+        return did;
+      }
+      while (this.reqCons !== rp) {
+        if (Atomics.load(this.o.ctl, Ctl.stall) !== 0 || Atomics.load(this.o.ctl, Ctl.stop) !== 0) return true;
+        this.copyEntry(this.reqCons);
+        this.reqCons = idxAdd(this.reqCons, 1);
+        this.handle();
+        did = true;
+      }
+      if (!finalCheckForRequests(this.words, this.reqCons)) return did;
+    }
+  }
+
+  /** Copies ring entry `idx` into the scratch buffer (the ring may span pages). */
+  private copyEntry(idx: number): void {
+    const size = this.o.abi.entrySize;
+    let off = SRING_HEADER_SIZE + (idx & (this.entries - 1)) * size;
+    let done = 0;
+    while (done < size) {
+      const page = this.pages[Math.floor(off / PAGE_SIZE)]!;
+      const at = off % PAGE_SIZE;
+      const n = Math.min(size - done, PAGE_SIZE - at);
+      this.scratch.set(page.subarray(at, at + n), done);
+      done += n;
+      off += n;
+    }
+  }
+
+  private handle(): void {
+    const r = this.req;
+    const v = this.sv;
+    const abi = this.o.abi;
+    r.op = v.getUint8(abi.request.operation);
+    this.count(QStat.requests);
+    let status: number = BlkifRsp.Okay;
+    try {
+      if (r.op === BlkifOp.Indirect) {
+        r.idLo = v.getUint32(abi.indirect.id, true);
+        r.idHi = v.getUint32(abi.indirect.id + 4, true);
+      } else if (r.op === BlkifOp.Discard) {
+        r.idLo = v.getUint32(abi.discard.id, true);
+        r.idHi = v.getUint32(abi.discard.id + 4, true);
+      } else {
+        r.idLo = v.getUint32(abi.request.id, true);
+        r.idHi = v.getUint32(abi.request.id + 4, true);
+      }
+      const fault = this.takeFault();
+      if (fault === FaultKind.error) status = BlkifRsp.Error;
+      else if (fault === FaultKind.eopnotsupp) status = BlkifRsp.EOpNotSupp;
+      else {
+        this.dispatch();
+      }
+      if (fault !== FaultKind.none) return this.respondFaulty(fault, status);
+    } catch (err) {
+      status = err instanceof BadRequest ? err.status : BlkifRsp.Error;
+      this.count(QStat.errors);
+    }
+    this.respond(r.idLo, r.idHi, r.op, status);
+  }
+
+  /** The fault to apply to the current request, if one is armed for its operation. */
+  private takeFault(): number {
+    const ctl = this.o.ctl;
+    const kind = Atomics.load(ctl, Ctl.faultKind);
+    if (kind === FaultKind.none) return kind;
+    const op = this.req.op === BlkifOp.Indirect ? this.sv.getUint8(this.o.abi.indirect.indirectOp) : this.req.op;
+    if ((Atomics.load(ctl, Ctl.faultOps) & (1 << op)) === 0) return FaultKind.none;
+    if (Atomics.load(ctl, Ctl.faultCount) === -1) return kind;
+    if (Atomics.sub(ctl, Ctl.faultCount, 1) <= 0) {
+      Atomics.add(ctl, Ctl.faultCount, 1);
+      return FaultKind.none;
+    }
+    return kind;
+  }
+
+  private dispatch(): void {
+    const r = this.req;
+    const v = this.sv;
+    const abi = this.o.abi;
+    switch (r.op) {
+      case BlkifOp.Read:
+      case BlkifOp.Write:
+        r.rw = r.op;
+        r.nseg = v.getUint8(abi.request.nrSegments);
+        r.sector = getU64Number(v, abi.request.sectorNumber);
+        if (r.nseg === 0 || r.nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST) throw new BadRequest(BlkifRsp.Error, `bad nr_segments ${r.nseg}`);
+        this.readSegments(this.scratch, abi.request.seg, 0, r.nseg);
+        return this.readWrite();
+      case BlkifOp.WriteBarrier:
+      case BlkifOp.FlushDiskcache: {
+        if (!(r.op === BlkifOp.WriteBarrier ? this.o.barrier : this.o.flush)) throw new BadRequest(BlkifRsp.EOpNotSupp, 'not offered');
+        r.rw = BlkifOp.Write;
+        r.nseg = v.getUint8(abi.request.nrSegments);
+        r.sector = getU64Number(v, abi.request.sectorNumber);
+        if (r.nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST) throw new BadRequest(BlkifRsp.Error, `bad nr_segments ${r.nseg}`);
+        // This queue serves one request at a time, so everything before it has completed (the drain a barrier asks for).
+        if (r.nseg > 0) {
+          this.readSegments(this.scratch, abi.request.seg, 0, r.nseg);
+          this.readWrite();
+        }
+        this.o.disk.flush();
+        return;
+      }
+      case BlkifOp.Indirect:
+        return this.indirect();
+      case BlkifOp.Discard:
+        return this.discard();
+      default:
+        throw new BadRequest(BlkifRsp.EOpNotSupp, `unknown operation ${r.op}`);
+    }
+  }
+
+  private indirect(): void {
+    const r = this.req;
+    const v = this.sv;
+    const o = this.o.abi.indirect;
+    if (this.o.maxIndirectSegments === 0) throw new BadRequest(BlkifRsp.EOpNotSupp, 'indirect descriptors not offered');
+    r.rw = v.getUint8(o.indirectOp);
+    r.nseg = v.getUint16(o.nrSegments, true);
+    r.sector = getU64Number(v, o.sectorNumber);
+    if (r.rw !== BlkifOp.Read && r.rw !== BlkifOp.Write) throw new BadRequest(BlkifRsp.Error, `bad indirect_op ${r.rw}`);
+    if (r.nseg === 0 || r.nseg > this.o.maxIndirectSegments) throw new BadRequest(BlkifRsp.Error, `bad indirect nr_segments ${r.nseg}`);
+    this.count(QStat.indirect);
+    const pages = Math.ceil(r.nseg / SEGS_PER_INDIRECT_FRAME);
+    for (let p = 0; p < pages; p++) {
+      const gref = v.getUint32(o.indirectGrefs + 4 * p, true);
+      const m = this.mapGrant(gref, false);
+      try {
+        const n = Math.min(SEGS_PER_INDIRECT_FRAME, r.nseg - p * SEGS_PER_INDIRECT_FRAME);
+        this.readSegments(m.bytes, 0, p * SEGS_PER_INDIRECT_FRAME, n);
+      } finally {
+        this.unmapGrant(m);
+      }
+    }
+    this.readWrite();
+  }
+
+  /** Copies and checks `n` segment descriptors from `src` at `off` into segs[first…]. */
+  private readSegments(src: Uint8Array, off: number, first: number, n: number): void {
+    const s = this.segs;
+    for (let i = 0; i < n; i++) {
+      const at = off + i * BLKIF_SEGMENT_SIZE;
+      const gref = (src[at + SegmentOffset.gref]! | (src[at + 1]! << 8) | (src[at + 2]! << 16) | (src[at + 3]! << 24)) >>> 0;
+      const fs = src[at + SegmentOffset.firstSect]!;
+      const ls = src[at + SegmentOffset.lastSect]!;
+      if (ls >= SECTORS_PER_PAGE || ls < fs) throw new BadRequest(BlkifRsp.Error, `segment ${first + i}: sectors ${fs}..${ls}`);
+      s[3 * (first + i)] = gref | 0;
+      s[3 * (first + i) + 1] = fs;
+      s[3 * (first + i) + 2] = ls;
+    }
+  }
+
+  private readWrite(): void {
+    const r = this.req;
+    const s = this.segs;
+    const write = r.rw === BlkifOp.Write;
+    if (write && this.o.readOnly) throw new BadRequest(BlkifRsp.Error, 'write to a read-only disk');
+    let nsec = 0;
+    for (let i = 0; i < r.nseg; i++) nsec += s[3 * i + 2]! - s[3 * i + 1]! + 1;
+    const align = this.o.sectorSize / BLKIF_SECTOR_SIZE - 1;
+    if ((r.sector & align) !== 0 || (nsec & align) !== 0) throw new BadRequest(BlkifRsp.Error, `sector ${r.sector}+${nsec} not aligned to ${this.o.sectorSize}`);
+    if (r.sector + nsec > getSectors(this.o.ctl)) throw new BadRequest(BlkifRsp.Error, `sector ${r.sector}+${nsec} past the end`);
+    // Map every segment first, so a bad grant fails the request before any I/O.
+    const maps: GrantMapping[] = [];
+    try {
+      for (let i = 0; i < r.nseg; i++) maps.push(this.mapGrant(s[3 * i]! >>> 0, !write));
+      let pos = r.sector * BLKIF_SECTOR_SIZE;
+      for (let i = 0; i < r.nseg; i++) {
+        const a = s[3 * i + 1]! * BLKIF_SECTOR_SIZE;
+        const b = (s[3 * i + 2]! + 1) * BLKIF_SECTOR_SIZE;
+        const data = maps[i]!.bytes.subarray(a, b);
+        if (write) this.o.disk.write(pos, data);
+        else this.o.disk.read(pos, data);
+        pos += b - a;
+      }
+    } finally {
+      for (const m of maps) this.unmapGrant(m);
+    }
+  }
+
+  private discard(): void {
+    const r = this.req;
+    const o = this.o.abi.discard;
+    if (!this.o.discard) throw new BadRequest(BlkifRsp.EOpNotSupp, 'discard not offered');
+    if (this.o.readOnly) throw new BadRequest(BlkifRsp.Error, 'discard on a read-only disk');
+    r.sector = getU64Number(this.sv, o.sectorNumber);
+    r.nrSectors = getU64Number(this.sv, o.nrSectors);
+    const align = this.o.sectorSize / BLKIF_SECTOR_SIZE - 1;
+    if ((r.sector & align) !== 0 || (r.nrSectors & align) !== 0) throw new BadRequest(BlkifRsp.Error, 'discard not aligned');
+    if (r.sector + r.nrSectors > getSectors(this.o.ctl)) throw new BadRequest(BlkifRsp.Error, 'discard past the end');
+    this.o.disk.discard(r.sector * BLKIF_SECTOR_SIZE, r.nrSectors * BLKIF_SECTOR_SIZE);
+  }
+
+  /**
+   * Maps a grant: from the persistent set when it is there, into it while
+   * there is room (blkback maps persistent grants writable), else for this
+   * request only.
+   */
+  private mapGrant(gref: number, writable: boolean): GrantMapping {
+    if (this.o.persistent) {
+      const kept = this.persistent.get(gref);
+      if (kept !== undefined) return kept;
+      if (this.persistent.size < this.o.maxPersistentGrants) {
+        const m = this.o.mapper.map(this.o.domid, gref, true);
+        this.persistent.set(gref, m);
+        this.count(QStat.persistentMaps);
+        this.count(QStat.persistentHeld);
+        return m;
+      }
+    }
+    const m = this.o.mapper.map(this.o.domid, gref, writable);
+    this.count(QStat.transientMaps);
+    return m;
+  }
+
+  private unmapGrant(m: GrantMapping): void {
+    if (this.persistent.get(m.ref) === m) return;
+    this.o.mapper.unmap(m);
+    this.count(QStat.unmaps);
+  }
+
+  private respondFaulty(fault: number, status: number): void {
+    const r = this.req;
+    this.count(QStat.faultsInjected);
+    switch (fault) {
+      case FaultKind.unknownId:
+        return this.respond((r.idLo + this.entries) | 0x40000000, r.idHi ^ 0x5a5a5a5a, r.op, status);
+      case FaultKind.duplicateId:
+        this.respond(r.idLo, r.idHi, r.op, status);
+        return this.respond(r.idLo, r.idHi, r.op, status);
+      case FaultKind.wrongOp:
+        return this.respond(r.idLo, r.idHi, r.op === BlkifOp.Read ? BlkifOp.Write : BlkifOp.Read, status);
+      case FaultKind.rspOverflow:
+        this.respond(r.idLo, r.idHi, r.op, status);
+        // Claim responses that were never written or asked for.
+        this.rspProdPvt = idxAdd(this.rspProdPvt, 3);
+        storeIdx(this.words, SringWord.rspProd, this.rspProdPvt);
+        this.o.channel.notify();
+        return;
+      default:
+        return this.respond(r.idLo, r.idHi, r.op, status);
+    }
+  }
+
+  /** make_response: writes the response slot, pushes, and notifies if the frontend asked. */
+  private respond(idLo: number, idHi: number, op: number, status: number): void {
+    const delay = Atomics.load(this.o.ctl, Ctl.delayUs);
+    if (delay > 0) Atomics.wait(this.o.ctl, Ctl.delayUs, delay, delay / 1000);
+    const o = this.o.abi.response;
+    const v = this.rv;
+    v.setUint32(o.id, idLo >>> 0, true);
+    v.setUint32(o.id + 4, idHi >>> 0, true);
+    v.setUint8(o.operation, op);
+    v.setUint8(o.operation + 1, 0);
+    v.setInt16(o.status, status, true);
+    this.writeEntry(this.rspProdPvt, this.rspScratch.subarray(0, o.size));
+    this.rspProdPvt = idxAdd(this.rspProdPvt, 1);
+    this.count(QStat.responses);
+    if (pushResponsesAndCheckNotify(this.words, this.rspProdPvt)) {
+      this.o.channel.notify();
+      this.count(QStat.notifications);
+    }
+  }
+
+  private writeEntry(idx: number, src: Uint8Array): void {
+    let off = SRING_HEADER_SIZE + (idx & (this.entries - 1)) * this.o.abi.entrySize;
+    let done = 0;
+    while (done < src.byteLength) {
+      const page = this.pages[Math.floor(off / PAGE_SIZE)]!;
+      const at = off % PAGE_SIZE;
+      const n = Math.min(src.byteLength - done, PAGE_SIZE - at);
+      page.set(src.subarray(done, done + n), at);
+      done += n;
+      off += n;
+    }
+  }
+
+  /** Unmaps every grant kept (persistent ones and the ring), as blkback does on disconnect. */
+  close(): void {
+    for (const m of this.persistent.values()) {
+      this.o.mapper.unmap(m);
+      this.count(QStat.unmaps);
+    }
+    Atomics.sub(this.o.ctl, this.stats + QStat.persistentHeld, this.persistent.size);
+    this.persistent.clear();
+    for (const m of this.o.ring) this.o.mapper.unmap(m);
+    this.o.channel.close();
+  }
+}
