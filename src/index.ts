@@ -4,8 +4,12 @@
  * This is the package's public surface; everything not exported here is
  * internal. The simulated Xen host is exported separately as `xen-blkfront/sim`.
  */
-export { XenError, XenstoreError, GrantError, isXenError, XS_ERRNO_NAMES } from './errors.js';
-export type { XenErrorCode, XenstoreErrorCode, PlatformErrorCode, XsErrno } from './errors.js';
+export { XenError, XenstoreError, GrantError, BlkifError, isXenError, XS_ERRNO_NAMES } from './errors.js';
+export type { XenErrorCode, XenstoreErrorCode, PlatformErrorCode, BlkifErrorCode, XsErrno } from './errors.js';
+
+export { openBlockDevice, BlockDevice } from './blkfront/device.js';
+export type { BlockDeviceOptions, BlockDeviceStats } from './blkfront/device.js';
+export type { BlockDeviceInfo, NegotiatedFeatures } from './blkfront/negotiate.js';
 
 export { XenstoreClient } from './xenbus/client.js';
 export { Transaction } from './xenbus/transaction.js';

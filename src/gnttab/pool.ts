@@ -24,6 +24,15 @@ export interface GrantPoolOptions {
   fallback?: boolean;
   /** Most fresh pages outstanding at once before takers wait for pooled ones (default unlimited). */
   maxFallbackPages?: number;
+  /**
+   * Keep fresh pages in the pool when they come back instead of unsharing
+   * them, up to `maxPages` in all. With persistent grants the backend keeps
+   * the grants it mapped, so ending them would only defer; Linux's blkfront
+   * likewise adds such grants to its free list. Default false.
+   */
+  keepFresh?: boolean;
+  /** Largest the pool may grow to by keeping fresh pages (default unlimited). */
+  maxPages?: number;
 }
 
 export interface GrantPoolStats {
@@ -41,6 +50,8 @@ export interface GrantPoolStats {
   waits: number;
   /** Pool size. */
   size: number;
+  /** Fresh pages kept in the pool instead of unshared. */
+  kept: number;
 }
 
 /** Pages lent to one request. Pooled pages come first. */
@@ -62,29 +73,31 @@ class Lease implements GrantLease {
 }
 
 export class GrantPool {
-  private readonly shared: SharedPages | null;
+  /** Every block of pages the pool owns: the first share, then kept fresh ones. */
+  private readonly blocks: SharedPages[] = [];
+  private readonly slotRefs: number[] = [];
   private readonly pageViews: Uint8Array[] = [];
   /** Free pool slots, used as a stack: the most recently returned page is the warmest. */
   private readonly free: number[] = [];
   private readonly sem: Semaphore;
   private readonly fallback: boolean;
   private readonly maxFallback: number;
+  private readonly keepFresh: boolean;
+  private readonly maxPages: number;
   private closedErr: XenError | null = null;
   private closeDone: (() => void) | null = null;
   private readonly closePromise: Promise<void>;
-  private counts = { hits: 0, fallbacks: 0, inUse: 0, freshInUse: 0, highWater: 0, waits: 0 };
+  private counts = { hits: 0, fallbacks: 0, inUse: 0, freshInUse: 0, highWater: 0, waits: 0, kept: 0 };
 
   constructor(private readonly sharer: GrantSharer, readonly domid: number, opts: GrantPoolOptions) {
     const n = opts.pages;
     if (!Number.isInteger(n) || n < 0) throw new XenError('XEN_EINVAL', `bad pool size ${n}`);
     this.fallback = opts.fallback ?? true;
     this.maxFallback = opts.maxFallbackPages ?? Infinity;
-    this.shared = n > 0 ? sharer.share(domid, n, opts.writable ?? true) : null;
-    for (let i = 0; i < n; i++) {
-      this.pageViews.push(this.shared!.bytes.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
-      this.free.push(n - 1 - i);
-    }
-    this.sem = new Semaphore(n);
+    this.keepFresh = opts.keepFresh ?? false;
+    this.maxPages = opts.maxPages ?? Infinity;
+    this.sem = new Semaphore(0);
+    if (n > 0) this.adopt(sharer.share(domid, n, opts.writable ?? true));
     this.closePromise = new Promise((r) => (this.closeDone = r));
   }
 
@@ -135,14 +148,31 @@ export class GrantPool {
     const l = lease as Lease;
     if (!(l instanceof Lease) || l.released) throw new XenError('XEN_EINVAL', 'lease already released');
     l.released = true;
-    if (l.fresh !== null) {
-      this.counts.freshInUse -= l.fresh.refs.length;
-      this.sharer.unshare(l.fresh);
-    }
     for (const s of l.slots) this.free.push(s);
     this.counts.inUse -= l.slots.length;
     if (this.closedErr === null) this.sem.release(l.slots.length);
-    else this.finishClose();
+    if (l.fresh !== null) {
+      this.counts.freshInUse -= l.fresh.refs.length;
+      const keep = this.keepFresh && this.closedErr === null && this.size + l.fresh.refs.length <= this.maxPages;
+      if (keep) {
+        this.counts.kept += l.fresh.refs.length;
+        this.adopt(l.fresh);
+      } else this.sharer.unshare(l.fresh);
+    }
+    if (this.closedErr !== null) this.finishClose();
+  }
+
+  /** Makes a block of shared pages part of the pool, free. */
+  private adopt(block: SharedPages): void {
+    this.blocks.push(block);
+    const first = this.pageViews.length;
+    const n = block.refs.length;
+    for (let i = 0; i < n; i++) {
+      this.pageViews.push(block.bytes.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+      this.slotRefs.push(block.refs[i]!);
+    }
+    for (let i = n - 1; i >= 0; i--) this.free.push(first + i);
+    this.sem.release(n);
   }
 
   stats(): GrantPoolStats {
@@ -170,7 +200,7 @@ export class GrantPool {
     for (let i = 0; i < k; i++) {
       const s = this.free.pop()!;
       slots[i] = s;
-      refs[i] = this.shared!.refs[s]!;
+      refs[i] = this.slotRefs[s]!;
       pages[i] = this.pageViews[s]!;
     }
     if (fresh !== null) {
@@ -189,7 +219,8 @@ export class GrantPool {
 
   private finishClose(): void {
     if (this.counts.inUse > 0 || this.closeDone === null) return;
-    if (this.shared !== null) this.sharer.unshare(this.shared);
+    for (const b of this.blocks) this.sharer.unshare(b);
+    this.blocks.length = 0;
     this.closeDone();
     this.closeDone = null;
   }

@@ -57,6 +57,8 @@ interface Req {
   idHi: number;
   sector: number;
   nrSectors: number;
+  /** The operation the response carries: indirect_op for an indirect request (blkback's req_operation). */
+  rspOp: number;
 }
 
 class BadRequest extends Error {
@@ -78,7 +80,7 @@ export class QueueServer {
   private reqCons = 0;
   private rspProdPvt = 0;
   private readonly persistent = new Map<number, GrantMapping>();
-  private readonly req: Req = { op: 0, rw: 0, nseg: 0, idLo: 0, idHi: 0, sector: 0, nrSectors: 0 };
+  private readonly req: Req = { op: 0, rw: 0, nseg: 0, idLo: 0, idHi: 0, sector: 0, nrSectors: 0, rspOp: 0 };
   private readonly segs: Int32Array;
   private readonly stats: number;
   /** Set when the frontend broke the ring; the queue then serves nothing more. */
@@ -149,6 +151,7 @@ export class QueueServer {
     const v = this.sv;
     const abi = this.o.abi;
     r.op = v.getUint8(abi.request.operation);
+    r.rspOp = r.op === BlkifOp.Indirect ? v.getUint8(abi.indirect.indirectOp) : r.op;
     this.count(QStat.requests);
     let status: number = BlkifRsp.Okay;
     try {
@@ -173,7 +176,7 @@ export class QueueServer {
       status = err instanceof BadRequest ? err.status : BlkifRsp.Error;
       this.count(QStat.errors);
     }
-    this.respond(r.idLo, r.idHi, r.op, status);
+    this.respond(r.idLo, r.idHi, r.rspOp, status);
   }
 
   /** The fault to apply to the current request, if one is armed for its operation. */
@@ -181,8 +184,7 @@ export class QueueServer {
     const ctl = this.o.ctl;
     const kind = Atomics.load(ctl, Ctl.faultKind);
     if (kind === FaultKind.none) return kind;
-    const op = this.req.op === BlkifOp.Indirect ? this.sv.getUint8(this.o.abi.indirect.indirectOp) : this.req.op;
-    if ((Atomics.load(ctl, Ctl.faultOps) & (1 << op)) === 0) return FaultKind.none;
+    if ((Atomics.load(ctl, Ctl.faultOps) & (1 << this.req.rspOp)) === 0) return FaultKind.none;
     if (Atomics.load(ctl, Ctl.faultCount) === -1) return kind;
     if (Atomics.sub(ctl, Ctl.faultCount, 1) <= 0) {
       Atomics.add(ctl, Ctl.faultCount, 1);
@@ -342,21 +344,21 @@ export class QueueServer {
     this.count(QStat.faultsInjected);
     switch (fault) {
       case FaultKind.unknownId:
-        return this.respond((r.idLo + this.entries) | 0x40000000, r.idHi ^ 0x5a5a5a5a, r.op, status);
+        return this.respond((r.idLo + this.entries) | 0x40000000, r.idHi ^ 0x5a5a5a5a, r.rspOp, status);
       case FaultKind.duplicateId:
-        this.respond(r.idLo, r.idHi, r.op, status);
-        return this.respond(r.idLo, r.idHi, r.op, status);
+        this.respond(r.idLo, r.idHi, r.rspOp, status);
+        return this.respond(r.idLo, r.idHi, r.rspOp, status);
       case FaultKind.wrongOp:
-        return this.respond(r.idLo, r.idHi, r.op === BlkifOp.Read ? BlkifOp.Write : BlkifOp.Read, status);
+        return this.respond(r.idLo, r.idHi, r.rspOp === BlkifOp.Read ? BlkifOp.Write : BlkifOp.Read, status);
       case FaultKind.rspOverflow:
-        this.respond(r.idLo, r.idHi, r.op, status);
+        this.respond(r.idLo, r.idHi, r.rspOp, status);
         // Claim responses that were never written or asked for.
         this.rspProdPvt = idxAdd(this.rspProdPvt, 3);
         storeIdx(this.words, SringWord.rspProd, this.rspProdPvt);
         this.o.channel.notify();
         return;
       default:
-        return this.respond(r.idLo, r.idHi, r.op, status);
+        return this.respond(r.idLo, r.idHi, r.rspOp, status);
     }
   }
 

@@ -1,0 +1,477 @@
+/**
+ * A virtual block device: what `openBlockDevice()` returns. It checks every
+ * call before anything is queued, splits large I/O into ring-request-sized
+ * pieces spread over the queues, follows the backend's state (a later
+ * Connected is a resize; Closing means reconnect and replay what was in
+ * flight, as Linux's blkif_recover does), and turns a backend that breaks the
+ * protocol into a typed error for everything in flight instead of corrupt data.
+ */
+import { EventEmitter } from 'node:events';
+import { BlkifError, isXenError } from '../errors.js';
+import { BLKIF_DISCARD_SECURE, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_NATIVE_ABI, BLKIF_SECTOR_SIZE, BlkifOp } from '../wire/blkif.js';
+import { XenbusState } from '../wire/xenbus_state.js';
+import { readState, switchState, waitForState } from '../xenbus/device.js';
+import type { Watch } from '../xenbus/watch.js';
+import type { XenPlatform } from '../platform/types.js';
+import { GrantPool } from '../gnttab/pool.js';
+import { PAGE_SIZE } from '../gnttab/types.js';
+import { ringEntries } from '../wire/ring.js';
+import { BlkQueue, type QueueStats } from './queue.js';
+import { Completion, IoOp, opName } from './request.js';
+import {
+  locateDevice, readDiskInfo, resetFrontend, talkToBackend, waitForBackend,
+  type BlockDeviceInfo, type DeviceLocation, type Negotiated, type NegotiationWishes, type RingSetup,
+} from './negotiate.js';
+
+export interface BlockDeviceOptions {
+  /** The Xen platform: `openXenPlatform()` on a real guest, or a simulated host's `guest`. */
+  platform: XenPlatform;
+  /** The virtual-device number (the key under `device/vbd/`), e.g. 51712 for xvda. */
+  vdev: number | string;
+  /** Queues wanted (default 2; capped by the backend's multi-queue-max-queues). */
+  queues?: number;
+  /** Pages per ring wanted, a power of two (default 4; capped by max-ring-page-order). */
+  ringPages?: number;
+  /** Segments per indirect request wanted (default 256; capped by the backend; ≤ 11 turns them off). */
+  maxIndirectSegments?: number;
+  /** Ask for persistent grants (default true). */
+  persistentGrants?: boolean;
+  /** Bounce data through a per-queue pool of pre-shared pages (default true; false: a fresh grant per page). */
+  pool?: boolean;
+  /** Pages shared up front per queue (default: ring entries × 11, so requests of up to 11 segments never fall back). */
+  poolPages?: number;
+  /** Timeout for each step of the handshake and for close (default 10 s). */
+  timeoutMs?: number;
+  /** How long to wait for a closed backend to come back before failing with BLKIF_ENODEV (default 30 s). */
+  reconnectTimeoutMs?: number;
+}
+
+export interface BlockDeviceStats {
+  /** Caller calls completed, by kind. */
+  reads: number;
+  writes: number;
+  flushes: number;
+  discards: number;
+  /** Calls that failed. */
+  errors: number;
+  bytesRead: number;
+  bytesWritten: number;
+  /** Ring requests sent (a call may take several; a replay sends again). */
+  requests: number;
+  indirectRequests: number;
+  /** Event-channel notifications sent to the backend. */
+  notifications: number;
+  /** Event-handler runs that found responses. */
+  interrupts: number;
+  responses: number;
+  /** Responses handled per interrupt (the batching event suppression buys). */
+  responsesPerInterrupt: number;
+  /** Grant pool, summed over queues. */
+  pool: { hits: number; fallbacks: number; kept: number; waits: number; size: number; inUse: number };
+  reconnects: number;
+  /** Pieces replayed after reconnects. */
+  replayed: number;
+  /** Calls not yet settled. */
+  pending: number;
+}
+
+type State = 'connected' | 'reconnecting' | 'broken' | 'gone' | 'closed';
+
+const ZERO_STATS = (): QueueStats => ({ requests: 0, indirectRequests: 0, notifications: 0, interrupts: 0, responses: 0 });
+
+export class BlockDevice extends EventEmitter {
+  private state: State = 'connected';
+  private infoNow!: BlockDeviceInfo;
+  private queues: BlkQueue[] = [];
+  private rings: RingSetup[] = [];
+  private readonly pools: GrantPool[] = [];
+  private held: IoOp[] = [];
+  private failure: BlkifError | null = null;
+  private readonly quarantine: Array<() => void> = [];
+  private watch: Watch | undefined;
+  private chain: Promise<void> = Promise.resolve();
+  private next = 0;
+  private active = 0;
+  private drained: (() => void) | null = null;
+  private readonly past = ZERO_STATS();
+  private readonly counts = { reads: 0, writes: 0, flushes: 0, discards: 0, errors: 0, bytesRead: 0, bytesWritten: 0, reconnects: 0, replayed: 0 };
+
+  /** @internal Use {@link openBlockDevice}. */
+  constructor(private readonly platform: XenPlatform, private readonly loc: DeviceLocation, private readonly wish: NegotiationWishes & {
+    pool: boolean; poolPages: number | undefined; reconnectTimeoutMs: number;
+  }) {
+    super();
+  }
+
+  /** Geometry and negotiated features (replaced on resize and reconnect, and when a feature turns out unsupported). */
+  get info(): BlockDeviceInfo {
+    return this.infoNow;
+  }
+
+  /** @internal The handshake; called once by openBlockDevice. */
+  async connect(): Promise<void> {
+    await resetFrontend(this.platform, this.loc);
+    await talkToBackend(this.platform, this.loc, this.wish, (n) => this.build(n));
+    this.watch = await this.platform.xenstore.watch(`${this.loc.backend}/state`, () => {
+      this.serialize(() => this.backendChanged());
+    }, { group: `blkfront:${this.loc.vdev}` });
+  }
+
+  /** Builds the queues over freshly negotiated rings; pools are kept across reconnects. */
+  private build(n: Negotiated): void {
+    this.infoNow = n.info;
+    this.rings = n.rings;
+    const f = n.info.features;
+    const maxSegments = f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
+    const entries = ringEntries(f.ringPages * PAGE_SIZE, BLKIF_NATIVE_ABI.entrySize);
+    const params = { abi: BLKIF_NATIVE_ABI, handle: this.loc.vdev & 0xffff, maxSegments, persistent: f.persistentGrants };
+    const hooks = { completed: this.completed, broken: this.broken };
+    this.queues = n.rings.map((r, q) => {
+      this.pools[q] ??= this.makePool(entries, maxSegments, f.persistentGrants);
+      return new BlkQueue(q, r.pages.bytes, r.channel, this.pools[q]!, params, hooks);
+    });
+  }
+
+  private makePool(entries: number, maxSegments: number, persistent: boolean): GrantPool {
+    if (!this.wish.pool) return new GrantPool(this.platform.grants, this.loc.backendId, { pages: 0 });
+    const perRequest = maxSegments + Math.ceil(maxSegments / 512);
+    return new GrantPool(this.platform.grants, this.loc.backendId, {
+      pages: this.wish.poolPages ?? entries * BLKIF_MAX_SEGMENTS_PER_REQUEST,
+      // With persistent grants the backend keeps what it mapped: keep those pages too (up to a full ring's worth).
+      keepFresh: persistent,
+      maxPages: Math.min(entries * perRequest, 8192),
+    });
+  }
+
+  private serialize(step: () => Promise<void>): void {
+    this.chain = this.chain.then(step).catch((err: unknown) => {
+      if (this.state !== 'closed') process.emitWarning(`blkfront ${this.loc.vdev}: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  }
+
+  /** The backend's state changed: a resize, or it is closing and we reconnect. */
+  private async backendChanged(): Promise<void> {
+    if (this.state !== 'connected') return;
+    const s = await readState(this.platform.xenstore, this.loc.backend).catch(() => XenbusState.Unknown);
+    if (s === XenbusState.Connected) {
+      const info = await readDiskInfo(this.platform, this.loc, this.wish, { ringPages: this.infoNow.features.ringPages, queues: this.queues.length });
+      if (info.sectors !== this.infoNow.sectors) {
+        this.infoNow = { ...info, features: this.infoNow.features };
+        this.emit('resize', this.infoNow);
+      }
+    } else if (s === XenbusState.Closing || s === XenbusState.Closed || s === XenbusState.Unknown) {
+      await this.reconnect();
+    }
+  }
+
+  /**
+   * blkfront_closing + blkfront_resume + blkif_recover: stop the queues
+   * (keeping what was in flight, with its data pages), close our end, wait
+   * for the backend to start over, negotiate again, and replay in order.
+   * New calls are held meanwhile. If the backend does not come back, every
+   * held call fails with BLKIF_ENODEV.
+   */
+  private async reconnect(): Promise<void> {
+    this.state = 'reconnecting';
+    const replay: IoOp[] = [];
+    for (const q of this.queues) {
+      this.retire(q);
+      replay.push(...q.detach());
+    }
+    this.dropRings();
+    const xs = this.platform.xenstore;
+    const timeoutMs = this.wish.reconnectTimeoutMs;
+    try {
+      await switchState(xs, this.loc.frontend, XenbusState.Closed);
+      await waitForBackend(this.platform, this.loc, [XenbusState.Closed, XenbusState.InitWait], timeoutMs);
+      await switchState(xs, this.loc.frontend, XenbusState.Initialising);
+      await talkToBackend(this.platform, this.loc, { ...this.wish, timeoutMs }, (n) => this.build(n));
+    } catch (err) {
+      const e = err instanceof BlkifError ? err : new BlkifError('BLKIF_ENODEV', `backend ${this.loc.backend} did not come back: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      this.state = 'gone';
+      this.failure = e;
+      for (const op of [...replay, ...this.held]) {
+        if (op.acquiring) op.orphaned = e;
+        else {
+          op.releasePages();
+          op.done.pieceDone(e);
+        }
+      }
+      this.held = [];
+      this.emit('gone', e);
+      return;
+    }
+    if (this.state !== 'reconnecting') return; // closed meanwhile
+    this.state = 'connected';
+    this.counts.reconnects++;
+    this.counts.replayed += replay.length;
+    const all = [...replay, ...this.held];
+    this.held = [];
+    for (const op of all) this.dispatch(op);
+    this.emit('reconnect', { replayed: replay.length });
+  }
+
+  /** Keeps a queue's counters when it goes away. */
+  private retire(q: BlkQueue): void {
+    for (const k of Object.keys(this.past) as Array<keyof QueueStats>) this.past[k] += q.stats[k];
+  }
+
+  private dropRings(): void {
+    // The backend has unmapped them (or will, deferring the end until it does).
+    for (const r of this.rings) this.platform.grants.unshare(r.pages);
+    this.rings = [];
+    this.queues = [];
+  }
+
+  private readonly completed = (op: IoOp, err: BlkifError | null): void => {
+    if (err === null) {
+      if (op.op === BlkifOp.Read) this.counts.bytesRead += op.sectors * BLKIF_SECTOR_SIZE;
+      else if (op.op === BlkifOp.Write) this.counts.bytesWritten += op.sectors * BLKIF_SECTOR_SIZE;
+    } else if (err.code === 'BLKIF_EOPNOTSUPP') {
+      // As Linux does on EOPNOTSUPP: stop using the feature.
+      const f = this.infoNow.features;
+      if (op.op === BlkifOp.FlushDiskcache) this.setFeatures({ ...f, flush: false });
+      else if (op.op === BlkifOp.WriteBarrier) this.setFeatures({ ...f, barrier: false });
+      else if (op.op === BlkifOp.Discard) this.setFeatures({ ...f, discard: null });
+    }
+  };
+
+  private setFeatures(features: BlockDeviceInfo['features']): void {
+    this.infoNow = { ...this.infoNow, features };
+  }
+
+  private readonly broken = (err: BlkifError): void => {
+    if (this.state !== 'connected') return;
+    this.state = 'broken';
+    this.failure = err;
+    for (const q of this.queues) q.fail(err, this.quarantine);
+    this.emit('broken', err);
+  };
+
+  /** Sends a piece to a queue (round robin), holds it during a reconnect, or fails it. */
+  private dispatch(op: IoOp): void {
+    if (this.state === 'reconnecting') {
+      this.held.push(op);
+      return;
+    }
+    if (this.state !== 'connected') {
+      op.releasePages();
+      op.done.pieceDone(this.failure ?? new BlkifError('BLKIF_CLOSED', 'device closed'));
+      return;
+    }
+    const f = this.infoNow.features;
+    const unsupported = (op.op === BlkifOp.Discard && f.discard === null)
+      || (op.op === BlkifOp.FlushDiskcache && !f.flush) || (op.op === BlkifOp.WriteBarrier && !f.barrier);
+    if (unsupported) {
+      // Replayed onto a backend that no longer offers it.
+      op.done.pieceDone(new BlkifError('BLKIF_EOPNOTSUPP', `${opName(op.op)}: the backend does not offer it`));
+      return;
+    }
+    const q = this.queues[this.next++ % this.queues.length]!;
+    q.enqueue(op);
+  }
+
+  private checkUsable(): void {
+    if (this.state === 'closed') throw new BlkifError('BLKIF_CLOSED', `block device ${this.loc.vdev} is closed`);
+    if (this.failure !== null && (this.state === 'broken' || this.state === 'gone')) throw this.failure;
+  }
+
+  private checkRange(what: string, offset: number, length: number): void {
+    this.checkUsable();
+    const ss = this.infoNow.sectorSize;
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      throw new BlkifError('BLKIF_EINVAL', `${what}: offset ${offset} and length ${length} must be non-negative integers`);
+    }
+    if (length === 0) throw new BlkifError('BLKIF_EINVAL', `${what}: zero length`);
+    if (offset % ss !== 0 || length % ss !== 0) {
+      throw new BlkifError('BLKIF_EINVAL', `${what}: offset ${offset} and length ${length} must be multiples of the ${ss}-byte sector size`);
+    }
+    if (offset + length > this.infoNow.size) {
+      throw new BlkifError('BLKIF_ERANGE', `${what}: bytes ${offset}..${offset + length} run past the end of the ${this.infoNow.size}-byte disk`);
+    }
+  }
+
+  private checkWritable(what: string): void {
+    if (this.infoNow.readOnly) throw new BlkifError('BLKIF_EROFS', `${what}: the disk is read-only`);
+  }
+
+  /** Splits a call into pieces of at most one ring request and dispatches them. */
+  private submit(op: number, offset: number, length: number, data: Uint8Array | null, flag = 0): Promise<void> {
+    const f = this.infoNow.features;
+    const chunk = (f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST) * PAGE_SIZE;
+    const pieces = data === null ? 1 : Math.ceil(length / chunk);
+    this.active++;
+    return new Promise<void>((resolve, reject) => {
+      const done = new Completion(resolve, reject, this.settled);
+      done.remaining = pieces;
+      for (let i = 0; i < pieces; i++) {
+        const at = data === null ? offset : offset + i * chunk;
+        const len = data === null ? length : Math.min(chunk, length - i * chunk);
+        const piece = data === null ? null : data.subarray(i * chunk, i * chunk + len);
+        this.dispatch(new IoOp(op, at / BLKIF_SECTOR_SIZE, len / BLKIF_SECTOR_SIZE, piece, done, flag));
+      }
+    });
+  }
+
+  private readonly settled = (): void => {
+    if (--this.active === 0 && this.drained !== null) this.drained();
+  };
+
+  private count<T>(p: Promise<T>, kind: 'reads' | 'writes' | 'flushes' | 'discards'): Promise<T> {
+    return p.then((v) => {
+      this.counts[kind]++;
+      return v;
+    }, (err: unknown) => {
+      this.counts.errors++;
+      throw err;
+    });
+  }
+
+  /**
+   * Reads `length` bytes at byte `offset`. Both must be multiples of
+   * `info.sectorSize` and inside the disk (BLKIF_EINVAL, BLKIF_ERANGE, checked
+   * before anything is queued). Fails with BLKIF_EIO when the backend reports
+   * an error, BLKIF_EPROTO when it breaks the protocol, BLKIF_ENODEV when it
+   * goes away for good, BLKIF_CLOSED after close().
+   */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    this.checkRange('read', offset, length);
+    const buf = new Uint8Array(length);
+    await this.count(this.submit(BlkifOp.Read, offset, length, buf), 'reads');
+    return buf;
+  }
+
+  /**
+   * Writes `data` at byte `offset`; same checks as {@link read}, plus
+   * BLKIF_EROFS on a read-only disk. The data is copied before this returns
+   * a promise's first turn: the caller may reuse its buffer once it settles.
+   */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    if (!(data instanceof Uint8Array)) throw new BlkifError('BLKIF_EINVAL', 'write: data must be a Uint8Array');
+    this.checkRange('write', offset, data.byteLength);
+    this.checkWritable('write');
+    await this.count(this.submit(BlkifOp.Write, offset, data.byteLength, data), 'writes');
+  }
+
+  /**
+   * Makes the writes that completed before this call durable:
+   * FLUSH_DISKCACHE, or WRITE_BARRIER when that is all the backend offers.
+   * With neither, the backend has no volatile cache to flush and this
+   * resolves at once. BLKIF_EOPNOTSUPP if the backend refuses after all
+   * (the feature is then dropped from `info`).
+   */
+  async flush(): Promise<void> {
+    this.checkUsable();
+    const f = this.infoNow.features;
+    const op = f.flush ? BlkifOp.FlushDiskcache : f.barrier ? BlkifOp.WriteBarrier : -1;
+    if (op < 0) {
+      this.counts.flushes++;
+      return;
+    }
+    await this.count(this.submit(op, 0, 0, null), 'flushes');
+  }
+
+  /**
+   * Tells the backend the range is unused (BLKIF_OP_DISCARD); with
+   * `secure`, asks for a secure erase (only if the backend offers it).
+   * Same checks as {@link write}; BLKIF_EOPNOTSUPP when discard was not
+   * negotiated.
+   */
+  async discard(offset: number, length: number, opts: { secure?: boolean } = {}): Promise<void> {
+    this.checkRange('discard', offset, length);
+    this.checkWritable('discard');
+    const d = this.infoNow.features.discard;
+    if (d === null) throw new BlkifError('BLKIF_EOPNOTSUPP', 'discard: the backend does not offer it');
+    if (opts.secure === true && !d.secure) throw new BlkifError('BLKIF_EOPNOTSUPP', 'discard: the backend does not offer secure discard');
+    await this.count(this.submit(BlkifOp.Discard, offset, length, null, opts.secure === true ? BLKIF_DISCARD_SECURE : 0), 'discards');
+  }
+
+  stats(): BlockDeviceStats {
+    const s = { ...this.past };
+    for (const q of this.queues) for (const k of Object.keys(s) as Array<keyof QueueStats>) s[k] += q.stats[k];
+    const pool = { hits: 0, fallbacks: 0, kept: 0, waits: 0, size: 0, inUse: 0 };
+    for (const p of this.pools) {
+      const ps = p.stats();
+      pool.hits += ps.hits;
+      pool.fallbacks += ps.fallbacks;
+      pool.kept += ps.kept;
+      pool.waits += ps.waits;
+      pool.size += ps.size;
+      pool.inUse += ps.inUse + ps.freshInUse;
+    }
+    return {
+      ...this.counts, ...s, pool,
+      responsesPerInterrupt: s.interrupts === 0 ? 0 : s.responses / s.interrupts,
+      pending: this.active,
+    };
+  }
+
+  /**
+   * Drains what is in flight (up to the timeout; then it fails with
+   * BLKIF_CLOSED), closes the xenbus connection (Closing, then Closed once
+   * the backend follows), unbinds the event channels and ends every grant.
+   * Calls made after this starts fail with BLKIF_CLOSED.
+   */
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    const wasConnected = this.state === 'connected' || this.state === 'reconnecting';
+    await this.watch?.unwatch().catch(() => undefined);
+    this.watch = undefined;
+    await this.chain;
+    const timeoutMs = this.wish.timeoutMs;
+    if (this.active > 0 && this.state === 'connected') {
+      const drained = new Promise<void>((r) => (this.drained = r));
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([drained, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+      clearTimeout(timer);
+    }
+    const closedErr = new BlkifError('BLKIF_CLOSED', `block device ${this.loc.vdev} closed`);
+    if (this.state === 'connected') for (const q of this.queues) q.fail(closedErr, this.quarantine);
+    this.state = 'closed';
+    for (const op of this.held) op.done.pieceDone(closedErr);
+    this.held = [];
+    const xs = this.platform.xenstore;
+    if (wasConnected) {
+      try {
+        await switchState(xs, this.loc.frontend, XenbusState.Closing);
+        await waitForState(xs, this.loc.backend, [XenbusState.Closing, XenbusState.Closed, XenbusState.Unknown], { timeoutMs });
+      } catch (err) {
+        if (!isXenError(err)) throw err;
+      }
+    }
+    await switchState(xs, this.loc.frontend, XenbusState.Closed).catch(() => undefined);
+    if (wasConnected) {
+      await waitForState(xs, this.loc.backend, [XenbusState.Closed, XenbusState.InitWait, XenbusState.Unknown], { timeoutMs }).catch(() => undefined);
+    }
+    for (const q of this.queues) {
+      this.retire(q);
+      q.close();
+    }
+    this.dropRings();
+    for (const release of this.quarantine.splice(0)) release();
+    await Promise.all(this.pools.map((p) => p.close()));
+  }
+}
+
+/**
+ * Opens virtual block device `vdev` of this domain: finds it in xenstore,
+ * runs the handshake with its backend, and returns it connected. Fails with
+ * BLKIF_ENODEV when there is no such device or the backend does not answer
+ * within `timeoutMs`.
+ */
+export async function openBlockDevice(options: BlockDeviceOptions): Promise<BlockDevice> {
+  const { platform, vdev } = options;
+  const loc = await locateDevice(platform, vdev);
+  const dev = new BlockDevice(platform, loc, {
+    queues: options.queues ?? 2,
+    ringPages: options.ringPages ?? 4,
+    maxIndirectSegments: options.maxIndirectSegments ?? 256,
+    persistent: options.persistentGrants ?? true,
+    timeoutMs: options.timeoutMs ?? 10000,
+    pool: options.pool ?? true,
+    poolPages: options.poolPages,
+    reconnectTimeoutMs: options.reconnectTimeoutMs ?? 30000,
+  });
+  await dev.connect();
+  return dev;
+}

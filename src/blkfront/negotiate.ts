@@ -1,0 +1,234 @@
+/**
+ * The control path: the xenbus handshake with the backend (PROTOCOL.md,
+ * "Connect sequence", as Linux's talk_to_blkback and blkfront_connect do it).
+ * It shares the rings and allocates the event channels, publishes them with
+ * everything else in one transaction (retried as a whole on EAGAIN), and
+ * reads what the backend offers. No I/O happens here.
+ */
+import { BlkifError, XenstoreError, isXenError } from '../errors.js';
+import {
+  BLKIF_MAX_INDIRECT_SEGMENTS, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_NATIVE_ABI, BLKIF_SECTOR_SIZE, VDISK_CDROM, VDISK_READONLY,
+  VDISK_REMOVABLE,
+} from '../wire/blkif.js';
+import { XenbusState, xenbusStateName } from '../wire/xenbus_state.js';
+import { readState, switchState, waitForState } from '../xenbus/device.js';
+import type { XenPlatform } from '../platform/types.js';
+import type { SharedPages } from '../gnttab/types.js';
+import type { EventChannel } from '../evtchn/types.js';
+
+/** What the frontend was told where to find. */
+export interface DeviceLocation {
+  /** Our directory, absolute. */
+  frontend: string;
+  backend: string;
+  backendId: number;
+  vdev: number;
+}
+
+/** The frontend's wishes; each is capped by what the backend offers. */
+export interface NegotiationWishes {
+  queues: number;
+  ringPages: number;
+  maxIndirectSegments: number;
+  persistent: boolean;
+  timeoutMs: number;
+}
+
+/** One queue's shared ring and event channel. */
+export interface RingSetup {
+  pages: SharedPages;
+  channel: EventChannel;
+}
+
+/** Disk geometry and features, as negotiated. */
+export interface BlockDeviceInfo {
+  /** Size in 512-byte sectors (the unit of `sectors` whatever the sector size). */
+  readonly sectors: number;
+  /** Size in bytes. */
+  readonly size: number;
+  /** Logical sector size: offsets and lengths must be multiples of it. */
+  readonly sectorSize: number;
+  readonly physicalSectorSize: number;
+  readonly readOnly: boolean;
+  readonly removable: boolean;
+  readonly cdrom: boolean;
+  readonly features: NegotiatedFeatures;
+}
+
+export interface NegotiatedFeatures {
+  /** Both ends keep grants mapped (feature-persistent). */
+  readonly persistentGrants: boolean;
+  /** Segments per indirect request (0: indirect descriptors not in use; requests carry at most 11). */
+  readonly indirectSegments: number;
+  /** Pages per ring. */
+  readonly ringPages: number;
+  readonly queues: number;
+  /** FLUSH_DISKCACHE is available. */
+  readonly flush: boolean;
+  /** WRITE_BARRIER is available. */
+  readonly barrier: boolean;
+  /** DISCARD is available, with its granularity and alignment in bytes. */
+  readonly discard: { readonly granularity: number; readonly alignment: number; readonly secure: boolean } | null;
+  /** The ABI spoken on the rings. */
+  readonly protocol: string;
+}
+
+export interface Negotiated {
+  rings: RingSetup[];
+  info: BlockDeviceInfo;
+}
+
+/** Reads where our device and its backend are (`device/vbd/<vdev>`). BLKIF_ENODEV when absent. */
+export async function locateDevice(platform: XenPlatform, vdev: number | string): Promise<DeviceLocation> {
+  const xs = platform.xenstore;
+  const frontend = `/local/domain/${platform.domid}/device/vbd/${vdev}`;
+  try {
+    const backend = await xs.read(`${frontend}/backend`);
+    const backendId = await xs.readInt(`${frontend}/backend-id`);
+    const v = Number(await xs.readOptional(`${frontend}/virtual-device`) ?? vdev);
+    return { frontend, backend, backendId, vdev: Number.isInteger(v) ? v : 0 };
+  } catch (err) {
+    if (isXenError(err, 'XS_ENOENT')) throw new BlkifError('BLKIF_ENODEV', `no virtual block device ${vdev} in ${frontend}`, { cause: err });
+    throw err;
+  }
+}
+
+function stateWait(what: string, loc: DeviceLocation) {
+  return (err: unknown): never => {
+    if (isXenError(err, 'XS_TIMEOUT')) throw new BlkifError('BLKIF_ENODEV', `backend ${loc.backend} did not reach ${what}`, { cause: err });
+    throw err;
+  };
+}
+
+/** Waits for the backend to reach `want`; BLKIF_ENODEV when its directory goes away or time runs out. */
+export async function waitForBackend(platform: XenPlatform, loc: DeviceLocation, want: readonly XenbusState[], timeoutMs: number): Promise<XenbusState> {
+  const s = await waitForState(platform.xenstore, loc.backend, [...want, XenbusState.Unknown], { timeoutMs, group: `blkfront:${loc.vdev}` })
+    .catch(stateWait(want.map(xenbusStateName).join(' or '), loc));
+  if (s === XenbusState.Unknown) throw new BlkifError('BLKIF_ENODEV', `backend ${loc.backend} is gone`);
+  return s;
+}
+
+/**
+ * Runs the handshake from "backend in InitWait" to "frontend Connected".
+ * `makeQueues` is called with the rings once the backend is Connected, so the
+ * event handlers exist before we say Connected. On failure everything shared
+ * or bound here is undone.
+ */
+export async function talkToBackend(
+  platform: XenPlatform, loc: DeviceLocation, wish: NegotiationWishes,
+  makeQueues: (n: Negotiated) => void,
+): Promise<Negotiated> {
+  const xs = platform.xenstore;
+  const be = loc.backend;
+  const fe = loc.frontend;
+  await waitForBackend(platform, loc, [XenbusState.InitWait], wish.timeoutMs);
+
+  const maxOrder = await xs.readInt(`${be}/max-ring-page-order`, { fallback: 0 });
+  const maxQueues = await xs.readInt(`${be}/multi-queue-max-queues`, { fallback: 1 });
+  let order = 0;
+  while (order < maxOrder && 1 << (order + 1) <= wish.ringPages) order++;
+  const nq = Math.max(1, Math.min(wish.queues, maxQueues));
+  const pages = 1 << order;
+
+  const rings: RingSetup[] = [];
+  const undo = (): void => {
+    for (const r of rings) {
+      r.channel.close();
+      platform.grants.unshare(r.pages);
+    }
+  };
+  try {
+    for (let q = 0; q < nq; q++) {
+      const ringPages = platform.grants.share(loc.backendId, pages, true);
+      try {
+        rings.push({ pages: ringPages, channel: platform.evtchn.allocUnbound(loc.backendId) });
+      } catch (err) {
+        platform.grants.unshare(ringPages);
+        throw err;
+      }
+    }
+    await xs.transaction(async (tx) => {
+      if (order > 0) await tx.write(`${fe}/ring-page-order`, String(order));
+      if (nq > 1) await tx.write(`${fe}/multi-queue-num-queues`, String(nq));
+      for (const [q, r] of rings.entries()) {
+        const dir = nq === 1 ? fe : `${fe}/queue-${q}`;
+        if (order === 0) await tx.write(`${dir}/ring-ref`, String(r.pages.refs[0]));
+        else for (const [i, ref] of r.pages.refs.entries()) await tx.write(`${dir}/ring-ref${i}`, String(ref));
+        await tx.write(`${dir}/event-channel`, String(r.channel.port));
+      }
+      await tx.write(`${fe}/protocol`, BLKIF_NATIVE_ABI.protocol);
+      await tx.write(`${fe}/feature-persistent`, wish.persistent ? '1' : '0');
+    });
+    await switchState(xs, fe, XenbusState.Initialised);
+    await waitForBackend(platform, loc, [XenbusState.Connected], wish.timeoutMs);
+    const info = await readDiskInfo(platform, loc, wish, { ringPages: pages, queues: nq });
+    const n = { rings, info };
+    makeQueues(n);
+    await switchState(xs, fe, XenbusState.Connected);
+    return n;
+  } catch (err) {
+    undo();
+    throw err;
+  }
+}
+
+/** blkfront_connect's reads: geometry and the features both ends agreed on. */
+export async function readDiskInfo(
+  platform: XenPlatform, loc: DeviceLocation, wish: NegotiationWishes, rings: { ringPages: number; queues: number },
+): Promise<BlockDeviceInfo> {
+  const xs = platform.xenstore;
+  const be = loc.backend;
+  const sectorsText = await xs.read(`${be}/sectors`);
+  const sectors = Number(sectorsText);
+  if (!/^\d+$/.test(sectorsText) || !Number.isSafeInteger(sectors * BLKIF_SECTOR_SIZE)) {
+    throw new XenstoreError('XS_EINVAL', `${be}/sectors: "${sectorsText}" is not a disk size`, { path: `${be}/sectors` });
+  }
+  const info = await xs.readInt(`${be}/info`, { fallback: 0 });
+  const sectorSize = await xs.readInt(`${be}/sector-size`);
+  if (sectorSize < BLKIF_SECTOR_SIZE || sectorSize % BLKIF_SECTOR_SIZE !== 0 || (sectorSize & (sectorSize - 1)) !== 0) {
+    throw new XenstoreError('XS_EINVAL', `${be}/sector-size: ${sectorSize} is not a power-of-two multiple of 512`, { path: `${be}/sector-size` });
+  }
+  const physicalSectorSize = await xs.readInt(`${be}/physical-sector-size`, { fallback: sectorSize });
+  const flush = await xs.readBool(`${be}/feature-flush-cache`, { fallback: false });
+  const barrier = await xs.readBool(`${be}/feature-barrier`, { fallback: false });
+  const discard = await xs.readBool(`${be}/feature-discard`, { fallback: false });
+  const persistent = wish.persistent && await xs.readBool(`${be}/feature-persistent`, { fallback: false });
+  const beIndirect = await xs.readInt(`${be}/feature-max-indirect-segments`, { fallback: 0 });
+  let indirect = Math.min(wish.maxIndirectSegments, beIndirect, BLKIF_MAX_INDIRECT_SEGMENTS);
+  if (indirect <= BLKIF_MAX_SEGMENTS_PER_REQUEST) indirect = 0;
+  return {
+    sectors,
+    size: sectors * BLKIF_SECTOR_SIZE,
+    sectorSize,
+    physicalSectorSize,
+    readOnly: (info & VDISK_READONLY) !== 0,
+    removable: (info & VDISK_REMOVABLE) !== 0,
+    cdrom: (info & VDISK_CDROM) !== 0,
+    features: {
+      persistentGrants: persistent,
+      indirectSegments: indirect,
+      ringPages: rings.ringPages,
+      queues: rings.queues,
+      flush,
+      barrier,
+      discard: discard ? {
+        granularity: await xs.readInt(`${be}/discard-granularity`, { fallback: sectorSize }),
+        alignment: await xs.readInt(`${be}/discard-alignment`, { fallback: 0 }),
+        secure: await xs.readBool(`${be}/discard-secure`, { fallback: false }),
+      } : null,
+      protocol: BLKIF_NATIVE_ABI.protocol,
+    },
+  };
+}
+
+/**
+ * Before (re)connecting: our state back to Initialising, after Closed when
+ * we were connected, as blkfront does when it starts over.
+ */
+export async function resetFrontend(platform: XenPlatform, loc: DeviceLocation): Promise<void> {
+  const xs = platform.xenstore;
+  const s = await readState(xs, loc.frontend);
+  if (s !== XenbusState.Initialising) await switchState(xs, loc.frontend, XenbusState.Initialising);
+}
+
+export { switchState };

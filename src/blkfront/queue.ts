@@ -1,0 +1,404 @@
+/**
+ * The data path of one queue: its ring, shadow slots, event channel and
+ * grant pool. Requests are encoded straight into the ring slot (no
+ * allocation, no BigInt), data is bounced through pooled pages so the
+ * backend never sees caller memory, the ring is pushed once per event-loop
+ * turn and the backend notified only when ring.h says it is waiting, and
+ * every response is checked against the shadow before it completes anything.
+ *
+ * When the ring or the pool is full, requests wait in order (backpressure);
+ * nothing fails for lack of room.
+ */
+import { BlkifError } from '../errors.js';
+import {
+  BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SEGMENT_SIZE, BlkifOp, BlkifRsp, SECTORS_PER_PAGE, SEGS_PER_INDIRECT_FRAME,
+  setDiscardRequest, setIndirectGref, setIndirectHeader, setRequestHeader, setSegment, type BlkifAbi,
+} from '../wire/blkif.js';
+import { PAGE_SIZE } from '../gnttab/types.js';
+import type { GrantPool } from '../gnttab/pool.js';
+import type { EventChannel } from '../evtchn/types.js';
+import { FrontRing, ShadowIds } from './ring.js';
+import { IoOp, opName, statusError } from './request.js';
+
+export interface QueueParams {
+  abi: BlkifAbi;
+  /** blkif handle written in requests (the virtual-device number, as Linux writes it). */
+  handle: number;
+  /** Segments one ring request may carry: 11, or the negotiated indirect maximum. */
+  maxSegments: number;
+  /** Grant fresh pages writable even for writes (persistent grants: the backend maps them read-write). */
+  persistent: boolean;
+}
+
+export interface QueueHooks {
+  /** A piece finished (err: null or its typed error); called before the caller hears of it. */
+  completed(op: IoOp, err: BlkifError | null): void;
+  /** The backend broke the protocol on this queue. */
+  broken(err: BlkifError): void;
+}
+
+export interface QueueStats {
+  /** Ring requests put on the ring. */
+  requests: number;
+  indirectRequests: number;
+  /** Event-channel notifications sent to the backend. */
+  notifications: number;
+  /** Event handler runs that found responses. */
+  interrupts: number;
+  responses: number;
+}
+
+export class BlkQueue {
+  readonly ring: FrontRing;
+  private readonly ids: ShadowIds;
+  private readonly shadow: Array<IoOp | null>;
+  private readonly shadowOp: Uint8Array;
+  private readonly pending: IoOp[] = [];
+  private head = 0;
+  /** In flight, in the order they went on the ring (replayed in this order). */
+  readonly inFlight = new Set<IoOp>();
+  private pushQueued = false;
+  private live = true;
+  readonly stats: QueueStats = { requests: 0, indirectRequests: 0, notifications: 0, interrupts: 0, responses: 0 };
+
+  constructor(
+    readonly index: number,
+    ring: Uint8Array,
+    private readonly channel: EventChannel,
+    private readonly pool: GrantPool,
+    private readonly params: QueueParams,
+    private readonly hooks: QueueHooks,
+  ) {
+    this.ring = new FrontRing(ring, params.abi);
+    this.ids = new ShadowIds(this.ring.entries);
+    this.shadow = new Array<IoOp | null>(this.ring.entries).fill(null);
+    this.shadowOp = new Uint8Array(this.ring.entries);
+    channel.onEvent(this.onEvent);
+  }
+
+  /** Requests waiting for room on the ring or in the pool. */
+  get waiting(): number {
+    return this.pending.length - this.head;
+  }
+
+  /** Queues a piece and puts it on the ring as soon as there is room. */
+  enqueue(op: IoOp): void {
+    op.queue = this;
+    this.pending.push(op);
+    this.pump();
+  }
+
+  /** Ring requests `op` takes with this queue's limits. */
+  private requestsFor(op: IoOp): number {
+    const pages = op.pages;
+    return pages === 0 ? 1 : Math.ceil(pages / this.params.maxSegments);
+  }
+
+  /** Indirect descriptor pages `op` needs with this queue's limits. */
+  private indirectPagesFor(op: IoOp): number {
+    const pages = op.pages;
+    const per = this.params.maxSegments;
+    if (per <= BLKIF_MAX_SEGMENTS_PER_REQUEST || pages <= BLKIF_MAX_SEGMENTS_PER_REQUEST) return 0;
+    let n = 0;
+    for (let s = 0; s < pages; s += per) {
+      const segs = Math.min(per, pages - s);
+      if (segs > BLKIF_MAX_SEGMENTS_PER_REQUEST) n += Math.ceil(segs / SEGS_PER_INDIRECT_FRAME);
+    }
+    return n;
+  }
+
+  /** Puts waiting pieces on the ring, in order, while the ring and the pool have room. */
+  pump(): void {
+    while (this.live && this.head < this.pending.length) {
+      const op = this.pending[this.head]!;
+      if (op.acquiring) break;
+      const nreq = this.requestsFor(op);
+      if (this.ids.free < nreq) break;
+      if (!this.lendPages(op)) break;
+      this.pending[this.head++] = undefined as unknown as IoOp;
+      if (this.head > 64 && this.head * 2 > this.pending.length) {
+        this.pending.splice(0, this.head);
+        this.head = 0;
+      }
+      this.put(op, nreq);
+    }
+    if (this.head === this.pending.length && this.head > 0) {
+      this.pending.length = 0;
+      this.head = 0;
+    }
+    if (!this.pushQueued && this.live && this.ring.unpushed) {
+      this.pushQueued = true;
+      queueMicrotask(this.pushNow);
+    }
+  }
+
+  /**
+   * Gives `op` its data pages (once; they stay with it across a reconnect)
+   * and indirect pages (per submission). False: it must wait, and an
+   * acquire is under way that pumps again when it resolves.
+   */
+  private lendPages(op: IoOp): boolean {
+    const writable = this.params.persistent || op.op === BlkifOp.Read;
+    if (op.lease === null && op.pages > 0) {
+      const lease = this.pool.take(op.pages, writable);
+      if (lease === null) return this.waitForPages(op, op.pages, 'data');
+      this.giveData(op, lease, this.pool);
+    }
+    const ind = this.indirectPagesFor(op);
+    if (ind > 0 && op.indirect === null) {
+      const lease = this.pool.take(ind, this.params.persistent);
+      if (lease === null) return this.waitForPages(op, ind, 'indirect');
+      op.indirect = lease;
+      op.indirectPool = this.pool;
+    }
+    return true;
+  }
+
+  private giveData(op: IoOp, lease: NonNullable<IoOp['lease']>, pool: GrantPool): void {
+    op.lease = lease;
+    op.pool = pool;
+    if (op.op === BlkifOp.Write) {
+      const src = op.data!;
+      for (let i = 0, off = 0; off < src.byteLength; i++, off += PAGE_SIZE) {
+        lease.pages[i]!.set(src.subarray(off, Math.min(off + PAGE_SIZE, src.byteLength)));
+      }
+    }
+  }
+
+  private waitForPages(op: IoOp, n: number, what: 'data' | 'indirect'): false {
+    const pool = this.pool;
+    op.acquiring = true;
+    pool.acquire(n).then((lease) => {
+      op.acquiring = false;
+      if (what === 'data') this.giveData(op, lease, pool);
+      else {
+        op.indirect = lease;
+        op.indirectPool = pool;
+      }
+      if (op.orphaned !== null) {
+        op.releasePages();
+        op.done.pieceDone(op.orphaned);
+      } else op.queue?.pump();
+    }, (err: unknown) => {
+      // Only a closed pool rejects: the device is closing and fails what waits.
+      op.acquiring = false;
+      const e = op.orphaned ?? new BlkifError('BLKIF_CLOSED', `${opName(op.op)}: device closed`, { cause: err });
+      if (op.queue !== null) op.queue.abandon(op, e);
+      else {
+        op.releasePages();
+        op.done.pieceDone(e);
+      }
+    });
+    return false;
+  }
+
+  /** Writes `op`'s ring requests into the ring (not yet pushed). */
+  private put(op: IoOp, nreq: number): void {
+    const abi = this.params.abi;
+    const v = this.ring.view;
+    const per = this.params.maxSegments;
+    op.parts = nreq;
+    op.status = BlkifRsp.Okay;
+    op.submissions++;
+    let indirectPage = 0;
+    for (let k = 0; k < nreq; k++) {
+      const slot = this.ids.alloc();
+      const gen = this.ids.generation(slot);
+      this.shadow[slot] = op;
+      this.shadowOp[slot] = op.op;
+      const off = this.ring.requestOffset();
+      switch (op.op) {
+        case BlkifOp.Read:
+        case BlkifOp.Write: {
+          const first = k * per;
+          const nseg = Math.min(per, op.pages - first);
+          const sector = op.sector + first * SECTORS_PER_PAGE;
+          const refs = op.lease!.refs;
+          if (nseg <= BLKIF_MAX_SEGMENTS_PER_REQUEST) {
+            setRequestHeader(abi, v, off, op.op, nseg, this.params.handle, slot, gen, sector);
+            for (let i = 0; i < nseg; i++) {
+              setSegment(v, off + abi.request.seg + i * BLKIF_SEGMENT_SIZE, refs[first + i]!, 0, this.lastSect(op, first + i));
+            }
+          } else {
+            this.stats.indirectRequests++;
+            setIndirectHeader(abi, v, off, op.op, nseg, this.params.handle, slot, gen, sector);
+            const ind = op.indirect!;
+            for (let p = 0; p * SEGS_PER_INDIRECT_FRAME < nseg; p++) {
+              const page = ind.pages[indirectPage]!;
+              setIndirectGref(abi, v, off, p, ind.refs[indirectPage]!);
+              indirectPage++;
+              const pv = new DataView(page.buffer, page.byteOffset, PAGE_SIZE);
+              const base = first + p * SEGS_PER_INDIRECT_FRAME;
+              const n = Math.min(SEGS_PER_INDIRECT_FRAME, nseg - p * SEGS_PER_INDIRECT_FRAME);
+              for (let i = 0; i < n; i++) setSegment(pv, i * BLKIF_SEGMENT_SIZE, refs[base + i]!, 0, this.lastSect(op, base + i));
+            }
+          }
+          break;
+        }
+        case BlkifOp.Discard:
+          setDiscardRequest(abi, v, off, op.flag, this.params.handle, slot, gen, op.sector, op.sectors);
+          break;
+        default: // FlushDiskcache, WriteBarrier: no data
+          setRequestHeader(abi, v, off, op.op, 0, this.params.handle, slot, gen, 0);
+      }
+      this.ring.produced();
+      this.stats.requests++;
+    }
+    this.inFlight.add(op);
+  }
+
+  /** last_sect of data page `i`: pages are filled from sector 0, only the last may be short. */
+  private lastSect(op: IoOp, i: number): number {
+    return Math.min(SECTORS_PER_PAGE, op.sectors - i * SECTORS_PER_PAGE) - 1;
+  }
+
+  private readonly pushNow = (): void => {
+    this.pushQueued = false;
+    if (this.live && this.ring.push()) {
+      this.channel.notify();
+      this.stats.notifications++;
+    }
+  };
+
+  private readonly onEvent = (): void => {
+    if (!this.live) return;
+    let n: number;
+    try {
+      n = this.ring.consume(this.onResponse);
+    } catch (err) {
+      this.hooks.broken(err instanceof BlkifError ? err : new BlkifError('BLKIF_EPROTO', String(err), { cause: err }));
+      return;
+    }
+    if (n > 0) {
+      this.stats.interrupts++;
+      this.stats.responses += n;
+    }
+    if (this.head < this.pending.length) this.pump();
+  };
+
+  private readonly onResponse = (idLo: number, idHi: number, operation: number, status: number): void => {
+    if (!this.ids.valid(idLo, idHi)) {
+      throw new BlkifError('BLKIF_EPROTO', `queue ${this.index}: response for id ${idHi}:${idLo}, which is not in flight (unknown or answered twice)`);
+    }
+    const expect = this.shadowOp[idLo]!;
+    if (operation !== expect) {
+      throw new BlkifError('BLKIF_EPROTO', `queue ${this.index}: response for a ${opName(expect)} says operation ${operation}`);
+    }
+    const op = this.shadow[idLo]!;
+    this.shadow[idLo] = null;
+    this.ids.release(idLo);
+    if (status !== BlkifRsp.Okay && op.status === BlkifRsp.Okay) op.status = status;
+    if (--op.parts === 0) this.complete(op);
+  };
+
+  private complete(op: IoOp): void {
+    this.inFlight.delete(op);
+    if (op.indirect !== null) {
+      op.indirectPool!.release(op.indirect);
+      op.indirect = null;
+    }
+    const ok = op.status === BlkifRsp.Okay;
+    if (ok && op.op === BlkifOp.Read) {
+      const dst = op.data!;
+      const pages = op.lease!.pages;
+      for (let i = 0, off = 0; off < dst.byteLength; i++, off += PAGE_SIZE) {
+        dst.set(pages[i]!.subarray(0, Math.min(PAGE_SIZE, dst.byteLength - off)), off);
+      }
+    }
+    this.releaseData(op);
+    const err = ok ? null : statusError(op);
+    this.hooks.completed(op, err);
+    op.done.pieceDone(err);
+  }
+
+  private releaseData(op: IoOp): void {
+    if (op.lease !== null) {
+      op.pool!.release(op.lease);
+      op.lease = null;
+    }
+  }
+
+  /** Fails a piece that was still waiting (its pages never reached the backend). */
+  abandon(op: IoOp, err: BlkifError): void {
+    const i = this.pending.indexOf(op, this.head);
+    if (i >= 0) this.pending.splice(i, 1);
+    op.releasePages();
+    op.done.pieceDone(err);
+    this.pump();
+  }
+
+  /**
+   * Stops the queue for a reconnect: unbinds the channel and hands back every
+   * piece in flight (in ring order) then every waiting one, for replay. Data
+   * pages stay with their pieces; indirect pages go back (a new ring may
+   * split differently).
+   */
+  detach(): IoOp[] {
+    this.live = false;
+    this.channel.onEvent(null);
+    this.channel.close();
+    const out = [...this.inFlight];
+    for (const op of out) {
+      if (op.indirect !== null) {
+        op.indirectPool!.release(op.indirect);
+        op.indirect = null;
+      }
+      op.parts = 0;
+      op.queue = null;
+    }
+    for (let i = this.head; i < this.pending.length; i++) {
+      const op = this.pending[i]!;
+      op.queue = null;
+      out.push(op);
+    }
+    this.inFlight.clear();
+    this.pending.length = 0;
+    this.head = 0;
+    this.shadow.fill(null);
+    return out;
+  }
+
+  /**
+   * Fails everything (the backend broke the protocol, or is gone). Pages the
+   * backend may still write are not given back to the pool, so they cannot
+   * end up under another request: they are returned in `quarantine`.
+   */
+  fail(err: BlkifError, quarantine: Array<() => void>): void {
+    this.live = false;
+    this.channel.onEvent(null);
+    for (const op of this.inFlight) {
+      const { lease, pool, indirect, indirectPool } = op;
+      op.lease = null;
+      op.indirect = null;
+      quarantine.push(() => {
+        if (lease !== null) pool!.release(lease);
+        if (indirect !== null) indirectPool!.release(indirect);
+      });
+      op.done.pieceDone(err);
+    }
+    this.inFlight.clear();
+    const waiting = this.pending.slice(this.head);
+    this.pending.length = 0;
+    this.head = 0;
+    for (const op of waiting) {
+      op.queue = null;
+      if (op.acquiring) op.orphaned = err; // its acquire settles later and gives the pages back then
+      else {
+        op.releasePages();
+        op.done.pieceDone(err);
+      }
+    }
+    this.shadow.fill(null);
+  }
+
+  /** Unbinds the event channel (the queue must be detached or failed). */
+  close(): void {
+    this.live = false;
+    this.channel.onEvent(null);
+    try {
+      this.channel.close();
+    } catch {
+      // already closed by detach()
+    }
+  }
+}

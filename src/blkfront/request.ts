@@ -1,0 +1,103 @@
+/**
+ * One piece of caller I/O as the data path carries it: an operation on a
+ * sector range, the pooled pages its data is bounced through, and the
+ * completion it reports to. A caller's read or write becomes one or more of
+ * these, each at most one ring request's worth when it is first queued; after
+ * a reconnect to a backend with smaller limits, the queue splits one over
+ * several ring requests.
+ */
+import { BlkifError } from '../errors.js';
+import { BlkifOp, BlkifRsp } from '../wire/blkif.js';
+import type { GrantLease, GrantPool } from '../gnttab/pool.js';
+
+/** Settles one caller-level call once all its pieces are done. */
+export class Completion {
+  remaining = 0;
+  error: Error | null = null;
+  constructor(
+    private readonly resolve: () => void,
+    private readonly reject: (err: Error) => void,
+    private readonly settled?: () => void,
+  ) {}
+
+  /** One piece finished (with its error, if any); the first error is the call's. */
+  pieceDone(err: Error | null): void {
+    if (err !== null && this.error === null) this.error = err;
+    if (--this.remaining === 0) {
+      this.settled?.();
+      if (this.error === null) this.resolve();
+      else this.reject(this.error);
+    }
+  }
+}
+
+export class IoOp {
+  /** Data pages (bounce buffers), from `pool`. */
+  lease: GrantLease | null = null;
+  pool: GrantPool | null = null;
+  /** Indirect descriptor pages for the ring requests of the current submission. */
+  indirect: GrantLease | null = null;
+  indirectPool: GrantPool | null = null;
+  /** The queue holding it (null between a queue's detach and the replay). */
+  queue: { pump(): void; abandon(op: IoOp, err: BlkifError): void } | null = null;
+  /** A pool acquire for it is under way. */
+  acquiring = false;
+  /** Failed while its acquire was under way: the acquire's pages go straight back. */
+  orphaned: BlkifError | null = null;
+  /** Ring requests of the current submission not yet answered. */
+  parts = 0;
+  /** The first failing response status (BLKIF_RSP_*). */
+  status: number = BlkifRsp.Okay;
+  /** How many times it was put on a ring (more than once after a reconnect). */
+  submissions = 0;
+
+  constructor(
+    /** BLKIF_OP_*: Read, Write, FlushDiskcache, WriteBarrier, Discard. */
+    readonly op: number,
+    /** First sector, in 512-byte units. */
+    readonly sector: number,
+    /** Sectors covered, in 512-byte units (0 for a flush). */
+    readonly sectors: number,
+    /** Read: where the data goes. Write: where it comes from. Else null. */
+    readonly data: Uint8Array | null,
+    readonly done: Completion,
+    /** Discard: BLKIF_DISCARD_SECURE or 0. */
+    readonly flag = 0,
+  ) {}
+
+  /** Gives back whatever pages it holds. */
+  releasePages(): void {
+    if (this.lease !== null) {
+      this.pool!.release(this.lease);
+      this.lease = null;
+    }
+    if (this.indirect !== null) {
+      this.indirectPool!.release(this.indirect);
+      this.indirect = null;
+    }
+  }
+
+  /** Data pages it needs (segments are whole pages but the last, starting at sector 0). */
+  get pages(): number {
+    return this.op === BlkifOp.Read || this.op === BlkifOp.Write ? Math.ceil(this.sectors / 8) : 0;
+  }
+}
+
+/** The error a caller sees for a failing response status. */
+export function statusError(op: IoOp): BlkifError {
+  const what = `${opName(op.op)} of ${op.sectors} sectors at sector ${op.sector}`;
+  return op.status === BlkifRsp.EOpNotSupp
+    ? new BlkifError('BLKIF_EOPNOTSUPP', `${what}: the backend does not support it`, { status: op.status })
+    : new BlkifError('BLKIF_EIO', `${what}: the backend answered error ${op.status}`, { status: op.status });
+}
+
+export function opName(op: number): string {
+  switch (op) {
+    case BlkifOp.Read: return 'read';
+    case BlkifOp.Write: return 'write';
+    case BlkifOp.WriteBarrier: return 'barrier';
+    case BlkifOp.FlushDiskcache: return 'flush';
+    case BlkifOp.Discard: return 'discard';
+    default: return `operation ${op}`;
+  }
+}
