@@ -1,0 +1,49 @@
+import { openBlockDevice, type BlockDevice, type BlockDeviceOptions } from '../../src/index.js';
+import { createSimHost, type SimBlkback, type SimDiskOptions, type SimHost } from '../../src/sim/index.js';
+import { ensureBuilt } from './daemon.js';
+
+export interface DiskFixture {
+  host: SimHost;
+  disk: SimBlkback;
+  dev: BlockDevice;
+  close(): Promise<void>;
+}
+
+/** A simulated host with one disk served by blkback workers, and the frontend open on it. */
+export async function diskFixture(disk: SimDiskOptions = {}, dev: Omit<BlockDeviceOptions, 'platform' | 'vdev'> = {}): Promise<DiskFixture> {
+  ensureBuilt(); // the backend's workers run the compiled JS
+  const host = await createSimHost();
+  const backend = await host.addDisk({ size: 4 << 20, ...disk });
+  const device = await openBlockDevice({ platform: host.guest, vdev: backend.vdev, timeoutMs: 5000, ...dev });
+  return {
+    host, disk: backend, dev: device,
+    close: async () => {
+      await device.close();
+      await host.close();
+    },
+  };
+}
+
+/** xorshift32: the same pseudo-random sequence for a seed. */
+export function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x;
+  };
+}
+
+/** Bytes that encode where they belong and which write put them there. */
+export function pattern(offset: number, length: number, generation: number): Uint8Array {
+  const b = new Uint8Array(length);
+  const v = new DataView(b.buffer);
+  for (let i = 0; i < length; i += 8) {
+    v.setUint32(i, (offset + i) / 8, true);
+    v.setUint32(i + 4, generation * 2654435761 >>> 0 ^ i, true);
+  }
+  return b;
+}
