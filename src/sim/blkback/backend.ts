@@ -218,9 +218,13 @@ export class SimBlkback {
     const o = this.opts;
     await this.xs.transaction(async (tx) => {
       const be = this.backendPath;
-      if (o.maxIndirectSegments > 0) await tx.write(`${be}/feature-max-indirect-segments`, String(o.maxIndirectSegments));
-      if (o.maxRingPageOrder > 0) await tx.write(`${be}/max-ring-page-order`, String(o.maxRingPageOrder));
-      if (o.maxQueues > 1) await tx.write(`${be}/multi-queue-max-queues`, String(o.maxQueues));
+      const put = async (key: string, value: number, offered: boolean): Promise<void> => {
+        if (offered) await tx.write(`${be}/${key}`, String(value));
+        else await tx.rm(`${be}/${key}`).catch(() => undefined);
+      };
+      await put('feature-max-indirect-segments', o.maxIndirectSegments, o.maxIndirectSegments > 0);
+      await put('max-ring-page-order', o.maxRingPageOrder, o.maxRingPageOrder > 0);
+      await put('multi-queue-max-queues', o.maxQueues, o.maxQueues > 1);
       await tx.write(`${be}/feature-persistent`, o.persistent ? '1' : '0');
     });
     await this.setState(XenbusState.InitWait);
@@ -319,6 +323,7 @@ export class SimBlkback {
       await tx.write(`${be}/feature-barrier`, o.barrier ? '1' : '0');
       await tx.write(`${be}/feature-persistent`, persistent ? '1' : '0');
       if (o.maxIndirectSegments > 0) await tx.write(`${be}/feature-max-indirect-segments`, String(o.maxIndirectSegments));
+      else await tx.rm(`${be}/feature-max-indirect-segments`).catch(() => undefined);
       await tx.write(`${be}/feature-discard`, o.discard !== null ? '1' : '0');
       if (o.discard !== null) {
         await tx.write(`${be}/discard-granularity`, String(o.discard.granularity));
@@ -341,6 +346,20 @@ export class SimBlkback {
     await Promise.all(this.workers.map((w) => w.stopped));
     this.workers = [];
     Atomics.store(this.ctl, Ctl.stall, 0);
+  }
+
+  /**
+   * Changes what the backend offers from its next connection on, as a
+   * backend restarted with other settings would (e.g. before {@link goClosing}).
+   */
+  reconfigure(options: Pick<SimDiskOptions, 'persistent' | 'maxIndirectSegments' | 'maxRingPageOrder' | 'maxQueues' | 'flush' | 'barrier'>): void {
+    const o = this.opts;
+    if (options.persistent !== undefined) o.persistent = options.persistent;
+    if (options.maxIndirectSegments !== undefined) o.maxIndirectSegments = options.maxIndirectSegments;
+    if (options.maxRingPageOrder !== undefined) o.maxRingPageOrder = options.maxRingPageOrder;
+    if (options.maxQueues !== undefined) o.maxQueues = Math.min(options.maxQueues, MAX_QUEUES);
+    if (options.flush !== undefined) o.flush = options.flush;
+    if (options.barrier !== undefined) o.barrier = options.barrier;
   }
 
   /** Injects a fault into the requests that follow. */
