@@ -9,13 +9,13 @@
  * When the ring or the pool is full, requests wait in order (backpressure);
  * nothing fails for lack of room.
  */
-import { BlkifError } from '../errors.js';
+import { BlkifError, isXenError } from '../errors.js';
 import {
   BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SEGMENT_SIZE, BlkifOp, BlkifRsp, SECTORS_PER_PAGE, SEGS_PER_INDIRECT_FRAME,
   setDiscardRequest, setIndirectGref, setIndirectHeader, setRequestHeader, setSegment, type BlkifAbi,
 } from '../wire/blkif.js';
 import { PAGE_SIZE } from '../gnttab/types.js';
-import type { GrantPool } from '../gnttab/pool.js';
+import type { GrantLease, GrantPool } from '../gnttab/pool.js';
 import type { EventChannel } from '../evtchn/types.js';
 import { FrontRing, ShadowIds } from './ring.js';
 import { IoOp, opName, statusError } from './request.js';
@@ -140,18 +140,37 @@ export class BlkQueue {
   private lendPages(op: IoOp): boolean {
     const writable = this.params.persistent || op.op === BlkifOp.Read;
     if (op.lease === null && op.pages > 0) {
-      const lease = this.pool.take(op.pages, writable);
+      const lease = this.take(op, op.pages, writable);
+      if (lease === undefined) return false;
       if (lease === null) return this.waitForPages(op, op.pages, 'data');
       this.giveData(op, lease, this.pool);
     }
     const ind = this.indirectPagesFor(op);
     if (ind > 0 && op.indirect === null) {
-      const lease = this.pool.take(ind, this.params.persistent);
+      const lease = this.take(op, ind, this.params.persistent);
+      if (lease === undefined) return false;
       if (lease === null) return this.waitForPages(op, ind, 'indirect');
       op.indirect = lease;
       op.indirectPool = this.pool;
     }
     return true;
+  }
+
+  /**
+   * pool.take, with a failure to share (other than running out, which is
+   * waited for) failing this piece alone: undefined then, and the piece is gone.
+   */
+  private take(op: IoOp, n: number, writable: boolean): GrantLease | null | undefined {
+    try {
+      return this.pool.take(n, writable);
+    } catch (err) {
+      this.pending[this.head++] = undefined as unknown as IoOp;
+      op.releasePages();
+      const code = isXenError(err, 'XEN_CLOSED') ? 'BLKIF_CLOSED' : 'BLKIF_EIO';
+      op.done.pieceDone(new BlkifError(code, `${opName(op.op)}: could not share its pages: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
+      queueMicrotask(() => this.pump());
+      return undefined;
+    }
   }
 
   private giveData(op: IoOp, lease: NonNullable<IoOp['lease']>, pool: GrantPool): void {
