@@ -230,6 +230,23 @@ describe('blkfront I/O', () => {
     expect(s.errors).toBe(0);
   });
 
+  it('11 segments go direct, 12 go indirect (and, without indirect, 12 pages take two requests)', async () => {
+    fx = await diskFixture({ size: 1 << 20 }, { queues: 1 });
+    const before = fx.disk.stats();
+    await fx.dev.write(0, pattern(0, 11 * 4096, 1));
+    expect(fx.disk.stats().indirectRequests).toBe(before.indirectRequests);
+    expect(fx.disk.stats().requests).toBe(before.requests + 1);
+    await fx.dev.write(0, pattern(0, 12 * 4096, 2));
+    expect(fx.disk.stats().indirectRequests).toBe(before.indirectRequests + 1);
+    expect(fx.disk.stats().requests).toBe(before.requests + 2);
+    await fx.close();
+    fx = await diskFixture({ size: 1 << 20, maxIndirectSegments: 0 }, { queues: 1 });
+    const n = fx.disk.stats().requests;
+    await fx.dev.write(0, pattern(0, 12 * 4096, 3));
+    expect(fx.disk.stats().requests).toBe(n + 2);
+    expect(Buffer.compare(Buffer.from(await fx.dev.read(0, 12 * 4096)), Buffer.from(pattern(0, 12 * 4096, 3)))).toBe(0);
+  });
+
   it('without persistent grants the map count grows with the requests, and every map is undone', async () => {
     fx = await diskFixture({ size: 1 << 20, persistent: false }, { queues: 1 });
     for (let i = 0; i < 20; i++) await fx.dev.read(0, 8 * 4096);
