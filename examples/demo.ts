@@ -1,147 +1,71 @@
 /**
- * A short tour on the simulated host: a toolstack creates a virtual disk's
- * xenstore entries, a backend in dom0 and the guest's frontend run the xenbus
- * handshake of a block device (PROTOCOL.md, "Connect sequence"). The guest
- * talks to xenstored over its shared ring page, shares its ring pages with
- * real grants, and opens real event channels; the backend maps those grants
- * and binds those ports, and both ends kick each other once. The xenstore
- * client's concurrency is measured on the way out.
+ * A short tour on the simulated host: a toolstack plugs a virtual disk into
+ * the guest, a blkback in dom0 serves it from worker threads (one per queue),
+ * and the guest's driver connects, negotiates, and does block I/O through
+ * granted pages and event channels, as a unikernel does on Xen.
  *
  *   npm run demo
  */
-import { XenbusState, XenstoreClient, switchState, waitForState, xenbusStateName } from '../src/index.js';
+import { openBlockDevice } from '../src/index.js';
 import { createSimHost } from '../src/sim/index.js';
 
-const DOMID = 1;
-const VDEV = 51712; // xvda
 const t0 = performance.now();
 const log = (who: string, msg: string): void => {
   process.stdout.write(`[${(performance.now() - t0).toFixed(1).padStart(6)} ms] ${who.padEnd(9)} ${msg}\n`);
 };
 
 async function main(): Promise<void> {
-  const host = await createSimHost({ guestDomid: DOMID, guestName: 'demo' });
-  const { xenstored } = host;
-  const dom0 = host.dom0.xenstore;
-  const fe = `/local/domain/${DOMID}/device/vbd/${VDEV}`;
-  const be = `/local/domain/0/backend/vbd/${DOMID}/${VDEV}`;
+  const host = await createSimHost({ guestName: 'demo' });
+  const disk = await host.addDisk({ size: 64 << 20 });
+  log('toolstack', `vbd ${disk.vdev}: ${disk.frontendPath} <-> ${disk.backendPath}, 64 MiB in memory; backend in InitWait`);
 
-  // What `xl create` writes: both directories, each owned by its end, readable by the other.
-  await dom0.transaction(async (tx) => {
-    // The guest's home exists (createSimHost made it); permissions first: nodes created below inherit them.
-    await tx.mkdir(be);
-    await tx.setPerms(be, [{ perm: 'n', domid: 0 }, { perm: 'r', domid: DOMID }]);
-    await tx.write(`${fe}/backend`, be);
-    await tx.write(`${fe}/backend-id`, '0');
-    await tx.write(`${fe}/virtual-device`, String(VDEV));
-    await tx.write(`${fe}/state`, String(XenbusState.Initialising));
-    await tx.write(`${be}/frontend`, fe);
-    await tx.write(`${be}/frontend-id`, String(DOMID));
-    await tx.write(`${be}/state`, String(XenbusState.Initialising));
-  });
-  log('toolstack', `vbd ${VDEV} for domain ${DOMID}: ${fe} <-> ${be}`);
+  const dev = await openBlockDevice({ platform: host.guest, vdev: disk.vdev });
+  const f = dev.info.features;
+  log('guest', `connected: ${dev.info.sectors} sectors, sector size ${dev.info.sectorSize}; ${f.queues} queues x ${f.ringPages}-page rings, ` +
+    `persistent grants ${f.persistentGrants ? 'on' : 'off'}, ${f.indirectSegments} indirect segments, flush ${f.flush}, discard ${f.discard !== null}`);
 
-  // The backend, in dom0: advertise features, wait for the frontend, connect.
-  const backend = (async () => {
-    const xs = new XenstoreClient(xenstored.connect({ domid: 0 }));
-    await xs.transaction(async (tx) => {
-      await tx.write(`${be}/feature-persistent`, '1');
-      await tx.write(`${be}/feature-max-indirect-segments`, '256');
-      await tx.write(`${be}/max-ring-page-order`, '4');
-      await tx.write(`${be}/multi-queue-max-queues`, '2');
-    });
-    await switchState(xs, be, XenbusState.InitWait);
-    log('backend', 'InitWait: persistent grants, 256 indirect segments, 16 ring pages, 2 queues offered');
-    await waitForState(xs, fe, XenbusState.Initialised, { group: `backend:${VDEV}` });
-    const keys = await xs.directory(fe);
-    log('backend', `frontend Initialised; it wrote ${keys.filter((k) => !['backend', 'backend-id', 'virtual-device', 'state'].includes(k)).join(', ')}`);
-    // Map every ring page the frontend granted and bind every queue's event channel.
-    const nq = await xs.readInt(`${fe}/multi-queue-num-queues`);
-    const pages = 1 << (await xs.readInt(`${fe}/ring-page-order`, { fallback: 0 }));
-    for (let q = 0; q < nq; q++) {
-      const maps = [];
-      for (let p = 0; p < pages; p++) maps.push(host.dom0.mapper.map(DOMID, await xs.readInt(`${fe}/queue-${q}/ring-ref${p}`), true));
-      const ch = host.dom0.evtchn.bindInterdomain(DOMID, await xs.readInt(`${fe}/queue-${q}/event-channel`));
-      log('backend', `queue ${q}: mapped grants ${maps.map((m) => m.ref).join(',')} (page 0 says "${new TextDecoder().decode(maps[0]!.bytes.subarray(0, 14))}"), bound port ${ch.port}; kick`);
-      ch.notify();
-      for (const m of maps) host.dom0.mapper.unmap(m);
-      ch.close();
-    }
-    await xs.transaction(async (tx) => {
-      await tx.write(`${be}/sectors`, String(2n * 1024n * 1024n)); // 1 GiB in 512-byte sectors
-      await tx.write(`${be}/info`, '0');
-      await tx.write(`${be}/sector-size`, '512');
-      await tx.write(`${be}/feature-flush-cache`, '1');
-      await tx.write(`${be}/feature-discard`, '1');
-    });
-    await switchState(xs, be, XenbusState.Connected);
-    log('backend', 'Connected');
-    return xs;
-  })();
-
-  // The guest's frontend: its platform gives it xenstore (over the shared ring), grants and event channels.
-  const platform = host.guest;
-  const guest: XenstoreClient = platform.xenstore;
-  const myDir = `device/vbd/${VDEV}`; // relative: resolved under /local/domain/1
-  const backendPath = await guest.read(`${myDir}/backend`);
-  await waitForState(guest, backendPath, XenbusState.InitWait, { group: `vbd:${VDEV}` });
-  const order = await guest.readInt(`${backendPath}/max-ring-page-order`, { fallback: 0 });
-  const queues = Math.min(2, await guest.readInt(`${backendPath}/multi-queue-max-queues`, { fallback: 1 }));
-  const persistent = await guest.readBool(`${backendPath}/feature-persistent`);
-  const ringPages = 1 << Math.min(order, 2);
-  const kicks: Promise<void>[] = [];
-  const rings = Array.from({ length: queues }, (_, q) => {
-    const pages = platform.grants.share(0, ringPages, true);
-    pages.bytes.set(new TextEncoder().encode(`ring of queue${q}`));
-    const ch = platform.evtchn.allocUnbound(0);
-    kicks.push(new Promise((resolve) => ch.onEvent(() => resolve())));
-    return { pages, ch };
-  });
-  let attempts = 0;
-  await guest.transaction(async (tx) => {
-    attempts++;
-    await tx.write(`${myDir}/ring-page-order`, String(Math.min(order, 2)));
-    await tx.write(`${myDir}/multi-queue-num-queues`, String(queues));
-    for (const [q, r] of rings.entries()) {
-      for (const [p, ref] of r.pages.refs.entries()) await tx.write(`${myDir}/queue-${q}/ring-ref${p}`, String(ref));
-      await tx.write(`${myDir}/queue-${q}/event-channel`, String(r.ch.port));
-    }
-    await tx.write(`${myDir}/protocol`, 'x86_64-abi');
-    await tx.write(`${myDir}/feature-persistent`, persistent ? '1' : '0');
-  });
-  log('guest', `backend InitWait; ${queues} queues x ${ringPages} granted ring pages and an event channel each, written in one transaction (${attempts} attempt)`);
-  await switchState(guest, myDir, XenbusState.Initialised);
-  const st = await waitForState(guest, backendPath, XenbusState.Connected, { group: `vbd:${VDEV}` });
-  const sectors = await guest.readBigInt(`${backendPath}/sectors`);
-  const sectorSize = await guest.readInt(`${backendPath}/sector-size`);
-  await Promise.all(kicks);
-  await switchState(guest, myDir, XenbusState.Connected);
-  log('guest', `every queue's event channel was kicked by the backend`);
-  log('guest', `backend ${xenbusStateName(st)}: ${sectors} sectors of 512 bytes (${Number(sectors) / 2048} MiB), sector-size ${sectorSize}; Connected`);
-
-  // The client keeps many requests in flight: the same reads, one at a time and 64 at once.
-  const n = 5000;
-  const key = `${myDir}/protocol`;
+  // Write 8 MiB in 1 MiB calls (indirect requests), read it back, compare.
+  const data = new Uint8Array(8 << 20);
+  for (let i = 0; i < data.length; i += 4) new DataView(data.buffer).setUint32(i, i * 2654435761 >>> 0, true);
   let t = performance.now();
-  for (let i = 0; i < n; i++) await guest.read(key);
-  const serial = n / ((performance.now() - t) / 1000);
+  await Promise.all(Array.from({ length: 8 }, (_, i) => dev.write(i << 20, data.subarray(i << 20, (i + 1) << 20))));
+  await dev.flush();
+  const wMs = performance.now() - t;
   t = performance.now();
-  let next = 0;
-  await Promise.all(Array.from({ length: 64 }, async () => {
-    while (next++ < n) await guest.read(key);
-  }));
-  const conc = n / ((performance.now() - t) / 1000);
-  log('xenstore', `${n} reads over the shared ring: ${Math.round(serial)} ops/s one at a time, ${Math.round(conc)} ops/s with 64 in flight (x${(conc / serial).toFixed(1)}, in-process)`);
-  const s = guest.stats();
-  log('xenstore', `guest connection: ${s.requestsSent} requests, ${s.watchEvents} watch events, max ${s.maxInFlight} in flight`);
+  const back = await dev.read(0, 8 << 20);
+  const rMs = performance.now() - t;
+  const same = Buffer.compare(Buffer.from(back), Buffer.from(data)) === 0;
+  log('guest', `8 MiB written in ${wMs.toFixed(0)} ms and read back in ${rMs.toFixed(0)} ms: ${same ? 'identical' : 'MISMATCH'}`);
+  if (!same) throw new Error('read back differs from what was written');
 
-  (await backend).close();
-  const g = host.grantCounters();
-  log('host', `dom0 grant maps ${g.maps}, unmaps ${g.unmaps}, refused ${g.mapFailures}; xenstored served ${xenstored.counters.requests} requests`);
-  for (const r of rings) {
-    platform.grants.unshare(r.pages);
-    r.ch.close();
-  }
+  // Random 4 KiB reads, 32 in flight.
+  const n = 20000;
+  let next = 0;
+  t = performance.now();
+  await Promise.all(Array.from({ length: 32 }, async () => {
+    while (next++ < n) await dev.read(((next * 7919) % 16384) * 4096, 4096);
+  }));
+  const iops = n / ((performance.now() - t) / 1000);
+  log('guest', `${n} random 4 KiB reads, 32 in flight: ${Math.round(iops)} IOPS (in-process simulated host)`);
+
+  // The backend closes with I/O in flight; the driver reconnects and replays it.
+  disk.stall(true);
+  const inFlight = Array.from({ length: 16 }, (_, i) => dev.write(i * 65536, data.subarray(0, 65536)));
+  await new Promise((r) => setTimeout(r, 20));
+  const replayed = new Promise<{ replayed: number }>((r) => dev.once('reconnect', r));
+  await disk.goClosing();
+  log('backend', 'Closing with 16 writes unanswered');
+  log('guest', `reconnected; replayed ${(await replayed).replayed} requests`);
+  await Promise.all(inFlight);
+
+  const s = dev.stats();
+  const b = disk.stats();
+  log('guest', `${s.requests} ring requests (${s.indirectRequests} indirect), ${s.notifications} notifications sent ` +
+    `(${(s.notifications / s.requests).toFixed(3)} per request), ${s.responsesPerInterrupt.toFixed(1)} responses per interrupt`);
+  log('guest', `grant pool: ${s.pool.hits} page hits, ${s.pool.fallbacks} fresh grants`);
+  log('backend', `${b.requests} requests served; grants mapped ${b.persistentMaps} persistently, ${b.transientMaps} per request; ${b.connections} connections`);
+  await dev.close();
+  log('guest', 'closed: grants ended, event channels unbound');
   await host.close();
 }
 
