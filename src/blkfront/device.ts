@@ -159,7 +159,9 @@ export class BlockDevice extends EventEmitter {
         this.infoNow = { ...info, features: this.infoNow.features };
         this.emit('resize', this.infoNow);
       }
-    } else if (s === XenbusState.Closing || s === XenbusState.Closed || s === XenbusState.Unknown) {
+    } else if (([XenbusState.Closing, XenbusState.Closed, XenbusState.Unknown, XenbusState.InitWait, XenbusState.Initialising] as XenbusState[]).includes(s)) {
+      // Closing, Closed or gone; or InitWait / Initialising: a backend that started over
+      // before we saw it close. Either way our rings are dead: reconnect.
       await this.reconnect();
     }
   }
@@ -343,8 +345,9 @@ export class BlockDevice extends EventEmitter {
 
   /**
    * Writes `data` at byte `offset`; same checks as {@link read}, plus
-   * BLKIF_EROFS on a read-only disk. The data is copied before this returns
-   * a promise's first turn: the caller may reuse its buffer once it settles.
+   * BLKIF_EROFS on a read-only disk. `data` is copied into granted pages
+   * when its request goes on the ring, which may be later if the ring or the
+   * pool is full: leave it unchanged until the call settles.
    */
   async write(offset: number, data: Uint8Array): Promise<void> {
     if (!(data instanceof Uint8Array)) throw new BlkifError('BLKIF_EINVAL', 'write: data must be a Uint8Array');
