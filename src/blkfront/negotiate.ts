@@ -231,4 +231,3 @@ export async function resetFrontend(platform: XenPlatform, loc: DeviceLocation):
   if (s !== XenbusState.Initialising) await switchState(xs, loc.frontend, XenbusState.Initialising);
 }
 
-export { switchState };

@@ -312,10 +312,6 @@ export class BlkQueue {
 
   private complete(op: IoOp): void {
     this.inFlight.delete(op);
-    if (op.indirect !== null) {
-      op.indirectPool!.release(op.indirect);
-      op.indirect = null;
-    }
     const ok = op.status === BlkifRsp.Okay;
     if (ok && op.op === BlkifOp.Read) {
       const dst = op.data!;
@@ -324,17 +320,10 @@ export class BlkQueue {
         dst.set(pages[i]!.subarray(0, Math.min(PAGE_SIZE, dst.byteLength - off)), off);
       }
     }
-    this.releaseData(op);
+    op.releasePages();
     const err = ok ? null : statusError(op);
     this.hooks.completed(op, err);
     op.done.pieceDone(err);
-  }
-
-  private releaseData(op: IoOp): void {
-    if (op.lease !== null) {
-      op.pool!.release(op.lease);
-      op.lease = null;
-    }
   }
 
   /** Fails a piece that was still waiting (its pages never reached the backend). */
@@ -358,10 +347,7 @@ export class BlkQueue {
     this.channel.close();
     const out = [...this.inFlight];
     for (const op of out) {
-      if (op.indirect !== null) {
-        op.indirectPool!.release(op.indirect);
-        op.indirect = null;
-      }
+      op.releaseIndirect();
       op.parts = 0;
       op.queue = null;
     }

@@ -65,16 +65,21 @@ export class IoOp {
     readonly flag = 0,
   ) {}
 
+  /** Gives back its indirect pages (a new submission may need a different number). */
+  releaseIndirect(): void {
+    if (this.indirect !== null) {
+      this.indirectPool!.release(this.indirect);
+      this.indirect = null;
+    }
+  }
+
   /** Gives back whatever pages it holds. */
   releasePages(): void {
     if (this.lease !== null) {
       this.pool!.release(this.lease);
       this.lease = null;
     }
-    if (this.indirect !== null) {
-      this.indirectPool!.release(this.indirect);
-      this.indirect = null;
-    }
+    this.releaseIndirect();
   }
 
   /** Data pages it needs (segments are whole pages but the last, starting at sector 0). */

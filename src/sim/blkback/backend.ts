@@ -197,15 +197,17 @@ export class SimBlkback {
     });
     await this.advertise();
     this.watch = await this.xs.watch(`${fe}/state`, () => {
-      this.serialize(() => this.frontendChanged());
+      this.serialize(() => this.frontendChanged()).catch((err: unknown) => {
+        if (!this.closed) process.emitWarning(`simulated blkback ${this.vdev}: ${err instanceof Error ? err.message : String(err)}`);
+      });
     }, { group: `blkback:${this.frontendDomid}:${this.vdev}` });
   }
 
-  /** Runs state handling one step at a time, in order. */
-  private serialize(step: () => Promise<void>): void {
-    this.chain = this.chain.then(step).catch((err: unknown) => {
-      if (!this.closed) process.emitWarning(`simulated blkback ${this.vdev}: ${err instanceof Error ? err.message : String(err)}`);
-    });
+  /** Runs state handling one step at a time, in order; the step's own promise says how it went. */
+  private serialize(step: () => Promise<void>): Promise<void> {
+    const run = this.chain.then(step);
+    this.chain = run.catch(() => undefined);
+    return run;
   }
 
   private async setState(s: XenbusState): Promise<void> {
@@ -390,17 +392,10 @@ export class SimBlkback {
    * to reconnect; this backend follows it (Closed, then InitWait again).
    */
   goClosing(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.serialize(async () => {
-        try {
-          Atomics.store(this.ctl, Ctl.stall, 1);
-          await this.stopQueues();
-          await this.setState(XenbusState.Closing);
-          resolve();
-        } catch (err) {
-          reject(err);
-        }
-      });
+    return this.serialize(async () => {
+      Atomics.store(this.ctl, Ctl.stall, 1);
+      await this.stopQueues();
+      await this.setState(XenbusState.Closing);
     });
   }
 
@@ -414,20 +409,13 @@ export class SimBlkback {
       return Promise.reject(new XenError('XEN_EINVAL', `bad size ${bytes}`));
     }
     if (bytes > this.capacity) return Promise.reject(new XenError('XEN_EINVAL', `size ${bytes} is past the memory disk's maxSize ${this.capacity}`));
-    return new Promise((resolve, reject) => {
-      this.serialize(async () => {
-        try {
-          if (this.disk.kind === 'file') truncateSync(this.disk.path, bytes);
-          else if (bytes < this.bytes) new Uint8Array(this.disk.buffer).fill(0, bytes, this.bytes);
-          this.bytes = bytes;
-          setSectors(this.ctl, bytes / BLKIF_SECTOR_SIZE);
-          await this.xs.write(`${this.backendPath}/sectors`, String(bytes / BLKIF_SECTOR_SIZE));
-          if (this.state === XenbusState.Connected) await this.setState(XenbusState.Connected);
-          resolve();
-        } catch (err) {
-          reject(err);
-        }
-      });
+    return this.serialize(async () => {
+      if (this.disk.kind === 'file') truncateSync(this.disk.path, bytes);
+      else if (bytes < this.bytes) new Uint8Array(this.disk.buffer).fill(0, bytes, this.bytes);
+      this.bytes = bytes;
+      setSectors(this.ctl, bytes / BLKIF_SECTOR_SIZE);
+      await this.xs.write(`${this.backendPath}/sectors`, String(bytes / BLKIF_SECTOR_SIZE));
+      if (this.state === XenbusState.Connected) await this.setState(XenbusState.Connected);
     });
   }
 
@@ -436,15 +424,10 @@ export class SimBlkback {
    * frontend closed, or after `timeoutMs`) Closed, and both directories removed.
    */
   async detach(timeoutMs = 5000): Promise<void> {
-    await new Promise<void>((resolve, reject) => this.serialize(async () => {
-      try {
-        await this.stopQueues();
-        await this.setState(XenbusState.Closing);
-        resolve();
-      } catch (err) {
-        reject(err);
-      }
-    }));
+    await this.serialize(async () => {
+      await this.stopQueues();
+      await this.setState(XenbusState.Closing);
+    });
     await waitForState(this.xs, this.frontendPath, [XenbusState.Closed, XenbusState.Unknown], { timeoutMs }).catch(() => undefined);
     await this.close();
     await this.xs.rm(this.backendPath).catch(() => undefined);

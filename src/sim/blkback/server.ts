@@ -133,14 +133,21 @@ export class QueueServer {
 
   /** Copies ring entry `idx` into the scratch buffer (the ring may span pages). */
   private copyEntry(idx: number): void {
-    const size = this.o.abi.entrySize;
-    let off = SRING_HEADER_SIZE + (idx & (this.entries - 1)) * size;
-    let done = 0;
-    while (done < size) {
+    this.span(idx, this.scratch, false);
+  }
+
+  /**
+   * Copies between `buf` and ring entry `idx`, whose bytes may straddle two
+   * mapped pages (blkback vmaps them contiguously; we have separate maps).
+   */
+  private span(idx: number, buf: Uint8Array, toRing: boolean): void {
+    let off = SRING_HEADER_SIZE + (idx & (this.entries - 1)) * this.o.abi.entrySize;
+    for (let done = 0; done < buf.byteLength;) {
       const page = this.pages[Math.floor(off / PAGE_SIZE)]!;
       const at = off % PAGE_SIZE;
-      const n = Math.min(size - done, PAGE_SIZE - at);
-      this.scratch.set(page.subarray(at, at + n), done);
+      const n = Math.min(buf.byteLength - done, PAGE_SIZE - at);
+      if (toRing) page.set(buf.subarray(done, done + n), at);
+      else buf.set(page.subarray(at, at + n), done);
       done += n;
       off += n;
     }
@@ -373,25 +380,12 @@ export class QueueServer {
     v.setUint8(o.operation, op);
     v.setUint8(o.operation + 1, 0);
     v.setInt16(o.status, status, true);
-    this.writeEntry(this.rspProdPvt, this.rspScratch.subarray(0, o.size));
+    this.span(this.rspProdPvt, this.rspScratch.subarray(0, o.size), true);
     this.rspProdPvt = idxAdd(this.rspProdPvt, 1);
     this.count(QStat.responses);
     if (pushResponsesAndCheckNotify(this.words, this.rspProdPvt)) {
       this.o.channel.notify();
       this.count(QStat.notifications);
-    }
-  }
-
-  private writeEntry(idx: number, src: Uint8Array): void {
-    let off = SRING_HEADER_SIZE + (idx & (this.entries - 1)) * this.o.abi.entrySize;
-    let done = 0;
-    while (done < src.byteLength) {
-      const page = this.pages[Math.floor(off / PAGE_SIZE)]!;
-      const at = off % PAGE_SIZE;
-      const n = Math.min(src.byteLength - done, PAGE_SIZE - at);
-      page.set(src.subarray(done, done + n), at);
-      done += n;
-      off += n;
     }
   }
 
