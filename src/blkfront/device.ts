@@ -79,6 +79,10 @@ type State = 'connected' | 'reconnecting' | 'broken' | 'gone' | 'closed';
 
 const ZERO_STATS = (): QueueStats => ({ requests: 0, indirectRequests: 0, notifications: 0, interrupts: 0, responses: 0 });
 
+function addQueueStats(into: QueueStats, from: QueueStats): void {
+  for (const k of Object.keys(into) as Array<keyof QueueStats>) into[k] += from[k];
+}
+
 export class BlockDevice extends EventEmitter {
   private state: State = 'connected';
   private infoNow!: BlockDeviceInfo;
@@ -87,7 +91,7 @@ export class BlockDevice extends EventEmitter {
   private readonly pools: GrantPool[] = [];
   private held: IoOp[] = [];
   private failure: BlkifError | null = null;
-  private readonly quarantine: Array<() => void> = [];
+  private readonly quarantine: IoOp[] = [];
   private watch: Watch | undefined;
   private chain: Promise<void> = Promise.resolve();
   private next = 0;
@@ -215,7 +219,7 @@ export class BlockDevice extends EventEmitter {
 
   /** Keeps a queue's counters when it goes away. */
   private retire(q: BlkQueue): void {
-    for (const k of Object.keys(this.past) as Array<keyof QueueStats>) this.past[k] += q.stats[k];
+    addQueueStats(this.past, q.stats);
   }
 
   private dropRings(): void {
@@ -391,7 +395,7 @@ export class BlockDevice extends EventEmitter {
 
   stats(): BlockDeviceStats {
     const s = { ...this.past };
-    for (const q of this.queues) for (const k of Object.keys(s) as Array<keyof QueueStats>) s[k] += q.stats[k];
+    for (const q of this.queues) addQueueStats(s, q.stats);
     const pool = { hits: 0, fallbacks: 0, kept: 0, waits: 0, size: 0, inUse: 0 };
     for (const p of this.pools) {
       const ps = p.stats();
@@ -451,7 +455,7 @@ export class BlockDevice extends EventEmitter {
       q.close();
     }
     this.dropRings();
-    for (const release of this.quarantine.splice(0)) release();
+    for (const op of this.quarantine.splice(0)) op.releasePages();
     await Promise.all(this.pools.map((p) => p.close()));
   }
 }

@@ -76,11 +76,6 @@ export class BlkQueue {
     channel.onEvent(this.onEvent);
   }
 
-  /** Requests waiting for room on the ring or in the pool. */
-  get waiting(): number {
-    return this.pending.length - this.head;
-  }
-
   /** Queues a piece and puts it on the ring as soon as there is room. */
   enqueue(op: IoOp): void {
     op.queue = this;
@@ -115,11 +110,7 @@ export class BlkQueue {
       const nreq = this.requestsFor(op);
       if (this.ids.free < nreq) break;
       if (!this.lendPages(op)) break;
-      this.pending[this.head++] = undefined as unknown as IoOp;
-      if (this.head > 64 && this.head * 2 > this.pending.length) {
-        this.pending.splice(0, this.head);
-        this.head = 0;
-      }
+      this.dequeue();
       this.put(op, nreq);
     }
     if (this.head === this.pending.length && this.head > 0) {
@@ -129,6 +120,15 @@ export class BlkQueue {
     if (!this.pushQueued && this.live && this.ring.unpushed) {
       this.pushQueued = true;
       queueMicrotask(this.pushNow);
+    }
+  }
+
+  /** Takes the head off the waiting list (an array with a moving head, compacted now and then). */
+  private dequeue(): void {
+    this.pending[this.head++] = undefined as unknown as IoOp;
+    if (this.head > 64 && this.head * 2 > this.pending.length) {
+      this.pending.splice(0, this.head);
+      this.head = 0;
     }
   }
 
@@ -164,7 +164,7 @@ export class BlkQueue {
     try {
       return this.pool.take(n, writable);
     } catch (err) {
-      this.pending[this.head++] = undefined as unknown as IoOp;
+      this.dequeue(); // `op` is the head: pump() is lending to it
       op.releasePages();
       const code = isXenError(err, 'XEN_CLOSED') ? 'BLKIF_CLOSED' : 'BLKIF_EIO';
       op.done.pieceDone(new BlkifError(code, `${opName(op.op)}: could not share its pages: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
@@ -218,7 +218,6 @@ export class BlkQueue {
     const per = this.params.maxSegments;
     op.parts = nreq;
     op.status = BlkifRsp.Okay;
-    op.submissions++;
     let indirectPage = 0;
     for (let k = 0; k < nreq; k++) {
       const slot = this.ids.alloc();
@@ -366,19 +365,14 @@ export class BlkQueue {
   /**
    * Fails everything (the backend broke the protocol, or is gone). Pages the
    * backend may still write are not given back to the pool, so they cannot
-   * end up under another request: they are returned in `quarantine`.
+   * end up under another request: the pieces keep them and go into
+   * `quarantine`, whose owner releases them once the backend is disconnected.
    */
-  fail(err: BlkifError, quarantine: Array<() => void>): void {
+  fail(err: BlkifError, quarantine: IoOp[]): void {
     this.live = false;
     this.channel.onEvent(null);
     for (const op of this.inFlight) {
-      const { lease, pool, indirect, indirectPool } = op;
-      op.lease = null;
-      op.indirect = null;
-      quarantine.push(() => {
-        if (lease !== null) pool!.release(lease);
-        if (indirect !== null) indirectPool!.release(indirect);
-      });
+      quarantine.push(op);
       op.done.pieceDone(err);
     }
     this.inFlight.clear();

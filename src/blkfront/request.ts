@@ -48,8 +48,6 @@ export class IoOp {
   parts = 0;
   /** The first failing response status (BLKIF_RSP_*). */
   status: number = BlkifRsp.Okay;
-  /** How many times it was put on a ring (more than once after a reconnect). */
-  submissions = 0;
 
   constructor(
     /** BLKIF_OP_*: Read, Write, FlushDiskcache, WriteBarrier, Discard. */

@@ -295,9 +295,11 @@ export class SimBlkback {
     const o = this.opts;
     const data: QueueWorkerData = {
       handle: this.hostHandle, backendDomid: this.backendDomid, frontendDomid: this.frontendDomid, queue, ringRefs, port, protocol,
-      ctl: this.ctl.buffer as SharedArrayBuffer, disk: this.disk, readOnly: o.readOnly, sectorSize: o.sectorSize, persistent,
-      maxPersistentGrants: o.maxPersistentGrants, maxIndirectSegments: o.maxIndirectSegments, flush: o.flush, barrier: o.barrier,
-      discard: o.discard !== null,
+      ctl: this.ctl.buffer as SharedArrayBuffer, disk: this.disk,
+      policy: {
+        readOnly: o.readOnly, sectorSize: o.sectorSize, persistent, maxPersistentGrants: o.maxPersistentGrants,
+        maxIndirectSegments: o.maxIndirectSegments, flush: o.flush, barrier: o.barrier, discard: o.discard !== null,
+      },
     };
     const worker = new Worker(workerUrl(), { workerData: data });
     const ready = new Promise<void>((resolve, reject) => {

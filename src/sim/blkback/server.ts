@@ -34,9 +34,15 @@ export interface QueueServerOptions {
   disk: DiskIo;
   ctl: Int32Array;
   queue: number;
+  policy: QueuePolicy;
+}
+
+/** What a queue serves and allows: the disk's settings and what was negotiated. Structured-cloneable. */
+export interface QueuePolicy {
   readOnly: boolean;
   /** Logical sector size: requests must be aligned to it. */
   sectorSize: number;
+  /** Persistent grants negotiated. */
   persistent: boolean;
   /** Most persistent grants kept (Linux's max_persistent_grants). */
   maxPersistentGrants: number;
@@ -86,7 +92,10 @@ export class QueueServer {
   /** Set when the frontend broke the ring; the queue then serves nothing more. */
   broken: string | null = null;
 
+  private readonly p: QueuePolicy;
+
   constructor(private readonly o: QueueServerOptions) {
+    this.p = o.policy;
     this.pages = o.ring.map((m) => m.bytes);
     this.entries = ringEntries(this.pages.length * PAGE_SIZE, o.abi.entrySize);
     const p0 = this.pages[0]!;
@@ -94,7 +103,7 @@ export class QueueServer {
     this.scratch = new Uint8Array(o.abi.entrySize);
     this.sv = new DataView(this.scratch.buffer);
     // gref, first, last per segment, up to the indirect maximum.
-    this.segs = new Int32Array(3 * Math.max(BLKIF_MAX_SEGMENTS_PER_REQUEST, o.maxIndirectSegments));
+    this.segs = new Int32Array(3 * Math.max(BLKIF_MAX_SEGMENTS_PER_REQUEST, o.policy.maxIndirectSegments));
     this.stats = QUEUE_BASE + o.queue * QUEUE_WORDS;
     // BACK_RING_ATTACH: everything up to rsp_prod has been answered.
     this.rspProdPvt = loadIdx(this.words, SringWord.rspProd);
@@ -215,7 +224,7 @@ export class QueueServer {
         return this.readWrite();
       case BlkifOp.WriteBarrier:
       case BlkifOp.FlushDiskcache: {
-        if (!(r.op === BlkifOp.WriteBarrier ? this.o.barrier : this.o.flush)) throw new BadRequest(BlkifRsp.EOpNotSupp, 'not offered');
+        if (!(r.op === BlkifOp.WriteBarrier ? this.p.barrier : this.p.flush)) throw new BadRequest(BlkifRsp.EOpNotSupp, 'not offered');
         r.rw = BlkifOp.Write;
         r.nseg = v.getUint8(abi.request.nrSegments);
         r.sector = getU64Number(v, abi.request.sectorNumber);
@@ -241,12 +250,12 @@ export class QueueServer {
     const r = this.req;
     const v = this.sv;
     const o = this.o.abi.indirect;
-    if (this.o.maxIndirectSegments === 0) throw new BadRequest(BlkifRsp.EOpNotSupp, 'indirect descriptors not offered');
+    if (this.p.maxIndirectSegments === 0) throw new BadRequest(BlkifRsp.EOpNotSupp, 'indirect descriptors not offered');
     r.rw = v.getUint8(o.indirectOp);
     r.nseg = v.getUint16(o.nrSegments, true);
     r.sector = getU64Number(v, o.sectorNumber);
     if (r.rw !== BlkifOp.Read && r.rw !== BlkifOp.Write) throw new BadRequest(BlkifRsp.Error, `bad indirect_op ${r.rw}`);
-    if (r.nseg === 0 || r.nseg > this.o.maxIndirectSegments) throw new BadRequest(BlkifRsp.Error, `bad indirect nr_segments ${r.nseg}`);
+    if (r.nseg === 0 || r.nseg > this.p.maxIndirectSegments) throw new BadRequest(BlkifRsp.Error, `bad indirect nr_segments ${r.nseg}`);
     this.count(QStat.indirect);
     const pages = Math.ceil(r.nseg / SEGS_PER_INDIRECT_FRAME);
     for (let p = 0; p < pages; p++) {
@@ -281,11 +290,11 @@ export class QueueServer {
     const r = this.req;
     const s = this.segs;
     const write = r.rw === BlkifOp.Write;
-    if (write && this.o.readOnly) throw new BadRequest(BlkifRsp.Error, 'write to a read-only disk');
+    if (write && this.p.readOnly) throw new BadRequest(BlkifRsp.Error, 'write to a read-only disk');
     let nsec = 0;
     for (let i = 0; i < r.nseg; i++) nsec += s[3 * i + 2]! - s[3 * i + 1]! + 1;
-    const align = this.o.sectorSize / BLKIF_SECTOR_SIZE - 1;
-    if ((r.sector & align) !== 0 || (nsec & align) !== 0) throw new BadRequest(BlkifRsp.Error, `sector ${r.sector}+${nsec} not aligned to ${this.o.sectorSize}`);
+    const align = this.p.sectorSize / BLKIF_SECTOR_SIZE - 1;
+    if ((r.sector & align) !== 0 || (nsec & align) !== 0) throw new BadRequest(BlkifRsp.Error, `sector ${r.sector}+${nsec} not aligned to ${this.p.sectorSize}`);
     if (r.sector + nsec > getSectors(this.o.ctl)) throw new BadRequest(BlkifRsp.Error, `sector ${r.sector}+${nsec} past the end`);
     // Map every segment first, so a bad grant fails the request before any I/O.
     const maps: GrantMapping[] = [];
@@ -308,11 +317,11 @@ export class QueueServer {
   private discard(): void {
     const r = this.req;
     const o = this.o.abi.discard;
-    if (!this.o.discard) throw new BadRequest(BlkifRsp.EOpNotSupp, 'discard not offered');
-    if (this.o.readOnly) throw new BadRequest(BlkifRsp.Error, 'discard on a read-only disk');
+    if (!this.p.discard) throw new BadRequest(BlkifRsp.EOpNotSupp, 'discard not offered');
+    if (this.p.readOnly) throw new BadRequest(BlkifRsp.Error, 'discard on a read-only disk');
     r.sector = getU64Number(this.sv, o.sectorNumber);
     r.nrSectors = getU64Number(this.sv, o.nrSectors);
-    const align = this.o.sectorSize / BLKIF_SECTOR_SIZE - 1;
+    const align = this.p.sectorSize / BLKIF_SECTOR_SIZE - 1;
     if ((r.sector & align) !== 0 || (r.nrSectors & align) !== 0) throw new BadRequest(BlkifRsp.Error, 'discard not aligned');
     if (r.sector + r.nrSectors > getSectors(this.o.ctl)) throw new BadRequest(BlkifRsp.Error, 'discard past the end');
     this.o.disk.discard(r.sector * BLKIF_SECTOR_SIZE, r.nrSectors * BLKIF_SECTOR_SIZE);
@@ -324,10 +333,10 @@ export class QueueServer {
    * request only.
    */
   private mapGrant(gref: number, writable: boolean): GrantMapping {
-    if (this.o.persistent) {
+    if (this.p.persistent) {
       const kept = this.persistent.get(gref);
       if (kept !== undefined) return kept;
-      if (this.persistent.size < this.o.maxPersistentGrants) {
+      if (this.persistent.size < this.p.maxPersistentGrants) {
         const m = this.o.mapper.map(this.o.domid, gref, true);
         this.persistent.set(gref, m);
         this.count(QStat.persistentMaps);

@@ -14,7 +14,7 @@ import { SimEventChannels } from '../host/evtchn.js';
 import { SimGrantMapper, type GrantMapping } from '../host/grants.js';
 import { openDisk, type DiskSpec } from './disk.js';
 import { Ctl, QStat, QUEUE_BASE, QUEUE_WORDS, WORKER_POLL_MS } from './control.js';
-import { QueueServer } from './server.js';
+import { QueueServer, type QueuePolicy } from './server.js';
 
 /** What the controller passes to each queue's worker. */
 export interface QueueWorkerData {
@@ -27,14 +27,7 @@ export interface QueueWorkerData {
   protocol: string;
   ctl: SharedArrayBuffer;
   disk: DiskSpec;
-  readOnly: boolean;
-  sectorSize: number;
-  persistent: boolean;
-  maxPersistentGrants: number;
-  maxIndirectSegments: number;
-  flush: boolean;
-  barrier: boolean;
-  discard: boolean;
+  policy: QueuePolicy;
 }
 
 function run(d: QueueWorkerData): void {
@@ -52,9 +45,7 @@ function run(d: QueueWorkerData): void {
     const channel = evtchn.bindInterdomain(d.frontendDomid, d.port);
     channel.onEvent(() => undefined); // the wait below is the handler
     server = new QueueServer({
-      abi, domid: d.frontendDomid, ring, channel, mapper, disk: openDisk(d.disk), ctl, queue: d.queue,
-      readOnly: d.readOnly, sectorSize: d.sectorSize, persistent: d.persistent, maxPersistentGrants: d.maxPersistentGrants,
-      maxIndirectSegments: d.maxIndirectSegments, flush: d.flush, barrier: d.barrier, discard: d.discard,
+      abi, domid: d.frontendDomid, ring, channel, mapper, disk: openDisk(d.disk), ctl, queue: d.queue, policy: d.policy,
     });
   } catch (err) {
     for (const m of ring) mapper.unmap(m);
