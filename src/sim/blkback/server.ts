@@ -201,12 +201,14 @@ export class QueueServer {
     const kind = Atomics.load(ctl, Ctl.faultKind);
     if (kind === FaultKind.none) return kind;
     if ((Atomics.load(ctl, Ctl.faultOps) & (1 << this.req.rspOp)) === 0) return FaultKind.none;
-    if (Atomics.load(ctl, Ctl.faultCount) === -1) return kind;
-    if (Atomics.sub(ctl, Ctl.faultCount, 1) <= 0) {
-      Atomics.add(ctl, Ctl.faultCount, 1);
-      return FaultKind.none;
+    // Take one from the count with a compare-and-swap: the queues' workers share it, and a
+    // decrement undone afterwards would let another worker read -1 ("every request") meanwhile.
+    for (;;) {
+      const left = Atomics.load(ctl, Ctl.faultCount);
+      if (left === -1) return kind;
+      if (left <= 0) return FaultKind.none;
+      if (Atomics.compareExchange(ctl, Ctl.faultCount, left, left - 1) === left) return kind;
     }
-    return kind;
   }
 
   private dispatch(): void {
