@@ -348,6 +348,19 @@ export class BlockDevice extends EventEmitter {
   }
 
   /**
+   * Reads `dst.byteLength` bytes at byte `offset` into `dst`, the
+   * allocation-free form of {@link read} for callers that reuse buffers;
+   * same checks and errors. The backend never sees `dst` (data is bounced
+   * through granted pages); a read that fails may still have filled the
+   * parts of `dst` whose pieces succeeded.
+   */
+  async readInto(offset: number, dst: Uint8Array): Promise<void> {
+    if (!(dst instanceof Uint8Array)) throw new BlkifError('BLKIF_EINVAL', 'readInto: dst must be a Uint8Array');
+    this.checkRange('read', offset, dst.byteLength);
+    await this.count(this.submit(BlkifOp.Read, offset, dst.byteLength, dst), 'reads');
+  }
+
+  /**
    * Writes `data` at byte `offset`; same checks as {@link read}, plus
    * BLKIF_EROFS on a read-only disk. `data` is copied into granted pages
    * when its request goes on the ring, which may be later if the ring or the

@@ -1,0 +1,67 @@
+/**
+ * One blkbench run as a function: opens the target, runs the job on the
+ * driver, then (with --baseline) the same job on the image through Node fs
+ * in this process, and returns the report. The binary (cli.ts) and the
+ * benchmark targets (bench/targets.ts) both call it.
+ */
+import type { BenchOptions } from './options.js';
+import { runJob, type IoEngine, type RunHooks } from './run.js';
+import { featureLine, openDriverTarget, openFsBaseline, type DriverTarget } from './targets.js';
+import { figures, jobOf, progressLine, type Report } from './report.js';
+
+export interface BenchHooks {
+  /** The driver is connected (tests reach the simulated backend through it). */
+  opened?(t: DriverTarget): void | Promise<void>;
+  /** Per-run hooks, told which engine runs. */
+  run?(engine: IoEngine, t: DriverTarget): RunHooks;
+}
+
+/** Progress on stderr, rewritten in place. */
+function progressHooks(label: string): RunHooks {
+  return {
+    progress: (p) => process.stderr.write(`\r\x1b[K${progressLine(label, p)}`),
+  };
+}
+
+function withProgress(h: RunHooks, show: boolean, label: string): RunHooks {
+  if (!show) return h;
+  const p = progressHooks(label);
+  return { ...h, progress: h.progress ?? p.progress };
+}
+
+export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise<Report> {
+  const show = o.progress ?? (process.stderr.isTTY === true && !o.json);
+  const t = await openDriverTarget(o);
+  try {
+    await hooks.opened?.(t);
+    const size = o.size ?? t.engine.size - o.offset;
+    const driverHooks = withProgress(hooks.run?.(t.engine, t) ?? {}, show, 'driver');
+    const driver = await runJob(t.engine, o, driverHooks);
+    if (show) process.stderr.write('\r\x1b[K');
+    const mem = process.memoryUsage();
+    const report: Report = {
+      job: jobOf(o, size),
+      target: t.describe,
+      features: featureLine(t.device.info),
+      ...figures(driver),
+      memory: { rss_bytes: mem.rss, heap_used_bytes: mem.heapUsed },
+    };
+    if (o.baseline) {
+      const fs = openFsBaseline(t.image!);
+      try {
+        const base = figures(await runJob(fs, o, withProgress(hooks.run?.(fs, t) ?? {}, show, 'baseline')));
+        if (show) process.stderr.write('\r\x1b[K');
+        report.baseline = base;
+        report.ratio = {
+          iops: base.iops === 0 ? 0 : Math.round((report.iops / base.iops) * 1000) / 1000,
+          bandwidth: base.bandwidth_bytes_per_s === 0 ? 0 : Math.round((report.bandwidth_bytes_per_s / base.bandwidth_bytes_per_s) * 1000) / 1000,
+        };
+      } finally {
+        fs.close();
+      }
+    }
+    return report;
+  } finally {
+    await t.close();
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * Runs one job on one engine: an optional --verify lay-out, an optional
+ * ramp, the measured phase with `iodepth` I/Os in flight, and an optional
+ * read-back. Each slot owns one buffer for the whole run and latencies go
+ * into a fixed histogram, so the harness allocates nothing per I/O beyond
+ * the engine's own promise.
+ */
+import { Histogram } from './histogram.js';
+import { Workload, checkPattern, fillPattern, type Mismatch } from './workload.js';
+import type { BenchOptions } from './options.js';
+
+/** What the driver (or the target under it) counted; null fields are not known for that engine. */
+export interface EngineCounters {
+  /** Ring requests sent. */
+  requests: number;
+  notifications: number;
+  interrupts: number;
+  responses: number;
+  poolHits: number;
+  poolFallbacks: number;
+  /** Grant map and unmap operations in the backend (the simulated one only). */
+  backendMaps: number | null;
+  backendUnmaps: number | null;
+}
+
+/** Something blkbench can drive: the block device, or a file through Node fs. */
+export interface IoEngine {
+  readonly label: string;
+  /** Bytes addressable. */
+  readonly size: number;
+  readonly sectorSize: number;
+  read(offset: number, buf: Uint8Array): Promise<void>;
+  write(offset: number, buf: Uint8Array): Promise<void>;
+  /** Cumulative counters (null for an engine with none, like Node fs). */
+  counters(): EngineCounters | null;
+}
+
+export interface RunHooks {
+  /** After the ramp (or before the measured phase when there is none). */
+  afterRamp?(): void | Promise<void>;
+  /** After the measured phase, before the read-back. */
+  beforeVerify?(): void | Promise<void>;
+  /** Progress while measuring, about once a second. */
+  progress?(p: { elapsed: number; ios: number; bytes: number; total: number | undefined; runtime: number | undefined }): void;
+}
+
+export interface JobResult {
+  ios: number;
+  reads: number;
+  writes: number;
+  bytes: number;
+  seconds: number;
+  lat: Histogram;
+  cpu: { user: number; system: number };
+  /** Counter increase over the measured phase (null for engines without counters). */
+  counters: EngineCounters | null;
+  /** Blocks found not to hold what was last written (null without --verify). */
+  verifyMismatches: number | null;
+  /** Blocks compared, inline and in the read-back. */
+  verifyChecked: number;
+  firstMismatch: Mismatch | null;
+}
+
+/** An I/O failed: the run stops, and says where. */
+export class IoFailure extends Error {
+  constructor(readonly offset: number, readonly write: boolean, override readonly cause: unknown) {
+    super(`${write ? 'write' : 'read'} at byte ${offset}: ${cause instanceof Error ? cause.message : String(cause)}`);
+  }
+}
+
+function diff(a: EngineCounters | null, b: EngineCounters | null): EngineCounters | null {
+  if (a === null || b === null) return null;
+  const d = (x: number | null, y: number | null): number | null => (x === null || y === null ? null : x - y);
+  return {
+    requests: a.requests - b.requests, notifications: a.notifications - b.notifications,
+    interrupts: a.interrupts - b.interrupts, responses: a.responses - b.responses,
+    poolHits: a.poolHits - b.poolHits, poolFallbacks: a.poolFallbacks - b.poolFallbacks,
+    backendMaps: d(a.backendMaps, b.backendMaps), backendUnmaps: d(a.backendUnmaps, b.backendUnmaps),
+  };
+}
+
+interface Phase {
+  /** Stop issuing after this many I/Os (Infinity: no limit). */
+  limit: number;
+  /** Stop issuing at this performance.now() (Infinity: no deadline). */
+  deadline: number;
+  record: boolean;
+}
+
+export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks = {}): Promise<JobResult> {
+  const region = o.size ?? engine.size - o.offset;
+  if (o.bs % engine.sectorSize !== 0) throw new Error(`--bs ${o.bs} is not a multiple of the disk's ${engine.sectorSize}-byte sectors`);
+  if (o.offset % engine.sectorSize !== 0) throw new Error(`--offset ${o.offset} is not a multiple of the disk's ${engine.sectorSize}-byte sectors`);
+  if (o.offset + region > engine.size || region < o.bs) {
+    throw new Error(`the region (--offset ${o.offset}, --size ${region}) does not fit the ${engine.size}-byte disk`);
+  }
+  const wl = new Workload(o.rw, o.rwmixread, o.bs, region, o.seed);
+  const depth = o.verify ? Math.min(o.iodepth, wl.blocks) : o.iodepth;
+  const bufs = Array.from({ length: depth }, () => new Uint8Array(o.bs));
+  const scratch = new Uint8Array(o.bs);
+  // --verify: the generation each block holds (0: unknown), and which blocks have I/O in flight.
+  const gen = o.verify ? new Uint32Array(wl.blocks) : null;
+  const busy = o.verify ? new Uint8Array(wl.blocks) : null;
+  const bad = o.verify ? new Uint8Array(wl.blocks) : null;
+  const lat = new Histogram();
+  let mismatches = 0;
+  let checked = 0;
+  let firstMismatch: Mismatch | null = null;
+  let ios = 0;
+  let reads = 0;
+  let writes = 0;
+  let failure: IoFailure | null = null;
+
+  const check = (b: number, buf: Uint8Array): void => {
+    const g = gen![b]!;
+    if (g === 0) return;
+    checked++;
+    const m = checkPattern(buf, o.offset + b * o.bs, g, o.seed, scratch);
+    if (m !== null && bad![b] === 0) {
+      bad![b] = 1;
+      mismatches++;
+      firstMismatch ??= m;
+    }
+  };
+
+  const runPhase = async (p: Phase): Promise<void> => {
+    let issued = 0;
+    const slot = async (buf: Uint8Array): Promise<void> => {
+      while (failure === null && issued < p.limit && (p.deadline === Infinity || performance.now() < p.deadline)) {
+        issued++;
+        let b = wl.next();
+        if (busy !== null) {
+          // Two I/Os on one block at once would make its contents ambiguous: take the next free one.
+          while (busy[b] !== 0) b = b + 1 === wl.blocks ? 0 : b + 1;
+          busy[b] = 1;
+        }
+        const write = wl.write;
+        const at = o.offset + b * o.bs;
+        let g = 0;
+        if (write && gen !== null) {
+          g = ((gen[b]! + 1) >>> 0) || 1;
+          gen[b] = 0; // unknown until the write succeeds
+          fillPattern(buf, at, g, o.seed);
+        }
+        const t0 = performance.now();
+        try {
+          if (write) await engine.write(at, buf);
+          else await engine.read(at, buf);
+        } catch (err) {
+          failure ??= new IoFailure(at, write, err);
+          return;
+        }
+        if (p.record) {
+          lat.record((performance.now() - t0) * 1e6);
+          ios++;
+          if (write) writes++;
+          else reads++;
+        }
+        if (busy !== null) {
+          if (write) gen![b] = g;
+          else check(b, buf);
+          busy[b] = 0;
+        }
+      }
+    };
+    await Promise.all(bufs.map(slot));
+    if (failure !== null) throw failure;
+  };
+
+  /** Writes (or reads and checks) every block once, in order, `depth` at a time. */
+  const sweep = async (write: boolean): Promise<void> => {
+    let next = 0;
+    const slot = async (buf: Uint8Array): Promise<void> => {
+      while (next < wl.blocks) {
+        const b = next++;
+        const at = o.offset + b * o.bs;
+        if (write) {
+          fillPattern(buf, at, 1, o.seed);
+          await engine.write(at, buf);
+          gen![b] = 1;
+        } else if (gen![b] !== 0) {
+          await engine.read(at, buf);
+          check(b, buf);
+        }
+      }
+    };
+    await Promise.all(bufs.map(slot));
+  };
+
+  if (o.verify) await sweep(true);
+  if (o.rampTime > 0) await runPhase({ limit: Infinity, deadline: performance.now() + o.rampTime * 1000, record: false });
+  await hooks.afterRamp?.();
+
+  const total = o.numberIos ?? (o.runtime === undefined ? wl.blocks : undefined);
+  const c0 = engine.counters();
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  let timer: NodeJS.Timeout | undefined;
+  if (hooks.progress !== undefined) {
+    const report = hooks.progress;
+    timer = setInterval(() => report({ elapsed: (performance.now() - t0) / 1000, ios, bytes: ios * o.bs, total, runtime: o.runtime }), 1000);
+    timer.unref();
+  }
+  try {
+    await runPhase({
+      limit: total ?? Infinity,
+      deadline: o.runtime === undefined ? Infinity : t0 + o.runtime * 1000,
+      record: true,
+    });
+  } finally {
+    clearInterval(timer);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const counters = diff(engine.counters(), c0);
+
+  if (o.verify) {
+    await hooks.beforeVerify?.();
+    await sweep(false);
+  }
+  return {
+    ios, reads, writes, bytes: ios * o.bs, seconds, lat,
+    cpu: { user: cpu.user / 1e6, system: cpu.system / 1e6 },
+    counters,
+    verifyMismatches: o.verify ? mismatches : null,
+    verifyChecked: checked,
+    firstMismatch,
+  };
+}

@@ -1,0 +1,196 @@
+/**
+ * What blkbench runs on: the driver over the embedded simulated host (a
+ * temporary image, an image file, or memory) or over a real Xen guest's
+ * platform; and the baseline, Node fs straight on the same image file.
+ */
+import { closeSync, existsSync, mkdtempSync, openSync, read, rmSync, statSync, accessSync, constants, write, writeSync, ftruncateSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openBlockDevice, openXenPlatform, type BlockDevice, type BlockDeviceInfo, type XenPlatform } from '../../src/index.js';
+import { createSimHost, type SimBlkback, type SimHost } from '../../src/sim/index.js';
+import type { BenchOptions } from './options.js';
+import type { EngineCounters, IoEngine } from './run.js';
+
+/** The driver, opened on its target. */
+export interface DriverTarget {
+  engine: IoEngine;
+  device: BlockDevice;
+  /** Present on the embedded simulated host. */
+  sim: { host: SimHost; disk: SimBlkback } | null;
+  /** The image file served, when there is one (the baseline runs on it). */
+  image: string | null;
+  /** One line saying what this is. */
+  describe: string;
+  close(): Promise<void>;
+}
+
+function defaultTmpdir(): string {
+  // tmpfs keeps both the driver and the baseline off the disk's own latency.
+  try {
+    accessSync('/dev/shm', constants.W_OK);
+    return '/dev/shm';
+  } catch {
+    return tmpdir();
+  }
+}
+
+/** Writes `size` bytes of non-zero data, so reads are of real pages, not holes. */
+function layOut(path: string, size: number): void {
+  const fd = openSync(path, 'w');
+  try {
+    const chunk = new Uint8Array(1 << 20);
+    const w = new Uint32Array(chunk.buffer);
+    let x = 0x2545f491;
+    for (let off = 0; off < size; off += chunk.byteLength) {
+      for (let i = 0; i < w.length; i++) {
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        w[i] = x >>> 0;
+      }
+      const n = Math.min(chunk.byteLength, size - off);
+      for (let done = 0; done < n;) done += writeSync(fd, chunk, done, n - done, off + done);
+    }
+    ftruncateSync(fd, size);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function driverEngine(device: BlockDevice, disk: SimBlkback | null): IoEngine {
+  return {
+    label: 'driver',
+    get size() {
+      return device.info.size;
+    },
+    get sectorSize() {
+      return device.info.sectorSize;
+    },
+    read: (offset, buf) => device.readInto(offset, buf),
+    write: (offset, buf) => device.write(offset, buf),
+    counters: (): EngineCounters => {
+      const s = device.stats();
+      const b = disk?.stats();
+      return {
+        requests: s.requests, notifications: s.notifications, interrupts: s.interrupts, responses: s.responses,
+        poolHits: s.pool.hits, poolFallbacks: s.pool.fallbacks,
+        backendMaps: b === undefined ? null : b.persistentMaps + b.transientMaps,
+        backendUnmaps: b === undefined ? null : b.unmaps,
+      };
+    },
+  };
+}
+
+function driverOptions(o: BenchOptions) {
+  return {
+    queues: o.queues,
+    ringPages: o.ringPages,
+    maxIndirectSegments: o.indirect ? 256 : 0,
+    persistentGrants: o.persistent,
+    pool: o.pool,
+  };
+}
+
+export function featureLine(info: BlockDeviceInfo): string {
+  const f = info.features;
+  return `${f.queues} queue${f.queues === 1 ? '' : 's'} x ${f.ringPages}-page ring${f.ringPages === 1 ? '' : 's'}, ` +
+    `persistent grants ${f.persistentGrants ? 'on' : 'off'}, ` +
+    `${f.indirectSegments > 0 ? `${f.indirectSegments} indirect segments` : 'no indirect descriptors'}`;
+}
+
+/** Opens the driver on the target the options name. */
+export async function openDriverTarget(o: BenchOptions): Promise<DriverTarget> {
+  const t = o.target;
+  if (t.kind === 'xen') {
+    const platform: XenPlatform = await openXenPlatform();
+    try {
+      const device = await openBlockDevice({ platform, vdev: t.vdev, ...driverOptions(o) });
+      return {
+        engine: driverEngine(device, null), device, sim: null, image: null,
+        describe: `Xen vbd ${t.vdev} (${device.info.size} bytes)`,
+        close: async () => {
+          await device.close();
+          await platform.close();
+        },
+      };
+    } catch (err) {
+      await platform.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  let image: string | null = null;
+  let cleanup = (): void => undefined;
+  let describe: string;
+  if (t.kind === 'temp') {
+    const dir = mkdtempSync(join(t.dir ?? defaultTmpdir(), 'blkbench-'));
+    cleanup = () => rmSync(dir, { recursive: true, force: true });
+    image = join(dir, 'disk.img');
+    layOut(image, t.size);
+    describe = `simulated host, temporary image ${image}`;
+  } else if (t.kind === 'image') {
+    image = t.path;
+    if (!existsSync(image)) {
+      if (t.size === undefined) throw new Error(`--image ${image}: no such file (give --size to create it)`);
+      layOut(image, Math.ceil(t.size / 4096) * 4096);
+    } else if (!statSync(image).isFile()) {
+      throw new Error(`--image ${image}: not a regular file`);
+    }
+    describe = `simulated host, image ${image}`;
+  } else {
+    describe = 'simulated host, memory disk';
+  }
+
+  let host: SimHost | undefined;
+  try {
+    host = await createSimHost({ guestName: 'blkbench' });
+    const disk = await host.addDisk(image === null ? { size: t.kind === 'ramdisk' ? t.size : 0 } : { image });
+    const device = await openBlockDevice({ platform: host.guest, vdev: disk.vdev, ...driverOptions(o) });
+    const h = host;
+    return {
+      engine: driverEngine(device, disk), device, sim: { host: h, disk }, image,
+      describe: `${describe} (${device.info.size} bytes)`,
+      close: async () => {
+        try {
+          await device.close();
+          await h.close();
+        } finally {
+          cleanup();
+        }
+      },
+    };
+  } catch (err) {
+    await host?.close().catch(() => undefined);
+    cleanup();
+    throw err;
+  }
+}
+
+/** The baseline: the same file through Node's fs (libuv's thread pool), `pread`/`pwrite` per I/O. */
+export function openFsBaseline(path: string): IoEngine & { close(): void } {
+  const fd = openSync(path, 'r+');
+  const size = statSync(path).size;
+  const io = (kind: 'read' | 'write', offset: number, buf: Uint8Array): Promise<void> =>
+    new Promise((resolve, reject) => {
+      let done = 0;
+      const step = (err: NodeJS.ErrnoException | null, n: number): void => {
+        if (err !== null) return reject(err);
+        if (n === 0) return reject(new Error(`${kind} at ${offset + done}: end of file`));
+        done += n;
+        if (done === buf.byteLength) resolve();
+        else if (kind === 'read') read(fd, buf, done, buf.byteLength - done, offset + done, step);
+        else write(fd, buf, done, buf.byteLength - done, offset + done, step);
+      };
+      if (kind === 'read') read(fd, buf, 0, buf.byteLength, offset, step);
+      else write(fd, buf, 0, buf.byteLength, offset, step);
+    });
+  return {
+    label: 'baseline',
+    size,
+    sectorSize: 512,
+    read: (offset, buf) => io('read', offset, buf),
+    write: (offset, buf) => io('write', offset, buf),
+    counters: () => null,
+    close: () => closeSync(fd),
+  };
+}
