@@ -4,7 +4,10 @@
  * trace. `parseOptions` never prints and never exits, so the binary and
  * the tests share it.
  */
-import yargs from 'yargs';
+import { createRequire } from 'node:module';
+
+// yargs's CommonJS build: its help text wraps at word boundaries (wrap-ansi), where the ESM build cuts words in two.
+const yargs = createRequire(import.meta.url)('yargs') as typeof import('yargs').default;
 
 export const RW_MODES = ['read', 'write', 'randread', 'randwrite', 'randrw'] as const;
 export type RwMode = (typeof RW_MODES)[number];
@@ -44,6 +47,8 @@ export interface BenchOptions {
   indirect: boolean;
   pool: boolean;
   ringPages: number;
+  /** I/O on device buffers (granted in place) rather than ordinary memory bounced through the pool. */
+  zeroCopy: boolean;
   verify: boolean;
   baseline: boolean;
   json: boolean;
@@ -88,13 +93,13 @@ const EXAMPLES: Array<[string, string]> = [
 function build(args: string[]) {
   let y = yargs(args)
     .scriptName('blkbench')
-    .usage('$0 [options]\n\nA block I/O benchmark for the xen-blkfront driver. It runs a fio-like workload\n' +
-      'on a virtual disk and reports IOPS, bandwidth, latency and what the driver did\n(grants, notifications).')
+    .usage('$0 [options]\n\nA fio-like block I/O benchmark for the xen-blkfront driver. It reports IOPS, bandwidth, latency, ' +
+      'CPU use, and what the driver did: grant pool hits, backend map operations, notifications per request.')
     .strict()
     .version(false)
     .help('help')
     .alias('help', 'h')
-    .wrap(Math.min(110, process.stdout.columns ?? 110))
+    .wrap(Math.min(100, process.stdout.columns ?? 100))
     .group(['rw', 'rwmixread', 'bs', 'iodepth', 'queues', 'size', 'runtime', 'number-ios', 'ramp-time', 'offset', 'seed'], 'Workload:')
     .option('rw', { choices: RW_MODES, default: 'randread' as RwMode, describe: 'Access pattern' })
     .option('rwmixread', { type: 'number', default: 50, describe: 'randrw: percentage of reads (0-100)' })
@@ -113,11 +118,12 @@ function build(args: string[]) {
     .option('tmpdir', { type: 'string', describe: 'Directory for the temporary image (default: /dev/shm when there, else the system temp dir)' })
     .option('xen', { type: 'boolean', default: false, describe: 'Use the real Xen this guest runs on (/dev/xen)' })
     .option('vdev', { type: 'string', describe: 'With --xen: the virtual device (number under device/vbd, e.g. 51712 for xvda)' })
-    .group(['persistent', 'indirect', 'pool', 'ring-pages'], 'Driver (turn a mechanism off to see what it buys):')
+    .group(['persistent', 'indirect', 'pool', 'ring-pages', 'zero-copy'], 'Driver (turn a mechanism off to see what it buys):')
     .option('persistent', { type: 'boolean', default: true, describe: 'Persistent grants (--no-persistent: the backend maps every segment per request)' })
     .option('indirect', { type: 'boolean', default: true, describe: 'Indirect descriptors (--no-indirect: at most 11 pages per ring request)' })
     .option('pool', { type: 'boolean', default: true, describe: 'Per-queue grant pool (--no-pool: a fresh grant per segment, ended on completion)' })
     .option('ring-pages', { type: 'number', default: 4, describe: 'Pages per ring, a power of two (capped by the backend)' })
+    .option('zero-copy', { type: 'boolean', default: true, describe: 'I/O buffers from allocBuffer(), granted in place (--no-zero-copy: ordinary memory, bounced through the pool)' })
     .group(['verify', 'baseline', 'json', 'progress'], 'Checks and output:')
     .option('verify', { type: 'boolean', default: false, describe: 'Write a pattern encoding offset and generation, check every read, read it all back at the end; fails on a mismatch' })
     .option('baseline', { type: 'boolean', default: false, describe: 'Run the same pattern on the image file with Node fs in this process and report driver/baseline ratios' })
@@ -188,6 +194,7 @@ function check(a: Raw): BenchOptions {
     indirect: a.indirect,
     pool: a.pool,
     ringPages,
+    zeroCopy: a['zero-copy'],
     verify: a.verify,
     baseline: a.baseline,
     json: a.json,

@@ -31,7 +31,7 @@ export interface Report extends Figures {
   job: {
     rw: string; rwmixread: number; bs: number; iodepth: number; queues: number; offset: number;
     size: number; runtime_s: number | null; number_ios: number | null; ramp_time_s: number; seed: number;
-    persistent: boolean; indirect: boolean; pool: boolean; ring_pages: number;
+    persistent: boolean; indirect: boolean; pool: boolean; ring_pages: number; zero_copy: boolean;
   };
   target: string;
   features: string;
@@ -77,7 +77,7 @@ export function jobOf(o: BenchOptions, size: number): Report['job'] {
   return {
     rw: o.rw, rwmixread: o.rwmixread, bs: o.bs, iodepth: o.iodepth, queues: o.queues, offset: o.offset, size,
     runtime_s: o.runtime ?? null, number_ios: o.numberIos ?? null, ramp_time_s: o.rampTime, seed: o.seed,
-    persistent: o.persistent, indirect: o.indirect, pool: o.pool, ring_pages: o.ringPages,
+    persistent: o.persistent, indirect: o.indirect, pool: o.pool, ring_pages: o.ringPages, zero_copy: o.zeroCopy,
   };
 }
 

@@ -31,6 +31,8 @@ export interface IoEngine {
   readonly sectorSize: number;
   read(offset: number, buf: Uint8Array): Promise<void>;
   write(offset: number, buf: Uint8Array): Promise<void>;
+  /** An I/O buffer of `bytes` bytes, of the kind this engine does I/O on best. */
+  buffer(bytes: number): Uint8Array;
   /** Cumulative counters (null for an engine with none, like Node fs). */
   counters(): EngineCounters | null;
 }
@@ -96,7 +98,7 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
   }
   const wl = new Workload(o.rw, o.rwmixread, o.bs, region, o.seed);
   const depth = o.verify ? Math.min(o.iodepth, wl.blocks) : o.iodepth;
-  const bufs = Array.from({ length: depth }, () => new Uint8Array(o.bs));
+  const bufs = Array.from({ length: depth }, () => engine.buffer(o.bs));
   const scratch = new Uint8Array(o.bs);
   // --verify: the generation each block holds (0: unknown), and which blocks have I/O in flight.
   const gen = o.verify ? new Uint32Array(wl.blocks) : null;

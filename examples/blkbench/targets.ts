@@ -57,7 +57,7 @@ function layOut(path: string, size: number): void {
   }
 }
 
-function driverEngine(device: BlockDevice, disk: SimBlkback | null): IoEngine {
+function driverEngine(device: BlockDevice, disk: SimBlkback | null, zeroCopy: boolean): IoEngine {
   return {
     label: 'driver',
     get size() {
@@ -68,6 +68,8 @@ function driverEngine(device: BlockDevice, disk: SimBlkback | null): IoEngine {
     },
     read: (offset, buf) => device.readInto(offset, buf),
     write: (offset, buf) => device.write(offset, buf),
+    // Device buffers are granted once and used in place; ordinary memory is bounced through the pool.
+    buffer: (bytes) => (zeroCopy ? device.allocBuffer(bytes) : new Uint8Array(bytes)),
     counters: (): EngineCounters => {
       const s = device.stats();
       const b = disk?.stats();
@@ -106,7 +108,7 @@ export async function openDriverTarget(o: BenchOptions): Promise<DriverTarget> {
     try {
       const device = await openBlockDevice({ platform, vdev: t.vdev, ...driverOptions(o) });
       return {
-        engine: driverEngine(device, null), device, sim: null, image: null,
+        engine: driverEngine(device, null, o.zeroCopy), device, sim: null, image: null,
         describe: `Xen vbd ${t.vdev} (${device.info.size} bytes)`,
         close: async () => {
           await device.close();
@@ -148,7 +150,7 @@ export async function openDriverTarget(o: BenchOptions): Promise<DriverTarget> {
     const device = await openBlockDevice({ platform: host.guest, vdev: disk.vdev, ...driverOptions(o) });
     const h = host;
     return {
-      engine: driverEngine(device, disk), device, sim: { host: h, disk }, image,
+      engine: driverEngine(device, disk, o.zeroCopy), device, sim: { host: h, disk }, image,
       describe: `${describe} (${device.info.size} bytes)`,
       close: async () => {
         try {
@@ -190,6 +192,7 @@ export function openFsBaseline(path: string): IoEngine & { close(): void } {
     sectorSize: 512,
     read: (offset, buf) => io('read', offset, buf),
     write: (offset, buf) => io('write', offset, buf),
+    buffer: (bytes) => new Uint8Array(bytes),
     counters: () => null,
     close: () => closeSync(fd),
   };

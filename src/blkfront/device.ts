@@ -17,6 +17,7 @@ import { GrantPool } from '../gnttab/pool.js';
 import { PAGE_SIZE } from '../gnttab/types.js';
 import { ringEntries } from '../wire/ring.js';
 import { BlkQueue, type QueueStats } from './queue.js';
+import { DeviceBuffers } from './buffers.js';
 import { Completion, IoOp, opName } from './request.js';
 import {
   locateDevice, readDiskInfo, resetFrontend, talkToBackend, waitForBackend,
@@ -68,6 +69,10 @@ export interface BlockDeviceStats {
   responsesPerInterrupt: number;
   /** Grant pool, summed over queues. */
   pool: { hits: number; fallbacks: number; kept: number; waits: number; size: number; inUse: number };
+  /** Calls whose data was in a device buffer, sent without a bounce copy. */
+  zeroCopy: number;
+  /** Pages granted for device buffers. */
+  bufferPages: number;
   reconnects: number;
   /** Pieces replayed after reconnects. */
   replayed: number;
@@ -92,19 +97,21 @@ export class BlockDevice extends EventEmitter {
   private held: IoOp[] = [];
   private failure: BlkifError | null = null;
   private readonly quarantine: IoOp[] = [];
+  private readonly buffers: DeviceBuffers;
   private watch: Watch | undefined;
   private chain: Promise<void> = Promise.resolve();
   private next = 0;
   private active = 0;
   private drained: (() => void) | null = null;
   private readonly past = ZERO_STATS();
-  private readonly counts = { reads: 0, writes: 0, flushes: 0, discards: 0, errors: 0, bytesRead: 0, bytesWritten: 0, reconnects: 0, replayed: 0 };
+  private readonly counts = { reads: 0, writes: 0, flushes: 0, discards: 0, errors: 0, bytesRead: 0, bytesWritten: 0, zeroCopy: 0, reconnects: 0, replayed: 0 };
 
   /** @internal Use {@link openBlockDevice}. */
   constructor(private readonly platform: XenPlatform, private readonly loc: DeviceLocation, private readonly wish: NegotiationWishes & {
     pool: boolean; poolPages: number | undefined; reconnectTimeoutMs: number;
   }) {
     super();
+    this.buffers = new DeviceBuffers(platform.grants, loc.backendId);
   }
 
   /** Geometry and negotiated features (replaced on resize and reconnect, and when a feature turns out unsupported). */
@@ -273,8 +280,23 @@ export class BlockDevice extends EventEmitter {
       op.done.pieceDone(new BlkifError('BLKIF_EOPNOTSUPP', `${opName(op.op)}: the backend does not offer it`));
       return;
     }
-    const q = this.queues[this.next++ % this.queues.length]!;
-    q.enqueue(op);
+    // The least loaded queue (round robin among equals): one ring backed up
+    // behind large requests does not hold up work another could take, and
+    // each queue's pages in use (the backend's persistent grants) stay even.
+    const qs = this.queues;
+    const n = qs.length;
+    const region = op.done.region;
+    if (region !== null && f.persistentGrants) {
+      qs[region.home % n]!.enqueue(op);
+      return;
+    }
+    const start = this.next++ % n;
+    let best = qs[start]!;
+    for (let i = 1; i < n && best.load > 0; i++) {
+      const q = qs[(start + i) % n]!;
+      if (q.load < best.load) best = q;
+    }
+    best.enqueue(op);
   }
 
   private checkUsable(): void {
@@ -301,27 +323,67 @@ export class BlockDevice extends EventEmitter {
     if (this.infoNow.readOnly) throw new BlkifError('BLKIF_EROFS', `${what}: the disk is read-only`);
   }
 
-  /** Splits a call into pieces of at most one ring request and dispatches them. */
+  /**
+   * Splits a call into pieces of at most one ring request and dispatches
+   * them. Data in a device buffer goes to the backend as it is; other data
+   * is bounced through the pool.
+   */
   private submit(op: number, offset: number, length: number, data: Uint8Array | null, flag = 0): Promise<void> {
     const f = this.infoNow.features;
-    const chunk = (f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST) * PAGE_SIZE;
+    const chunkPages = f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
+    const chunk = chunkPages * PAGE_SIZE;
     const pieces = data === null ? 1 : Math.ceil(length / chunk);
+    const direct = data === null ? null : this.buffers.find(data);
     this.active++;
     return new Promise<void>((resolve, reject) => {
       const done = new Completion(resolve, reject, this.settled);
       done.remaining = pieces;
+      if (direct !== null) {
+        this.counts.zeroCopy++;
+        done.region = direct.region;
+        direct.region.inflight++;
+      }
       for (let i = 0; i < pieces; i++) {
         const at = data === null ? offset : offset + i * chunk;
         const len = data === null ? length : Math.min(chunk, length - i * chunk);
-        const piece = data === null ? null : data.subarray(i * chunk, i * chunk + len);
-        this.dispatch(new IoOp(op, at / BLKIF_SECTOR_SIZE, len / BLKIF_SECTOR_SIZE, piece, done, flag));
+        const piece = data === null ? null : pieces === 1 ? data : data.subarray(i * chunk, i * chunk + len);
+        const io = new IoOp(op, at / BLKIF_SECTOR_SIZE, len / BLKIF_SECTOR_SIZE, piece, done, flag);
+        if (direct !== null) {
+          io.refs = direct.region.shared.refs;
+          io.refBase = direct.page + i * chunkPages;
+        }
+        this.dispatch(io);
       }
     });
   }
 
-  private readonly settled = (): void => {
+  private readonly settled = (c: Completion): void => {
+    if (c.region !== null) c.region.inflight--;
     if (--this.active === 0 && this.drained !== null) this.drained();
   };
+
+  /**
+   * A buffer of `length` bytes (rounded up to whole pages) whose pages are
+   * granted to the backend once, now: reads into it and writes from it
+   * (whole or from any page boundary in it) go to the backend as they are,
+   * with no bounce page and no copy. With persistent grants the backend
+   * keeps them mapped, so the backend can write them at any time: trust
+   * their contents only when a read into them has just completed.
+   *
+   * Valid until {@link close}, which ends the grants (on a real guest that
+   * unmaps the memory: do not touch a device buffer after close).
+   * {@link freeBuffer} keeps its pages for the next buffer of that size.
+   * XEN_ENOSPC when the grant table or guest memory is full.
+   */
+  allocBuffer(length: number): Uint8Array {
+    this.checkUsable();
+    return this.buffers.alloc(length);
+  }
+
+  /** Gives back a buffer from {@link allocBuffer}; BLKIF_EINVAL if calls still use it. */
+  freeBuffer(buf: Uint8Array): void {
+    this.buffers.free(buf);
+  }
 
   private count<T>(p: Promise<T>, kind: 'reads' | 'writes' | 'flushes' | 'discards'): Promise<T> {
     return p.then((v) => {
@@ -420,7 +482,7 @@ export class BlockDevice extends EventEmitter {
       pool.inUse += ps.inUse + ps.freshInUse;
     }
     return {
-      ...this.counts, ...s, pool,
+      ...this.counts, ...s, pool, bufferPages: this.buffers.pages,
       responsesPerInterrupt: s.interrupts === 0 ? 0 : s.responses / s.interrupts,
       pending: this.active,
     };
@@ -469,6 +531,7 @@ export class BlockDevice extends EventEmitter {
     }
     this.dropRings();
     for (const op of this.quarantine.splice(0)) op.releasePages();
+    this.buffers.close();
     await Promise.all(this.pools.map((p) => p.close()));
   }
 }

@@ -59,6 +59,8 @@ export class BlkQueue {
   readonly inFlight = new Set<IoOp>();
   private pushQueued = false;
   private live = true;
+  /** Work queued or in flight here, in pages (plus one per piece): the device sends new work to the least loaded queue. */
+  load = 0;
   readonly stats: QueueStats = { requests: 0, indirectRequests: 0, notifications: 0, interrupts: 0, responses: 0 };
 
   constructor(
@@ -79,6 +81,7 @@ export class BlkQueue {
   /** Queues a piece and puts it on the ring as soon as there is room. */
   enqueue(op: IoOp): void {
     op.queue = this;
+    this.load += op.pages + 1;
     this.pending.push(op);
     this.pump();
   }
@@ -139,7 +142,7 @@ export class BlkQueue {
    */
   private lendPages(op: IoOp): boolean {
     const writable = this.params.persistent || op.op === BlkifOp.Read;
-    if (op.lease === null && op.pages > 0) {
+    if (op.refs === null && op.pages > 0) {
       const lease = this.take(op, op.pages, writable);
       if (lease === undefined) return false;
       if (lease === null) return this.waitForPages(op, op.pages, 'data');
@@ -165,6 +168,7 @@ export class BlkQueue {
       return this.pool.take(n, writable);
     } catch (err) {
       this.dequeue(); // `op` is the head: pump() is lending to it
+      this.load -= op.pages + 1;
       op.releasePages();
       const code = isXenError(err, 'XEN_CLOSED') ? 'BLKIF_CLOSED' : 'BLKIF_EIO';
       op.done.pieceDone(new BlkifError(code, `${opName(op.op)}: could not share its pages: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
@@ -176,6 +180,8 @@ export class BlkQueue {
   private giveData(op: IoOp, lease: NonNullable<IoOp['lease']>, pool: GrantPool): void {
     op.lease = lease;
     op.pool = pool;
+    op.refs = lease.refs;
+    op.refBase = 0;
     if (op.op === BlkifOp.Write) {
       const src = op.data!;
       for (let i = 0, off = 0; off < src.byteLength; i++, off += PAGE_SIZE) {
@@ -231,11 +237,12 @@ export class BlkQueue {
           const first = k * per;
           const nseg = Math.min(per, op.pages - first);
           const sector = op.sector + first * SECTORS_PER_PAGE;
-          const refs = op.lease!.refs;
+          const refs = op.refs!;
+          const rb = op.refBase;
           if (nseg <= BLKIF_MAX_SEGMENTS_PER_REQUEST) {
             setRequestHeader(abi, v, off, op.op, nseg, this.params.handle, slot, gen, sector);
             for (let i = 0; i < nseg; i++) {
-              setSegment(v, off + abi.request.seg + i * BLKIF_SEGMENT_SIZE, refs[first + i]!, 0, this.lastSect(op, first + i));
+              setSegment(v, off + abi.request.seg + i * BLKIF_SEGMENT_SIZE, refs[rb + first + i]!, 0, this.lastSect(op, first + i));
             }
           } else {
             this.stats.indirectRequests++;
@@ -248,7 +255,7 @@ export class BlkQueue {
               const pv = new DataView(page.buffer, page.byteOffset, PAGE_SIZE);
               const base = first + p * SEGS_PER_INDIRECT_FRAME;
               const n = Math.min(SEGS_PER_INDIRECT_FRAME, nseg - p * SEGS_PER_INDIRECT_FRAME);
-              for (let i = 0; i < n; i++) setSegment(pv, i * BLKIF_SEGMENT_SIZE, refs[base + i]!, 0, this.lastSect(op, base + i));
+              for (let i = 0; i < n; i++) setSegment(pv, i * BLKIF_SEGMENT_SIZE, refs[rb + base + i]!, 0, this.lastSect(op, base + i));
             }
           }
           break;
@@ -311,8 +318,9 @@ export class BlkQueue {
 
   private complete(op: IoOp): void {
     this.inFlight.delete(op);
+    this.load -= op.pages + 1;
     const ok = op.status === BlkifRsp.Okay;
-    if (ok && op.op === BlkifOp.Read) {
+    if (ok && op.op === BlkifOp.Read && op.lease !== null) {
       const dst = op.data!;
       const pages = op.lease!.pages;
       for (let i = 0, off = 0; off < dst.byteLength; i++, off += PAGE_SIZE) {
@@ -328,7 +336,10 @@ export class BlkQueue {
   /** Fails a piece that was still waiting (its pages never reached the backend). */
   abandon(op: IoOp, err: BlkifError): void {
     const i = this.pending.indexOf(op, this.head);
-    if (i >= 0) this.pending.splice(i, 1);
+    if (i >= 0) {
+      this.pending.splice(i, 1);
+      this.load -= op.pages + 1;
+    }
     op.releasePages();
     op.done.pieceDone(err);
     this.pump();
@@ -358,6 +369,7 @@ export class BlkQueue {
     this.inFlight.clear();
     this.pending.length = 0;
     this.head = 0;
+    this.load = 0;
     this.shadow.fill(null);
     return out;
   }
@@ -379,6 +391,7 @@ export class BlkQueue {
     const waiting = this.pending.slice(this.head);
     this.pending.length = 0;
     this.head = 0;
+    this.load = 0;
     for (const op of waiting) {
       op.queue = null;
       if (op.acquiring) op.orphaned = err; // its acquire settles later and gives the pages back then

@@ -9,22 +9,25 @@
 import { BlkifError } from '../errors.js';
 import { BlkifOp, BlkifRsp } from '../wire/blkif.js';
 import type { GrantLease, GrantPool } from '../gnttab/pool.js';
+import type { BufferRegion } from './buffers.js';
 
 /** Settles one caller-level call once all its pieces are done. */
 export class Completion {
   remaining = 0;
   error: Error | null = null;
+  /** The device buffer the call's data lives in, when it has one (counted busy until the call settles). */
+  region: BufferRegion | null = null;
   constructor(
     private readonly resolve: () => void,
     private readonly reject: (err: Error) => void,
-    private readonly settled?: () => void,
+    private readonly settled?: (c: Completion) => void,
   ) {}
 
   /** One piece finished (with its error, if any); the first error is the call's. */
   pieceDone(err: Error | null): void {
     if (err !== null && this.error === null) this.error = err;
     if (--this.remaining === 0) {
-      this.settled?.();
+      this.settled?.(this);
       if (this.error === null) this.resolve();
       else this.reject(this.error);
     }
@@ -35,6 +38,12 @@ export class IoOp {
   /** Data pages (bounce buffers), from `pool`. */
   lease: GrantLease | null = null;
   pool: GrantPool | null = null;
+  /**
+   * Grant refs of the data pages, from refBase on: the lease's, or a device
+   * buffer's when the caller's memory is itself granted (no bounce, no copy).
+   */
+  refs: readonly number[] | null = null;
+  refBase = 0;
   /** Indirect descriptor pages for the ring requests of the current submission. */
   indirect: GrantLease | null = null;
   indirectPool: GrantPool | null = null;
@@ -76,6 +85,7 @@ export class IoOp {
     if (this.lease !== null) {
       this.pool!.release(this.lease);
       this.lease = null;
+      this.refs = null;
     }
     this.releaseIndirect();
   }

@@ -3,7 +3,7 @@
  * target) or memory shared by every queue's worker. Described by a
  * structured-cloneable {@link DiskSpec} so each worker opens its own handle.
  */
-import { closeSync, fdatasyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, openSync, readSync, readvSync, writeSync, writevSync } from 'node:fs';
 
 export type DiskSpec =
   | { readonly kind: 'memory'; readonly buffer: SharedArrayBuffer }
@@ -13,6 +13,13 @@ export type DiskSpec =
 export interface DiskIo {
   read(pos: number, dst: Uint8Array): void;
   write(pos: number, src: Uint8Array): void;
+  /**
+   * Reads into `n` buffers in turn from `pos`, as one operation (preadv for
+   * a file: a request's segments cost one system call, as a bio does).
+   */
+  readv(pos: number, dst: Uint8Array[], n: number): void;
+  /** Writes `n` buffers in turn from `pos`, as one operation (pwritev). */
+  writev(pos: number, src: Uint8Array[], n: number): void;
   /** Makes completed writes durable (fdatasync for a file). */
   flush(): void;
   /** Forgets a range: reads of it return zeros afterwards. */
@@ -22,30 +29,79 @@ export interface DiskIo {
 
 const ZEROS = new Uint8Array(1 << 20);
 
+/** Carries on a vectored transfer that stopped after `done` bytes, one buffer at a time. */
+function finish(done: number, pos: number, bufs: Uint8Array[], n: number, one: (pos: number, b: Uint8Array) => void): void {
+  let at = 0;
+  for (let i = 0; i < n; i++) {
+    const b = bufs[i]!;
+    const end = at + b.byteLength;
+    if (end > done) one(pos + Math.max(done, at), b.subarray(Math.max(0, done - at)));
+    at = end;
+  }
+}
+
 export function openDisk(spec: DiskSpec): DiskIo {
   if (spec.kind === 'memory') {
     const mem = new Uint8Array(spec.buffer);
     return {
       read: (pos, dst) => dst.set(mem.subarray(pos, pos + dst.byteLength)),
       write: (pos, src) => mem.set(src, pos),
+      readv: (pos, dst, n) => {
+        for (let i = 0; i < n; i++) {
+          const d = dst[i]!;
+          d.set(mem.subarray(pos, pos + d.byteLength));
+          pos += d.byteLength;
+        }
+      },
+      writev: (pos, src, n) => {
+        for (let i = 0; i < n; i++) {
+          mem.set(src[i]!, pos);
+          pos += src[i]!.byteLength;
+        }
+      },
       flush: () => undefined,
       discard: (pos, len) => mem.fill(0, pos, pos + len),
       close: () => undefined,
     };
   }
   const fd = openSync(spec.path, spec.readOnly ? 'r' : 'r+');
+  const read = (pos: number, dst: Uint8Array): void => {
+    let done = 0;
+    while (done < dst.byteLength) {
+      const n = readSync(fd, dst, done, dst.byteLength - done, pos + done);
+      if (n === 0) { dst.fill(0, done); return; } // past EOF of a sparse image reads as zeros
+      done += n;
+    }
+  };
+  const write = (pos: number, src: Uint8Array): void => {
+    let done = 0;
+    while (done < src.byteLength) done += writeSync(fd, src, done, src.byteLength - done, pos + done);
+  };
+  // Node's readvSync takes a whole array: keep one per length so a request allocates none.
+  const lists: Uint8Array[][] = [];
+  const list = (bufs: Uint8Array[], n: number): Uint8Array[] => {
+    if (n === bufs.length) return bufs;
+    const l = (lists[n] ??= new Array<Uint8Array>(n));
+    for (let i = 0; i < n; i++) l[i] = bufs[i]!;
+    return l;
+  };
   return {
-    read: (pos, dst) => {
-      let done = 0;
-      while (done < dst.byteLength) {
-        const n = readSync(fd, dst, done, dst.byteLength - done, pos + done);
-        if (n === 0) { dst.fill(0, done); return; } // past EOF of a sparse image reads as zeros
-        done += n;
-      }
+    read,
+    write,
+    readv: (pos, dst, n) => {
+      if (n === 1) return read(pos, dst[0]!);
+      let total = 0;
+      for (let i = 0; i < n; i++) total += dst[i]!.byteLength;
+      const got = readvSync(fd, list(dst, n), pos);
+      // A short read (end of a sparse image, or the kernel stopping early): finish piece by piece.
+      if (got < total) finish(got, pos, dst, n, read);
     },
-    write: (pos, src) => {
-      let done = 0;
-      while (done < src.byteLength) done += writeSync(fd, src, done, src.byteLength - done, pos + done);
+    writev: (pos, src, n) => {
+      if (n === 1) return write(pos, src[0]!);
+      let total = 0;
+      for (let i = 0; i < n; i++) total += src[i]!.byteLength;
+      const put = writevSync(fd, list(src, n), pos);
+      if (put < total) finish(put, pos, src, n, write);
     },
     flush: () => fdatasyncSync(fd),
     discard: (pos, len) => {

@@ -88,6 +88,9 @@ export class QueueServer {
   private readonly persistent = new Map<number, GrantMapping>();
   private readonly req: Req = { op: 0, rw: 0, nseg: 0, idLo: 0, idHi: 0, sector: 0, nrSectors: 0, rspOp: 0 };
   private readonly segs: Int32Array;
+  /** Per-request scratch: the segments' mappings, and the I/O vector built from them. */
+  private readonly maps: GrantMapping[];
+  private readonly iov: Uint8Array[];
   private readonly stats: number;
   /** Set when the frontend broke the ring; the queue then serves nothing more. */
   broken: string | null = null;
@@ -103,7 +106,10 @@ export class QueueServer {
     this.scratch = new Uint8Array(o.abi.entrySize);
     this.sv = new DataView(this.scratch.buffer);
     // gref, first, last per segment, up to the indirect maximum.
-    this.segs = new Int32Array(3 * Math.max(BLKIF_MAX_SEGMENTS_PER_REQUEST, o.policy.maxIndirectSegments));
+    const maxSegs = Math.max(BLKIF_MAX_SEGMENTS_PER_REQUEST, o.policy.maxIndirectSegments);
+    this.segs = new Int32Array(3 * maxSegs);
+    this.maps = new Array<GrantMapping>(maxSegs);
+    this.iov = new Array<Uint8Array>(maxSegs);
     this.stats = QUEUE_BASE + o.queue * QUEUE_WORDS;
     // BACK_RING_ATTACH: everything up to rsp_prod has been answered.
     this.rspProdPvt = loadIdx(this.words, SringWord.rspProd);
@@ -299,20 +305,38 @@ export class QueueServer {
     if ((r.sector & align) !== 0 || (nsec & align) !== 0) throw new BadRequest(BlkifRsp.Error, `sector ${r.sector}+${nsec} not aligned to ${this.p.sectorSize}`);
     if (r.sector + nsec > getSectors(this.o.ctl)) throw new BadRequest(BlkifRsp.Error, `sector ${r.sector}+${nsec} past the end`);
     // Map every segment first, so a bad grant fails the request before any I/O.
-    const maps: GrantMapping[] = [];
+    const maps = this.maps;
+    let mapped = 0;
     try {
-      for (let i = 0; i < r.nseg; i++) maps.push(this.mapGrant(s[3 * i]! >>> 0, !write));
-      let pos = r.sector * BLKIF_SECTOR_SIZE;
+      for (; mapped < r.nseg; mapped++) maps[mapped] = this.mapGrant(s[3 * mapped]! >>> 0, !write);
+      // One vectored transfer for the request, as blkback submits one bio: segments
+      // that are adjacent in memory (often, with a pool handing pages out in order) merge.
+      const iov = this.iov;
+      let n = 0;
+      let buf: ArrayBufferLike | null = null;
+      let start = 0;
+      let end = 0;
       for (let i = 0; i < r.nseg; i++) {
-        const a = s[3 * i + 1]! * BLKIF_SECTOR_SIZE;
-        const b = (s[3 * i + 2]! + 1) * BLKIF_SECTOR_SIZE;
-        const data = maps[i]!.bytes.subarray(a, b);
-        if (write) this.o.disk.write(pos, data);
-        else this.o.disk.read(pos, data);
-        pos += b - a;
+        const page = maps[i]!.bytes;
+        const a = page.byteOffset + s[3 * i + 1]! * BLKIF_SECTOR_SIZE;
+        const b = page.byteOffset + (s[3 * i + 2]! + 1) * BLKIF_SECTOR_SIZE;
+        if (page.buffer === buf && a === end) end = b;
+        else {
+          if (buf !== null) iov[n++] = new Uint8Array(buf, start, end - start);
+          buf = page.buffer;
+          start = a;
+          end = b;
+        }
       }
+      iov[n++] = new Uint8Array(buf!, start, end - start);
+      const pos = r.sector * BLKIF_SECTOR_SIZE;
+      if (write) this.o.disk.writev(pos, iov, n);
+      else this.o.disk.readv(pos, iov, n);
     } finally {
-      for (const m of maps) this.unmapGrant(m);
+      for (let i = 0; i < mapped; i++) {
+        this.unmapGrant(maps[i]!);
+        maps[i] = null as unknown as GrantMapping;
+      }
     }
   }
 

@@ -1,0 +1,117 @@
+/**
+ * Device buffers: caller memory that is itself granted to the backend, so
+ * I/O on it needs no bounce page and no copy (the zero-copy path, as
+ * MirageOS grants its Io_pages and Linux grants bio pages directly). Each
+ * buffer is a run of pages shared once, when it is allocated; with
+ * persistent grants the backend maps them once and keeps them.
+ *
+ * A freed buffer's pages are kept for the next allocation of the same size
+ * rather than unshared: unsharing unmaps them on a real guest, and a view
+ * the caller still holds would then point at nothing.
+ */
+import { BlkifError } from '../errors.js';
+import { PAGE_SIZE, type GrantSharer, type SharedPages } from '../gnttab/types.js';
+
+export interface BufferRegion {
+  readonly shared: SharedPages;
+  /** byteOffset of its first page in `shared.bytes.buffer`. */
+  readonly start: number;
+  readonly end: number;
+  /** Calls in flight on it; it cannot be freed meanwhile. */
+  inflight: number;
+  free: boolean;
+  /**
+   * Its queue, with persistent grants: the backend keeps a bounded set of
+   * persistent grants per queue (Linux: 1056), so a buffer used on every
+   * queue would take a slot in each and push the working set past the bound.
+   */
+  readonly home: number;
+}
+
+export class DeviceBuffers {
+  /** Regions per underlying ArrayBuffer, sorted by start. */
+  private readonly byBuffer = new Map<ArrayBufferLike, BufferRegion[]>();
+  private readonly spare = new Map<number, BufferRegion[]>();
+  private pagesShared = 0;
+  private homes = 0;
+
+  constructor(private readonly grants: GrantSharer, private readonly domid: number) {}
+
+  get pages(): number {
+    return this.pagesShared;
+  }
+
+  /** A buffer of at least `length` bytes (whole pages), granted to the backend read-write. */
+  alloc(length: number): Uint8Array {
+    if (!Number.isSafeInteger(length) || length <= 0) throw new BlkifError('BLKIF_EINVAL', `allocBuffer: bad length ${length}`);
+    const pages = Math.ceil(length / PAGE_SIZE);
+    const reuse = this.spare.get(pages)?.pop();
+    if (reuse !== undefined) {
+      reuse.free = false;
+      return reuse.shared.bytes.subarray(0, length);
+    }
+    const shared = this.grants.share(this.domid, pages, true);
+    const bytes = shared.bytes;
+    const r: BufferRegion = { shared, start: bytes.byteOffset, end: bytes.byteOffset + pages * PAGE_SIZE, inflight: 0, free: false, home: this.homes++ };
+    const list = this.byBuffer.get(bytes.buffer) ?? [];
+    list.splice(this.search(list, r.start), 0, r);
+    this.byBuffer.set(bytes.buffer, list);
+    this.pagesShared += pages;
+    return bytes.subarray(0, length);
+  }
+
+  /** Gives a buffer back (the one alloc returned, not a part of it). */
+  free(buf: Uint8Array): void {
+    const r = this.region(buf);
+    if (r === null || r.start !== buf.byteOffset || r.free) throw new BlkifError('BLKIF_EINVAL', 'freeBuffer: not a buffer this device allocated, or already freed');
+    if (r.inflight > 0) throw new BlkifError('BLKIF_EINVAL', `freeBuffer: ${r.inflight} call(s) still use it`);
+    r.free = true;
+    const pages = (r.end - r.start) / PAGE_SIZE;
+    const list = this.spare.get(pages) ?? [];
+    list.push(r);
+    this.spare.set(pages, list);
+  }
+
+  /**
+   * The region `view` lies in and the index of the page it starts on, when
+   * it can go to the backend as it is: inside one live buffer and starting
+   * on a page boundary (segments are filled from sector 0). Else null, and
+   * the I/O is bounced through the pool.
+   */
+  find(view: Uint8Array): { region: BufferRegion; page: number } | null {
+    const r = this.region(view);
+    if (r === null || r.free) return null;
+    const rel = view.byteOffset - r.start;
+    if (rel % PAGE_SIZE !== 0 || view.byteOffset + view.byteLength > r.end) return null;
+    return { region: r, page: rel / PAGE_SIZE };
+  }
+
+  private region(view: Uint8Array): BufferRegion | null {
+    if (this.pagesShared === 0) return null;
+    const list = this.byBuffer.get(view.buffer);
+    if (list === undefined) return null;
+    const i = this.search(list, view.byteOffset + 1) - 1;
+    const r = list[i];
+    return r !== undefined && view.byteOffset < r.end ? r : null;
+  }
+
+  /** First index whose start is at least `at`. */
+  private search(list: BufferRegion[], at: number): number {
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (list[mid]!.start < at) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Unshares every buffer (the device is closed and the backend disconnected). */
+  close(): void {
+    for (const list of this.byBuffer.values()) for (const r of list) this.grants.unshare(r.shared);
+    this.byBuffer.clear();
+    this.spare.clear();
+    this.pagesShared = 0;
+  }
+}
