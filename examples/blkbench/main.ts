@@ -6,7 +6,12 @@ import { runBench } from './bench.js';
 import { summary } from './report.js';
 
 /** Runs blkbench with `args`; resolves to the exit status. Output goes to `out` and `err`. */
-export async function main(args: string[], out = process.stdout, err = process.stderr): Promise<number> {
+/** Where main() writes. */
+export interface Output {
+  write(text: string): unknown;
+}
+
+export async function main(args: string[], out: Output = process.stdout, err: Output = process.stderr): Promise<number> {
   let parsed;
   try {
     parsed = await parseOptions(args);

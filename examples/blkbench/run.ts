@@ -40,8 +40,8 @@ export interface IoEngine {
 export interface RunHooks {
   /** After the ramp (or before the measured phase when there is none). */
   afterRamp?(): void | Promise<void>;
-  /** After the measured phase, before the read-back. */
-  beforeVerify?(): void | Promise<void>;
+  /** After the measured phase, before the --verify read-back. */
+  afterRun?(): void | Promise<void>;
   /** Progress while measuring, about once a second. */
   progress?(p: { elapsed: number; ios: number; bytes: number; total: number | undefined; runtime: number | undefined }): void;
 }
@@ -216,10 +216,8 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
   const cpu = process.cpuUsage(cpu0);
   const counters = diff(engine.counters(), c0);
 
-  if (o.verify) {
-    await hooks.beforeVerify?.();
-    await sweep(false);
-  }
+  await hooks.afterRun?.();
+  if (o.verify) await sweep(false);
   return {
     ios, reads, writes, bytes: ios * o.bs, seconds, lat,
     cpu: { user: cpu.user / 1e6, system: cpu.system / 1e6 },

@@ -35,7 +35,7 @@ function defaultTmpdir(): string {
 }
 
 /** Writes `size` bytes of non-zero data, so reads are of real pages, not holes. */
-function layOut(path: string, size: number): void {
+export function layOut(path: string, size: number): void {
   const fd = openSync(path, 'w');
   try {
     const chunk = new Uint8Array(1 << 20);

@@ -1,0 +1,120 @@
+/**
+ * The driver's performance targets, measured with blkbench on an image in
+ * tmpfs, each driver run beside a Node fs baseline in the same process, and
+ * printed figure by figure beside the target:
+ *
+ *   npm run bench:targets [-- --runtime S --ios N --strict]
+ *
+ * Ratios, not absolute figures, are the targets: both sides share the
+ * machine, the process and the moment. --strict exits 1 when one is missed.
+ */
+import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { parseOptions, type BenchOptions } from '../examples/blkbench/options.js';
+import { runBench } from '../examples/blkbench/bench.js';
+import { bytes } from '../examples/blkbench/report.js';
+import { layOut } from '../examples/blkbench/targets.js';
+
+const { values } = parseArgs({
+  options: {
+    runtime: { type: 'string', default: '4' },
+    ramp: { type: 'string', default: '1' },
+    ios: { type: 'string', default: '1000000' },
+    strict: { type: 'boolean', default: false },
+  },
+});
+
+const gc = (globalThis as { gc?: () => void }).gc;
+if (gc === undefined) throw new Error('run with node --expose-gc (npm run bench:targets does)');
+
+let dir: string;
+try {
+  accessSync('/dev/shm', constants.W_OK);
+  dir = mkdtempSync('/dev/shm/blkbench-targets-');
+} catch {
+  dir = mkdtempSync(join(tmpdir(), 'blkbench-targets-'));
+  process.stdout.write(`note: no writable /dev/shm; the image is in ${dir}, which may not be tmpfs\n`);
+}
+const image = join(dir, 'disk.img');
+
+async function options(args: string[]): Promise<BenchOptions> {
+  const r = await parseOptions([...args, '--image', image, '--no-progress']);
+  if (r.kind !== 'run') throw new Error('unexpected help');
+  return r.options;
+}
+
+interface Row {
+  figure: string;
+  target: string;
+  measured: string;
+  met: boolean;
+}
+const rows: Row[] = [];
+const row = (figure: string, target: string, measured: string, met: boolean): void => {
+  rows.push({ figure, target, measured, met });
+  process.stdout.write(`  ${met ? 'met   ' : 'MISSED'}  ${figure}: ${measured} (target ${target})\n`);
+};
+
+const int = (n: number): string => Math.round(n).toLocaleString('en-US');
+
+async function main(): Promise<void> {
+  const runtime = values.runtime!;
+  const ramp = values.ramp!;
+  process.stdout.write(`blkbench targets on ${cpus().length} x ${cpus()[0]?.model.trim() ?? 'CPU'}, ${bytes(totalmem(), 0)} RAM, Node ${process.version}; image ${image}\n`);
+  const common = ['--runtime', runtime, '--ramp-time', ramp, '--baseline'];
+  layOut(image, 1 << 30);
+
+  process.stdout.write('4 KiB random read, iodepth 32\n');
+  const rr = await runBench(await options(['--rw', 'randread', '--bs', '4k', '--iodepth', '32', '--size', '256m', ...common]));
+  row('IOPS, driver / Node fs', '>= 0.6', `${rr.ratio!.iops.toFixed(2)} (${int(rr.iops)} vs ${int(rr.baseline!.iops)})`, rr.ratio!.iops >= 0.6);
+  const maps = rr.backend!.maps / rr.ring!.requests;
+  row('backend map operations per request after warm-up', '-> 0', `${maps.toFixed(5)} (${int(rr.backend!.maps)} over ${int(rr.ring!.requests)} requests)`, maps < 0.001);
+  row('grant pool fallbacks (fresh grants)', '0', int(rr.pool!.fallbacks), rr.pool!.fallbacks === 0);
+  row('notifications per request', 'well under 1', rr.notifications_per_request!.toFixed(4), rr.notifications_per_request! < 0.25);
+
+  process.stdout.write('4 KiB random write, iodepth 32\n');
+  const rw = await runBench(await options(['--rw', 'randwrite', '--bs', '4k', '--iodepth', '32', '--size', '256m', ...common]));
+  row('IOPS, driver / Node fs', '>= 0.5', `${rw.ratio!.iops.toFixed(2)} (${int(rw.iops)} vs ${int(rw.baseline!.iops)})`, rw.ratio!.iops >= 0.5);
+  const wmaps = rw.backend!.maps / rw.ring!.requests;
+  row('backend map operations per request after warm-up', '-> 0', wmaps.toFixed(5), wmaps < 0.001);
+  row('notifications per request', 'well under 1', rw.notifications_per_request!.toFixed(4), rw.notifications_per_request! < 0.25);
+
+  process.stdout.write('1 MiB sequential read (indirect descriptors), iodepth 8\n');
+  const sr = await runBench(await options(['--rw', 'read', '--bs', '1m', '--iodepth', '8', '--size', '1g', ...common]));
+  row('bandwidth, driver / Node fs', '>= 0.8',
+    `${sr.ratio!.bandwidth.toFixed(2)} (${bytes(sr.bandwidth_bytes_per_s)}/s vs ${bytes(sr.baseline!.bandwidth_bytes_per_s)}/s)`, sr.ratio!.bandwidth >= 0.8);
+
+  const n = Number(values.ios);
+  process.stdout.write(`${int(n)} requests (4 KiB random read, iodepth 32), heap after warm-up and at the end\n`);
+  let heapWarm = 0;
+  let heapEnd = 0;
+  let rssEnd = 0;
+  const big = await runBench(await options(['--rw', 'randread', '--bs', '4k', '--iodepth', '32', '--size', '256m', '--number-ios', String(n), '--ramp-time', ramp]), {
+    run: () => ({
+      afterRamp: () => {
+        gc!();
+        heapWarm = process.memoryUsage().heapUsed;
+      },
+      afterRun: () => {
+        gc!();
+        const m = process.memoryUsage();
+        heapEnd = m.heapUsed;
+        rssEnd = m.rss;
+      },
+    }),
+  });
+  const growth = heapEnd - heapWarm;
+  row('heap growth over the run', '~0 (under 1 MiB)', `${growth >= 0 ? '+' : ''}${bytes(Math.abs(growth))} (${bytes(heapWarm)} -> ${bytes(heapEnd)}), ` +
+    `${int(big.ios)} requests at ${int(big.iops)} IOPS; RSS ${bytes(rssEnd)}`, growth < 1 << 20);
+
+  const missed = rows.filter((r) => !r.met);
+  process.stdout.write(`targets: ${rows.length - missed.length} met, ${missed.length} missed${missed.length > 0 ? `: ${missed.map((r) => r.figure).join('; ')}` : ''}\n`);
+  if (values.strict && missed.length > 0) process.exitCode = 1;
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench:targets: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+}).finally(() => rmSync(dir, { recursive: true, force: true }));

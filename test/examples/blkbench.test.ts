@@ -1,0 +1,305 @@
+/**
+ * blkbench: option parsing (every rule, one-line errors, exit statuses),
+ * the JSON shape with and without the baseline, --verify catching
+ * corruptions injected behind the driver's back, and the pieces it is
+ * built from (histogram, workload, pattern).
+ */
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { parseOptions, parseSize, UsageError, type BenchOptions } from '../../examples/blkbench/options.js';
+import { main } from '../../examples/blkbench/main.js';
+import { runBench } from '../../examples/blkbench/bench.js';
+import { Histogram } from '../../examples/blkbench/histogram.js';
+import { Workload, checkPattern, fillPattern } from '../../examples/blkbench/workload.js';
+import type { Report } from '../../examples/blkbench/report.js';
+import { ensureBuilt } from '../helpers/daemon.js';
+
+const CLI = fileURLToPath(new URL('../../dist/examples/blkbench/cli.js', import.meta.url));
+
+async function opts(args: string[]): Promise<BenchOptions> {
+  const r = await parseOptions(args);
+  if (r.kind !== 'run') throw new Error('expected options, got help text');
+  return r.options;
+}
+
+async function usageError(args: string[]): Promise<string> {
+  const err = await parseOptions(args).then(() => null, (e: unknown) => e);
+  expect(err, args.join(' ')).toBeInstanceOf(UsageError);
+  const msg = (err as UsageError).message;
+  expect(msg).not.toContain('\n');
+  return msg;
+}
+
+/** Runs main() in this process, capturing what it writes. */
+async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(args, { write: (s: string) => (out += s) }, { write: (s: string) => (err += s) });
+  return { code, out, err };
+}
+
+describe('blkbench options', () => {
+  it('has fio-like defaults: 4 KiB random reads, 32 in flight, 5 s, everything on, a temporary image', async () => {
+    const o = await opts([]);
+    expect(o).toMatchObject({
+      rw: 'randread', bs: 4096, iodepth: 32, queues: 2, runtime: 5, numberIos: undefined, offset: 0, seed: 1,
+      persistent: true, indirect: true, pool: true, zeroCopy: true, ringPages: 4, verify: false, baseline: false, json: false,
+    });
+    expect(o.target).toEqual({ kind: 'temp', size: 64 << 20, dir: undefined });
+  });
+
+  it('parses sizes with binary units', async () => {
+    for (const [text, bytes] of [['4096', 4096], ['4k', 4096], ['4K', 4096], ['64KiB', 65536], ['64kb', 65536], ['1m', 1 << 20],
+      ['1.5k', 1536], ['2g', 2 ** 31], ['1t', 2 ** 40]] as const) {
+      expect(parseSize('--bs', text), text).toBe(bytes);
+    }
+    for (const bad of ['', 'k', '4x', '-4k', '4 kk', '1e3', '0.1']) expect(() => parseSize('--bs', bad), bad).toThrow(UsageError);
+  });
+
+  it('reads every option', async () => {
+    const o = await opts(['--rw', 'randrw', '--rwmixread', '70', '--bs', '64k', '--iodepth', '8', '--queues', '4', '--size', '16m',
+      '--offset', '1m', '--seed', '42', '--ramp-time', '0.5', '--number-ios', '1000', '--no-persistent', '--no-indirect', '--no-pool',
+      '--no-zero-copy', '--ring-pages', '8', '--verify', '--json', '--no-progress', '--ramdisk', '32m']);
+    expect(o).toMatchObject({
+      rw: 'randrw', rwmixread: 70, bs: 65536, iodepth: 8, queues: 4, size: 16 << 20, offset: 1 << 20, seed: 42, rampTime: 0.5,
+      numberIos: 1000, runtime: undefined, persistent: false, indirect: false, pool: false, zeroCopy: false, ringPages: 8,
+      verify: true, json: true, progress: false, target: { kind: 'ramdisk', size: 32 << 20 },
+    });
+    // --size alone means one pass; the temporary image covers offset + size.
+    const p = await opts(['--size', '8m', '--offset', '4k']);
+    expect(p.runtime).toBeUndefined();
+    expect(p.target).toEqual({ kind: 'temp', size: (8 << 20) + 4096, dir: undefined });
+    expect((await opts(['--image', '/tmp/x.img'])).target).toEqual({ kind: 'image', path: '/tmp/x.img', size: undefined });
+    expect((await opts(['--xen', '--vdev', '51728'])).target).toEqual({ kind: 'xen', vdev: '51728' });
+    expect((await opts(['--tmpdir', '/var/tmp'])).target).toMatchObject({ kind: 'temp', dir: '/var/tmp' });
+  });
+
+  it('refuses bad options with one clear line', async () => {
+    expect(await usageError(['--bs', '1000'])).toMatch(/--bs: 1000 is not a positive multiple of 512/);
+    expect(await usageError(['--bs', 'big'])).toMatch(/--bs: "big" is not a size/);
+    expect(await usageError(['--rw', 'sideways'])).toMatch(/Argument: rw, Given: "sideways", Choices: "read"/);
+    expect(await usageError(['--iodepth', '0'])).toMatch(/--iodepth: expected a whole number from 1/);
+    expect(await usageError(['--iodepth', '2.5'])).toMatch(/--iodepth/);
+    expect(await usageError(['--rwmixread', '101'])).toMatch(/--rwmixread/);
+    expect(await usageError(['--ring-pages', '3'])).toMatch(/not a power of two/);
+    expect(await usageError(['--runtime', '-1'])).toMatch(/--runtime: expected a positive number/);
+    expect(await usageError(['--offset', '100'])).toMatch(/--offset: 100 is not a multiple of 512/);
+    expect(await usageError(['--size', '1k', '--bs', '4k'])).toMatch(/smaller than one block/);
+    expect(await usageError(['--image', 'a.img', '--ramdisk', '1m'])).toMatch(/--image and --ramdisk name different targets/);
+    expect(await usageError(['--xen'])).toMatch(/--xen needs --vdev/);
+    expect(await usageError(['--vdev', '51712'])).toMatch(/--vdev only goes with --xen/);
+    expect(await usageError(['--xen', '--vdev', 'xvda'])).toMatch(/not a device number/);
+    expect(await usageError(['--ramdisk', '1m', '--baseline'])).toMatch(/--baseline runs on an image file/);
+    expect(await usageError(['--ramdisk', '1000'])).toMatch(/multiple of 4096/);
+    expect(await usageError(['--image', 'a.img', '--tmpdir', '/tmp'])).toMatch(/--tmpdir only applies/);
+    expect(await usageError(['--frobnicate'])).toMatch(/Unknown argument: frobnicate/);
+    expect(await usageError(['extra'])).toMatch(/Unknown argument: extra/);
+  });
+
+  it('--help explains every option, with examples', async () => {
+    const r = await parseOptions(['--help']);
+    expect(r.kind).toBe('text');
+    const text = (r as { text: string }).text;
+    for (const o of ['--rw', '--rwmixread', '--bs', '--iodepth', '--queues', '--size', '--runtime', '--number-ios', '--ramp-time',
+      '--offset', '--seed', '--image', '--ramdisk', '--tmpdir', '--xen', '--vdev', '--persistent', '--indirect', '--pool',
+      '--ring-pages', '--zero-copy', '--verify', '--baseline', '--json', '--progress']) {
+      expect(text, o).toContain(o);
+    }
+    expect(text).toContain('Examples:');
+    expect(text).toContain('blkbench --rw randwrite --bs 4k --iodepth 32');
+  });
+
+  it('the binary: exit 2 and one line for bad options, 0 and the help text for --help, no stack traces', () => {
+    ensureBuilt();
+    const bad = spawnSync(process.execPath, [CLI, '--iodepth', 'lots'], { encoding: 'utf8' });
+    expect(bad.status).toBe(2);
+    expect(bad.stdout).toBe('');
+    expect(bad.stderr.split('\n')[0]).toMatch(/^blkbench: /);
+    expect(bad.stderr).not.toMatch(/\n\s+at /);
+    const help = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' });
+    expect(help.status).toBe(0);
+    expect(help.stdout).toContain('--iodepth');
+    // A target that cannot open (no Xen here): one line, exit 1.
+    const xen = spawnSync(process.execPath, [CLI, '--xen', '--vdev', '51712'], { encoding: 'utf8' });
+    if (xen.status !== 0) {
+      expect(xen.status).toBe(1);
+      expect(xen.stderr.trim().split('\n')).toHaveLength(1);
+      expect(xen.stderr).toMatch(/^blkbench: XEN_/);
+    }
+  });
+});
+
+const FIGURE_KEYS = ['ios', 'reads', 'writes', 'bytes', 'runtime_s', 'iops', 'bandwidth_bytes_per_s', 'lat_ns', 'cpu', 'pool', 'backend',
+  'ring', 'notifications_per_request', 'verify_mismatches', 'verify_checked', 'first_mismatch'];
+
+function expectFigures(f: Record<string, unknown>, driver: boolean): void {
+  expect(Object.keys(f)).toEqual(expect.arrayContaining(FIGURE_KEYS));
+  const r = f as unknown as Report;
+  expect(r.ios).toBeGreaterThan(0);
+  expect(r.reads + r.writes).toBe(r.ios);
+  expect(r.iops).toBeGreaterThan(0);
+  const bs = r.bytes / r.ios;
+  expect(Math.abs(r.bandwidth_bytes_per_s - r.iops * bs) / r.bandwidth_bytes_per_s).toBeLessThan(1e-3);
+  expect(Object.keys(r.lat_ns).sort()).toEqual(['max', 'mean', 'min', 'p50', 'p99', 'p999']);
+  expect(r.lat_ns.p50).toBeGreaterThan(0);
+  expect(r.lat_ns.p50).toBeLessThanOrEqual(r.lat_ns.p99);
+  expect(r.lat_ns.p99).toBeLessThanOrEqual(r.lat_ns.p999);
+  expect(r.lat_ns.p999).toBeLessThanOrEqual(r.lat_ns.max);
+  expect(r.lat_ns.min).toBeLessThanOrEqual(r.lat_ns.mean);
+  if (driver) {
+    expect(Object.keys(r.pool!).sort()).toEqual(['fallbacks', 'hits']);
+    expect(Object.keys(r.backend!).sort()).toEqual(['maps', 'unmaps']);
+    expect(r.ring!.requests).toBeGreaterThanOrEqual(r.ios);
+    expect(r.notifications_per_request).toBeGreaterThan(0);
+    expect(r.notifications_per_request).toBeLessThanOrEqual(1);
+  } else {
+    expect(r.pool).toBeNull();
+    expect(r.backend).toBeNull();
+    expect(r.notifications_per_request).toBeNull();
+  }
+}
+
+describe('blkbench runs', () => {
+  it('--json prints one object with the documented fields', async () => {
+    ensureBuilt();
+    const r = await run(['--ramdisk', '8m', '--rw', 'randrw', '--number-ios', '3000', '--iodepth', '16', '--json', '--verify']);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.out.trim().split('\n')).toHaveLength(1);
+    const j = JSON.parse(r.out) as Report;
+    expectFigures(j as unknown as Record<string, unknown>, true);
+    expect(j.ios).toBe(3000);
+    expect(j.reads).toBeGreaterThan(1000);
+    expect(j.writes).toBeGreaterThan(1000);
+    expect(j.verify_mismatches).toBe(0);
+    expect(j.verify_checked).toBeGreaterThan(2048); // the read-back alone checks every block
+    expect(j.job).toMatchObject({ rw: 'randrw', bs: 4096, iodepth: 16, size: 8 << 20 });
+    expect(j.baseline).toBeUndefined();
+    expect(j.ratio).toBeUndefined();
+    expect(j.memory.rss_bytes).toBeGreaterThan(j.memory.heap_used_bytes);
+  });
+
+  it('--baseline adds the same figures for Node fs and the driver/baseline ratios', async () => {
+    const r = await run(['--size', '4m', '--rw', 'randread', '--number-ios', '4000', '--baseline', '--json']);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out) as Report;
+    expectFigures(j as unknown as Record<string, unknown>, true);
+    expectFigures(j.baseline as unknown as Record<string, unknown>, false);
+    expect(j.baseline!.ios).toBe(4000);
+    expect(j.ratio!.iops).toBeCloseTo(j.iops / j.baseline!.iops, 2);
+    expect(j.ratio!.bandwidth).toBeCloseTo(j.bandwidth_bytes_per_s / j.baseline!.bandwidth_bytes_per_s, 2);
+    expect(j.verify_mismatches).toBeNull();
+  });
+
+  it('the summary names every figure', async () => {
+    const r = await run(['--ramdisk', '4m', '--rw', 'write', '--bs', '64k', '--verify']);
+    expect(r.code).toBe(0);
+    for (const w of ['iops', 'bandwidth', 'latency', 'p99.9', 'cpu', 'pool hits', 'fresh grants', 'backend maps', 'notifications per request',
+      '0 mismatched blocks']) {
+      expect(r.out, w).toContain(w);
+    }
+  });
+
+  it('--verify counts blocks corrupted on the disk behind the driver, and says what they hold', async () => {
+    const o = await opts(['--ramdisk', '4m', '--rw', 'randwrite', '--number-ios', '2000', '--verify', '--json']);
+    const bs = 4096;
+    const report = await runBench(o, {
+      run: (_engine, t) => ({
+        afterRun: () => {
+          const mem = t.sim!.disk.memory!;
+          mem[10 * bs + 100] ^= 0xff; // a flipped byte
+          mem.fill(0, 20 * bs + 1024, 20 * bs + 1536); // a zeroed sector
+          mem.copyWithin(30 * bs, 40 * bs, 41 * bs); // a misdirected write: block 40's data in block 30
+        },
+      }),
+    });
+    expect(report.verify_mismatches).toBe(3);
+    const m = report.first_mismatch!;
+    expect([10 * bs, 20 * bs, 30 * bs]).toContain(m.offset);
+    const again = await runBench(o, {
+      run: (_engine, t) => ({ afterRun: () => void t.sim!.disk.memory!.copyWithin(30 * bs, 40 * bs, 41 * bs) }),
+    });
+    expect(again.verify_mismatches).toBe(1);
+    expect(again.first_mismatch).toMatchObject({ offset: 30 * bs, sectorOffset: 30 * bs, found: { offset: 40 * bs, seedOk: true } });
+  });
+
+  it('--verify exits 1 when it finds a mismatch (a backend corrupting every read)', async () => {
+    const o = await opts(['--ramdisk', '2m', '--rw', 'read', '--verify']);
+    let n = 0;
+    const report = await runBench(o, {
+      run: (engine) => {
+        const read = engine.read.bind(engine);
+        // Reads that come back with a byte changed: the inline checks and the read-back both see it.
+        engine.read = async (offset, buf) => {
+          await read(offset, buf);
+          if (n++ % 7 === 0) buf[511] ^= 1;
+        };
+        return {};
+      },
+    });
+    expect(report.verify_mismatches).toBeGreaterThan(0);
+    expect(report.first_mismatch!.sectorOffset).toBe(report.first_mismatch!.offset);
+  });
+});
+
+describe('blkbench parts', () => {
+  it('the histogram keeps every quantile within its 3% bucket', () => {
+    const h = new Histogram();
+    const values: number[] = [];
+    let x = 12345;
+    for (let i = 0; i < 20000; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      const v = 1000 + (x % 5_000_000);
+      values.push(v);
+      h.record(v);
+    }
+    values.sort((a, b) => a - b);
+    for (const q of [0.5, 0.9, 0.99, 0.999]) {
+      const exact = values[Math.ceil(q * values.length) - 1]!;
+      expect(Math.abs(h.quantile(q) - exact) / exact, String(q)).toBeLessThan(0.035);
+    }
+    expect(h.mean).toBeCloseTo(values.reduce((a, b) => a + b, 0) / values.length, 6);
+    expect(h.min).toBe(values[0]);
+    expect(h.max).toBe(values.at(-1));
+    for (const v of [0, 1, 63, 64, 65, 127, 128, 4095, 4096, 1e6, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 7]) {
+      const [lo, hi] = Histogram.range(Histogram.bucket(v));
+      expect(v, String(v)).toBeGreaterThanOrEqual(lo);
+      expect(v, String(v)).toBeLessThanOrEqual(hi);
+    }
+  });
+
+  it('the workload: same seed, same sequence; sequential wraps; the mix follows rwmixread', () => {
+    const a = new Workload('randrw', 70, 4096, 1 << 20, 9);
+    const b = new Workload('randrw', 70, 4096, 1 << 20, 9);
+    let writes = 0;
+    for (let i = 0; i < 10000; i++) {
+      const x = a.next();
+      expect(b.next()).toBe(x);
+      expect(b.write).toBe(a.write);
+      expect(x).toBeGreaterThanOrEqual(0);
+      expect(x).toBeLessThan(256);
+      if (a.write) writes++;
+    }
+    expect(writes / 10000).toBeGreaterThan(0.27);
+    expect(writes / 10000).toBeLessThan(0.33);
+    const s = new Workload('write', 50, 65536, 3 * 65536, 1);
+    expect([s.next(), s.next(), s.next(), s.next()]).toEqual([0, 1, 2, 0]);
+    expect(s.write).toBe(true);
+    const c = new Workload('randread', 50, 4096, 1 << 20, 10);
+    expect(Array.from({ length: 5 }, () => c.next())).not.toEqual(Array.from({ length: 5 }, () => a.next()));
+  });
+
+  it('the pattern tells a stale block, a misdirected one and garbage apart', () => {
+    const buf = new Uint8Array(8192);
+    const scratch = new Uint8Array(8192);
+    fillPattern(buf, 1 << 20, 5, 7);
+    expect(checkPattern(buf, 1 << 20, 5, 7, scratch)).toBeNull();
+    expect(checkPattern(buf, 1 << 20, 6, 7, scratch)).toMatchObject({ found: { generation: 5, offset: 1 << 20, seedOk: true } });
+    expect(checkPattern(buf, (1 << 20) + 8192, 5, 7, scratch)).toMatchObject({ found: { offset: 1 << 20 } });
+    buf[4096 + 600] ^= 4;
+    expect(checkPattern(buf, 1 << 20, 5, 7, scratch)).toMatchObject({ sectorOffset: (1 << 20) + 4096 + 512, found: { seedOk: true } });
+    buf.fill(0);
+    expect(checkPattern(buf, 1 << 20, 5, 7, scratch)).toMatchObject({ sectorOffset: 1 << 20, found: { seedOk: false } });
+  });
+});
