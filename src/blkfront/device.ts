@@ -82,6 +82,13 @@ export interface BlockDeviceStats {
 
 type State = 'connected' | 'reconnecting' | 'broken' | 'gone' | 'closed';
 
+/** Call kinds, as Completion.kind; CALL_KINDS names their counters. */
+const CallKind = { read: 0, write: 1, flush: 2, discard: 3 } as const;
+type CallKind = (typeof CallKind)[keyof typeof CallKind];
+const CALL_KINDS = ['reads', 'writes', 'flushes', 'discards'] as const;
+/** Finished ops and completions kept for reuse, at most (a few rings' worth). */
+const FREE_LIST_MAX = 1024;
+
 const ZERO_STATS = (): QueueStats => ({ requests: 0, indirectRequests: 0, notifications: 0, interrupts: 0, responses: 0 });
 
 function addQueueStats(into: QueueStats, from: QueueStats): void {
@@ -136,7 +143,7 @@ export class BlockDevice extends EventEmitter {
     const maxSegments = f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
     const entries = ringEntries(f.ringPages * PAGE_SIZE, BLKIF_NATIVE_ABI.entrySize);
     const params = { abi: BLKIF_NATIVE_ABI, handle: this.loc.vdev & 0xffff, maxSegments, persistent: f.persistentGrants };
-    const hooks = { completed: this.completed, broken: this.broken };
+    const hooks = { completed: this.completed, broken: this.broken, recycle: this.recycle };
     this.queues = n.rings.map((r, q) => {
       this.pools[q] ??= this.makePool(entries, maxSegments, f.persistentGrants);
       return new BlkQueue(q, r.pages.bytes, r.channel, this.pools[q]!, params, hooks);
@@ -328,37 +335,71 @@ export class BlockDevice extends EventEmitter {
    * them. Data in a device buffer goes to the backend as it is; other data
    * is bounced through the pool.
    */
-  private submit(op: number, offset: number, length: number, data: Uint8Array | null, flag = 0): Promise<void> {
+  private submit(kind: CallKind, op: number, offset: number, length: number, data: Uint8Array | null, flag = 0): Promise<void> {
     const f = this.infoNow.features;
     const chunkPages = f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
     const chunk = chunkPages * PAGE_SIZE;
     const pieces = data === null ? 1 : Math.ceil(length / chunk);
     const direct = data === null ? null : this.buffers.find(data);
     this.active++;
-    return new Promise<void>((resolve, reject) => {
-      const done = new Completion(resolve, reject, this.settled);
-      done.remaining = pieces;
+    const promise = new Promise<void>(this.capture);
+    const done = this.freeDone.pop() ?? new Completion(this.captured!, this.capturedReject!, this.settled);
+    done.resolve = this.captured!;
+    done.reject = this.capturedReject!;
+    this.captured = this.capturedReject = null;
+    done.remaining = done.pieces = pieces;
+    done.error = null;
+    done.kind = kind;
+    done.region = null;
+    if (direct !== null) {
+      this.counts.zeroCopy++;
+      done.region = direct.region;
+      direct.region.inflight++;
+    }
+    for (let i = 0; i < pieces; i++) {
+      const at = data === null ? offset : offset + i * chunk;
+      const len = data === null ? length : Math.min(chunk, length - i * chunk);
+      const piece = data === null ? null : pieces === 1 ? data : data.subarray(i * chunk, i * chunk + len);
+      const sector = at / BLKIF_SECTOR_SIZE;
+      const sectors = len / BLKIF_SECTOR_SIZE;
+      const io = this.freeOps.pop()?.reuse(op, sector, sectors, piece, done, flag) ?? new IoOp(op, sector, sectors, piece, done, flag);
       if (direct !== null) {
-        this.counts.zeroCopy++;
-        done.region = direct.region;
-        direct.region.inflight++;
+        io.refs = direct.region.shared.refs;
+        io.refBase = direct.page + i * chunkPages;
       }
-      for (let i = 0; i < pieces; i++) {
-        const at = data === null ? offset : offset + i * chunk;
-        const len = data === null ? length : Math.min(chunk, length - i * chunk);
-        const piece = data === null ? null : pieces === 1 ? data : data.subarray(i * chunk, i * chunk + len);
-        const io = new IoOp(op, at / BLKIF_SECTOR_SIZE, len / BLKIF_SECTOR_SIZE, piece, done, flag);
-        if (direct !== null) {
-          io.refs = direct.region.shared.refs;
-          io.refBase = direct.page + i * chunkPages;
-        }
-        this.dispatch(io);
-      }
-    });
+      this.dispatch(io);
+    }
+    return promise;
   }
+
+  // One executor for every call's promise: it hands out resolve and reject without a closure per call.
+  private captured: (() => void) | null = null;
+  private capturedReject: ((err: Error) => void) | null = null;
+  private readonly capture = (resolve: () => void, reject: (err: Error) => void): void => {
+    this.captured = resolve;
+    this.capturedReject = reject;
+  };
+  private readonly freeOps: IoOp[] = [];
+  private readonly freeDone: Completion[] = [];
+
+  /** A piece that completed normally; its call too, when it was the only piece. */
+  private readonly recycle = (op: IoOp): void => {
+    const done = op.done;
+    if (done.pieces === 1 && done.remaining === 0 && this.freeDone.length < FREE_LIST_MAX) {
+      done.region = null;
+      done.error = null;
+      this.freeDone.push(done);
+    }
+    if (this.freeOps.length < FREE_LIST_MAX) {
+      op.data = null;
+      this.freeOps.push(op);
+    }
+  };
 
   private readonly settled = (c: Completion): void => {
     if (c.region !== null) c.region.inflight--;
+    if (c.error === null) this.counts[CALL_KINDS[c.kind]!]++;
+    else this.counts.errors++;
     if (--this.active === 0 && this.drained !== null) this.drained();
   };
 
@@ -385,16 +426,6 @@ export class BlockDevice extends EventEmitter {
     this.buffers.free(buf);
   }
 
-  private count<T>(p: Promise<T>, kind: 'reads' | 'writes' | 'flushes' | 'discards'): Promise<T> {
-    return p.then((v) => {
-      this.counts[kind]++;
-      return v;
-    }, (err: unknown) => {
-      this.counts.errors++;
-      throw err;
-    });
-  }
-
   /**
    * Reads `length` bytes at byte `offset`. Both must be multiples of
    * `info.sectorSize` and inside the disk (BLKIF_EINVAL, BLKIF_ERANGE, checked
@@ -405,7 +436,7 @@ export class BlockDevice extends EventEmitter {
   async read(offset: number, length: number): Promise<Uint8Array> {
     this.checkRange('read', offset, length);
     const buf = new Uint8Array(length);
-    await this.count(this.submit(BlkifOp.Read, offset, length, buf), 'reads');
+    await this.submit(CallKind.read, BlkifOp.Read, offset, length, buf);
     return buf;
   }
 
@@ -416,10 +447,15 @@ export class BlockDevice extends EventEmitter {
    * through granted pages); a read that fails may still have filled the
    * parts of `dst` whose pieces succeeded.
    */
-  async readInto(offset: number, dst: Uint8Array): Promise<void> {
-    if (!(dst instanceof Uint8Array)) throw new BlkifError('BLKIF_EINVAL', 'readInto: dst must be a Uint8Array');
-    this.checkRange('read', offset, dst.byteLength);
-    await this.count(this.submit(BlkifOp.Read, offset, dst.byteLength, dst), 'reads');
+  readInto(offset: number, dst: Uint8Array): Promise<void> {
+    // Not an async function: the hot path makes one promise per call, not two.
+    try {
+      if (!(dst instanceof Uint8Array)) throw new BlkifError('BLKIF_EINVAL', 'readInto: dst must be a Uint8Array');
+      this.checkRange('read', offset, dst.byteLength);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.submit(CallKind.read, BlkifOp.Read, offset, dst.byteLength, dst);
   }
 
   /**
@@ -428,11 +464,15 @@ export class BlockDevice extends EventEmitter {
    * when its request goes on the ring, which may be later if the ring or the
    * pool is full: leave it unchanged until the call settles.
    */
-  async write(offset: number, data: Uint8Array): Promise<void> {
-    if (!(data instanceof Uint8Array)) throw new BlkifError('BLKIF_EINVAL', 'write: data must be a Uint8Array');
-    this.checkRange('write', offset, data.byteLength);
-    this.checkWritable('write');
-    await this.count(this.submit(BlkifOp.Write, offset, data.byteLength, data), 'writes');
+  write(offset: number, data: Uint8Array): Promise<void> {
+    try {
+      if (!(data instanceof Uint8Array)) throw new BlkifError('BLKIF_EINVAL', 'write: data must be a Uint8Array');
+      this.checkRange('write', offset, data.byteLength);
+      this.checkWritable('write');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.submit(CallKind.write, BlkifOp.Write, offset, data.byteLength, data);
   }
 
   /**
@@ -450,7 +490,7 @@ export class BlockDevice extends EventEmitter {
       this.counts.flushes++;
       return;
     }
-    await this.count(this.submit(op, 0, 0, null), 'flushes');
+    await this.submit(CallKind.flush, op, 0, 0, null);
   }
 
   /**
@@ -465,7 +505,7 @@ export class BlockDevice extends EventEmitter {
     const d = this.infoNow.features.discard;
     if (d === null) throw new BlkifError('BLKIF_EOPNOTSUPP', 'discard: the backend does not offer it');
     if (opts.secure === true && !d.secure) throw new BlkifError('BLKIF_EOPNOTSUPP', 'discard: the backend does not offer secure discard');
-    await this.count(this.submit(BlkifOp.Discard, offset, length, null, opts.secure === true ? BLKIF_DISCARD_SECURE : 0), 'discards');
+    await this.submit(CallKind.discard, BlkifOp.Discard, offset, length, null, opts.secure === true ? BLKIF_DISCARD_SECURE : 0);
   }
 
   stats(): BlockDeviceStats {

@@ -35,6 +35,8 @@ export interface QueueHooks {
   completed(op: IoOp, err: BlkifError | null): void;
   /** The backend broke the protocol on this queue. */
   broken(err: BlkifError): void;
+  /** A piece completed normally and nothing holds it any more: its owner may reuse it. */
+  recycle?(op: IoOp): void;
 }
 
 export interface QueueStats {
@@ -331,6 +333,7 @@ export class BlkQueue {
     const err = ok ? null : statusError(op);
     this.hooks.completed(op, err);
     op.done.pieceDone(err);
+    this.hooks.recycle?.(op);
   }
 
   /** Fails a piece that was still waiting (its pages never reached the backend). */

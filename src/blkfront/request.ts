@@ -11,15 +11,23 @@ import { BlkifOp, BlkifRsp } from '../wire/blkif.js';
 import type { GrantLease, GrantPool } from '../gnttab/pool.js';
 import type { BufferRegion } from './buffers.js';
 
-/** Settles one caller-level call once all its pieces are done. */
+/**
+ * Settles one caller-level call once all its pieces are done. The device
+ * reuses these (and IoOps) once a call has settled normally, so the hot
+ * path allocates little more than the caller's promise.
+ */
 export class Completion {
   remaining = 0;
+  /** Pieces the call was split into when submitted. */
+  pieces = 0;
   error: Error | null = null;
   /** The device buffer the call's data lives in, when it has one (counted busy until the call settles). */
   region: BufferRegion | null = null;
+  /** What the call was (the device counts calls by kind). */
+  kind = 0;
   constructor(
-    private readonly resolve: () => void,
-    private readonly reject: (err: Error) => void,
+    public resolve: () => void,
+    public reject: (err: Error) => void,
     private readonly settled?: (c: Completion) => void,
   ) {}
 
@@ -60,17 +68,39 @@ export class IoOp {
 
   constructor(
     /** BLKIF_OP_*: Read, Write, FlushDiskcache, WriteBarrier, Discard. */
-    readonly op: number,
+    public op: number,
     /** First sector, in 512-byte units. */
-    readonly sector: number,
+    public sector: number,
     /** Sectors covered, in 512-byte units (0 for a flush). */
-    readonly sectors: number,
+    public sectors: number,
     /** Read: where the data goes. Write: where it comes from. Else null. */
-    readonly data: Uint8Array | null,
-    readonly done: Completion,
+    public data: Uint8Array | null,
+    public done: Completion,
     /** Discard: BLKIF_DISCARD_SECURE or 0. */
-    readonly flag = 0,
+    public flag = 0,
   ) {}
+
+  /** Makes a finished op (one no list holds any more) a new one. */
+  reuse(op: number, sector: number, sectors: number, data: Uint8Array | null, done: Completion, flag: number): this {
+    this.op = op;
+    this.sector = sector;
+    this.sectors = sectors;
+    this.data = data;
+    this.done = done;
+    this.flag = flag;
+    this.lease = null;
+    this.pool = null;
+    this.refs = null;
+    this.refBase = 0;
+    this.indirect = null;
+    this.indirectPool = null;
+    this.queue = null;
+    this.acquiring = false;
+    this.orphaned = null;
+    this.parts = 0;
+    this.status = BlkifRsp.Okay;
+    return this;
+  }
 
   /** Gives back its indirect pages (a new submission may need a different number). */
   releaseIndirect(): void {
