@@ -186,8 +186,13 @@ export class BlkQueue {
     op.refBase = 0;
     if (op.op === BlkifOp.Write) {
       const src = op.data!;
+      // Whole pages by offset; only a short last page needs a view.
       for (let i = 0, off = 0; off < src.byteLength; i++, off += PAGE_SIZE) {
-        lease.pages[i]!.set(src.subarray(off, Math.min(off + PAGE_SIZE, src.byteLength)));
+        const page = lease.pages[i]!;
+        if (off + PAGE_SIZE <= src.byteLength) {
+          if (off === 0 && src.byteLength === PAGE_SIZE) page.set(src);
+          else page.set(new Uint8Array(src.buffer, src.byteOffset + off, PAGE_SIZE));
+        } else page.set(src.subarray(off));
       }
     }
   }
@@ -254,10 +259,11 @@ export class BlkQueue {
               const page = ind.pages[indirectPage]!;
               setIndirectGref(abi, v, off, p, ind.refs[indirectPage]!);
               indirectPage++;
-              const pv = new DataView(page.buffer, page.byteOffset, PAGE_SIZE);
+              const pv = this.viewOf(page);
+              const at = page.byteOffset;
               const base = first + p * SEGS_PER_INDIRECT_FRAME;
               const n = Math.min(SEGS_PER_INDIRECT_FRAME, nseg - p * SEGS_PER_INDIRECT_FRAME);
-              for (let i = 0; i < n; i++) setSegment(pv, i * BLKIF_SEGMENT_SIZE, refs[rb + base + i]!, 0, this.lastSect(op, base + i));
+              for (let i = 0; i < n; i++) setSegment(pv, at + i * BLKIF_SEGMENT_SIZE, refs[rb + base + i]!, 0, this.lastSect(op, base + i));
             }
           }
           break;
@@ -273,6 +279,18 @@ export class BlkQueue {
     }
     this.inFlight.add(op);
   }
+
+  /** A DataView over the memory `page` lies in (kept: pool pages share a few blocks of memory). */
+  private viewOf(page: Uint8Array): DataView {
+    if (page.buffer !== this.indirectBuffer) {
+      this.indirectBuffer = page.buffer;
+      this.indirectView = new DataView(page.buffer);
+    }
+    return this.indirectView!;
+  }
+
+  private indirectBuffer: ArrayBufferLike | null = null;
+  private indirectView: DataView | null = null;
 
   /** last_sect of data page `i`: pages are filled from sector 0, only the last may be short. */
   private lastSect(op: IoOp, i: number): number {
@@ -326,7 +344,8 @@ export class BlkQueue {
       const dst = op.data!;
       const pages = op.lease!.pages;
       for (let i = 0, off = 0; off < dst.byteLength; i++, off += PAGE_SIZE) {
-        dst.set(pages[i]!.subarray(0, Math.min(PAGE_SIZE, dst.byteLength - off)), off);
+        const left = dst.byteLength - off;
+        dst.set(left >= PAGE_SIZE ? pages[i]! : pages[i]!.subarray(0, left), off);
       }
     }
     op.releasePages();
