@@ -87,6 +87,7 @@ const EXAMPLES: Array<[string, string]> = [
   ['blkbench --rw read --bs 1m --size 256m --iodepth 8', 'one sequential pass in 1 MiB reads (indirect descriptors)'],
   ['blkbench --rw randrw --rwmixread 70 --verify --ramdisk 128m', 'mixed I/O on a memory disk, checking every block read'],
   ['blkbench --no-persistent --no-pool --json', 'what persistent grants and the pool buy, as JSON'],
+  ['blkbench --rw read --bs 1m --zero-copy --baseline', 'large reads into device buffers (no bounce copy) against Node fs'],
   ['blkbench --xen --vdev 51728 --rw randread --runtime 30', 'a real Xen guest\'s second disk (xvdb)'],
 ];
 
@@ -123,7 +124,7 @@ function build(args: string[]) {
     .option('indirect', { type: 'boolean', default: true, describe: 'Indirect descriptors (--no-indirect: at most 11 pages per ring request)' })
     .option('pool', { type: 'boolean', default: true, describe: 'Per-queue grant pool (--no-pool: a fresh grant per segment, ended on completion)' })
     .option('ring-pages', { type: 'number', default: 4, describe: 'Pages per ring, a power of two (capped by the backend)' })
-    .option('zero-copy', { type: 'boolean', default: true, describe: 'I/O buffers from allocBuffer(), granted in place (--no-zero-copy: ordinary memory, bounced through the pool)' })
+    .option('zero-copy', { type: 'boolean', default: false, describe: 'I/O on device buffers (allocBuffer(): granted once, used in place) instead of ordinary memory bounced through the grant pool' })
     .group(['verify', 'baseline', 'json', 'progress'], 'Checks and output:')
     .option('verify', { type: 'boolean', default: false, describe: 'Write a pattern encoding offset and generation, check every read, read it all back at the end; fails on a mismatch' })
     .option('baseline', { type: 'boolean', default: false, describe: 'Run the same pattern on the image file with Node fs in this process and report driver/baseline ratios' })

@@ -44,7 +44,7 @@ describe('blkbench options', () => {
     const o = await opts([]);
     expect(o).toMatchObject({
       rw: 'randread', bs: 4096, iodepth: 32, queues: 2, runtime: 5, numberIos: undefined, offset: 0, seed: 1,
-      persistent: true, indirect: true, pool: true, zeroCopy: true, ringPages: 4, verify: false, baseline: false, json: false,
+      persistent: true, indirect: true, pool: true, zeroCopy: false, ringPages: 4, verify: false, baseline: false, json: false,
     });
     expect(o.target).toEqual({ kind: 'temp', size: 64 << 20, dir: undefined });
   });
@@ -60,10 +60,10 @@ describe('blkbench options', () => {
   it('reads every option', async () => {
     const o = await opts(['--rw', 'randrw', '--rwmixread', '70', '--bs', '64k', '--iodepth', '8', '--queues', '4', '--size', '16m',
       '--offset', '1m', '--seed', '42', '--ramp-time', '0.5', '--number-ios', '1000', '--no-persistent', '--no-indirect', '--no-pool',
-      '--no-zero-copy', '--ring-pages', '8', '--verify', '--json', '--no-progress', '--ramdisk', '32m']);
+      '--zero-copy', '--ring-pages', '8', '--verify', '--json', '--no-progress', '--ramdisk', '32m']);
     expect(o).toMatchObject({
       rw: 'randrw', rwmixread: 70, bs: 65536, iodepth: 8, queues: 4, size: 16 << 20, offset: 1 << 20, seed: 42, rampTime: 0.5,
-      numberIos: 1000, runtime: undefined, persistent: false, indirect: false, pool: false, zeroCopy: false, ringPages: 8,
+      numberIos: 1000, runtime: undefined, persistent: false, indirect: false, pool: false, zeroCopy: true, ringPages: 8,
       verify: true, json: true, progress: false, target: { kind: 'ramdisk', size: 32 << 20 },
     });
     // --size alone means one pass; the temporary image covers offset + size.
