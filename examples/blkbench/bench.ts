@@ -16,17 +16,10 @@ export interface BenchHooks {
   run?(engine: IoEngine, t: DriverTarget): RunHooks;
 }
 
-/** Progress on stderr, rewritten in place. */
-function progressHooks(label: string): RunHooks {
-  return {
-    progress: (p) => process.stderr.write(`\r\x1b[K${progressLine(label, p)}`),
-  };
-}
-
+/** `h`, plus a progress line on stderr (rewritten in place) when `show`. */
 function withProgress(h: RunHooks, show: boolean, label: string): RunHooks {
-  if (!show) return h;
-  const p = progressHooks(label);
-  return { ...h, progress: h.progress ?? p.progress };
+  if (!show || h.progress !== undefined) return h;
+  return { ...h, progress: (p) => process.stderr.write(`\r\x1b[K${progressLine(label, p)}`) };
 }
 
 export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise<Report> {

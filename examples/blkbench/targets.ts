@@ -146,7 +146,7 @@ export async function openDriverTarget(o: BenchOptions): Promise<DriverTarget> {
   let host: SimHost | undefined;
   try {
     host = await createSimHost({ guestName: 'blkbench' });
-    const disk = await host.addDisk(image === null ? { size: t.kind === 'ramdisk' ? t.size : 0 } : { image });
+    const disk = await host.addDisk(t.kind === 'ramdisk' ? { size: t.size } : { image: image! });
     const device = await openBlockDevice({ platform: host.guest, vdev: disk.vdev, ...driverOptions(o) });
     const h = host;
     return {

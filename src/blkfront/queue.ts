@@ -186,13 +186,12 @@ export class BlkQueue {
     op.refBase = 0;
     if (op.op === BlkifOp.Write) {
       const src = op.data!;
-      // Whole pages by offset; only a short last page needs a view.
-      for (let i = 0, off = 0; off < src.byteLength; i++, off += PAGE_SIZE) {
-        const page = lease.pages[i]!;
-        if (off + PAGE_SIZE <= src.byteLength) {
-          if (off === 0 && src.byteLength === PAGE_SIZE) page.set(src);
-          else page.set(new Uint8Array(src.buffer, src.byteOffset + off, PAGE_SIZE));
-        } else page.set(src.subarray(off));
+      // A one-page write (the common small one) copies without making a view.
+      if (src.byteLength <= PAGE_SIZE) lease.pages[0]!.set(src);
+      else {
+        for (let i = 0, off = 0; off < src.byteLength; i++, off += PAGE_SIZE) {
+          lease.pages[i]!.set(src.subarray(off, Math.min(off + PAGE_SIZE, src.byteLength)));
+        }
       }
     }
   }

@@ -77,6 +77,8 @@ export function openDisk(spec: DiskSpec): DiskIo {
     let done = 0;
     while (done < src.byteLength) done += writeSync(fd, src, done, src.byteLength - done, pos + done);
   };
+  const readvAt = (l: Uint8Array[], pos: number): number => readvSync(fd, l, pos);
+  const writevAt = (l: Uint8Array[], pos: number): number => writevSync(fd, l, pos);
   // Node's readvSync takes a whole array: keep one per length so a request allocates none.
   const lists: Uint8Array[][] = [];
   const list = (bufs: Uint8Array[], n: number): Uint8Array[] => {
@@ -85,24 +87,20 @@ export function openDisk(spec: DiskSpec): DiskIo {
     for (let i = 0; i < n; i++) l[i] = bufs[i]!;
     return l;
   };
+  /** One preadv/pwritev for `n` buffers; a short transfer is finished buffer by buffer with `one`. */
+  type Vec = (l: Uint8Array[], pos: number) => number;
+  const vectored = (pos: number, bufs: Uint8Array[], n: number, one: (pos: number, b: Uint8Array) => void, all: Vec): void => {
+    if (n === 1) return one(pos, bufs[0]!);
+    let total = 0;
+    for (let i = 0; i < n; i++) total += bufs[i]!.byteLength;
+    const done = all(list(bufs, n), pos);
+    if (done < total) finish(done, pos, bufs, n, one);
+  };
   return {
     read,
     write,
-    readv: (pos, dst, n) => {
-      if (n === 1) return read(pos, dst[0]!);
-      let total = 0;
-      for (let i = 0; i < n; i++) total += dst[i]!.byteLength;
-      const got = readvSync(fd, list(dst, n), pos);
-      // A short read (end of a sparse image, or the kernel stopping early): finish piece by piece.
-      if (got < total) finish(got, pos, dst, n, read);
-    },
-    writev: (pos, src, n) => {
-      if (n === 1) return write(pos, src[0]!);
-      let total = 0;
-      for (let i = 0; i < n; i++) total += src[i]!.byteLength;
-      const put = writevSync(fd, list(src, n), pos);
-      if (put < total) finish(put, pos, src, n, write);
-    },
+    readv: (pos, dst, n) => vectored(pos, dst, n, read, readvAt),
+    writev: (pos, src, n) => vectored(pos, src, n, write, writevAt),
     flush: () => fdatasyncSync(fd),
     discard: (pos, len) => {
       // Node has no fallocate(PUNCH_HOLE); zeroing gives the same reads back.
