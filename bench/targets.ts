@@ -8,14 +8,14 @@
  * Ratios, not absolute figures, are the targets: both sides share the
  * machine, the process and the moment. --strict exits 1 when one is missed.
  */
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseOptions, type BenchOptions } from '../examples/blkbench/options.js';
 import { runBench } from '../examples/blkbench/bench.js';
-import { bytes } from '../examples/blkbench/report.js';
-import { layOut } from '../examples/blkbench/targets.js';
+import { bytes, int } from '../examples/blkbench/report.js';
+import { defaultTmpdir, layOut } from '../examples/blkbench/targets.js';
 
 const { values } = parseArgs({
   options: {
@@ -29,14 +29,8 @@ const { values } = parseArgs({
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error('run with node --expose-gc (npm run bench:targets does)');
 
-let dir: string;
-try {
-  accessSync('/dev/shm', constants.W_OK);
-  dir = mkdtempSync('/dev/shm/blkbench-targets-');
-} catch {
-  dir = mkdtempSync(join(tmpdir(), 'blkbench-targets-'));
-  process.stdout.write(`note: no writable /dev/shm; the image is in ${dir}, which may not be tmpfs\n`);
-}
+const dir = mkdtempSync(join(defaultTmpdir(), 'blkbench-targets-'));
+if (!dir.startsWith('/dev/shm/')) process.stdout.write(`note: no writable /dev/shm; the image is in ${dir}, which may not be tmpfs\n`);
 const image = join(dir, 'disk.img');
 
 async function options(args: string[]): Promise<BenchOptions> {
@@ -57,7 +51,6 @@ const row = (figure: string, target: string, measured: string, met: boolean): vo
   process.stdout.write(`  ${met ? 'met   ' : 'MISSED'}  ${figure}: ${measured} (target ${target})\n`);
 };
 
-const int = (n: number): string => Math.round(n).toLocaleString('en-US');
 
 async function main(): Promise<void> {
   const runtime = values.runtime!;

@@ -101,7 +101,8 @@ export function duration(ns: number): string {
   return `${(ns / 1e9).toFixed(2)} s`;
 }
 
-const int = (n: number): string => Math.round(n).toLocaleString('en-US');
+/** A whole number with thousands separators. */
+export const int = (n: number): string => Math.round(n).toLocaleString('en-US');
 
 function block(f: Figures): string[] {
   const lines = [

@@ -24,7 +24,8 @@ export interface DriverTarget {
   close(): Promise<void>;
 }
 
-function defaultTmpdir(): string {
+/** Where temporary images go: /dev/shm when writable, else the system temp dir. */
+export function defaultTmpdir(): string {
   // tmpfs keeps both the driver and the baseline off the disk's own latency.
   try {
     accessSync('/dev/shm', constants.W_OK);

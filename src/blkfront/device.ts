@@ -385,11 +385,8 @@ export class BlockDevice extends EventEmitter {
   /** A piece that completed normally; its call too, when it was the only piece. */
   private readonly recycle = (op: IoOp): void => {
     const done = op.done;
-    if (done.pieces === 1 && done.remaining === 0 && this.freeDone.length < FREE_LIST_MAX) {
-      done.region = null;
-      done.error = null;
-      this.freeDone.push(done);
-    }
+    // submit() sets every field of a reused completion.
+    if (done.pieces === 1 && done.remaining === 0 && this.freeDone.length < FREE_LIST_MAX) this.freeDone.push(done);
     if (this.freeOps.length < FREE_LIST_MAX) {
       op.data = null;
       this.freeOps.push(op);
@@ -443,9 +440,10 @@ export class BlockDevice extends EventEmitter {
   /**
    * Reads `dst.byteLength` bytes at byte `offset` into `dst`, the
    * allocation-free form of {@link read} for callers that reuse buffers;
-   * same checks and errors. The backend never sees `dst` (data is bounced
-   * through granted pages); a read that fails may still have filled the
-   * parts of `dst` whose pieces succeeded.
+   * same checks and errors. Ordinary memory is bounced through granted pages
+   * (the backend never sees it); a device buffer ({@link allocBuffer}) is
+   * read into in place. A read that fails may still have filled the parts of
+   * `dst` whose pieces succeeded.
    */
   readInto(offset: number, dst: Uint8Array): Promise<void> {
     // Not an async function: the hot path makes one promise per call, not two.
@@ -462,7 +460,8 @@ export class BlockDevice extends EventEmitter {
    * Writes `data` at byte `offset`; same checks as {@link read}, plus
    * BLKIF_EROFS on a read-only disk. `data` is copied into granted pages
    * when its request goes on the ring, which may be later if the ring or the
-   * pool is full: leave it unchanged until the call settles.
+   * pool is full (a device buffer is read by the backend in place): leave it
+   * unchanged until the call settles.
    */
   write(offset: number, data: Uint8Array): Promise<void> {
     try {
