@@ -1,0 +1,119 @@
+#!/bin/bash
+# dom0's /init in the Xen testbed: brings up the toolstack, makes the backing
+# files, starts the PV domU that runs the Xen suite, serves the suite's
+# requests (checksums of a backing file, detaching a vbd), streams the domU's
+# console, and powers the machine off. Every line meant for the host starts
+# with "dom0|" or "domU|"; the verdict is one "XEN-TESTBED-RESULT" line.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-4.17/bin
+say() { echo "dom0| $*"; }
+finish() {
+  say "$1"
+  echo "XEN-TESTBED-RESULT $2"
+  sync
+  busybox reboot -f
+  sleep 60
+}
+trap 'finish "init failed at line $LINENO" error' ERR
+set -eE
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /run
+mount -t tmpfs -o size=512m tmpfs /tmp
+# Without /dev/stdin the block hotplug script's lock busy-waits for ever.
+ln -sf /proc/self/fd /dev/fd
+ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout
+ln -sf /proc/self/fd/2 /dev/stderr
+mkdir -p /run/xen /run/xenstored /run/lock /var/log/xen/console /var/lib/xen /var/lib/xenstored
+. /testbed/config   # TIMEOUT, MARKER, DISK_MB, RO_MB, KDISK_MB
+
+for m in xen-evtchn xen-gntalloc xen-gntdev xen-privcmd xenfs xen-blkback loop; do modprobe "$m"; done
+mount -t xenfs xenfs /proc/xen
+
+xenstored --pid-file /run/xenstored.pid
+for _ in $(seq 100); do [ -S /run/xenstored/socket ] && break; sleep 0.1; done
+xen-init-dom0 >/dev/null
+xenconsoled --log=guest --log-dir=/var/log/xen/console
+say "toolstack up at $(cut -d' ' -f1 /proc/uptime)s"
+
+# Backing files. The marker lets the domU prove it reads dom0's data at both
+# ends of the disk; the rest starts as zeros.
+truncate -s "${DISK_MB}M" /tmp/disk.img
+truncate -s "${RO_MB}M" /tmp/ro.img
+truncate -s "${KDISK_MB}M" /tmp/kdisk.img
+printf 'XEN-BLKFRONT-MARKER %s head' "$MARKER" | dd of=/tmp/disk.img conv=notrunc status=none
+printf 'XEN-BLKFRONT-MARKER %s tail' "$MARKER" |
+  dd of=/tmp/disk.img bs=512 seek=$((DISK_MB * 2048 - 1)) conv=notrunc status=none
+printf 'XEN-BLKFRONT-MARKER %s ro' "$MARKER" | dd of=/tmp/ro.img conv=notrunc status=none
+
+cat > /tmp/domU.cfg <<CFG
+name = "suite"
+type = "pv"
+kernel = "/testbed/vmlinuz"
+ramdisk = "/testbed/domU.cpio.gz"
+extra = "console=hvc0 quiet marker=$MARKER $DOMU_ARGS"
+memory = 640
+vcpus = 2
+vif = []
+on_poweroff = "destroy"
+on_crash = "destroy"
+disk = [ 'format=raw, vdev=xvdb, access=rw, backendtype=phy, target=/tmp/disk.img',
+         'format=raw, vdev=xvdc, access=ro, backendtype=phy, target=/tmp/ro.img',
+         'format=raw, vdev=xvdd, access=rw, backendtype=phy, target=/tmp/kdisk.img' ]
+CFG
+xl create /tmp/domU.cfg >/tmp/xl-create.log 2>&1 || { cat /tmp/xl-create.log; finish "xl create failed" error; }
+domid=$(xl domid suite)
+say "domU $domid created at $(cut -d' ' -f1 /proc/uptime)s"
+data=/local/domain/$domid/data
+
+# The domU's console, live, line by line.
+log=/var/log/xen/console/guest-suite.log
+for _ in $(seq 50); do [ -e "$log" ] && break; sleep 0.1; done
+tail -n +1 -F "$log" 2>/dev/null | sed -u 's/^/domU| /' &
+tailer=$!
+
+# Requests from the suite: data/request = "<n> <command> <args>", answered in
+# data/response = "<n> <answer>". Only these commands exist.
+serve() {
+  local n=$1 cmd=$2 a1=${3:-} a2=${4:-} file
+  case "$a1" in xvdb) file=/tmp/disk.img ;; xvdc) file=/tmp/ro.img ;; xvdd) file=/tmp/kdisk.img ;; *) file= ;; esac
+  case "$cmd" in
+    checksum)   # the backing file's sha256, as dom0 sees it
+      [ -n "$file" ] || { echo "$n error unknown vdev $a1"; return; }
+      sync; echo "$n $(sha256sum "$file" | cut -d' ' -f1)" ;;
+    detach)     # xl block-detach, in the background: it waits for the frontend
+      ( if xl block-detach suite "$a1" >/tmp/detach.log 2>&1; then
+          say "xl block-detach $a1: done"; else say "xl block-detach $a1: failed: $(tr '\n' ' ' </tmp/detach.log)"; fi ) &
+      echo "$n started" ;;
+    *) echo "$n error unknown command $cmd" ;;
+  esac
+}
+last=
+deadline=$(( $(cut -d. -f1 /proc/uptime) + TIMEOUT ))
+while xl domid suite >/dev/null 2>&1; do
+  if [ "$(cut -d. -f1 /proc/uptime)" -ge "$deadline" ]; then
+    xl destroy suite || true
+    sleep 1; kill "$tailer" 2>/dev/null || true
+    finish "domU still running after ${TIMEOUT}s: destroyed" timeout
+  fi
+  req=$(xenstore-read "$data/request" 2>/dev/null || true)
+  if [ -n "$req" ] && [ "${req%% *}" != "$last" ]; then
+    last=${req%% *}
+    # shellcheck disable=SC2086
+    answer=$(serve $req)
+    xenstore-write "$data/response" "$answer"
+  fi
+  sleep 0.2
+done
+sleep 1
+kill "$tailer" 2>/dev/null || true
+say "domU gone at $(cut -d' ' -f1 /proc/uptime)s"
+status=$(grep -ao 'XEN-SUITE-EXIT [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
+case "$status" in
+  0) finish "suite passed" pass ;;
+  '') finish "the domU ended without a verdict" error ;;
+  *) finish "suite failed (exit $status)" fail ;;
+esac
