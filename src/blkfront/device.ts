@@ -7,7 +7,7 @@
  * protocol into a typed error for everything in flight instead of corrupt data.
  */
 import { EventEmitter } from 'node:events';
-import { BlkifError, isXenError } from '../errors.js';
+import { BlkifError, XenError, isXenError } from '../errors.js';
 import { BLKIF_DISCARD_SECURE, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_NATIVE_ABI, BLKIF_SECTOR_SIZE, BlkifOp } from '../wire/blkif.js';
 import { XenbusState } from '../wire/xenbus_state.js';
 import { readState, switchState, waitForState } from '../xenbus/device.js';
@@ -101,6 +101,8 @@ export class BlockDevice extends EventEmitter {
   private queues: BlkQueue[] = [];
   private rings: RingSetup[] = [];
   private readonly pools: GrantPool[] = [];
+  /** Segments per ring request: the negotiated maximum, capped so one request fits a pool. */
+  private maxSegments = BLKIF_MAX_SEGMENTS_PER_REQUEST;
   private held: IoOp[] = [];
   private failure: BlkifError | null = null;
   private readonly quarantine: IoOp[] = [];
@@ -140,24 +142,45 @@ export class BlockDevice extends EventEmitter {
     this.infoNow = n.info;
     this.rings = n.rings;
     const f = n.info.features;
-    const maxSegments = f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
+    const negotiated = f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
     const entries = ringEntries(f.ringPages * PAGE_SIZE, BLKIF_NATIVE_ABI.entrySize);
-    const params = { abi: BLKIF_NATIVE_ABI, handle: this.loc.vdev & 0xffff, maxSegments, persistent: f.persistentGrants };
+    const perQueue = this.grantBudget(n.rings.length);
+    for (let q = 0; q < n.rings.length; q++) this.pools[q] ??= this.makePool(entries, negotiated, f.persistentGrants, perQueue);
+    // One request must always fit its queue's pool (data pages plus the
+    // indirect page), or a take could wait for pages that never come.
+    let smallest = Infinity;
+    for (let q = 0; q < n.rings.length; q++) smallest = Math.min(smallest, this.pools[q]!.stats().size || Infinity);
+    this.maxSegments = Math.max(BLKIF_MAX_SEGMENTS_PER_REQUEST, Math.min(negotiated, smallest - 1));
+    const params = { abi: BLKIF_NATIVE_ABI, handle: this.loc.vdev & 0xffff, maxSegments: this.maxSegments, persistent: f.persistentGrants };
     const hooks = { completed: this.completed, broken: this.broken, recycle: this.recycle };
-    this.queues = n.rings.map((r, q) => {
-      this.pools[q] ??= this.makePool(entries, maxSegments, f.persistentGrants);
-      return new BlkQueue(q, r.pages.bytes, r.channel, this.pools[q]!, params, hooks);
-    });
+    this.queues = n.rings.map((r, q) => new BlkQueue(q, r.pages.bytes, r.channel, this.pools[q]!, params, hooks));
   }
 
-  private makePool(entries: number, maxSegments: number, persistent: boolean): GrantPool {
+  /**
+   * Pages each queue's pool may take. Linux's gntalloc caps the grants all
+   * of a guest's users hold together (1024 by default); a device takes at
+   * most half of what is free when it connects, leaving room for others.
+   */
+  private grantBudget(queues: number): number {
+    const limit = this.platform.grants.limit?.();
+    if (limit === undefined) return Infinity;
+    const free = Math.max(0, limit - this.platform.grants.stats().sharedPages);
+    return Math.floor(free / 2 / queues);
+  }
+
+  private makePool(entries: number, maxSegments: number, persistent: boolean, budget: number): GrantPool {
     if (!this.wish.pool) return new GrantPool(this.platform.grants, this.loc.backendId, { pages: 0 });
     const perRequest = maxSegments + Math.ceil(maxSegments / 512);
+    const pages = Math.min(this.wish.poolPages ?? entries * BLKIF_MAX_SEGMENTS_PER_REQUEST, budget);
+    if (pages < BLKIF_MAX_SEGMENTS_PER_REQUEST + 1) {
+      throw new XenError('XEN_ENOSPC', `only ${budget} grant pages available for each of the device's queues; ` +
+        'raise gntalloc\'s limit (/sys/module/xen_gntalloc/parameters/limit) or close other users');
+    }
     return new GrantPool(this.platform.grants, this.loc.backendId, {
-      pages: this.wish.poolPages ?? entries * BLKIF_MAX_SEGMENTS_PER_REQUEST,
+      pages,
       // With persistent grants the backend keeps what it mapped: keep those pages too (up to a full ring's worth).
       keepFresh: persistent,
-      maxPages: Math.min(entries * perRequest, 8192),
+      maxPages: Math.min(entries * perRequest, 8192, Math.max(pages, budget)),
     });
   }
 
@@ -336,8 +359,7 @@ export class BlockDevice extends EventEmitter {
    * is bounced through the pool.
    */
   private submit(kind: CallKind, op: number, offset: number, length: number, data: Uint8Array | null, flag = 0): Promise<void> {
-    const f = this.infoNow.features;
-    const chunkPages = f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
+    const chunkPages = this.maxSegments;
     const chunk = chunkPages * PAGE_SIZE;
     const pieces = data === null ? 1 : Math.ceil(length / chunk);
     const direct = data === null ? null : this.buffers.find(data);

@@ -4,6 +4,7 @@
  * contiguous region, which is viewed without copying (koffi.view); the
  * pointer is kept only to unshare it.
  */
+import { readFileSync } from 'node:fs';
 import { XenError } from '../errors.js';
 import { deviceOpenError, errnoName, loadKoffi, openLibrary } from '../ffi/koffi.js';
 import { PAGE_SIZE, type SharedPages } from './types.js';
@@ -21,6 +22,9 @@ export interface GntshrLib {
   view(addr: unknown, bytes: number): ArrayBuffer;
   errno(): number;
 }
+
+/** Where gntalloc publishes the most grants all its users together may hold. */
+export const GNTALLOC_LIMIT = '/sys/module/xen_gntalloc/parameters/limit';
 
 export const LIBXENGNTTAB = ['libxengnttab.so.1', 'libxengnttab.so'];
 
@@ -60,6 +64,16 @@ export class XenGrantSharer extends GrantSharerBase<XenSharedPages> {
       throw deviceOpenError('xengntshr_open', '/dev/xen/gntalloc', 'xen-gntalloc', lib.errno());
     }
     this.handle = h;
+  }
+
+  /** gntalloc's `limit` module parameter, read each time (root may change it at run time). */
+  limit(): number | undefined {
+    try {
+      const v = Number.parseInt(readFileSync(GNTALLOC_LIMIT, 'utf8'), 10);
+      return Number.isInteger(v) && v > 0 ? v : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   protected sharePages(domid: number, count: number, writable: boolean): XenSharedPages {

@@ -48,6 +48,12 @@ export interface GrantSharer {
    */
   unshare(pages: SharedPages): void;
   stats(): GrantSharerStats;
+  /**
+   * The most pages that may be shared at once by everything on this guest
+   * using the same mechanism, when the platform sets one (Linux's gntalloc
+   * `limit` parameter, 1024 by default); undefined when there is none.
+   */
+  limit?(): number | undefined;
   /** Unshares what is left and releases the library handle. */
   close(): void;
 }

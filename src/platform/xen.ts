@@ -14,6 +14,8 @@ export interface XenPlatformOptions {
   /** The xenbus device (default /dev/xen/xenbus). */
   xenbusDevice?: string;
   xenstore?: XenstoreClientOptions;
+  /** Files opened on the xenbus device: the most requests at xenstored at once (default 3). */
+  xenbusFiles?: number;
   /** Library bindings to use instead of loading libxengnttab / libxenevtchn. */
   gntshr?: GntshrLib;
   evtchn?: EvtchnLib;
@@ -32,7 +34,7 @@ export async function openXenPlatform(opts: XenPlatformOptions = {}): Promise<Xe
     opened.push(() => grants.close());
     const evtchn = new XenEventChannels(opts.evtchn ?? loadEvtchnLib());
     opened.push(() => evtchn.close());
-    const stream = await openXenbusDevice(opts.xenbusDevice ?? DEFAULT_XENBUS_DEVICE).catch((cause: unknown) => {
+    const stream = await openXenbusDevice(opts.xenbusDevice ?? DEFAULT_XENBUS_DEVICE, { files: opts.xenbusFiles }).catch((cause: unknown) => {
       throw new XenError('XEN_ENODEV', `${opts.xenbusDevice ?? DEFAULT_XENBUS_DEVICE}: not a Xen guest, or xenfs not mounted`, { cause });
     });
     const xenstore = new XenstoreClient(stream, opts.xenstore);

@@ -31,129 +31,273 @@ export function fdDeviceIo(readFd: number, writeFd: number = readFd): DeviceIo {
   };
 }
 
+/** One open file on the device: at most one request at xenstored at a time. */
+interface Lane {
+  readonly io: DeviceIo;
+  readonly index: number;
+  /** req_id of the request sent on this file and not yet answered, or null. */
+  outstanding: number | null;
+  /** Its type, to learn transaction ids and watch counts from the reply. */
+  outstandingType: number;
+  reading: boolean;
+  /** Inbound bytes not yet a whole frame. */
+  partial: Uint8Array;
+}
+
 /**
- * A {@link ByteStream} over a xenbus character device such as /dev/xen/xenbus.
+ * A {@link ByteStream} over a xenbus character device such as /dev/xen/xenbus,
+ * opened as several files ("lanes") so that several requests can be at
+ * xenstored at once.
  *
- * Writes: Linux's xenbus_file_write() keeps one message (header plus at most
- * XENSTORE_PAYLOAD_MAX bytes) per open file. It acts on the first complete
- * message in its buffer and discards whatever else that write(2) carried, and
- * it refuses a write that would overflow the buffer. So this stream takes the
- * client's batches whole, cuts them at frame boundaries and writes exactly one
- * frame per write(2), resuming a short write within that frame.
+ * Why several files: Linux's xenbus_file_write() keeps one message per open
+ * file and hands xenstored's ring a pointer into that buffer, which the
+ * kernel's xenbus thread copies later. A second write(2) on the same file
+ * before then rewrites the first request's body: xenstored sees the right
+ * header with the wrong path or value (a write lands on another key, a
+ * transaction end carries garbage and fails EINVAL). So each file has at most
+ * one request outstanding, and its reply is the proof the buffer is free. The
+ * kernel also acts on only the first complete message of a write(2), so each
+ * frame goes out alone, a short write resumed within it.
+ *
+ * The kernel ties transactions and watches to the file that made them: a
+ * request in a transaction goes on the file that started it, watches are set
+ * and cleared on lane 0, and their events arrive there. Frames leave in the
+ * order the client queued them; frames in flight on different files may be
+ * handled by xenstored in either order (await one to order the next).
  *
  * Reads: Node cannot poll a character device, so reads run on libuv's thread
- * pool and block until the kernel has a reply; one is outstanding at a time.
- * A blocked read cannot be interrupted by close(2), so close() first sends a
- * harmless GET_DOMAIN_PATH whose reply wakes it, then closes the fd.
+ * pool and block until the kernel has something. A file is read only while it
+ * has a request outstanding (and lane 0 while watches exist), so an idle
+ * client holds no pool thread. A blocked read cannot be interrupted by
+ * close(2), so close() sends a harmless GET_DOMAIN_PATH on each idle file
+ * still reading, whose reply wakes it, then closes the fds.
  */
 export class DeviceByteStream implements ByteStream {
   private handlers: ByteStreamHandlers | null = null;
-  /** Bytes accepted from the caller and not yet written: whole frames, possibly a partial last one. */
-  private queue: Uint8Array = new Uint8Array(0);
-  private queueStart = 0;
-  private writing = false;
-  private reading = false;
+  private readonly lanes: Lane[];
+  /** Bytes accepted from the caller and not yet framed: at most one partial frame. */
+  private pending: Uint8Array = new Uint8Array(0);
+  /** Whole frames waiting for a free lane, in the caller's order. */
+  private readonly queue: Uint8Array[] = [];
+  private queueHead = 0;
+  /** Transaction id -> the lane that started it. */
+  private readonly txLane = new Map<number, number>();
+  /** Watches set on lane 0 and not cleared: while any exist, lane 0 is read. */
+  private watches = 0;
   private closing = false;
   private done = false;
-  /** Resolved when the write queue empties (close() waits on it before its wake-up frame). */
-  private idle: (() => void)[] = [];
   /** write(2) calls made (one frame each, or the rest of one). */
   writeCalls = 0;
+  /** Most requests outstanding at once across the files. */
+  maxOutstanding = 0;
 
-  constructor(private readonly io: DeviceIo) {}
+  /** One {@link DeviceIo} per open file of the same device (at least one). */
+  constructor(io: DeviceIo | readonly DeviceIo[]) {
+    const ios = Array.isArray(io) ? io : [io as DeviceIo];
+    if (ios.length === 0) throw new RangeError('DeviceByteStream needs at least one file');
+    this.lanes = ios.map((d, index) => ({ io: d, index, outstanding: null, outstandingType: 0, reading: false, partial: new Uint8Array(0) }));
+  }
+
+  /** Files open on the device. */
+  get files(): number {
+    return this.lanes.length;
+  }
 
   start(handlers: ByteStreamHandlers): void {
     this.handlers = handlers;
-    void this.readLoop();
   }
 
-  /** Takes everything offered; the frames go out one per write(2). */
+  /** Takes everything offered; whole frames go out one per write(2), one per free file. */
   write(data: Uint8Array): number {
     if (this.done || this.closing) return 0;
-    const pending = this.queue.length - this.queueStart;
-    const next = new Uint8Array(pending + data.length);
-    next.set(this.queue.subarray(this.queueStart), 0);
-    next.set(data, pending);
-    this.queue = next;
-    this.queueStart = 0;
-    void this.pump();
+    let buf = data;
+    if (this.pending.length > 0) {
+      buf = new Uint8Array(this.pending.length + data.length);
+      buf.set(this.pending, 0);
+      buf.set(data, this.pending.length);
+    }
+    let off = 0;
+    while (buf.length - off >= XS_HEADER_SIZE) {
+      const len = decodeHeader(buf, off).len;
+      if (len > XENSTORE_PAYLOAD_MAX) {
+        this.finish(new XenstoreError('XS_EIO', `refusing to write a ${len}-byte xenstore payload`));
+        return data.length;
+      }
+      if (buf.length - off < XS_HEADER_SIZE + len) break; // the rest of this frame is still to come
+      this.queue.push(buf.slice(off, off + XS_HEADER_SIZE + len));
+      off += XS_HEADER_SIZE + len;
+    }
+    this.pending = off === buf.length ? new Uint8Array(0) : buf.slice(off);
+    this.dispatch();
     return data.length;
   }
 
   close(): void {
     if (this.closing || this.done) return;
     this.closing = true;
-    if (!this.reading) {
-      this.finish();
-      return;
-    }
+    this.queue.length = 0;
+    this.queueHead = 0;
     const wake = encodeMessage(XsType.GetDomainPath, WAKE_REQ_ID, 0, joinPayload(['0']));
-    // Once queued frames are out, so it is not spliced into one of them.
-    void this.whenWritten().then(() => this.io.write(wake)).catch(() => this.finish());
+    for (const lane of this.lanes) {
+      // A lane with a request outstanding is woken by its reply; an idle one
+      // blocked on watch events needs a frame of its own.
+      if (lane.reading && lane.outstanding === null) {
+        lane.outstanding = WAKE_REQ_ID;
+        lane.io.write(wake).catch(() => this.finish());
+      }
+    }
+    this.finishIfQuiet();
   }
 
-  private whenWritten(): Promise<void> {
-    if (!this.writing && this.queue.length === this.queueStart) return Promise.resolve();
-    return new Promise((r) => this.idle.push(r));
+  /** Sends queued frames on free lanes, in order, until the head frame has to wait. */
+  private dispatch(): void {
+    while (this.queueHead < this.queue.length && !this.done) {
+      const frame = this.queue[this.queueHead]!;
+      const lane = this.laneFor(frame);
+      if (lane === null) break;
+      this.queue[this.queueHead++] = EMPTY;
+      const h = decodeHeader(frame);
+      lane.outstanding = h.reqId;
+      lane.outstandingType = h.type;
+      let busy = 0;
+      for (const l of this.lanes) if (l.outstanding !== null) busy++;
+      if (busy > this.maxOutstanding) this.maxOutstanding = busy;
+      void this.send(lane, frame);
+      this.read(lane);
+    }
+    if (this.queueHead === this.queue.length) {
+      this.queue.length = 0;
+      this.queueHead = 0;
+    }
   }
 
-  private async pump(): Promise<void> {
-    if (this.writing) return;
-    this.writing = true;
+  /** The lane a frame must go on, or null when that lane (or every lane) is busy. */
+  private laneFor(frame: Uint8Array): Lane | null {
+    const h = decodeHeader(frame);
+    if (h.type === XsType.Watch || h.type === XsType.Unwatch) return this.free(0);
+    if (h.txId !== 0) return this.free(this.txLane.get(h.txId) ?? 0);
+    for (const lane of this.lanes) if (lane.outstanding === null) return lane;
+    return null;
+  }
+
+  private free(index: number): Lane | null {
+    const lane = this.lanes[index]!;
+    return lane.outstanding === null ? lane : null;
+  }
+
+  private async send(lane: Lane, frame: Uint8Array): Promise<void> {
     try {
-      for (;;) {
-        const avail = this.queue.length - this.queueStart;
-        if (avail < XS_HEADER_SIZE) break;
-        const len = decodeHeader(this.queue, this.queueStart).len;
-        if (len > XENSTORE_PAYLOAD_MAX) throw new Error(`refusing to write a ${len}-byte xenstore payload`);
-        const frameLen = XS_HEADER_SIZE + len;
-        if (avail < frameLen) break; // the rest of this frame has not been offered yet
-        const frame = this.queue.subarray(this.queueStart, this.queueStart + frameLen);
-        for (let off = 0; off < frame.length;) {
-          this.writeCalls++;
-          off += await this.io.write(off === 0 ? frame : frame.subarray(off));
-          if (this.done) return;
-        }
-        this.queueStart += frameLen;
+      for (let off = 0; off < frame.length;) {
+        this.writeCalls++;
+        off += await lane.io.write(off === 0 ? frame : frame.subarray(off));
+        if (this.done) return;
       }
     } catch (err) {
       this.finish(new XenstoreError('XS_EIO', `xenbus device write failed: ${(err as Error).message}`, { cause: err }));
-      return;
-    } finally {
-      this.writing = false;
-    }
-    if (this.queueStart === this.queue.length) {
-      this.queue = new Uint8Array(0);
-      this.queueStart = 0;
-      for (const r of this.idle.splice(0)) r();
     }
   }
 
-  private async readLoop(): Promise<void> {
-    while (!this.done) {
-      this.reading = true;
+  /** Keeps one read going on the lane while it expects anything. */
+  private read(lane: Lane): void {
+    if (lane.reading || this.done) return;
+    lane.reading = true;
+    void this.readLoop(lane);
+  }
+
+  private expects(lane: Lane): boolean {
+    return lane.outstanding !== null || (lane.index === 0 && this.watches > 0 && !this.closing);
+  }
+
+  private async readLoop(lane: Lane): Promise<void> {
+    while (!this.done && this.expects(lane)) {
       const buf = new Uint8Array(READ_SIZE);
       let n: number;
       try {
-        n = await this.io.read(buf);
+        n = await lane.io.read(buf);
       } catch (err) {
-        this.reading = false;
-        if (this.closing) return this.finish();
+        lane.reading = false;
+        if (this.closing) return this.finishIfQuiet();
         return this.finish(new XenstoreError('XS_EIO', `xenbus device read failed: ${(err as Error).message}`, { cause: err }));
       }
-      this.reading = false;
-      if (this.closing || n === 0) return this.finish();
-      this.handlers?.data(buf.subarray(0, n));
+      if (n === 0) {
+        lane.reading = false;
+        return this.closing ? this.finishIfQuiet() : this.finish();
+      }
+      this.received(lane, buf.subarray(0, n));
     }
+    lane.reading = false;
+    if (this.closing) this.finishIfQuiet();
+  }
+
+  /** Cuts a lane's bytes into frames, hands them on whole, and frees the lane at its reply. */
+  private received(lane: Lane, chunk: Uint8Array): void {
+    let buf = chunk;
+    if (lane.partial.length > 0) {
+      buf = new Uint8Array(lane.partial.length + chunk.length);
+      buf.set(lane.partial, 0);
+      buf.set(chunk, lane.partial.length);
+    }
+    let off = 0;
+    let freed = false;
+    while (buf.length - off >= XS_HEADER_SIZE) {
+      const h = decodeHeader(buf, off);
+      const end = off + XS_HEADER_SIZE + h.len;
+      if (end > buf.length) break;
+      const frame = buf.subarray(off, end);
+      off = end;
+      if (h.type !== XsType.WatchEvent && h.reqId === lane.outstanding) {
+        this.answered(lane, h.type, h.txId, frame);
+        lane.outstanding = null;
+        freed = true;
+        if (h.reqId === WAKE_REQ_ID) continue; // ours, not the client's
+      }
+      if (!this.closing) this.handlers?.data(frame);
+    }
+    lane.partial = off === buf.length ? new Uint8Array(0) : buf.slice(off);
+    if (freed) this.dispatch();
+  }
+
+  /** What a reply tells the stream about transactions and watches. */
+  private answered(lane: Lane, type: number, txId: number, frame: Uint8Array): void {
+    const sent = lane.outstandingType;
+    if (type === XsType.Error) return;
+    if (sent === XsType.TransactionStart) {
+      const id = Number.parseInt(new TextDecoder().decode(frame.subarray(XS_HEADER_SIZE)), 10);
+      if (Number.isInteger(id) && id > 0) this.txLane.set(id, lane.index);
+    } else if (sent === XsType.TransactionEnd) {
+      this.txLane.delete(txId);
+    } else if (sent === XsType.Watch) {
+      this.watches++;
+    } else if (sent === XsType.Unwatch) {
+      this.watches = Math.max(0, this.watches - 1);
+    }
+  }
+
+  private finishIfQuiet(): void {
+    if (this.lanes.every((l) => !l.reading)) this.finish();
   }
 
   private finish(err?: Error): void {
     if (this.done) return;
     this.done = true;
-    this.io.close();
-    for (const r of this.idle.splice(0)) r();
+    for (const lane of this.lanes) lane.io.close();
     this.handlers?.closed(err);
   }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Files a device stream opens by default: requests at xenstored at once. */
+export const DEFAULT_XENBUS_FILES = 3;
+
+export interface XenbusDeviceOptions {
+  /**
+   * Files to open on the device (default {@link DEFAULT_XENBUS_FILES}): the
+   * most requests at xenstored at once, as each file carries one at a time.
+   * Each file waiting for a reply holds one of libuv's thread-pool threads
+   * (4 unless UV_THREADPOOL_SIZE says otherwise), so keep it below that.
+   */
+  files?: number;
 }
 
 /**
@@ -161,7 +305,20 @@ export class DeviceByteStream implements ByteStream {
  * it is absent (not a Xen guest, or the xenbus device is not available) or not
  * accessible (the device is root-only).
  */
-export function openXenbusDevice(path = DEFAULT_XENBUS_DEVICE): Promise<DeviceByteStream> {
+export async function openXenbusDevice(path = DEFAULT_XENBUS_DEVICE, opts: XenbusDeviceOptions = {}): Promise<DeviceByteStream> {
+  const files = opts.files ?? DEFAULT_XENBUS_FILES;
+  if (!Number.isInteger(files) || files < 1) throw new XenstoreError('XS_EINVAL', `files must be a positive integer, not ${files}`);
+  const fds: number[] = [];
+  try {
+    for (let i = 0; i < files; i++) fds.push(await openOne(path));
+  } catch (err) {
+    for (const fd of fds) close(fd, () => undefined);
+    throw err;
+  }
+  return new DeviceByteStream(fds.map((fd) => fdDeviceIo(fd)));
+}
+
+function openOne(path: string): Promise<number> {
   return new Promise((resolve, reject) => {
     open(path, constants.O_RDWR /* libuv adds O_CLOEXEC itself */, (err, fd) => {
       if (err) {
@@ -172,7 +329,7 @@ export function openXenbusDevice(path = DEFAULT_XENBUS_DEVICE): Promise<DeviceBy
             : err.message;
         return reject(new XenstoreError('XS_CLOSED', `cannot open ${path}: ${why}`, { cause: err }));
       }
-      resolve(new DeviceByteStream(fdDeviceIo(fd)));
+      resolve(fd);
     });
   });
 }

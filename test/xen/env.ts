@@ -1,0 +1,53 @@
+/**
+ * What the Xen suite knows about the testbed it runs in (scripts/xen): the
+ * vbds dom0 attached, the marker it wrote, and how to ask dom0 for things
+ * only it can do (a backing file's checksum, `xl block-detach`).
+ */
+import { openXenPlatform, type XenPlatform, type XenstoreClient } from '../../src/index.js';
+
+/** xvdb: read-write, 64 MiB, dom0 wrote the marker at both ends. */
+export const XVDB = 51728;
+/** xvdc: read-only, 8 MiB, the marker at the start. */
+export const XVDC = 51744;
+/** xvdd: read-write, 64 MiB, for the kernel's own xen-blkfront. */
+export const XVDD = 51760;
+export const MiB = 1024 * 1024;
+
+/** The marker dom0 wrote, from the domU's kernel command line. */
+export const MARKER = process.env.XEN_SUITE_MARKER ?? '';
+
+/** Opens the real platform: /dev/xen/xenbus, libxengnttab, libxenevtchn. */
+export function platform(): Promise<XenPlatform> {
+  return openXenPlatform({ xenstore: { defaultTimeoutMs: 30_000 } });
+}
+
+let sequence = 0;
+
+/**
+ * Asks dom0's init (scripts/xen/dom0-init.sh) to do something and waits for
+ * the answer: writes `data/request` = "<n> <command> <args>" and watches
+ * `data/response` for "<n> <answer>".
+ */
+export async function askDom0(xs: XenstoreClient, command: string, ...args: string[]): Promise<string> {
+  const n = String(++sequence) + '-' + process.pid;
+  let settle!: (answer: string) => void;
+  const answered = new Promise<string>((resolve) => { settle = resolve; });
+  const watch = await xs.watch('data/response', async () => {
+    const value = await xs.readOptional('data/response');
+    if (value !== undefined && value.startsWith(n + ' ')) settle(value.slice(n.length + 1));
+  });
+  try {
+    await xs.write('data/request', [n, command, ...args].join(' '));
+    const timeout = new Promise<never>((_, reject) => {
+      setTimeout(() => reject(new Error(`dom0 did not answer "${command}" within 60 s`)), 60_000).unref();
+    });
+    return await Promise.race([answered, timeout]);
+  } finally {
+    await watch.unwatch();
+  }
+}
+
+/** One line the host's test:xen picks out of the console and repeats in its summary. */
+export function report(line: string): void {
+  console.log(`# xen-bench ${line}`);
+}
