@@ -16,6 +16,7 @@ finish() {
 trap 'finish "init failed at line $LINENO" error' ERR
 set -eE
 
+exec 3>&1   # the console, for background jobs started inside $(...)
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -86,7 +87,7 @@ serve() {
       sync; echo "$n $(sha256sum "$file" | cut -d' ' -f1)" ;;
     detach)     # xl block-detach, in the background: it waits for the frontend
       ( if xl block-detach suite "$a1" >/tmp/detach.log 2>&1; then
-          say "xl block-detach $a1: done"; else say "xl block-detach $a1: failed: $(tr '\n' ' ' </tmp/detach.log)"; fi ) &
+          say "xl block-detach $a1: done"; else say "xl block-detach $a1: failed: $(tr '\n' ' ' </tmp/detach.log)"; fi ) >&3 2>&3 &
       echo "$n started" ;;
     *) echo "$n error unknown command $cmd" ;;
   esac

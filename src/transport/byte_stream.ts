@@ -24,6 +24,12 @@ export interface ByteStream {
    * copying, so the caller must not modify them afterwards.
    */
   write(data: Uint8Array): number;
+  /**
+   * The largest payload one frame may carry on this transport, when it is
+   * below the protocol's XENSTORE_PAYLOAD_MAX; the client refuses longer
+   * requests with XS_E2BIG instead of sending them.
+   */
+  readonly maxPayload?: number;
   /** Closes the stream; `closed()` follows. */
   close(): void;
 }

@@ -57,7 +57,8 @@ interface Lane {
  * transaction end carries garbage and fails EINVAL). So each file has at most
  * one request outstanding, and its reply is the proof the buffer is free. The
  * kernel also acts on only the first complete message of a write(2), so each
- * frame goes out alone, a short write resumed within it.
+ * frame goes out alone, a short write resumed within it, and a frame must fit
+ * the file's 4096-byte buffer, header included.
  *
  * The kernel ties transactions and watches to the file that made them: a
  * request in a transaction goes on the file that started it, watches are set
@@ -86,6 +87,11 @@ export class DeviceByteStream implements ByteStream {
   private watches = 0;
   private closing = false;
   private done = false;
+  /**
+   * Linux's per-file buffer is XENSTORE_PAYLOAD_MAX bytes in all, header
+   * included, and a write past it fails EINVAL: 4080 bytes of payload at most.
+   */
+  readonly maxPayload = XENSTORE_PAYLOAD_MAX - XS_HEADER_SIZE;
   /** write(2) calls made (one frame each, or the rest of one). */
   writeCalls = 0;
   /** Most requests outstanding at once across the files. */
@@ -119,7 +125,7 @@ export class DeviceByteStream implements ByteStream {
     let off = 0;
     while (buf.length - off >= XS_HEADER_SIZE) {
       const len = decodeHeader(buf, off).len;
-      if (len > XENSTORE_PAYLOAD_MAX) {
+      if (len > this.maxPayload) {
         this.finish(new XenstoreError('XS_EIO', `refusing to write a ${len}-byte xenstore payload`));
         return data.length;
       }

@@ -207,6 +207,11 @@ export class XenstoreClient extends XsOps {
     const signal = opts?.signal;
     if (signal?.aborted) return Promise.reject(abortError(type, path, signal));
     let frame: Uint8Array;
+    const limit = this.stream.maxPayload;
+    if (limit !== undefined && payload.length > limit) {
+      return Promise.reject(new XenstoreError('XS_E2BIG', `xenstore ${xsTypeName(type)}${path ? ` ${path}` : ''}: ` +
+        `a ${payload.length}-byte payload does not fit this transport (at most ${limit})`, { path }));
+    }
     const id = this.allocReqId();
     try {
       frame = encodeMessage(type, id, txId, payload);

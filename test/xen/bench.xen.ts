@@ -36,7 +36,7 @@ function kernel(w: Workload, dev: string): number {
   const io = w.rw === 'read'
     ? [`if=${dev}`, 'of=/dev/null', 'iflag=direct']
     : ['if=/dev/zero', `of=${dev}`, 'oflag=direct'];
-  const r = spawnSync('dd', [...io, `bs=${w.bs}`, `count=${w.count}`], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync('/usr/bin/dd', [...io, `bs=${w.bs}`, `count=${w.count}`], { encoding: 'utf8', timeout: 120_000 });
   assert.equal(r.status, 0, `dd failed: ${r.stderr}`);
   const m = /^(\d+) bytes .* copied, ([\d.]+) s/m.exec(r.stderr);
   assert.ok(m, `dd's report: ${r.stderr}`);

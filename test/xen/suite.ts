@@ -9,3 +9,14 @@ import './gnttab.xen.js';
 import './blkfront.xen.js';
 import './bench.xen.js';
 import './detach.xen.js';
+
+import { after } from 'node:test';
+
+// Everything the suite opened was closed: nothing may keep the process
+// alive. If something does, say what, and fail.
+after(() => {
+  setTimeout(() => {
+    console.log(`# XEN-SUITE: still alive 5 s after the last test, held by: ${process.getActiveResourcesInfo().join(', ')}`);
+    process.exit(1);
+  }, 5000).unref();
+});
