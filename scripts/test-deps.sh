@@ -3,6 +3,10 @@
 #   gcc + libxen-dev   the C layout probe, compiled against Xen's own headers
 #   gcc-multilib       the same probe built -m32, for the x86_32 blkif ABI
 #   xenstore-utils     Debian's xenstore tools, run against our xenstored
+# and, for npm run test:xen (a real Xen under QEMU, scripts/xen):
+#   qemu-system-x86    the emulated machine
+#   debootstrap, cpio  dom0's root and both domains' initramfs
+#   kmod, xz-utils     the modules each domain needs, decompressed and indexed
 set -euo pipefail
 
 need=()
@@ -13,8 +17,14 @@ if ! printf 'int main(void){return 0;}\n' | gcc -m32 -x c -o /dev/null - >/dev/n
   need+=(gcc-multilib)
 fi
 
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v cpio >/dev/null 2>&1 || need+=(cpio)
+command -v depmod >/dev/null 2>&1 || [ -x /usr/sbin/depmod ] || need+=(kmod)
+command -v xz >/dev/null 2>&1 || need+=(xz-utils)
+
 if [ ${#need[@]} -eq 0 ]; then
-  echo "test-deps: gcc, libxen-dev, gcc-multilib and xenstore-utils are present"
+  echo "test-deps: gcc, libxen-dev, gcc-multilib, xenstore-utils and the Xen testbed's tools are present"
   exit 0
 fi
 

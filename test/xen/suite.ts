@@ -4,19 +4,35 @@
  * files' tests in this order, which matters: the kernel's xen-blkfront is
  * loaded only after the driver's own tests, and the detach comes last.
  */
+import { runningPolls, testStarted } from './leaks.js';
 import './xenstore.xen.js';
 import './gnttab.xen.js';
 import './blkfront.xen.js';
 import './bench.xen.js';
 import './detach.xen.js';
 
-import { after } from 'node:test';
+import { after, afterEach, beforeEach } from 'node:test';
+import assert from 'node:assert/strict';
+
+beforeEach((t) => testStarted(t.name));
+// A test that closed what it opened leaves no event-channel poll behind.
+afterEach(async (t) => {
+  const deadline = Date.now() + 2000;
+  while (runningPolls().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(runningPolls(), [], `${t.name}: event-channel polls still running`);
+});
 
 // Everything the suite opened was closed: nothing may keep the process
 // alive. If something does, say what, and fail.
 after(() => {
   setTimeout(() => {
-    console.log(`# XEN-SUITE: still alive 5 s after the last test, held by: ${process.getActiveResourcesInfo().join(', ')}`);
+    const p = process as unknown as { _getActiveHandles(): object[]; _getActiveRequests(): object[] };
+    const describe = (o: object) => {
+      const t = o as { constructor: { name: string }; hasRef?: () => boolean; _idleTimeout?: number; fd?: number };
+      return `${t.constructor.name}${t.hasRef ? (t.hasRef() ? '(ref)' : '(unref)') : ''}${t._idleTimeout !== undefined ? `[${t._idleTimeout} ms]` : ''}${t.fd !== undefined ? `[fd ${t.fd}]` : ''}`;
+    };
+    console.log(`# XEN-SUITE: still alive 5 s after the last test, held by: ${process.getActiveResourcesInfo().join(', ')}; polls started in ${JSON.stringify(runningPolls())}; ` +
+      `handles ${p._getActiveHandles().map(describe).join(', ')}; requests ${p._getActiveRequests().map(describe).join(', ')}`);
     process.exit(1);
   }, 5000).unref();
 });
