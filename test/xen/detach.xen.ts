@@ -33,10 +33,11 @@ test('detach: xl block-detach under load gives BLKIF_ENODEV, not a hang', { time
     while (ok < 200) await new Promise((r) => setTimeout(r, 10));
     const t0 = Date.now();
     assert.equal(await askDom0(p.xenstore, 'detach', 'xvdb'), 'started');
+    let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.all(readers),
-      new Promise((_, reject) => setTimeout(() => reject(new Error('readers still waiting 120 s after the detach')), 120_000)),
-    ]);
+      new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('readers still waiting 120 s after the detach')), 120_000); }),
+    ]).finally(() => clearTimeout(timer));
     const took = Date.now() - t0;
     stop = true;
     console.log(`# detach: ${ok} reads completed, then ${JSON.stringify(Object.fromEntries(failures))} within ${took} ms`);

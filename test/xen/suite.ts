@@ -4,7 +4,7 @@
  * files' tests in this order, which matters: the kernel's xen-blkfront is
  * loaded only after the driver's own tests, and the detach comes last.
  */
-import { runningPolls, testStarted } from './leaks.js';
+import { liveTimers, runningPolls, testStarted } from './leaks.js';
 import './xenstore.xen.js';
 import './gnttab.xen.js';
 import './blkfront.xen.js';
@@ -31,7 +31,7 @@ after(() => {
       const t = o as { constructor: { name: string }; hasRef?: () => boolean; _idleTimeout?: number; fd?: number };
       return `${t.constructor.name}${t.hasRef ? (t.hasRef() ? '(ref)' : '(unref)') : ''}${t._idleTimeout !== undefined ? `[${t._idleTimeout} ms]` : ''}${t.fd !== undefined ? `[fd ${t.fd}]` : ''}`;
     };
-    console.log(`# XEN-SUITE: still alive 5 s after the last test, held by: ${process.getActiveResourcesInfo().join(', ')}; polls started in ${JSON.stringify(runningPolls())}; ` +
+    console.log(`# XEN-SUITE: still alive 5 s after the last test, held by: ${process.getActiveResourcesInfo().join(', ')}; polls started in ${JSON.stringify(runningPolls())}; timers ${JSON.stringify(liveTimers())}; ` +
       `handles ${p._getActiveHandles().map(describe).join(', ')}; requests ${p._getActiveRequests().map(describe).join(', ')}`);
     process.exit(1);
   }, 5000).unref();
