@@ -158,8 +158,9 @@ export class BlockDevice extends EventEmitter {
 
   /**
    * Pages each queue's pool may take. Linux's gntalloc caps the grants all
-   * of a guest's users hold together (1024 by default); a device takes at
-   * most half of what is free when it connects, leaving room for others.
+   * of a guest's users hold together (1024 by default); a device's pools
+   * take at most half of what is free when it connects, and its fresh grants
+   * at most the other half.
    */
   private grantBudget(queues: number): number {
     const limit = this.platform.grants.limit?.();
@@ -181,6 +182,9 @@ export class BlockDevice extends EventEmitter {
       // With persistent grants the backend keeps what it mapped: keep those pages too (up to a full ring's worth).
       keepFresh: persistent,
       maxPages: Math.min(entries * perRequest, 8192, Math.max(pages, budget)),
+      // Fresh grants beyond the pool may use the other half of what was free,
+      // so a device alone never asks gntalloc for more than it has.
+      maxFallbackPages: budget,
     });
   }
 

@@ -1,0 +1,72 @@
+/**
+ * The grant budget: on a real guest, gntalloc caps the pages all users may
+ * share at once (1024 by default). The device sizes its pools within half
+ * of what is free, caps the segments of one request so that a request always
+ * fits its pool, and refuses to open when even the minimum does not fit.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { XenError, openBlockDevice, type GrantSharer, type XenPlatform } from '../../src/index.js';
+import { createSimHost, type SimHost } from '../../src/sim/index.js';
+import { ensureBuilt } from '../helpers/daemon.js';
+import { pattern } from '../helpers/blk.js';
+
+let host: SimHost | undefined;
+afterEach(async () => {
+  await host?.close();
+  host = undefined;
+});
+
+/** The guest's platform with a gntalloc-like limit on its sharer. */
+function limited(guest: XenPlatform, limit: number): { platform: XenPlatform; most: () => number } {
+  const inner = guest.grants;
+  let most = 0;
+  const grants: GrantSharer = {
+    share(domid, count, writable) {
+      if (inner.stats().sharedPages + count > limit) throw new XenError('XEN_ENOSPC', `over the limit of ${limit} pages`);
+      const pages = inner.share(domid, count, writable);
+      most = Math.max(most, inner.stats().sharedPages);
+      return pages;
+    },
+    unshare: (pages) => inner.unshare(pages),
+    stats: () => inner.stats(),
+    close: () => inner.close(),
+    limit: () => limit,
+  };
+  return {
+    platform: { domid: guest.domid, xenstore: guest.xenstore, evtchn: guest.evtchn, grants, close: () => guest.close() },
+    most: () => most,
+  };
+}
+
+describe('grant budget', () => {
+  it('sizes the pools within half of what is free, caps segments to fit a pool, and stays under the limit', async () => {
+    ensureBuilt();
+    host = await createSimHost();
+    const disk = await host.addDisk({ size: 8 << 20 });
+    const { platform, most } = limited(host.guest, 600);
+    const dev = await openBlockDevice({ platform, vdev: disk.vdev, queues: 2, ringPages: 4, timeoutMs: 5000 });
+    // 600 - 8 ring pages = 592 free; half of it over 2 queues: 148 pages each.
+    expect(dev.stats().pool.size).toBe(2 * 148);
+    const data = pattern(0, 4 << 20, 3);
+    const before = dev.stats().requests;
+    await Promise.all([0, 1, 2, 3].map((k) => dev.write(k << 20, data.subarray(k << 20, (k + 1) << 20))));
+    // 256 pages per MiB at no more than 147 segments each: 2 requests per MiB.
+    expect(dev.stats().requests - before).toBe(8);
+    expect(Buffer.compare(await dev.read(0, 4 << 20), data)).toBe(0);
+    expect(Buffer.compare(disk.memory!.subarray(0, 4 << 20), data)).toBe(0);
+    expect(dev.stats().errors).toBe(0);
+    expect(most()).toBeLessThanOrEqual(600);
+    await dev.close();
+    expect(platform.grants.stats().sharedPages).toBe(0);
+  });
+
+  it('refuses to open with XEN_ENOSPC, naming the limit, when a queue cannot have 12 pages; nothing stays shared', async () => {
+    ensureBuilt();
+    host = await createSimHost();
+    const disk = await host.addDisk({ size: 1 << 20 });
+    const { platform } = limited(host.guest, 40);
+    await expect(openBlockDevice({ platform, vdev: disk.vdev, queues: 2, ringPages: 4, timeoutMs: 5000 }))
+      .rejects.toMatchObject({ code: 'XEN_ENOSPC', message: expect.stringContaining('gntalloc') });
+    expect(platform.grants.stats().sharedPages).toBe(0);
+  });
+});
