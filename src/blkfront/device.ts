@@ -181,7 +181,7 @@ export class BlockDevice extends EventEmitter {
       pages,
       // With persistent grants the backend keeps what it mapped: keep those pages too (up to a full ring's worth).
       keepFresh: persistent,
-      maxPages: Math.min(entries * perRequest, 8192, Math.max(pages, budget)),
+      maxPages: Math.min(entries * perRequest, 8192, budget),
       // Fresh grants beyond the pool may use the other half of what was free,
       // so a device alone never asks gntalloc for more than it has.
       maxFallbackPages: budget,
