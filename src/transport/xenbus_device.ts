@@ -1,6 +1,7 @@
 import { close, open, read, write, constants } from 'node:fs';
 import { XenstoreError } from '../errors.js';
 import { XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, XsType, decodeHeader, encodeMessage, joinPayload } from '../wire/xs_wire.js';
+import { XsFrameParser } from '../wire/xs_parser.js';
 import type { ByteStream, ByteStreamHandlers } from './byte_stream.js';
 
 /** The Linux guest's xenstore character device. */
@@ -40,8 +41,8 @@ interface Lane {
   /** Its type, to learn transaction ids and watch counts from the reply. */
   outstandingType: number;
   reading: boolean;
-  /** Inbound bytes not yet a whole frame. */
-  partial: Uint8Array;
+  /** Inbound bytes, cut into whole frames. */
+  readonly inbound: XsFrameParser;
 }
 
 /**
@@ -76,8 +77,8 @@ interface Lane {
 export class DeviceByteStream implements ByteStream {
   private handlers: ByteStreamHandlers | null = null;
   private readonly lanes: Lane[];
-  /** Bytes accepted from the caller and not yet framed: at most one partial frame. */
-  private pending: Uint8Array = new Uint8Array(0);
+  /** Bytes accepted from the caller, cut into whole frames (a frame must fit the file's buffer). */
+  private readonly outbound: XsFrameParser;
   /** Whole frames waiting for a free lane, in the caller's order. */
   private readonly queue: Uint8Array[] = [];
   private queueHead = 0;
@@ -101,7 +102,8 @@ export class DeviceByteStream implements ByteStream {
   constructor(io: DeviceIo | readonly DeviceIo[]) {
     const ios = Array.isArray(io) ? io : [io as DeviceIo];
     if (ios.length === 0) throw new RangeError('DeviceByteStream needs at least one file');
-    this.lanes = ios.map((d, index) => ({ io: d, index, outstanding: null, outstandingType: 0, reading: false, partial: new Uint8Array(0) }));
+    this.outbound = new XsFrameParser(this.maxPayload);
+    this.lanes = ios.map((d, index) => ({ io: d, index, outstanding: null, outstandingType: 0, reading: false, inbound: new XsFrameParser() }));
   }
 
   /** Files open on the device. */
@@ -116,24 +118,15 @@ export class DeviceByteStream implements ByteStream {
   /** Takes everything offered; whole frames go out one per write(2), one per free file. */
   write(data: Uint8Array): number {
     if (this.done || this.closing) return 0;
-    let buf = data;
-    if (this.pending.length > 0) {
-      buf = new Uint8Array(this.pending.length + data.length);
-      buf.set(this.pending, 0);
-      buf.set(data, this.pending.length);
-    }
-    let off = 0;
-    while (buf.length - off >= XS_HEADER_SIZE) {
-      const len = decodeHeader(buf, off).len;
-      if (len > this.maxPayload) {
-        this.finish(new XenstoreError('XS_EIO', `refusing to write a ${len}-byte xenstore payload`));
+    this.outbound.push(data);
+    for (let r = this.outbound.next(); r.kind !== 'need'; r = this.outbound.next()) {
+      if (r.kind === 'error') {
+        this.finish(new XenstoreError('XS_EIO', `refusing to write: ${r.reason}`));
         return data.length;
       }
-      if (buf.length - off < XS_HEADER_SIZE + len) break; // the rest of this frame is still to come
-      this.queue.push(buf.slice(off, off + XS_HEADER_SIZE + len));
-      off += XS_HEADER_SIZE + len;
+      const m = r.message;
+      this.queue.push(encodeMessage(m.type, m.reqId, m.txId, m.payload));
     }
-    this.pending = off === buf.length ? new Uint8Array(0) : buf.slice(off);
     this.dispatch();
     return data.length;
   }
@@ -237,38 +230,32 @@ export class DeviceByteStream implements ByteStream {
 
   /** Cuts a lane's bytes into frames, hands them on whole, and frees the lane at its reply. */
   private received(lane: Lane, chunk: Uint8Array): void {
-    let buf = chunk;
-    if (lane.partial.length > 0) {
-      buf = new Uint8Array(lane.partial.length + chunk.length);
-      buf.set(lane.partial, 0);
-      buf.set(chunk, lane.partial.length);
-    }
-    let off = 0;
+    lane.inbound.push(chunk);
     let freed = false;
-    while (buf.length - off >= XS_HEADER_SIZE) {
-      const h = decodeHeader(buf, off);
-      const end = off + XS_HEADER_SIZE + h.len;
-      if (end > buf.length) break;
-      const frame = buf.subarray(off, end);
-      off = end;
-      if (h.type !== XsType.WatchEvent && h.reqId === lane.outstanding) {
-        this.answered(lane, h.type, h.txId, frame);
+    for (let r = lane.inbound.next(); r.kind !== 'need'; r = lane.inbound.next()) {
+      if (r.kind === 'error') {
+        this.finish(new XenstoreError('XS_EPROTO', `xenbus device sent a bad frame: ${r.reason}`));
+        return;
+      }
+      const m = r.message;
+      const frame = encodeMessage(m.type, m.reqId, m.txId, m.payload);
+      if (m.type !== XsType.WatchEvent && m.reqId === lane.outstanding) {
+        this.answered(lane, m.type, m.txId, m.payload);
         lane.outstanding = null;
         freed = true;
-        if (h.reqId === WAKE_REQ_ID) continue; // ours, not the client's
+        if (m.reqId === WAKE_REQ_ID) continue; // ours, not the client's
       }
       if (!this.closing) this.handlers?.data(frame);
     }
-    lane.partial = off === buf.length ? new Uint8Array(0) : buf.slice(off);
     if (freed) this.dispatch();
   }
 
   /** What a reply tells the stream about transactions and watches. */
-  private answered(lane: Lane, type: number, txId: number, frame: Uint8Array): void {
+  private answered(lane: Lane, type: number, txId: number, payload: Uint8Array): void {
     const sent = lane.outstandingType;
     if (type === XsType.Error) return;
     if (sent === XsType.TransactionStart) {
-      const id = Number.parseInt(new TextDecoder().decode(frame.subarray(XS_HEADER_SIZE)), 10);
+      const id = Number.parseInt(new TextDecoder().decode(payload), 10);
       if (Number.isInteger(id) && id > 0) this.txLane.set(id, lane.index);
     } else if (sent === XsType.TransactionEnd) {
       this.txLane.delete(txId);
