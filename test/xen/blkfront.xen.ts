@@ -35,10 +35,23 @@ async function open(p: XenPlatform, vdev: number): Promise<BlockDevice> {
   return openBlockDevice({ platform: p, vdev, queues: 2, ringPages: 4, maxIndirectSegments: 256, timeoutMs: 30_000 });
 }
 
-test('blkfront: connects to xen-blkback and negotiates everything it offers', async () => {
+/** Runs `fn` on a fresh platform and device, and closes both whatever happens. */
+async function withDevice(vdev: number, fn: (dev: BlockDevice, p: XenPlatform) => Promise<void>): Promise<void> {
   const p = await platform();
-  const dev = await open(p, XVDB);
   try {
+    const dev = await open(p, vdev);
+    try {
+      await fn(dev, p);
+    } finally {
+      await dev.close();
+    }
+  } finally {
+    await p.close();
+  }
+}
+
+test('blkfront: connects to xen-blkback and negotiates everything it offers', async () => {
+  await withDevice(XVDB, async (dev, p) => {
     const f = dev.info.features;
     console.log(`# xvdb: ${JSON.stringify(dev.info)}`);
     assert.equal(dev.info.size, 64 * MiB);
@@ -61,17 +74,12 @@ test('blkfront: connects to xen-blkback and negotiates everything it offers', as
     assert.equal(await p.xenstore.read(`${fe}/feature-persistent`), '1');
     assert.deepEqual((await p.xenstore.directory(`${fe}/queue-1`)).sort(),
       ['event-channel', 'ring-ref0', 'ring-ref1', 'ring-ref2', 'ring-ref3']);
-  } finally {
-    await dev.close();
-    await p.close();
-  }
+  });
 });
 
 test('blkfront: reads the marker dom0 wrote at both ends of the disk', async () => {
   assert.match(MARKER, /^[0-9a-f]{16}$/, 'the marker came in on the kernel command line');
-  const p = await platform();
-  const dev = await open(p, XVDB);
-  try {
+  await withDevice(XVDB, async (dev) => {
     const head = await rd(dev, 0, 4096);
     const tail = await rd(dev, dev.info.size - 512, 512);
     const h = `XEN-BLKFRONT-MARKER ${MARKER} head`;
@@ -79,16 +87,11 @@ test('blkfront: reads the marker dom0 wrote at both ends of the disk', async () 
     assert.equal(head.subarray(0, h.length).toString('latin1'), h);
     assert.equal(tail.subarray(0, t.length).toString('latin1'), t);
     assert.ok(head.subarray(h.length).every((b) => b === 0));
-  } finally {
-    await dev.close();
-    await p.close();
-  }
+  });
 });
 
 test('blkfront: whole-disk write-verify, then dom0 finds the same bytes in the backing file', async () => {
-  const p = await platform();
-  const dev = await open(p, XVDB);
-  try {
+  await withDevice(XVDB, async (dev, p) => {
     const size = dev.info.size;
     // Write every byte once in pieces of 4 KiB to 1 MiB (direct and indirect
     // requests), 8 at a time, in a shuffled order.
@@ -135,16 +138,11 @@ test('blkfront: whole-disk write-verify, then dom0 finds the same bytes in the b
 
     const dom0 = await askDom0(p.xenstore, 'checksum', 'xvdb');
     assert.equal(dom0, ours, 'dom0 reads the backing file as the domU wrote it');
-  } finally {
-    await dev.close();
-    await p.close();
-  }
+  });
 });
 
 test('blkfront: flush and discard succeed; the discarded range reads back as zeros; nothing else moves', async () => {
-  const p = await platform();
-  const dev = await open(p, XVDB);
-  try {
+  await withDevice(XVDB, async (dev) => {
     await dev.flush();
     const g = dev.info.features.discard!.granularity;
     const at = 8 * MiB;
@@ -159,41 +157,28 @@ test('blkfront: flush and discard succeed; the discarded range reads back as zer
     await dev.flush();
     const s = dev.stats();
     assert.ok(s.flushes >= 2 && s.discards === 1 && s.errors === 0, JSON.stringify(s));
-  } finally {
-    await dev.close();
-    await p.close();
-  }
+  });
 });
 
 test('blkfront: a read-only vbd reads and refuses writes with BLKIF_EROFS', async () => {
-  const p = await platform();
-  const dev = await open(p, XVDC);
-  try {
+  await withDevice(XVDC, async (dev) => {
     assert.equal(dev.info.readOnly, true);
     const marker = `XEN-BLKFRONT-MARKER ${MARKER} ro`;
     assert.equal((await rd(dev, 0, 512)).subarray(0, marker.length).toString('latin1'), marker);
     await assert.rejects(dev.write(0, Buffer.alloc(4096)), (e) => code(e) === 'BLKIF_EROFS');
     await assert.rejects(dev.discard(0, 4096), (e) => code(e) === 'BLKIF_EROFS' || code(e) === 'BLKIF_EOPNOTSUPP');
     assert.equal((await rd(dev, 0, 512)).subarray(0, marker.length).toString('latin1'), marker);
-  } finally {
-    await dev.close();
-    await p.close();
-  }
+  });
 });
 
 test('blkfront: bad calls get typed errors before anything reaches the backend', async () => {
-  const p = await platform();
-  const dev = await open(p, XVDB);
-  try {
+  await withDevice(XVDB, async (dev) => {
     const sent = dev.stats().requests;
     await assert.rejects(dev.read(100, 512), (e) => code(e) === 'BLKIF_EINVAL');
     await assert.rejects(dev.read(dev.info.size, 512), (e) => code(e) === 'BLKIF_ERANGE');
     await assert.rejects(dev.write(dev.info.size - 512, Buffer.alloc(1024)), (e) => code(e) === 'BLKIF_ERANGE');
     assert.equal(dev.stats().requests, sent);
-  } finally {
-    await dev.close();
-    await p.close();
-  }
+  });
 });
 
 test('blkfront: close() then open again, on one platform and on a new one', async () => {
