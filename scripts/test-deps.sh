@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs, when they are missing:
 #   gcc + libxen-dev   the C layout probe, compiled against Xen's own headers
-#   gcc-multilib       the same probe built -m32, for the x86_32 blkif ABI
+#   gcc-multilib       the layout checks compiled -m32 (compile-only), for the x86_32 blkif ABI
 #   xenstore-utils     Debian's xenstore tools, run against our xenstored
 # and, for npm run test:xen (a real Xen under QEMU, scripts/xen):
 #   qemu-system-x86    the emulated machine
@@ -13,7 +13,7 @@ need=()
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/include/xen/io/blkif.h ] || need+=(libxen-dev)
 command -v xenstore-write >/dev/null 2>&1 || need+=(xenstore-utils)
-if ! printf 'int main(void){return 0;}\n' | gcc -m32 -x c -o /dev/null - >/dev/null 2>&1; then
+if ! printf '#include <stdint.h>\nint x;\n' | gcc -m32 -fsyntax-only -x c - >/dev/null 2>&1; then
   need+=(gcc-multilib)
 fi
 

@@ -1,11 +1,13 @@
 /**
  * Golden layouts: every size, offset and constant of the TypeScript wire
- * modules against a C probe compiled from Xen's own headers (libxen-dev), for
- * both ABIs, plus ring.h's event rules run by Xen's own macros.
+ * modules checked by gcc itself against Xen's own headers (libxen-dev), as
+ * `_Static_assert`s compiled for both ABIs (-m64 and -m32; compile-only, so
+ * no 32-bit code runs), plus xs_wire.h's error table and ring.h's event rules
+ * from a probe run natively.
  */
 import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { compileAndRun } from '../helpers/cc.js';
+import { compileAndRun, compileChecks, type CCheck } from '../helpers/cc.js';
 import {
   BLKIF_ABI_X86_32, BLKIF_ABI_X86_64, BLKIF_DISCARD_SECURE, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
   BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SEGMENT_SIZE, BlkifOp, BlkifRsp, SegmentOffset,
@@ -30,6 +32,7 @@ import { XenbusState } from '../../src/wire/xenbus_state.js';
 import { XS_ERRNO_NAMES } from '../../src/errors.js';
 
 const probeSource = fileURLToPath(new URL('./probe.c', import.meta.url));
+const prelude = `#include "${fileURLToPath(new URL('./xen_headers.h', import.meta.url))}"`;
 
 function parse(out: string): { values: Map<string, string>; lines: string[] } {
   const values = new Map<string, string>();
@@ -46,18 +49,36 @@ function parse(out: string): { values: Map<string, string>; lines: string[] } {
 }
 
 const probe64 = parse(compileAndRun(probeSource, ['-m64']));
-const probe32 = parse(compileAndRun(probeSource, ['-m32']));
 
-function expectFigures(values: Map<string, string>, expected: Record<string, number | string>): void {
-  for (const [name, want] of Object.entries(expected)) {
-    expect(values.has(name), `probe printed ${name}`).toBe(true);
-    expect(`${name} ${values.get(name)}`).toBe(`${name} ${want}`);
-  }
+/** The C expression for a figure's name: `sizeof.T`, `offsetof.T.f`, `ring_entries.N`, or a macro. */
+function cExpr(name: string): string {
+  const [kind, a, b] = name.split('.');
+  if (kind === 'abi' && a === 'bits') return 'sizeof(void *) * 8';
+  if (kind === 'sizeof') return a === 'blkif_sring_entry' ? 'sizeof(union blkif_sring_entry)' : `sizeof(struct ${a})`;
+  if (kind === 'offsetof') return `offsetof(struct ${a}, ${b})`;
+  if (kind === 'ring_entries') return `__CONST_RING_SIZE(blkif, 4096 * ${a})`;
+  return name;
+}
+
+function checks(figures: Record<string, number>): CCheck[] {
+  return Object.entries(figures).map(([name, value]) => ({ name, expr: cExpr(name), value }));
+}
+
+/** The figures gcc refuses with `flags`: none, when TypeScript and the headers agree. */
+function refused(figures: Record<string, number>, flags: string[] = ['-m64']): string[] {
+  return compileChecks(prelude, checks(figures), flags);
+}
+
+/** ABI-independent figures: gcc must agree with them built -m64 and -m32 alike. */
+function expectAgreesOnBothAbis(figures: Record<string, number>): void {
+  expect(refused(figures, ['-m64'])).toEqual([]);
+  expect(refused(figures, ['-m32'])).toEqual([]);
 }
 
 function blkifFigures(abi: BlkifAbi): Record<string, number> {
   const r = abi.request, ind = abi.indirect, d = abi.discard, rsp = abi.response;
   return {
+    'abi.bits': abi === BLKIF_ABI_X86_32 ? 32 : 64,
     'sizeof.blkif_request': r.size,
     'offsetof.blkif_request.operation': r.operation,
     'offsetof.blkif_request.nr_segments': r.nrSegments,
@@ -101,17 +122,24 @@ function blkifFigures(abi: BlkifAbi): Record<string, number> {
 
 describe('blkif.h layouts against the C headers', () => {
   it('x86_64-abi matches gcc -m64', () => {
-    expect(probe64.values.get('abi.bits')).toBe('64');
-    expectFigures(probe64.values, blkifFigures(BLKIF_ABI_X86_64));
+    expect(refused(blkifFigures(BLKIF_ABI_X86_64), ['-m64'])).toEqual([]);
   });
 
-  it('x86_32-abi matches gcc -m32', () => {
-    expect(probe32.values.get('abi.bits')).toBe('32');
-    expectFigures(probe32.values, blkifFigures(BLKIF_ABI_X86_32));
+  it('x86_32-abi matches gcc -m32 (compile-only: no 32-bit code runs)', () => {
+    expect(refused(blkifFigures(BLKIF_ABI_X86_32), ['-m32'])).toEqual([]);
+  });
+
+  it('a wrong figure is refused by name: each ABI\'s table fails exactly where the two ABIs differ', () => {
+    const f64 = blkifFigures(BLKIF_ABI_X86_64), f32 = blkifFigures(BLKIF_ABI_X86_32);
+    const differ = Object.keys(f64).filter((k) => f64[k] !== f32[k]);
+    // The ABIs must differ (the id's alignment), or this proves nothing.
+    expect(differ).toContain('offsetof.blkif_request.id');
+    expect(refused(f64, ['-m32'])).toEqual(differ);
+    expect(refused(f32, ['-m64'])).toEqual(differ);
   });
 
   it('constants match', () => {
-    expectFigures(probe64.values, {
+    expectAgreesOnBothAbis({
       BLKIF_OP_READ: BlkifOp.Read,
       BLKIF_OP_WRITE: BlkifOp.Write,
       BLKIF_OP_WRITE_BARRIER: BlkifOp.WriteBarrier,
@@ -134,7 +162,7 @@ describe('blkif.h layouts against the C headers', () => {
 
 describe('grant_table.h, xs_wire.h and xenbus.h against the C headers', () => {
   it('grant_entry_v1 and GTF flags', () => {
-    expectFigures(probe64.values, {
+    expectAgreesOnBothAbis({
       'sizeof.grant_entry_v1': GRANT_ENTRY_V1_SIZE,
       'offsetof.grant_entry_v1.flags': GrantEntryV1Offset.flags,
       'offsetof.grant_entry_v1.domid': GrantEntryV1Offset.domid,
@@ -156,7 +184,7 @@ describe('grant_table.h, xs_wire.h and xenbus.h against the C headers', () => {
       XS_RESUME: XsType.Resume, XS_SET_TARGET: XsType.SetTarget, XS_RESET_WATCHES: XsType.ResetWatches,
       XS_DIRECTORY_PART: XsType.DirectoryPart,
     };
-    expectFigures(probe64.values, {
+    expectAgreesOnBothAbis({
       'sizeof.xsd_sockmsg': XS_HEADER_SIZE,
       'offsetof.xsd_sockmsg.type': XsHeaderOffset.type,
       'offsetof.xsd_sockmsg.req_id': XsHeaderOffset.reqId,
@@ -174,7 +202,7 @@ describe('grant_table.h, xs_wire.h and xenbus.h against the C headers', () => {
   });
 
   it('xenstore_domain_interface (the ring page)', () => {
-    expectFigures(probe64.values, {
+    expectAgreesOnBothAbis({
       XENSTORE_RING_SIZE,
       'sizeof.xenstore_domain_interface': XS_RING_INTERFACE_SIZE,
       'offsetof.xenstore_domain_interface.req': XsRingOffset.req,
@@ -192,7 +220,7 @@ describe('grant_table.h, xs_wire.h and xenbus.h against the C headers', () => {
   });
 
   it('xenbus states', () => {
-    expectFigures(probe64.values, Object.fromEntries(
+    expectAgreesOnBothAbis(Object.fromEntries(
       Object.entries(XenbusState).map(([k, v]) => [`XenbusState${k}`, v]),
     ));
   });
