@@ -208,7 +208,7 @@ describe('blkbench runs', () => {
       run: (_engine, t) => ({
         afterRun: () => {
           const mem = t.sim!.disk.memory!;
-          mem[10 * bs + 100] ^= 0xff; // a flipped byte
+          mem[10 * bs + 100] = mem[10 * bs + 100]! ^ 0xff; // a flipped byte
           mem.fill(0, 20 * bs + 1024, 20 * bs + 1536); // a zeroed sector
           mem.copyWithin(30 * bs, 40 * bs, 41 * bs); // a misdirected write: block 40's data in block 30
         },
@@ -233,7 +233,7 @@ describe('blkbench runs', () => {
         // Reads that come back with a byte changed: the inline checks and the read-back both see it.
         engine.read = async (offset, buf) => {
           await read(offset, buf);
-          if (n++ % 7 === 0) buf[511] ^= 1;
+          if (n++ % 7 === 0) buf[511] = buf[511]! ^ 1;
         };
         return {};
       },
@@ -297,7 +297,7 @@ describe('blkbench parts', () => {
     expect(checkPattern(buf, 1 << 20, 5, 7, scratch)).toBeNull();
     expect(checkPattern(buf, 1 << 20, 6, 7, scratch)).toMatchObject({ found: { generation: 5, offset: 1 << 20, seedOk: true } });
     expect(checkPattern(buf, (1 << 20) + 8192, 5, 7, scratch)).toMatchObject({ found: { offset: 1 << 20 } });
-    buf[4096 + 600] ^= 4;
+    buf[4096 + 600] = buf[4096 + 600]! ^ 4;
     expect(checkPattern(buf, 1 << 20, 5, 7, scratch)).toMatchObject({ sectorOffset: (1 << 20) + 4096 + 512, found: { seedOk: true } });
     buf.fill(0);
     expect(checkPattern(buf, 1 << 20, 5, 7, scratch)).toMatchObject({ sectorOffset: 1 << 20, found: { seedOk: false } });
