@@ -7,6 +7,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // Builds dist/ first, every run: workers and spawned tools load compiled code.
+    globalSetup: ['./test/helpers/build.ts'],
     reporters: ['default', './test/helpers/summary-reporter.ts'],
   },
 });

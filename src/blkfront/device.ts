@@ -1,140 +1,98 @@
 /**
  * A virtual block device: what `openBlockDevice()` returns. It checks every
- * call before anything is queued, splits large I/O into ring-request-sized
- * pieces spread over the queues, follows the backend's state (a later
+ * call before anything is queued, follows the backend's state (a later
  * Connected is a resize; Closing means reconnect and replay what was in
  * flight, as Linux's blkif_recover does), and turns a backend that breaks the
- * protocol into a typed error for everything in flight instead of corrupt data.
+ * protocol into a typed error for everything in flight instead of corrupt
+ * data. Splitting and queue choice live in submit.ts, the grant budget in
+ * budget.ts, the data path in queue.ts, the handshake in negotiate.ts.
  */
 import { EventEmitter } from 'node:events';
-import { BlkifError, XenError, isXenError } from '../errors.js';
+import { BlkifError, isXenError } from '../errors.js';
 import { BLKIF_DISCARD_SECURE, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_NATIVE_ABI, BLKIF_SECTOR_SIZE, BlkifOp } from '../wire/blkif.js';
 import { XenbusState } from '../wire/xenbus_state.js';
 import { readState, switchState, waitForState } from '../xenbus/device.js';
 import type { Watch } from '../xenbus/watch.js';
 import type { XenPlatform } from '../platform/types.js';
-import { GrantPool } from '../gnttab/pool.js';
+import type { GrantPool } from '../gnttab/pool.js';
 import { PAGE_SIZE } from '../gnttab/types.js';
 import { ringEntries } from '../wire/ring.js';
-import { BlkQueue, type QueueStats } from './queue.js';
+import { SerialQueue } from '../util/serial.js';
+import { BlkQueue, addQueueStats, zeroQueueStats } from './queue.js';
 import { DeviceBuffers } from './buffers.js';
-import { Completion, IoOp, opName } from './request.js';
+import { IoOp, opName } from './request.js';
+import { grantBudget, makePool, segmentCap, sumPoolStats } from './budget.js';
+import { CLOSED, CONNECTED, refusal, type DeviceState } from './state.js';
+import { CallKind, QueueChooser, Submitter, checkRange, checkWritable } from './submit.js';
 import {
   locateDevice, readDiskInfo, resetFrontend, talkToBackend, waitForBackend,
-  type BlockDeviceInfo, type DeviceLocation, type Negotiated, type NegotiationWishes, type RingSetup,
+  type BlockDeviceInfo, type DeviceLocation, type Negotiated, type RingSetup,
 } from './negotiate.js';
+import { resolveOptions, type BlockDeviceOptions, type BlockDeviceStats, type DeviceSettings } from './options.js';
 
-export interface BlockDeviceOptions {
-  /** The Xen platform: `openXenPlatform()` on a real guest, or a simulated host's `guest`. */
-  platform: XenPlatform;
-  /** The virtual-device number (the key under `device/vbd/`), e.g. 51712 for xvda. */
-  vdev: number | string;
-  /** Queues wanted (default 2; capped by the backend's multi-queue-max-queues). */
-  queues?: number;
-  /** Pages per ring wanted, a power of two (default 4; capped by max-ring-page-order). */
-  ringPages?: number;
-  /** Segments per indirect request wanted (default 256; capped by the backend; ≤ 11 turns them off). */
-  maxIndirectSegments?: number;
-  /** Ask for persistent grants (default true). */
-  persistentGrants?: boolean;
-  /** Bounce data through a per-queue pool of pre-shared pages (default true; false: a fresh grant per page). */
-  pool?: boolean;
-  /** Pages shared up front per queue (default: ring entries × 11, so requests of up to 11 segments never fall back). */
-  poolPages?: number;
-  /** Timeout for each step of the handshake and for close (default 10 s). */
-  timeoutMs?: number;
-  /** How long to wait for a closed backend to come back before failing with BLKIF_ENODEV (default 30 s). */
-  reconnectTimeoutMs?: number;
+/** The events a {@link BlockDevice} emits. */
+export interface BlockDeviceEvents {
+  /** The backend reported a new size; `info` has it. */
+  resize: [info: BlockDeviceInfo];
+  /** The backend came back after closing; the pieces in flight were sent again. */
+  reconnect: [detail: { replayed: number }];
+  /** The backend broke the protocol; every call fails with this error from now on. */
+  broken: [error: BlkifError];
+  /** The backend went away and did not come back; every call fails with this error from now on. */
+  gone: [error: BlkifError];
 }
 
-export interface BlockDeviceStats {
-  /** Caller calls completed, by kind. */
-  reads: number;
-  writes: number;
-  flushes: number;
-  discards: number;
-  /** Calls that failed. */
-  errors: number;
-  bytesRead: number;
-  bytesWritten: number;
-  /** Ring requests sent (a call may take several; a replay sends again). */
-  requests: number;
-  indirectRequests: number;
-  /** Event-channel notifications sent to the backend. */
-  notifications: number;
-  /** Event-handler runs that found responses. */
-  interrupts: number;
-  responses: number;
-  /** Responses handled per interrupt (the batching event suppression buys). */
-  responsesPerInterrupt: number;
-  /** Grant pool, summed over queues. */
-  pool: { hits: number; fallbacks: number; kept: number; waits: number; size: number; inUse: number };
-  /** Calls whose data was in a device buffer, sent without a bounce copy. */
-  zeroCopy: number;
-  /** Pages granted for device buffers. */
-  bufferPages: number;
-  reconnects: number;
-  /** Pieces replayed after reconnects. */
-  replayed: number;
-  /** Calls not yet settled. */
-  pending: number;
-}
+/** Backend states after which our rings are dead: closing or gone, or a backend that started over. */
+const RESTART_STATES: readonly XenbusState[] = [
+  XenbusState.Closing, XenbusState.Closed, XenbusState.Unknown, XenbusState.InitWait, XenbusState.Initialising,
+];
 
-type State = 'connected' | 'reconnecting' | 'broken' | 'gone' | 'closed';
-
-/** Call kinds, as Completion.kind; CALL_KINDS names their counters. */
-const CallKind = { read: 0, write: 1, flush: 2, discard: 3 } as const;
-type CallKind = (typeof CallKind)[keyof typeof CallKind];
-const CALL_KINDS = ['reads', 'writes', 'flushes', 'discards'] as const;
-/** Finished ops and completions kept for reuse, at most (a few rings' worth). */
-const FREE_LIST_MAX = 1024;
-
-const ZERO_STATS = (): QueueStats => ({ requests: 0, indirectRequests: 0, notifications: 0, interrupts: 0, responses: 0 });
-
-function addQueueStats(into: QueueStats, from: QueueStats): void {
-  for (const k of Object.keys(into) as Array<keyof QueueStats>) into[k] += from[k];
-}
-
-export class BlockDevice extends EventEmitter {
-  private state: State = 'connected';
+/**
+ * A connected virtual block device. Open one with {@link openBlockDevice};
+ * events are typed by {@link BlockDeviceEvents}.
+ */
+export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
+  private state: DeviceState = CONNECTED;
   private infoNow!: BlockDeviceInfo;
   private queues: BlkQueue[] = [];
   private rings: RingSetup[] = [];
   private readonly pools: GrantPool[] = [];
-  /** Segments per ring request: the negotiated maximum, capped so one request fits a pool. */
-  private maxSegments = BLKIF_MAX_SEGMENTS_PER_REQUEST;
-  private held: IoOp[] = [];
-  private failure: BlkifError | null = null;
+  /** Pieces that failed while the backend may still write their pages: released once it is disconnected. */
   private readonly quarantine: IoOp[] = [];
   private readonly buffers: DeviceBuffers;
+  private readonly submitter: Submitter;
+  private readonly chooser = new QueueChooser();
   private watch: Watch | undefined;
-  private chain: Promise<void> = Promise.resolve();
-  private next = 0;
-  private active = 0;
-  private drained: (() => void) | null = null;
-  private readonly past = ZERO_STATS();
-  private readonly counts = { reads: 0, writes: 0, flushes: 0, discards: 0, errors: 0, bytesRead: 0, bytesWritten: 0, zeroCopy: 0, reconnects: 0, replayed: 0 };
+  /** Reactions to the backend's state, one at a time. */
+  private readonly steps: SerialQueue;
+  private readonly past = zeroQueueStats();
+  private readonly counts = { bytesRead: 0, bytesWritten: 0, reconnects: 0, replayed: 0 };
 
-  /** @internal Use {@link openBlockDevice}. */
-  constructor(private readonly platform: XenPlatform, private readonly loc: DeviceLocation, private readonly wish: NegotiationWishes & {
-    pool: boolean; poolPages: number | undefined; reconnectTimeoutMs: number;
-  }) {
+  private constructor(private readonly platform: XenPlatform, private readonly loc: DeviceLocation, private readonly wish: DeviceSettings) {
     super();
     this.buffers = new DeviceBuffers(platform.grants, loc.backendId);
+    this.submitter = new Submitter(this.buffers, (op) => this.dispatch(op));
+    this.steps = new SerialQueue((err) => {
+      if (this.state.kind !== 'closed') process.emitWarning(`blkfront ${this.loc.vdev}: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  }
+
+  /** @internal Finds the device, runs the handshake and watches the backend; see {@link openBlockDevice}. */
+  static async open(options: BlockDeviceOptions): Promise<BlockDevice> {
+    const wish = resolveOptions(options);
+    const loc = await locateDevice(options.platform, options.vdev);
+    const dev = new BlockDevice(options.platform, loc, wish);
+    await resetFrontend(dev.platform, loc);
+    await talkToBackend(dev.platform, loc, wish, (n) => dev.build(n));
+    dev.watch = await dev.platform.xenstore.watch(`${loc.backend}/state`, () => {
+      dev.steps.push(() => dev.backendChanged());
+    }, { group: `blkfront:${loc.vdev}` });
+    return dev;
   }
 
   /** Geometry and negotiated features (replaced on resize and reconnect, and when a feature turns out unsupported). */
   get info(): BlockDeviceInfo {
     return this.infoNow;
-  }
-
-  /** @internal The handshake; called once by openBlockDevice. */
-  async connect(): Promise<void> {
-    await resetFrontend(this.platform, this.loc);
-    await talkToBackend(this.platform, this.loc, this.wish, (n) => this.build(n));
-    this.watch = await this.platform.xenstore.watch(`${this.loc.backend}/state`, () => {
-      this.serialize(() => this.backendChanged());
-    }, { group: `blkfront:${this.loc.vdev}` });
   }
 
   /** Builds the queues over freshly negotiated rings; pools are kept across reconnects. */
@@ -143,60 +101,23 @@ export class BlockDevice extends EventEmitter {
     this.rings = n.rings;
     const f = n.info.features;
     const negotiated = f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
-    const entries = ringEntries(f.ringPages * PAGE_SIZE, BLKIF_NATIVE_ABI.entrySize);
-    const perQueue = this.grantBudget(n.rings.length);
-    for (let q = 0; q < n.rings.length; q++) this.pools[q] ??= this.makePool(entries, negotiated, f.persistentGrants, perQueue);
-    // One request must always fit its queue's pool (data pages plus the
-    // indirect page), or a take could wait for pages that never come.
-    let smallest = Infinity;
-    for (let q = 0; q < n.rings.length; q++) smallest = Math.min(smallest, this.pools[q]!.stats().size || Infinity);
-    this.maxSegments = Math.max(BLKIF_MAX_SEGMENTS_PER_REQUEST, Math.min(negotiated, smallest - 1));
-    const params = { abi: BLKIF_NATIVE_ABI, handle: this.loc.vdev & 0xffff, maxSegments: this.maxSegments, persistent: f.persistentGrants };
-    const hooks = { completed: this.completed, broken: this.broken, recycle: this.recycle };
+    const plan = {
+      pool: this.wish.pool, poolPages: this.wish.poolPages, maxSegments: negotiated, persistent: f.persistentGrants,
+      entries: ringEntries(f.ringPages * PAGE_SIZE, BLKIF_NATIVE_ABI.entrySize),
+    };
+    const nq = n.rings.length;
+    const budget = grantBudget(this.platform.grants, nq);
+    for (let q = 0; q < nq; q++) this.pools[q] ??= makePool(this.platform.grants, this.loc.backendId, plan, budget);
+    const maxSegments = segmentCap(negotiated, this.pools.slice(0, nq));
+    this.submitter.maxSegments = maxSegments;
+    const params = { abi: BLKIF_NATIVE_ABI, handle: this.loc.vdev & 0xffff, maxSegments, persistent: f.persistentGrants };
+    const hooks = { completed: this.completed, broken: this.broken, recycle: this.submitter.recycle };
     this.queues = n.rings.map((r, q) => new BlkQueue(q, r.pages.bytes, r.channel, this.pools[q]!, params, hooks));
-  }
-
-  /**
-   * Pages each queue's pool may take. Linux's gntalloc caps the grants all
-   * of a guest's users hold together (1024 by default); a device's pools
-   * take at most half of what is free when it connects, and its fresh grants
-   * at most the other half.
-   */
-  private grantBudget(queues: number): number {
-    const limit = this.platform.grants.limit?.();
-    if (limit === undefined) return Infinity;
-    const free = Math.max(0, limit - this.platform.grants.stats().sharedPages);
-    return Math.floor(free / 2 / queues);
-  }
-
-  private makePool(entries: number, maxSegments: number, persistent: boolean, budget: number): GrantPool {
-    if (!this.wish.pool) return new GrantPool(this.platform.grants, this.loc.backendId, { pages: 0 });
-    const perRequest = maxSegments + Math.ceil(maxSegments / 512);
-    const pages = Math.min(this.wish.poolPages ?? entries * BLKIF_MAX_SEGMENTS_PER_REQUEST, budget);
-    if (pages < BLKIF_MAX_SEGMENTS_PER_REQUEST + 1) {
-      throw new XenError('XEN_ENOSPC', `only ${budget} grant pages available for each of the device's queues; ` +
-        'raise gntalloc\'s limit (/sys/module/xen_gntalloc/parameters/limit) or close other users');
-    }
-    return new GrantPool(this.platform.grants, this.loc.backendId, {
-      pages,
-      // With persistent grants the backend keeps what it mapped: keep those pages too (up to a full ring's worth).
-      keepFresh: persistent,
-      maxPages: Math.min(entries * perRequest, 8192, budget),
-      // Fresh grants beyond the pool may use the other half of what was free,
-      // so a device alone never asks gntalloc for more than it has.
-      maxFallbackPages: budget,
-    });
-  }
-
-  private serialize(step: () => Promise<void>): void {
-    this.chain = this.chain.then(step).catch((err: unknown) => {
-      if (this.state !== 'closed') process.emitWarning(`blkfront ${this.loc.vdev}: ${err instanceof Error ? err.message : String(err)}`);
-    });
   }
 
   /** The backend's state changed: a resize, or it is closing and we reconnect. */
   private async backendChanged(): Promise<void> {
-    if (this.state !== 'connected') return;
+    if (this.state.kind !== 'connected') return;
     const s = await readState(this.platform.xenstore, this.loc.backend).catch(() => XenbusState.Unknown);
     if (s === XenbusState.Connected) {
       const info = await readDiskInfo(this.platform, this.loc, this.wish, { ringPages: this.infoNow.features.ringPages, queues: this.queues.length });
@@ -204,9 +125,7 @@ export class BlockDevice extends EventEmitter {
         this.infoNow = { ...info, features: this.infoNow.features };
         this.emit('resize', this.infoNow);
       }
-    } else if (([XenbusState.Closing, XenbusState.Closed, XenbusState.Unknown, XenbusState.InitWait, XenbusState.Initialising] as XenbusState[]).includes(s)) {
-      // Closing, Closed or gone; or InitWait / Initialising: a backend that started over
-      // before we saw it close. Either way our rings are dead: reconnect.
+    } else if (RESTART_STATES.includes(s)) {
       await this.reconnect();
     }
   }
@@ -219,10 +138,11 @@ export class BlockDevice extends EventEmitter {
    * held call fails with BLKIF_ENODEV.
    */
   private async reconnect(): Promise<void> {
-    this.state = 'reconnecting';
+    const held: IoOp[] = [];
+    this.state = { kind: 'reconnecting', held };
     const replay: IoOp[] = [];
     for (const q of this.queues) {
-      this.retire(q);
+      addQueueStats(this.past, q.stats);
       replay.push(...q.detach());
     }
     this.dropRings();
@@ -235,32 +155,18 @@ export class BlockDevice extends EventEmitter {
       await talkToBackend(this.platform, this.loc, { ...this.wish, timeoutMs }, (n) => this.build(n));
     } catch (err) {
       const e = err instanceof BlkifError ? err : new BlkifError('BLKIF_ENODEV', `backend ${this.loc.backend} did not come back: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-      this.state = 'gone';
-      this.failure = e;
-      for (const op of [...replay, ...this.held]) {
-        if (op.acquiring) op.orphaned = e;
-        else {
-          op.releasePages();
-          op.done.pieceDone(e);
-        }
-      }
-      this.held = [];
+      this.state = { kind: 'gone', error: e };
+      for (const op of [...replay, ...held]) op.fail(e);
       this.emit('gone', e);
       return;
     }
-    if (this.state !== 'reconnecting') return; // closed meanwhile
-    this.state = 'connected';
+    if (this.state.kind !== 'reconnecting') return; // closed meanwhile
+    this.state = CONNECTED;
     this.counts.reconnects++;
     this.counts.replayed += replay.length;
-    const all = [...replay, ...this.held];
-    this.held = [];
-    for (const op of all) this.dispatch(op);
+    for (const op of replay) this.dispatch(op);
+    for (const op of held) this.dispatch(op);
     this.emit('reconnect', { replayed: replay.length });
-  }
-
-  /** Keeps a queue's counters when it goes away. */
-  private retire(q: BlkQueue): void {
-    addQueueStats(this.past, q.stats);
   }
 
   private dropRings(): void {
@@ -288,22 +194,21 @@ export class BlockDevice extends EventEmitter {
   }
 
   private readonly broken = (err: BlkifError): void => {
-    if (this.state !== 'connected') return;
-    this.state = 'broken';
-    this.failure = err;
+    if (this.state.kind !== 'connected') return;
+    this.state = { kind: 'broken', error: err };
     for (const q of this.queues) q.fail(err, this.quarantine);
     this.emit('broken', err);
   };
 
-  /** Sends a piece to a queue (round robin), holds it during a reconnect, or fails it. */
+  /** Sends a piece to a queue, holds it during a reconnect, or fails it. */
   private dispatch(op: IoOp): void {
-    if (this.state === 'reconnecting') {
-      this.held.push(op);
+    const state = this.state;
+    if (state.kind === 'reconnecting') {
+      state.held.push(op);
       return;
     }
-    if (this.state !== 'connected') {
-      op.releasePages();
-      op.done.pieceDone(this.failure ?? new BlkifError('BLKIF_CLOSED', 'device closed'));
+    if (state.kind !== 'connected') {
+      op.fail(refusal(state, this.loc.vdev)!);
       return;
     }
     const f = this.infoNow.features;
@@ -311,120 +216,16 @@ export class BlockDevice extends EventEmitter {
       || (op.op === BlkifOp.FlushDiskcache && !f.flush) || (op.op === BlkifOp.WriteBarrier && !f.barrier);
     if (unsupported) {
       // Replayed onto a backend that no longer offers it.
-      op.done.pieceDone(new BlkifError('BLKIF_EOPNOTSUPP', `${opName(op.op)}: the backend does not offer it`));
+      op.fail(new BlkifError('BLKIF_EOPNOTSUPP', `${opName(op.op)}: the backend does not offer it`));
       return;
     }
-    // The least loaded queue (round robin among equals): one ring backed up
-    // behind large requests does not hold up work another could take, and
-    // each queue's pages in use (the backend's persistent grants) stay even.
-    const qs = this.queues;
-    const n = qs.length;
-    const region = op.done.region;
-    if (region !== null && f.persistentGrants) {
-      qs[region.home % n]!.enqueue(op);
-      return;
-    }
-    const start = this.next++ % n;
-    let best = qs[start]!;
-    for (let i = 1; i < n && best.load > 0; i++) {
-      const q = qs[(start + i) % n]!;
-      if (q.load < best.load) best = q;
-    }
-    best.enqueue(op);
+    this.chooser.choose(this.queues, op, f.persistentGrants).enqueue(op);
   }
 
   private checkUsable(): void {
-    if (this.state === 'closed') throw new BlkifError('BLKIF_CLOSED', `block device ${this.loc.vdev} is closed`);
-    if (this.failure !== null && (this.state === 'broken' || this.state === 'gone')) throw this.failure;
+    const err = refusal(this.state, this.loc.vdev);
+    if (err !== null) throw err;
   }
-
-  private checkRange(what: string, offset: number, length: number): void {
-    this.checkUsable();
-    const ss = this.infoNow.sectorSize;
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
-      throw new BlkifError('BLKIF_EINVAL', `${what}: offset ${offset} and length ${length} must be non-negative integers`);
-    }
-    if (length === 0) throw new BlkifError('BLKIF_EINVAL', `${what}: zero length`);
-    if (offset % ss !== 0 || length % ss !== 0) {
-      throw new BlkifError('BLKIF_EINVAL', `${what}: offset ${offset} and length ${length} must be multiples of the ${ss}-byte sector size`);
-    }
-    if (offset + length > this.infoNow.size) {
-      throw new BlkifError('BLKIF_ERANGE', `${what}: bytes ${offset}..${offset + length} run past the end of the ${this.infoNow.size}-byte disk`);
-    }
-  }
-
-  private checkWritable(what: string): void {
-    if (this.infoNow.readOnly) throw new BlkifError('BLKIF_EROFS', `${what}: the disk is read-only`);
-  }
-
-  /**
-   * Splits a call into pieces of at most one ring request and dispatches
-   * them. Data in a device buffer goes to the backend as it is; other data
-   * is bounced through the pool.
-   */
-  private submit(kind: CallKind, op: number, offset: number, length: number, data: Uint8Array | null, flag = 0): Promise<void> {
-    const chunkPages = this.maxSegments;
-    const chunk = chunkPages * PAGE_SIZE;
-    const pieces = data === null ? 1 : Math.ceil(length / chunk);
-    const direct = data === null ? null : this.buffers.find(data);
-    this.active++;
-    const promise = new Promise<void>(this.capture);
-    const done = this.freeDone.pop() ?? new Completion(this.captured!, this.capturedReject!, this.settled);
-    done.resolve = this.captured!;
-    done.reject = this.capturedReject!;
-    this.captured = this.capturedReject = null;
-    done.remaining = done.pieces = pieces;
-    done.error = null;
-    done.kind = kind;
-    done.region = null;
-    if (direct !== null) {
-      this.counts.zeroCopy++;
-      done.region = direct.region;
-      direct.region.inflight++;
-    }
-    for (let i = 0; i < pieces; i++) {
-      const at = data === null ? offset : offset + i * chunk;
-      const len = data === null ? length : Math.min(chunk, length - i * chunk);
-      const piece = data === null ? null : pieces === 1 ? data : data.subarray(i * chunk, i * chunk + len);
-      const sector = at / BLKIF_SECTOR_SIZE;
-      const sectors = len / BLKIF_SECTOR_SIZE;
-      const io = this.freeOps.pop()?.reuse(op, sector, sectors, piece, done, flag) ?? new IoOp(op, sector, sectors, piece, done, flag);
-      if (direct !== null) {
-        io.refs = direct.region.shared.refs;
-        io.refBase = direct.page + i * chunkPages;
-      }
-      this.dispatch(io);
-    }
-    return promise;
-  }
-
-  // One executor for every call's promise: it hands out resolve and reject without a closure per call.
-  private captured: (() => void) | null = null;
-  private capturedReject: ((err: Error) => void) | null = null;
-  private readonly capture = (resolve: () => void, reject: (err: Error) => void): void => {
-    this.captured = resolve;
-    this.capturedReject = reject;
-  };
-  private readonly freeOps: IoOp[] = [];
-  private readonly freeDone: Completion[] = [];
-
-  /** A piece that completed normally; its call too, when it was the only piece. */
-  private readonly recycle = (op: IoOp): void => {
-    const done = op.done;
-    // submit() sets every field of a reused completion.
-    if (done.pieces === 1 && done.remaining === 0 && this.freeDone.length < FREE_LIST_MAX) this.freeDone.push(done);
-    if (this.freeOps.length < FREE_LIST_MAX) {
-      op.data = null;
-      this.freeOps.push(op);
-    }
-  };
-
-  private readonly settled = (c: Completion): void => {
-    if (c.region !== null) c.region.inflight--;
-    if (c.error === null) this.counts[CALL_KINDS[c.kind]!]++;
-    else this.counts.errors++;
-    if (--this.active === 0 && this.drained !== null) this.drained();
-  };
 
   /**
    * A buffer of `length` bytes (rounded up to whole pages) whose pages are
@@ -457,9 +258,10 @@ export class BlockDevice extends EventEmitter {
    * goes away for good, BLKIF_CLOSED after close().
    */
   async read(offset: number, length: number): Promise<Uint8Array> {
-    this.checkRange('read', offset, length);
+    this.checkUsable();
+    checkRange(this.infoNow, 'read', offset, length);
     const buf = new Uint8Array(length);
-    await this.submit(CallKind.read, BlkifOp.Read, offset, length, buf);
+    await this.submitter.submit(CallKind.read, BlkifOp.Read, offset, length, buf);
     return buf;
   }
 
@@ -475,11 +277,12 @@ export class BlockDevice extends EventEmitter {
     // Not an async function: the hot path makes one promise per call, not two.
     try {
       if (!(dst instanceof Uint8Array)) throw new BlkifError('BLKIF_EINVAL', 'readInto: dst must be a Uint8Array');
-      this.checkRange('read', offset, dst.byteLength);
+      this.checkUsable();
+      checkRange(this.infoNow, 'read', offset, dst.byteLength);
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.submit(CallKind.read, BlkifOp.Read, offset, dst.byteLength, dst);
+    return this.submitter.submit(CallKind.read, BlkifOp.Read, offset, dst.byteLength, dst);
   }
 
   /**
@@ -492,12 +295,13 @@ export class BlockDevice extends EventEmitter {
   write(offset: number, data: Uint8Array): Promise<void> {
     try {
       if (!(data instanceof Uint8Array)) throw new BlkifError('BLKIF_EINVAL', 'write: data must be a Uint8Array');
-      this.checkRange('write', offset, data.byteLength);
-      this.checkWritable('write');
+      this.checkUsable();
+      checkRange(this.infoNow, 'write', offset, data.byteLength);
+      checkWritable(this.infoNow, 'write');
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.submit(CallKind.write, BlkifOp.Write, offset, data.byteLength, data);
+    return this.submitter.submit(CallKind.write, BlkifOp.Write, offset, data.byteLength, data);
   }
 
   /**
@@ -512,10 +316,10 @@ export class BlockDevice extends EventEmitter {
     const f = this.infoNow.features;
     const op = f.flush ? BlkifOp.FlushDiskcache : f.barrier ? BlkifOp.WriteBarrier : -1;
     if (op < 0) {
-      this.counts.flushes++;
+      this.submitter.counts.flushes++;
       return;
     }
-    await this.submit(CallKind.flush, op, 0, 0, null);
+    await this.submitter.submit(CallKind.flush, op, 0, 0, null);
   }
 
   /**
@@ -525,31 +329,23 @@ export class BlockDevice extends EventEmitter {
    * negotiated.
    */
   async discard(offset: number, length: number, opts: { secure?: boolean } = {}): Promise<void> {
-    this.checkRange('discard', offset, length);
-    this.checkWritable('discard');
+    this.checkUsable();
+    checkRange(this.infoNow, 'discard', offset, length);
+    checkWritable(this.infoNow, 'discard');
     const d = this.infoNow.features.discard;
     if (d === null) throw new BlkifError('BLKIF_EOPNOTSUPP', 'discard: the backend does not offer it');
     if (opts.secure === true && !d.secure) throw new BlkifError('BLKIF_EOPNOTSUPP', 'discard: the backend does not offer secure discard');
-    await this.submit(CallKind.discard, BlkifOp.Discard, offset, length, null, opts.secure === true ? BLKIF_DISCARD_SECURE : 0);
+    await this.submitter.submit(CallKind.discard, BlkifOp.Discard, offset, length, null, opts.secure === true ? BLKIF_DISCARD_SECURE : 0);
   }
 
+  /** Counters since open (see {@link BlockDeviceStats}). */
   stats(): BlockDeviceStats {
     const s = { ...this.past };
     for (const q of this.queues) addQueueStats(s, q.stats);
-    const pool = { hits: 0, fallbacks: 0, kept: 0, waits: 0, size: 0, inUse: 0 };
-    for (const p of this.pools) {
-      const ps = p.stats();
-      pool.hits += ps.hits;
-      pool.fallbacks += ps.fallbacks;
-      pool.kept += ps.kept;
-      pool.waits += ps.waits;
-      pool.size += ps.size;
-      pool.inUse += ps.inUse + ps.freshInUse;
-    }
     return {
-      ...this.counts, ...s, pool, bufferPages: this.buffers.pages,
+      ...this.submitter.counts, ...this.counts, ...s, pool: sumPoolStats(this.pools), bufferPages: this.buffers.pages,
       responsesPerInterrupt: s.interrupts === 0 ? 0 : s.responses / s.interrupts,
-      pending: this.active,
+      pending: this.submitter.active,
     };
   }
 
@@ -560,23 +356,22 @@ export class BlockDevice extends EventEmitter {
    * Calls made after this starts fail with BLKIF_CLOSED.
    */
   async close(): Promise<void> {
-    if (this.state === 'closed') return;
-    const wasConnected = this.state === 'connected' || this.state === 'reconnecting';
+    if (this.state.kind === 'closed') return;
+    const wasConnected = this.state.kind === 'connected' || this.state.kind === 'reconnecting';
     await this.watch?.unwatch().catch(() => undefined);
     this.watch = undefined;
-    await this.chain;
+    await this.steps.idle();
     const timeoutMs = this.wish.timeoutMs;
-    if (this.active > 0 && this.state === 'connected') {
-      const drained = new Promise<void>((r) => (this.drained = r));
+    if (this.submitter.active > 0 && this.state.kind === 'connected') {
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([drained, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+      await Promise.race([this.submitter.idle(), new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
       clearTimeout(timer);
     }
     const closedErr = new BlkifError('BLKIF_CLOSED', `block device ${this.loc.vdev} closed`);
-    if (this.state === 'connected') for (const q of this.queues) q.fail(closedErr, this.quarantine);
-    this.state = 'closed';
-    for (const op of this.held) op.done.pieceDone(closedErr);
-    this.held = [];
+    const before = this.state;
+    this.state = CLOSED;
+    if (before.kind === 'connected') for (const q of this.queues) q.fail(closedErr, this.quarantine);
+    if (before.kind === 'reconnecting') for (const op of before.held) op.fail(closedErr);
     const xs = this.platform.xenstore;
     if (wasConnected) {
       try {
@@ -591,7 +386,7 @@ export class BlockDevice extends EventEmitter {
       await waitForState(xs, this.loc.backend, [XenbusState.Closed, XenbusState.InitWait, XenbusState.Unknown], { timeoutMs }).catch(() => undefined);
     }
     for (const q of this.queues) {
-      this.retire(q);
+      addQueueStats(this.past, q.stats);
       q.close();
     }
     this.dropRings();
@@ -607,19 +402,6 @@ export class BlockDevice extends EventEmitter {
  * BLKIF_ENODEV when there is no such device or the backend does not answer
  * within `timeoutMs`.
  */
-export async function openBlockDevice(options: BlockDeviceOptions): Promise<BlockDevice> {
-  const { platform, vdev } = options;
-  const loc = await locateDevice(platform, vdev);
-  const dev = new BlockDevice(platform, loc, {
-    queues: options.queues ?? 2,
-    ringPages: options.ringPages ?? 4,
-    maxIndirectSegments: options.maxIndirectSegments ?? 256,
-    persistent: options.persistentGrants ?? true,
-    timeoutMs: options.timeoutMs ?? 10000,
-    pool: options.pool ?? true,
-    poolPages: options.poolPages,
-    reconnectTimeoutMs: options.reconnectTimeoutMs ?? 30000,
-  });
-  await dev.connect();
-  return dev;
+export function openBlockDevice(options: BlockDeviceOptions): Promise<BlockDevice> {
+  return BlockDevice.open(options);
 }

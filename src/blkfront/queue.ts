@@ -12,13 +12,14 @@
 import { BlkifError, isXenError } from '../errors.js';
 import {
   BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SEGMENT_SIZE, BlkifOp, BlkifRsp, SECTORS_PER_PAGE, SEGS_PER_INDIRECT_FRAME,
-  setDiscardRequest, setIndirectGref, setIndirectHeader, setRequestHeader, setSegment, type BlkifAbi,
+  segmentOffset, setDiscardRequest, setIndirectGref, setIndirectHeader, setRequestHeader, setSegment, type BlkifAbi,
 } from '../wire/blkif.js';
 import { PAGE_SIZE } from '../gnttab/types.js';
 import type { GrantLease, GrantPool } from '../gnttab/pool.js';
 import type { EventChannel } from '../evtchn/types.js';
 import { FrontRing, ShadowIds } from './ring.js';
 import { IoOp, opName, statusError } from './request.js';
+import { Fifo } from '../util/fifo.js';
 
 export interface QueueParams {
   abi: BlkifAbi;
@@ -50,20 +51,26 @@ export interface QueueStats {
   responses: number;
 }
 
+export const zeroQueueStats = (): QueueStats => ({ requests: 0, indirectRequests: 0, notifications: 0, interrupts: 0, responses: 0 });
+
+export function addQueueStats(into: QueueStats, from: QueueStats): void {
+  for (const k of Object.keys(into) as Array<keyof QueueStats>) into[k] += from[k];
+}
+
 export class BlkQueue {
   readonly ring: FrontRing;
   private readonly ids: ShadowIds;
   private readonly shadow: Array<IoOp | null>;
   private readonly shadowOp: Uint8Array;
-  private readonly pending: IoOp[] = [];
-  private head = 0;
+  /** Pieces waiting for ring slots or pages, in order. */
+  private readonly pending = new Fifo<IoOp>();
   /** In flight, in the order they went on the ring (replayed in this order). */
   readonly inFlight = new Set<IoOp>();
   private pushQueued = false;
   private live = true;
   /** Work queued or in flight here, in pages (plus one per piece): the device sends new work to the least loaded queue. */
   load = 0;
-  readonly stats: QueueStats = { requests: 0, indirectRequests: 0, notifications: 0, interrupts: 0, responses: 0 };
+  readonly stats: QueueStats = zeroQueueStats();
 
   constructor(
     readonly index: number,
@@ -109,31 +116,17 @@ export class BlkQueue {
 
   /** Puts waiting pieces on the ring, in order, while the ring and the pool have room. */
   pump(): void {
-    while (this.live && this.head < this.pending.length) {
-      const op = this.pending[this.head]!;
+    for (let op = this.pending.peek(); this.live && op !== undefined; op = this.pending.peek()) {
       if (op.acquiring) break;
       const nreq = this.requestsFor(op);
       if (this.ids.free < nreq) break;
       if (!this.lendPages(op)) break;
-      this.dequeue();
+      this.pending.shift();
       this.put(op, nreq);
-    }
-    if (this.head === this.pending.length && this.head > 0) {
-      this.pending.length = 0;
-      this.head = 0;
     }
     if (!this.pushQueued && this.live && this.ring.unpushed) {
       this.pushQueued = true;
       queueMicrotask(this.pushNow);
-    }
-  }
-
-  /** Takes the head off the waiting list (an array with a moving head, compacted now and then). */
-  private dequeue(): void {
-    this.pending[this.head++] = undefined as unknown as IoOp;
-    if (this.head > 64 && this.head * 2 > this.pending.length) {
-      this.pending.splice(0, this.head);
-      this.head = 0;
     }
   }
 
@@ -169,11 +162,10 @@ export class BlkQueue {
     try {
       return this.pool.take(n, writable);
     } catch (err) {
-      this.dequeue(); // `op` is the head: pump() is lending to it
+      this.pending.shift(); // `op` is the head: pump() is lending to it
       this.load -= op.pages + 1;
-      op.releasePages();
       const code = isXenError(err, 'XEN_CLOSED') ? 'BLKIF_CLOSED' : 'BLKIF_EIO';
-      op.done.pieceDone(new BlkifError(code, `${opName(op.op)}: could not share its pages: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
+      op.fail(new BlkifError(code, `${opName(op.op)}: could not share its pages: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
       queueMicrotask(() => this.pump());
       return undefined;
     }
@@ -206,19 +198,14 @@ export class BlkQueue {
         op.indirect = lease;
         op.indirectPool = pool;
       }
-      if (op.orphaned !== null) {
-        op.releasePages();
-        op.done.pieceDone(op.orphaned);
-      } else op.queue?.pump();
+      if (op.orphaned !== null) op.fail(op.orphaned);
+      else op.queue?.pump();
     }, (err: unknown) => {
       // Only a closed pool rejects: the device is closing and fails what waits.
       op.acquiring = false;
       const e = op.orphaned ?? new BlkifError('BLKIF_CLOSED', `${opName(op.op)}: device closed`, { cause: err });
       if (op.queue !== null) op.queue.abandon(op, e);
-      else {
-        op.releasePages();
-        op.done.pieceDone(e);
-      }
+      else op.fail(e);
     });
     return false;
   }
@@ -248,7 +235,7 @@ export class BlkQueue {
           if (nseg <= BLKIF_MAX_SEGMENTS_PER_REQUEST) {
             setRequestHeader(abi, v, off, op.op, nseg, this.params.handle, slot, gen, sector);
             for (let i = 0; i < nseg; i++) {
-              setSegment(v, off + abi.request.seg + i * BLKIF_SEGMENT_SIZE, refs[rb + first + i]!, 0, this.lastSect(op, first + i));
+              setSegment(v, segmentOffset(abi, off, i), refs[rb + first + i]!, 0, this.lastSect(op, first + i));
             }
           } else {
             this.stats.indirectRequests++;
@@ -317,7 +304,7 @@ export class BlkQueue {
       this.stats.interrupts++;
       this.stats.responses += n;
     }
-    if (this.head < this.pending.length) this.pump();
+    if (this.pending.length > 0) this.pump();
   };
 
   private readonly onResponse = (idLo: number, idHi: number, operation: number, status: number): void => {
@@ -356,13 +343,8 @@ export class BlkQueue {
 
   /** Fails a piece that was still waiting (its pages never reached the backend). */
   abandon(op: IoOp, err: BlkifError): void {
-    const i = this.pending.indexOf(op, this.head);
-    if (i >= 0) {
-      this.pending.splice(i, 1);
-      this.load -= op.pages + 1;
-    }
-    op.releasePages();
-    op.done.pieceDone(err);
+    if (this.pending.remove(op)) this.load -= op.pages + 1;
+    op.fail(err);
     this.pump();
   }
 
@@ -382,14 +364,11 @@ export class BlkQueue {
       op.parts = 0;
       op.queue = null;
     }
-    for (let i = this.head; i < this.pending.length; i++) {
-      const op = this.pending[i]!;
+    for (const op of this.pending.drain()) {
       op.queue = null;
       out.push(op);
     }
     this.inFlight.clear();
-    this.pending.length = 0;
-    this.head = 0;
     this.load = 0;
     this.shadow.fill(null);
     return out;
@@ -409,17 +388,10 @@ export class BlkQueue {
       op.done.pieceDone(err);
     }
     this.inFlight.clear();
-    const waiting = this.pending.slice(this.head);
-    this.pending.length = 0;
-    this.head = 0;
     this.load = 0;
-    for (const op of waiting) {
+    for (const op of this.pending.drain()) {
       op.queue = null;
-      if (op.acquiring) op.orphaned = err; // its acquire settles later and gives the pages back then
-      else {
-        op.releasePages();
-        op.done.pieceDone(err);
-      }
+      op.fail(err);
     }
     this.shadow.fill(null);
   }

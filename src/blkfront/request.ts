@@ -7,7 +7,7 @@
  * several ring requests.
  */
 import { BlkifError } from '../errors.js';
-import { BlkifOp, BlkifRsp } from '../wire/blkif.js';
+import { BlkifOp, BlkifRsp, SECTORS_PER_PAGE } from '../wire/blkif.js';
 import type { GrantLease, GrantPool } from '../gnttab/pool.js';
 import type { BufferRegion } from './buffers.js';
 
@@ -110,6 +110,22 @@ export class IoOp {
     }
   }
 
+  /**
+   * Fails this piece: its pages go back and its call hears `err`. The one
+   * way a piece that never reached the backend (or whose backend is gone
+   * and disconnected) fails. While a pool acquire for it is under way it is
+   * only marked: the acquire, when it settles, gives its pages straight back
+   * and fails it then.
+   */
+  fail(err: BlkifError): void {
+    if (this.acquiring) {
+      this.orphaned = err;
+      return;
+    }
+    this.releasePages();
+    this.done.pieceDone(err);
+  }
+
   /** Gives back whatever pages it holds. */
   releasePages(): void {
     if (this.lease !== null) {
@@ -122,7 +138,7 @@ export class IoOp {
 
   /** Data pages it needs (segments are whole pages but the last, starting at sector 0). */
   get pages(): number {
-    return this.op === BlkifOp.Read || this.op === BlkifOp.Write ? Math.ceil(this.sectors / 8) : 0;
+    return this.op === BlkifOp.Read || this.op === BlkifOp.Write ? Math.ceil(this.sectors / SECTORS_PER_PAGE) : 0;
   }
 }
 

@@ -10,7 +10,7 @@
  * a C peer) as long as the bytes are the sring.
  */
 import { BlkifError } from '../errors.js';
-import type { BlkifAbi } from '../wire/blkif.js';
+import { newResponseFields, readResponse, type BlkifAbi } from '../wire/blkif.js';
 import {
   SRING_HEADER_SIZE, SringWord, finalCheckForResponses, idxAdd, idxSub, loadIdx, pushRequestsAndCheckNotify, ringEntries, sringInit,
 } from '../wire/ring.js';
@@ -27,7 +27,8 @@ export class FrontRing {
   private readonly stride: number;
   private reqProdPvt = 0;
   private rspCons = 0;
-  private readonly rsp: BlkifAbi['response'];
+  /** The response being handled, read once from its slot (reused). */
+  private readonly rsp = newResponseFields();
 
   /**
    * @param bytes the sring pages, contiguous.
@@ -40,7 +41,6 @@ export class FrontRing {
     this.words = new Int32Array(bytes.buffer, bytes.byteOffset, SRING_HEADER_SIZE / 4);
     this.mask = this.entries - 1;
     this.stride = abi.entrySize;
-    this.rsp = abi.response;
     if (init) sringInit(this.words);
     else {
       // FRONT_RING_ATTACH: carry on from the shared producer.
@@ -90,8 +90,7 @@ export class FrontRing {
    * the ring or answered what was never asked). Returns how many it handled.
    */
   consume(handle: ResponseHandler): number {
-    const v = this.view;
-    const o = this.rsp;
+    const r = this.rsp;
     let n = 0;
     for (;;) {
       const rp = loadIdx(this.words, SringWord.rspProd);
@@ -100,14 +99,10 @@ export class FrontRing {
         throw new BlkifError('BLKIF_EPROTO', `backend's rsp_prod ${rp} is ${have} past rsp_cons ${this.rspCons}, with only ${this.outstanding} requests outstanding`);
       }
       while (this.rspCons !== rp) {
-        const off = SRING_HEADER_SIZE + (this.rspCons & this.mask) * this.stride;
-        const idLo = v.getUint32(off + o.id, true);
-        const idHi = v.getUint32(off + o.id + 4, true);
-        const op = v.getUint8(off + o.operation);
-        const status = v.getInt16(off + o.status, true);
+        readResponse(this.abi, this.view, SRING_HEADER_SIZE + (this.rspCons & this.mask) * this.stride, r);
         this.rspCons = idxAdd(this.rspCons, 1);
         n++;
-        handle(idLo, idHi, op, status);
+        handle(r.idLo, r.idHi, r.operation, r.status);
       }
       if (!finalCheckForResponses(this.words, this.rspCons)) return n;
     }

@@ -1,8 +1,46 @@
 /**
  * Block device interface (xen/io/blkif.h). Pure: constants, per-ABI offset
- * tables and encoders/decoders over a DataView. The ABI is data handed to one
- * marshaller, not a second copy of the code: x86_32 differs from x86_64 only
- * because i386 aligns uint64_t members to 4 bytes.
+ * tables and one codec over a DataView, used by both ends (the frontend and
+ * the simulated backend). The ABI is data handed to the codec, not a second
+ * copy of it: x86_32 differs from x86_64 only because i386 aligns uint64_t
+ * members to 4 bytes.
+ *
+ *   struct blkif_request_segment {
+ *       grant_ref_t gref;        // uint32_t: the page's grant
+ *       uint8_t     first_sect, last_sect;   // 512-byte sectors within the page
+ *   };
+ *   struct blkif_request {                   // READ, WRITE, WRITE_BARRIER, FLUSH_DISKCACHE
+ *       uint8_t        operation;
+ *       uint8_t        nr_segments;           // at most BLKIF_MAX_SEGMENTS_PER_REQUEST
+ *       blkif_vdev_t   handle;                // uint16_t
+ *       uint64_t       id;                    // echoed in the response
+ *       blkif_sector_t sector_number;         // uint64_t, 512-byte units
+ *       struct blkif_request_segment seg[BLKIF_MAX_SEGMENTS_PER_REQUEST];
+ *   };
+ *   struct blkif_request_discard {
+ *       uint8_t operation;                    // BLKIF_OP_DISCARD
+ *       uint8_t flag;                         // BLKIF_DISCARD_SECURE
+ *       blkif_vdev_t handle;
+ *       uint64_t id;
+ *       blkif_sector_t sector_number;
+ *       uint64_t nr_sectors;
+ *   };
+ *   struct blkif_request_indirect {
+ *       uint8_t  operation;                   // BLKIF_OP_INDIRECT
+ *       uint8_t  indirect_op;                 // READ or WRITE
+ *       uint16_t nr_segments;                 // segments in the indirect pages
+ *       uint64_t id;
+ *       blkif_sector_t sector_number;
+ *       blkif_vdev_t handle;
+ *       uint16_t _pad2;
+ *       grant_ref_t indirect_grefs[BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST];
+ *   };                                        // (i386 adds uint64_t pad3 to keep 64 bytes)
+ *   struct blkif_response {
+ *       uint64_t id;
+ *       uint8_t  operation;
+ *       int16_t  status;                      // BLKIF_RSP_*
+ *   };
+ *   union blkif_sring_entry { struct blkif_request req; struct blkif_response rsp; };
  */
 
 /** BLKIF_OP_* */
@@ -122,207 +160,63 @@ export function blkifAbiByProtocol(protocol: string): BlkifAbi | undefined {
   return [BLKIF_ABI_X86_64, BLKIF_ABI_X86_32].find((a) => a.protocol === protocol);
 }
 
+/*
+ * The codec, one for both ends, as MirageOS's blkproto marshals both the
+ * frontend's and the backend's view with the same code: accessors at a slot
+ * offset, with no allocation and no BigInt, since a request is written and a
+ * response read per I/O. A u64 is two u32 halves: ids are (slot, generation)
+ * pairs, and sector numbers are numbers, exact below 2^53 (a reader that
+ * trusts nothing range-checks them, and anything above is past any disk).
+ * Writers take values their caller has already bounded; readers return what
+ * the other side wrote, unchecked: the consumer decides what is an error.
+ */
+
+/** One segment descriptor, as {@link getSegment} reads it. */
 export interface BlkifSegment {
   gref: number;
   firstSect: number;
   lastSect: number;
 }
 
-export interface BlkifRequest {
+/**
+ * Any request, as {@link readRequest} reads it from a slot: the fields of
+ * whichever of the three request structs its operation byte selects (the
+ * others are left as they were). Reused by the reader, so reading allocates
+ * nothing.
+ */
+export interface BlkifRequestFields {
+  /** The slot's operation byte (BLKIF_OP_INDIRECT for an indirect request). */
   operation: number;
+  /** indirect_op for an indirect request, else `operation`: what the response carries. */
+  dataOp: number;
+  /** nr_segments: u8 in a direct request, u16 in an indirect one; 0 for a discard. */
   nrSegments: number;
   handle: number;
-  id: bigint;
-  sectorNumber: bigint;
-  seg: BlkifSegment[];
-}
-
-export interface BlkifRequestIndirect {
-  operation: typeof BlkifOp.Indirect;
-  indirectOp: number;
-  nrSegments: number;
-  id: bigint;
-  sectorNumber: bigint;
-  handle: number;
-  indirectGrefs: number[];
-}
-
-export interface BlkifRequestDiscard {
-  operation: typeof BlkifOp.Discard;
+  idLo: number;
+  idHi: number;
+  /** sector_number, in 512-byte units. */
+  sector: number;
+  /** Discard: nr_sectors. */
+  nrSectors: number;
+  /** Discard: flag (BLKIF_DISCARD_SECURE). */
   flag: number;
-  handle: number;
-  id: bigint;
-  sectorNumber: bigint;
-  nrSectors: bigint;
 }
 
-export interface BlkifResponse {
-  id: bigint;
+/** A response, as {@link readResponse} reads it. */
+export interface BlkifResponseFields {
+  idLo: number;
+  idHi: number;
   operation: number;
   status: number;
 }
 
-function checkRange(name: string, v: number, max: number): void {
-  if (!Number.isInteger(v) || v < 0 || v > max) throw new RangeError(`${name} = ${v} is out of range 0..${max}`);
-}
-function checkU64(name: string, v: bigint): void {
-  if (v < 0n || v > 0xffffffffffffffffn) throw new RangeError(`${name} = ${v} is not a u64`);
+export function newRequestFields(): BlkifRequestFields {
+  return { operation: 0, dataOp: 0, nrSegments: 0, handle: 0, idLo: 0, idHi: 0, sector: 0, nrSectors: 0, flag: 0 };
 }
 
-export function encodeSegment(view: DataView, off: number, s: BlkifSegment): void {
-  checkRange('gref', s.gref, 0xffffffff);
-  checkRange('first_sect', s.firstSect, SECTORS_PER_PAGE - 1);
-  checkRange('last_sect', s.lastSect, SECTORS_PER_PAGE - 1);
-  if (s.lastSect < s.firstSect) throw new RangeError(`last_sect ${s.lastSect} < first_sect ${s.firstSect}`);
-  view.setUint32(off + SegmentOffset.gref, s.gref, true);
-  view.setUint8(off + SegmentOffset.firstSect, s.firstSect);
-  view.setUint8(off + SegmentOffset.lastSect, s.lastSect);
+export function newResponseFields(): BlkifResponseFields {
+  return { idLo: 0, idHi: 0, operation: 0, status: 0 };
 }
-
-/** Reads a segment as written; the backend side validates first/last_sect. */
-export function decodeSegment(view: DataView, off: number): BlkifSegment {
-  return {
-    gref: view.getUint32(off + SegmentOffset.gref, true),
-    firstSect: view.getUint8(off + SegmentOffset.firstSect),
-    lastSect: view.getUint8(off + SegmentOffset.lastSect),
-  };
-}
-
-/** Writes a direct request (READ, WRITE, WRITE_BARRIER, FLUSH_DISKCACHE) at `off`. */
-export function encodeRequest(abi: BlkifAbi, view: DataView, off: number, r: BlkifRequest): void {
-  const o = abi.request;
-  checkRange('operation', r.operation, 0xff);
-  checkRange('nr_segments', r.nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST);
-  checkRange('handle', r.handle, 0xffff);
-  checkU64('id', r.id);
-  checkU64('sector_number', r.sectorNumber);
-  if (r.seg.length < r.nrSegments) throw new RangeError(`nr_segments ${r.nrSegments} but ${r.seg.length} segments given`);
-  view.setUint8(off + o.operation, r.operation);
-  view.setUint8(off + o.nrSegments, r.nrSegments);
-  view.setUint16(off + o.handle, r.handle, true);
-  view.setBigUint64(off + o.id, r.id, true);
-  view.setBigUint64(off + o.sectorNumber, r.sectorNumber, true);
-  for (let i = 0; i < r.nrSegments; i++) encodeSegment(view, off + o.seg + i * BLKIF_SEGMENT_SIZE, r.seg[i]!);
-}
-
-/**
- * Reads a direct request. Segment count is clamped to the array size so a
- * hostile nr_segments cannot read past the slot; the caller still sees the
- * value written in `nrSegments` and must reject it.
- */
-export function decodeRequest(abi: BlkifAbi, view: DataView, off: number): BlkifRequest {
-  const o = abi.request;
-  const nrSegments = view.getUint8(off + o.nrSegments);
-  const n = Math.min(nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST);
-  const seg: BlkifSegment[] = [];
-  for (let i = 0; i < n; i++) seg.push(decodeSegment(view, off + o.seg + i * BLKIF_SEGMENT_SIZE));
-  return {
-    operation: view.getUint8(off + o.operation),
-    nrSegments,
-    handle: view.getUint16(off + o.handle, true),
-    id: view.getBigUint64(off + o.id, true),
-    sectorNumber: view.getBigUint64(off + o.sectorNumber, true),
-    seg,
-  };
-}
-
-export function encodeIndirectRequest(abi: BlkifAbi, view: DataView, off: number, r: BlkifRequestIndirect): void {
-  const o = abi.indirect;
-  checkRange('indirect_op', r.indirectOp, 0xff);
-  checkRange('nr_segments', r.nrSegments, BLKIF_MAX_INDIRECT_SEGMENTS);
-  checkRange('handle', r.handle, 0xffff);
-  checkU64('id', r.id);
-  checkU64('sector_number', r.sectorNumber);
-  const pages = Math.ceil(r.nrSegments / SEGS_PER_INDIRECT_FRAME);
-  if (r.indirectGrefs.length < pages) throw new RangeError(`${r.nrSegments} segments need ${pages} indirect pages, ${r.indirectGrefs.length} given`);
-  view.setUint8(off + o.operation, BlkifOp.Indirect);
-  view.setUint8(off + o.indirectOp, r.indirectOp);
-  view.setUint16(off + o.nrSegments, r.nrSegments, true);
-  view.setBigUint64(off + o.id, r.id, true);
-  view.setBigUint64(off + o.sectorNumber, r.sectorNumber, true);
-  view.setUint16(off + o.handle, r.handle, true);
-  for (let i = 0; i < pages; i++) {
-    checkRange('indirect_gref', r.indirectGrefs[i]!, 0xffffffff);
-    view.setUint32(off + o.indirectGrefs + 4 * i, r.indirectGrefs[i]!, true);
-  }
-}
-
-/** Reads an indirect request; the gref list is clamped to the array size. */
-export function decodeIndirectRequest(abi: BlkifAbi, view: DataView, off: number): BlkifRequestIndirect {
-  const o = abi.indirect;
-  const nrSegments = view.getUint16(off + o.nrSegments, true);
-  const pages = Math.min(Math.ceil(nrSegments / SEGS_PER_INDIRECT_FRAME), BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST);
-  const indirectGrefs: number[] = [];
-  for (let i = 0; i < pages; i++) indirectGrefs.push(view.getUint32(off + o.indirectGrefs + 4 * i, true));
-  return {
-    operation: BlkifOp.Indirect,
-    indirectOp: view.getUint8(off + o.indirectOp),
-    nrSegments,
-    id: view.getBigUint64(off + o.id, true),
-    sectorNumber: view.getBigUint64(off + o.sectorNumber, true),
-    handle: view.getUint16(off + o.handle, true),
-    indirectGrefs,
-  };
-}
-
-export function encodeDiscardRequest(abi: BlkifAbi, view: DataView, off: number, r: BlkifRequestDiscard): void {
-  const o = abi.discard;
-  checkRange('flag', r.flag, 0xff);
-  checkRange('handle', r.handle, 0xffff);
-  checkU64('id', r.id);
-  checkU64('sector_number', r.sectorNumber);
-  checkU64('nr_sectors', r.nrSectors);
-  view.setUint8(off + o.operation, BlkifOp.Discard);
-  view.setUint8(off + o.flag, r.flag);
-  view.setUint16(off + o.handle, r.handle, true);
-  view.setBigUint64(off + o.id, r.id, true);
-  view.setBigUint64(off + o.sectorNumber, r.sectorNumber, true);
-  view.setBigUint64(off + o.nrSectors, r.nrSectors, true);
-}
-
-export function decodeDiscardRequest(abi: BlkifAbi, view: DataView, off: number): BlkifRequestDiscard {
-  const o = abi.discard;
-  return {
-    operation: BlkifOp.Discard,
-    flag: view.getUint8(off + o.flag),
-    handle: view.getUint16(off + o.handle, true),
-    id: view.getBigUint64(off + o.id, true),
-    sectorNumber: view.getBigUint64(off + o.sectorNumber, true),
-    nrSectors: view.getBigUint64(off + o.nrSectors, true),
-  };
-}
-
-/** The operation byte of whatever request sits at `off` (same offset in every request type). */
-export function peekOperation(abi: BlkifAbi, view: DataView, off: number): number {
-  return view.getUint8(off + abi.request.operation);
-}
-
-export function encodeResponse(abi: BlkifAbi, view: DataView, off: number, r: BlkifResponse): void {
-  const o = abi.response;
-  checkU64('id', r.id);
-  checkRange('operation', r.operation, 0xff);
-  if (!Number.isInteger(r.status) || r.status < -0x8000 || r.status > 0x7fff) throw new RangeError(`status ${r.status} is not an i16`);
-  view.setBigUint64(off + o.id, r.id, true);
-  view.setUint8(off + o.operation, r.operation);
-  view.setInt16(off + o.status, r.status, true);
-}
-
-/** Reads a response as the backend wrote it: the caller checks id and operation. */
-export function decodeResponse(abi: BlkifAbi, view: DataView, off: number): BlkifResponse {
-  const o = abi.response;
-  return {
-    id: view.getBigUint64(off + o.id, true),
-    operation: view.getUint8(off + o.operation),
-    status: view.getInt16(off + o.status, true),
-  };
-}
-
-/*
- * Hot-path accessors. The frontend writes a request and reads a response per
- * I/O; the object-based encoders above allocate (segment arrays, BigInts), so
- * the data path uses these instead. A u64 is handled as two u32 halves: ids
- * are (slot, generation) pairs and sector numbers stay below 2^53.
- */
 
 /** Writes a u64 from two u32 halves. */
 export function setU64(view: DataView, off: number, lo: number, hi: number): void {
@@ -336,7 +230,7 @@ export function setU64Number(view: DataView, off: number, v: number): void {
   view.setUint32(off + 4, Math.floor(v / 0x100000000), true);
 }
 
-/** Reads a u64 as a number; values above 2^53 lose precision (callers range-check first). */
+/** Reads a u64 as a number; values above 2^53 lose precision (callers range-check). */
 export function getU64Number(view: DataView, off: number): number {
   return view.getUint32(off + 4, true) * 0x100000000 + view.getUint32(off, true);
 }
@@ -357,11 +251,24 @@ export function setRequestHeader(
   setU64Number(view, off + o.sectorNumber, sector);
 }
 
+/** Offset of direct segment `i` in a request slot at `off`. */
+export function segmentOffset(abi: BlkifAbi, off: number, i: number): number {
+  return off + abi.request.seg + i * BLKIF_SEGMENT_SIZE;
+}
+
 /** Writes one segment descriptor (in a request slot or an indirect page). */
 export function setSegment(view: DataView, off: number, gref: number, firstSect: number, lastSect: number): void {
   view.setUint32(off + SegmentOffset.gref, gref, true);
   view.setUint8(off + SegmentOffset.firstSect, firstSect);
   view.setUint8(off + SegmentOffset.lastSect, lastSect);
+}
+
+/** Reads one segment descriptor into `into`. */
+export function getSegment(view: DataView, off: number, into: BlkifSegment): BlkifSegment {
+  into.gref = view.getUint32(off + SegmentOffset.gref, true);
+  into.firstSect = view.getUint8(off + SegmentOffset.firstSect);
+  into.lastSect = view.getUint8(off + SegmentOffset.lastSect);
+  return into;
 }
 
 /** Writes the header of an indirect request; the grefs are written with {@link setIndirectGref}. */
@@ -378,8 +285,14 @@ export function setIndirectHeader(
   view.setUint16(off + o.handle, handle, true);
 }
 
+/** Writes indirect_grefs[i] of an indirect request at `off`. */
 export function setIndirectGref(abi: BlkifAbi, view: DataView, off: number, i: number, gref: number): void {
   view.setUint32(off + abi.indirect.indirectGrefs + 4 * i, gref, true);
+}
+
+/** Reads indirect_grefs[i] of an indirect request at `off` (i below BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST). */
+export function getIndirectGref(abi: BlkifAbi, view: DataView, off: number, i: number): number {
+  return view.getUint32(off + abi.indirect.indirectGrefs + 4 * i, true);
 }
 
 /** Writes a discard request with id = hi:lo. */
@@ -394,4 +307,64 @@ export function setDiscardRequest(
   setU64(view, off + o.id, idLo, idHi);
   setU64Number(view, off + o.sectorNumber, sector);
   setU64Number(view, off + o.nrSectors, nrSectors);
+}
+
+/**
+ * Reads whatever request sits at `off` into `into`, by its operation byte:
+ * an indirect request's header (its grefs with {@link getIndirectGref}), a
+ * discard, or a direct request's header (its segments with
+ * {@link getSegment} at {@link segmentOffset}).
+ */
+export function readRequest(abi: BlkifAbi, view: DataView, off: number, into: BlkifRequestFields): BlkifRequestFields {
+  const op = view.getUint8(off + abi.request.operation);
+  into.operation = op;
+  into.nrSectors = 0;
+  into.flag = 0;
+  if (op === BlkifOp.Indirect) {
+    const o = abi.indirect;
+    into.dataOp = view.getUint8(off + o.indirectOp);
+    into.nrSegments = view.getUint16(off + o.nrSegments, true);
+    into.handle = view.getUint16(off + o.handle, true);
+    into.idLo = view.getUint32(off + o.id, true);
+    into.idHi = view.getUint32(off + o.id + 4, true);
+    into.sector = getU64Number(view, off + o.sectorNumber);
+  } else if (op === BlkifOp.Discard) {
+    const o = abi.discard;
+    into.dataOp = op;
+    into.nrSegments = 0;
+    into.flag = view.getUint8(off + o.flag);
+    into.handle = view.getUint16(off + o.handle, true);
+    into.idLo = view.getUint32(off + o.id, true);
+    into.idHi = view.getUint32(off + o.id + 4, true);
+    into.sector = getU64Number(view, off + o.sectorNumber);
+    into.nrSectors = getU64Number(view, off + o.nrSectors);
+  } else {
+    const o = abi.request;
+    into.dataOp = op;
+    into.nrSegments = view.getUint8(off + o.nrSegments);
+    into.handle = view.getUint16(off + o.handle, true);
+    into.idLo = view.getUint32(off + o.id, true);
+    into.idHi = view.getUint32(off + o.id + 4, true);
+    into.sector = getU64Number(view, off + o.sectorNumber);
+  }
+  return into;
+}
+
+/** Writes a response (and zeroes its padding byte) with id = hi:lo. */
+export function setResponse(abi: BlkifAbi, view: DataView, off: number, idLo: number, idHi: number, operation: number, status: number): void {
+  const o = abi.response;
+  setU64(view, off + o.id, idLo, idHi);
+  view.setUint8(off + o.operation, operation);
+  view.setUint8(off + o.operation + 1, 0);
+  view.setInt16(off + o.status, status, true);
+}
+
+/** Reads a response as the backend wrote it into `into`: the caller checks id and operation. */
+export function readResponse(abi: BlkifAbi, view: DataView, off: number, into: BlkifResponseFields): BlkifResponseFields {
+  const o = abi.response;
+  into.idLo = view.getUint32(off + o.id, true);
+  into.idHi = view.getUint32(off + o.id + 4, true);
+  into.operation = view.getUint8(off + o.operation);
+  into.status = view.getInt16(off + o.status, true);
+  return into;
 }

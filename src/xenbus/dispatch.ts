@@ -4,50 +4,7 @@
  * next. Groups are independent, so a callback that stalls holds up only its
  * own group, never another group and never the reader that matches replies.
  */
-export type Task = () => unknown;
-
-export class SerialQueue {
-  private readonly tasks: Task[] = [];
-  private head = 0;
-  private running = false;
-
-  constructor(private readonly onError: (err: unknown) => void, private readonly onIdle: () => void = () => undefined) {}
-
-  /** Tasks waiting, not counting the one running. */
-  get pending(): number {
-    return this.tasks.length - this.head;
-  }
-
-  get busy(): boolean {
-    return this.running;
-  }
-
-  push(task: Task): void {
-    this.tasks.push(task);
-    if (!this.running) void this.drain();
-  }
-
-  private async drain(): Promise<void> {
-    this.running = true;
-    while (this.head < this.tasks.length) {
-      const task = this.tasks[this.head]!;
-      this.tasks[this.head++] = undefined as unknown as Task;
-      if (this.head > 1024 && this.head * 2 > this.tasks.length) {
-        this.tasks.splice(0, this.head);
-        this.head = 0;
-      }
-      try {
-        await task();
-      } catch (err) {
-        this.onError(err);
-      }
-    }
-    this.tasks.length = 0;
-    this.head = 0;
-    this.running = false;
-    this.onIdle();
-  }
-}
+import { SerialQueue, type Task } from '../util/serial.js';
 
 /**
  * The set of named groups. A group exists while it has work: it is created

@@ -7,7 +7,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { XenError, openBlockDevice, type GrantSharer, type XenPlatform } from '../../src/index.js';
 import { createSimHost, type SimHost } from '../../src/sim/index.js';
-import { ensureBuilt } from '../helpers/daemon.js';
 import { pattern } from '../helpers/blk.js';
 
 let host: SimHost | undefined;
@@ -40,7 +39,6 @@ function limited(guest: XenPlatform, limit: number): { platform: XenPlatform; mo
 
 describe('grant budget', () => {
   it('sizes the pools within half of what is free, caps segments to fit a pool, and stays under the limit', async () => {
-    ensureBuilt();
     host = await createSimHost();
     const disk = await host.addDisk({ size: 8 << 20 });
     const { platform, most } = limited(host.guest, 600);
@@ -61,7 +59,6 @@ describe('grant budget', () => {
   });
 
   it('refuses to open with XEN_ENOSPC, naming the limit, when a queue cannot have 12 pages; nothing stays shared', async () => {
-    ensureBuilt();
     host = await createSimHost();
     const disk = await host.addDisk({ size: 1 << 20 });
     const { platform } = limited(host.guest, 40);

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { FrontRing, ShadowIds } from '../../src/blkfront/ring.js';
-import { BLKIF_NATIVE_ABI, BlkifOp, encodeResponse, setRequestHeader } from '../../src/wire/blkif.js';
+import { BLKIF_NATIVE_ABI, BlkifOp, newRequestFields, readRequest, setRequestHeader, setResponse } from '../../src/wire/blkif.js';
 import { SringWord, entryOffset, finalCheckForRequests, loadIdx, pushResponsesAndCheckNotify, storeIdx } from '../../src/wire/ring.js';
 import { isXenError } from '../../src/errors.js';
 
@@ -27,10 +27,8 @@ function answer(words: Int32Array, view: DataView, entries: number, rspProd: num
   let notify = false;
   for (let i = 0; i < n; i++) {
     const off = entryOffset(rspProd, entries, abi.entrySize);
-    const id = view.getUint32(off + abi.request.id, true);
-    const gen = view.getUint32(off + abi.request.id + 4, true);
-    const op = view.getUint8(off + abi.request.operation);
-    encodeResponse(abi, view, off, { id: BigInt(gen) << 32n | BigInt(id), operation: op, status: 0 });
+    const r = readRequest(abi, view, off, newRequestFields());
+    setResponse(abi, view, off, r.idLo, r.idHi, r.dataOp, 0);
     rspProd = (rspProd + 1) >>> 0;
     notify = pushResponsesAndCheckNotify(words, rspProd) || notify;
   }

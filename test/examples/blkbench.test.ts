@@ -13,7 +13,6 @@ import { runBench } from '../../examples/blkbench/bench.js';
 import { Histogram } from '../../examples/blkbench/histogram.js';
 import { Workload, checkPattern, fillPattern } from '../../examples/blkbench/workload.js';
 import type { Report } from '../../examples/blkbench/report.js';
-import { ensureBuilt } from '../helpers/daemon.js';
 
 const CLI = fileURLToPath(new URL('../../dist/examples/blkbench/cli.js', import.meta.url));
 
@@ -111,7 +110,6 @@ describe('blkbench options', () => {
   });
 
   it('the binary: exit 2 and one line for bad options, 0 and the help text for --help, no stack traces', () => {
-    ensureBuilt();
     const bad = spawnSync(process.execPath, [CLI, '--iodepth', 'lots'], { encoding: 'utf8' });
     expect(bad.status).toBe(2);
     expect(bad.stdout).toBe('');
@@ -162,7 +160,6 @@ function expectFigures(f: Record<string, unknown>, driver: boolean): void {
 
 describe('blkbench runs', () => {
   it('--json prints one object with the documented fields', async () => {
-    ensureBuilt();
     const r = await run(['--ramdisk', '8m', '--rw', 'randrw', '--number-ios', '3000', '--iodepth', '16', '--json', '--verify']);
     expect(r.err).toBe('');
     expect(r.code).toBe(0);

@@ -1,6 +1,5 @@
 import { openBlockDevice, type BlockDevice, type BlockDeviceOptions } from '../../src/index.js';
 import { createSimHost, type SimBlkback, type SimDiskOptions, type SimHost } from '../../src/sim/index.js';
-import { ensureBuilt } from './daemon.js';
 
 export interface DiskFixture {
   host: SimHost;
@@ -10,8 +9,7 @@ export interface DiskFixture {
 }
 
 /** A simulated host with one disk served by blkback workers, and the frontend open on it. */
-export async function diskFixture(disk: SimDiskOptions = {}, dev: Omit<BlockDeviceOptions, 'platform' | 'vdev'> = {}): Promise<DiskFixture> {
-  ensureBuilt(); // the backend's workers run the compiled JS
+export async function diskFixture(disk: SimDiskOptions = {}, dev: Omit<BlockDeviceOptions, 'platform' | 'vdev'> = {}): Promise<DiskFixture> { // the backend's workers run the compiled JS
   const host = await createSimHost();
   const backend = await host.addDisk({ size: 4 << 20, ...disk });
   const device = await openBlockDevice({ platform: host.guest, vdev: backend.vdev, timeoutMs: 5000, ...dev });

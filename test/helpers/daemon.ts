@@ -1,22 +1,15 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { tempSocketPath } from './xs.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 export const XENSIM = `${root}dist/src/sim/cli.js`;
 
-/** Built output of the simulated host, for worker threads (which load JS, not TS). */
+/** Built output of the simulated host, for worker threads (which load JS, not TS; test/helpers/build.ts builds it first). */
 export const SIM_DIST = `${root}dist/src/sim/index.js`;
-
-/** Makes sure the build exists (npm test builds first; a bare vitest run may not have). */
-export function ensureBuilt(): void {
-  if (!existsSync(XENSIM) || !existsSync(SIM_DIST.replace('index.js', 'host/host.js'))) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
-}
 
 /** Starts `xensim xenstored` in its own process and waits for its listening line. */
 export async function spawnXenstored(): Promise<{ socket: string; proc: ChildProcess; stop(): Promise<void> }> {
-  ensureBuilt();
   const sock = tempSocketPath();
   const proc = spawn(process.execPath, [XENSIM, 'xenstored', '--socket', sock.path], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {

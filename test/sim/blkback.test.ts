@@ -9,11 +9,11 @@ import { XenbusState, switchState, waitForState } from '../../src/index.js';
 import { createSimHost, type SimBlkback, type SimDiskOptions, type SimHost } from '../../src/sim/index.js';
 import { FrontRing } from '../../src/blkfront/ring.js';
 import {
-  BLKIF_NATIVE_ABI, BlkifOp, BlkifRsp, encodeDiscardRequest, encodeIndirectRequest, encodeRequest, type BlkifRequest,
+  BLKIF_NATIVE_ABI, BlkifOp, BlkifRsp, segmentOffset, setDiscardRequest, setIndirectGref, setIndirectHeader, setRequestHeader,
+  setSegment,
 } from '../../src/wire/blkif.js';
 import type { EventChannel } from '../../src/evtchn/types.js';
 import type { SharedPages } from '../../src/gnttab/types.js';
-import { ensureBuilt } from '../helpers/daemon.js';
 
 const abi = BLKIF_NATIVE_ABI;
 
@@ -35,7 +35,6 @@ afterEach(async () => {
 });
 
 async function rawFrontend(opts: SimDiskOptions = {}): Promise<Raw> {
-  ensureBuilt();
   const host = await createSimHost();
   const disk = await host.addDisk({ size: 1 << 20, ...opts });
   const g = host.guest;
@@ -72,11 +71,17 @@ async function rawFrontend(opts: SimDiskOptions = {}): Promise<Raw> {
 }
 
 function rw(op: number, id: number, sector: number, segs: Array<[number, number, number]>): (v: DataView, off: number) => void {
-  const r: BlkifRequest = {
-    operation: op, nrSegments: segs.length, handle: 0, id: BigInt(id), sectorNumber: BigInt(sector),
-    seg: segs.map(([gref, firstSect, lastSect]) => ({ gref, firstSect, lastSect })),
+  return (v, off) => {
+    setRequestHeader(abi, v, off, op, segs.length, 0, id, 0, sector);
+    segs.forEach(([gref, first, last], i) => setSegment(v, segmentOffset(abi, off, i), gref, first, last));
   };
-  return (v, off) => encodeRequest(abi, v, off, r);
+}
+
+function indirect(indirectOp: number, id: number, nrSegments: number, grefs: number[]): (v: DataView, off: number) => void {
+  return (v, off) => {
+    setIndirectHeader(abi, v, off, indirectOp, nrSegments, 0, id, 0, 0);
+    grefs.forEach((g, i) => setIndirectGref(abi, v, off, i, g));
+  };
 }
 
 describe('simulated blkback: request validation', () => {
@@ -117,18 +122,10 @@ describe('simulated blkback: request validation', () => {
         rw(BlkifOp.Read, 11, 0, [[good, 0, 0]])(v, off);
         v.setUint8(off + abi.request.operation, 42);
       }, BlkifRsp.EOpNotSupp],
-      ['indirect with 33 segments (max 32)', (v, off) => encodeIndirectRequest(abi, v, off, {
-        operation: BlkifOp.Indirect, indirectOp: BlkifOp.Read, nrSegments: 33, id: 12n, sectorNumber: 0n, handle: 0, indirectGrefs: [good],
-      }), BlkifRsp.Error],
-      ['indirect whose operation is a flush', (v, off) => encodeIndirectRequest(abi, v, off, {
-        operation: BlkifOp.Indirect, indirectOp: BlkifOp.FlushDiskcache, nrSegments: 1, id: 13n, sectorNumber: 0n, handle: 0, indirectGrefs: [good],
-      }), BlkifRsp.Error],
-      ['indirect pages behind a bad grant', (v, off) => encodeIndirectRequest(abi, v, off, {
-        operation: BlkifOp.Indirect, indirectOp: BlkifOp.Read, nrSegments: 2, id: 14n, sectorNumber: 0n, handle: 0, indirectGrefs: [6000],
-      }), BlkifRsp.Error],
-      ['discard past the end', (v, off) => encodeDiscardRequest(abi, v, off, {
-        operation: BlkifOp.Discard, flag: 0, handle: 0, id: 15n, sectorNumber: 2040n, nrSectors: 16n,
-      }), BlkifRsp.Error],
+      ['indirect with 33 segments (max 32)', indirect(BlkifOp.Read, 12, 33, [good]), BlkifRsp.Error],
+      ['indirect whose operation is a flush', indirect(BlkifOp.FlushDiskcache, 13, 1, [good]), BlkifRsp.Error],
+      ['indirect pages behind a bad grant', indirect(BlkifOp.Read, 14, 2, [6000]), BlkifRsp.Error],
+      ['discard past the end', (v, off) => setDiscardRequest(abi, v, off, 0, 0, 15, 0, 2040, 16), BlkifRsp.Error],
     ];
     for (const [what, fill, status] of bad) {
       const r = await send(fill);

@@ -12,7 +12,8 @@
  */
 import {
   BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SECTOR_SIZE, BLKIF_SEGMENT_SIZE, BlkifOp, BlkifRsp, SEGS_PER_INDIRECT_FRAME,
-  SECTORS_PER_PAGE, SegmentOffset, getU64Number, type BlkifAbi,
+  SECTORS_PER_PAGE, getIndirectGref, getSegment, newRequestFields, readRequest, segmentOffset, setResponse,
+  type BlkifAbi, type BlkifRequestFields,
 } from '../../wire/blkif.js';
 import {
   SRING_HEADER_SIZE, SringWord, finalCheckForRequests, idxAdd, idxSub, loadIdx, pushResponsesAndCheckNotify, ringEntries, storeIdx,
@@ -53,18 +54,13 @@ export interface QueuePolicy {
   discard: boolean;
 }
 
-/** A request as copied out of the ring. */
-interface Req {
-  op: number;
-  /** READ or WRITE for an indirect request, else op. */
+/**
+ * A request as copied out of the ring: its fields as the codec reads them
+ * (`dataOp` is what the response carries, blkback's req_operation), and
+ * `rw`, the data direction it is served as.
+ */
+interface Req extends BlkifRequestFields {
   rw: number;
-  nseg: number;
-  idLo: number;
-  idHi: number;
-  sector: number;
-  nrSectors: number;
-  /** The operation the response carries: indirect_op for an indirect request (blkback's req_operation). */
-  rspOp: number;
 }
 
 class BadRequest extends Error {
@@ -86,8 +82,12 @@ export class QueueServer {
   private reqCons = 0;
   private rspProdPvt = 0;
   private readonly persistent = new Map<number, GrantMapping>();
-  private readonly req: Req = { op: 0, rw: 0, nseg: 0, idLo: 0, idHi: 0, sector: 0, nrSectors: 0, rspOp: 0 };
+  private readonly req: Req = { ...newRequestFields(), rw: 0 };
+  /** Segments of the current request, checked: gref, first_sect, last_sect each. */
   private readonly segs: Int32Array;
+  private readonly seg = { gref: 0, firstSect: 0, lastSect: 0 };
+  /** A DataView over the memory the last indirect page lay in (pages share a few blocks of memory). */
+  private pageView: DataView | null = null;
   /** Per-request scratch: the segments' mappings, and the I/O vector built from them. */
   private readonly maps: GrantMapping[];
   private readonly iov: Uint8Array[];
@@ -170,23 +170,10 @@ export class QueueServer {
 
   private handle(): void {
     const r = this.req;
-    const v = this.sv;
-    const abi = this.o.abi;
-    r.op = v.getUint8(abi.request.operation);
-    r.rspOp = r.op === BlkifOp.Indirect ? v.getUint8(abi.indirect.indirectOp) : r.op;
+    readRequest(this.o.abi, this.sv, 0, r);
     this.count(QStat.requests);
     let status: number = BlkifRsp.Okay;
     try {
-      if (r.op === BlkifOp.Indirect) {
-        r.idLo = v.getUint32(abi.indirect.id, true);
-        r.idHi = v.getUint32(abi.indirect.id + 4, true);
-      } else if (r.op === BlkifOp.Discard) {
-        r.idLo = v.getUint32(abi.discard.id, true);
-        r.idHi = v.getUint32(abi.discard.id + 4, true);
-      } else {
-        r.idLo = v.getUint32(abi.request.id, true);
-        r.idHi = v.getUint32(abi.request.id + 4, true);
-      }
       const fault = this.takeFault();
       if (fault === FaultKind.error) status = BlkifRsp.Error;
       else if (fault === FaultKind.eopnotsupp) status = BlkifRsp.EOpNotSupp;
@@ -198,7 +185,7 @@ export class QueueServer {
       status = err instanceof BadRequest ? err.status : BlkifRsp.Error;
       this.count(QStat.errors);
     }
-    this.respond(r.idLo, r.idHi, r.rspOp, status);
+    this.respond(r.idLo, r.idHi, r.dataOp, status);
   }
 
   /** The fault to apply to the current request, if one is armed for its operation. */
@@ -206,7 +193,7 @@ export class QueueServer {
     const ctl = this.o.ctl;
     const kind = Atomics.load(ctl, Ctl.faultKind);
     if (kind === FaultKind.none) return kind;
-    if ((Atomics.load(ctl, Ctl.faultOps) & (1 << this.req.rspOp)) === 0) return FaultKind.none;
+    if ((Atomics.load(ctl, Ctl.faultOps) & (1 << this.req.dataOp)) === 0) return FaultKind.none;
     // Take one from the count with a compare-and-swap: the queues' workers share it, and a
     // decrement undone afterwards would let another worker read -1 ("every request") meanwhile.
     for (;;) {
@@ -219,27 +206,22 @@ export class QueueServer {
 
   private dispatch(): void {
     const r = this.req;
-    const v = this.sv;
-    const abi = this.o.abi;
-    switch (r.op) {
+    const direct = segmentOffset(this.o.abi, 0, 0);
+    switch (r.operation) {
       case BlkifOp.Read:
       case BlkifOp.Write:
-        r.rw = r.op;
-        r.nseg = v.getUint8(abi.request.nrSegments);
-        r.sector = getU64Number(v, abi.request.sectorNumber);
-        if (r.nseg === 0 || r.nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST) throw new BadRequest(BlkifRsp.Error, `bad nr_segments ${r.nseg}`);
-        this.readSegments(this.scratch, abi.request.seg, 0, r.nseg);
+        r.rw = r.operation;
+        if (r.nrSegments === 0 || r.nrSegments > BLKIF_MAX_SEGMENTS_PER_REQUEST) throw new BadRequest(BlkifRsp.Error, `bad nr_segments ${r.nrSegments}`);
+        this.readSegments(this.sv, direct, 0, r.nrSegments);
         return this.readWrite();
       case BlkifOp.WriteBarrier:
       case BlkifOp.FlushDiskcache: {
-        if (!(r.op === BlkifOp.WriteBarrier ? this.p.barrier : this.p.flush)) throw new BadRequest(BlkifRsp.EOpNotSupp, 'not offered');
+        if (!(r.operation === BlkifOp.WriteBarrier ? this.p.barrier : this.p.flush)) throw new BadRequest(BlkifRsp.EOpNotSupp, 'not offered');
         r.rw = BlkifOp.Write;
-        r.nseg = v.getUint8(abi.request.nrSegments);
-        r.sector = getU64Number(v, abi.request.sectorNumber);
-        if (r.nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST) throw new BadRequest(BlkifRsp.Error, `bad nr_segments ${r.nseg}`);
+        if (r.nrSegments > BLKIF_MAX_SEGMENTS_PER_REQUEST) throw new BadRequest(BlkifRsp.Error, `bad nr_segments ${r.nrSegments}`);
         // This queue serves one request at a time, so everything before it has completed (the drain a barrier asks for).
-        if (r.nseg > 0) {
-          this.readSegments(this.scratch, abi.request.seg, 0, r.nseg);
+        if (r.nrSegments > 0) {
+          this.readSegments(this.sv, direct, 0, r.nrSegments);
           this.readWrite();
         }
         this.o.disk.flush();
@@ -250,28 +232,23 @@ export class QueueServer {
       case BlkifOp.Discard:
         return this.discard();
       default:
-        throw new BadRequest(BlkifRsp.EOpNotSupp, `unknown operation ${r.op}`);
+        throw new BadRequest(BlkifRsp.EOpNotSupp, `unknown operation ${r.operation}`);
     }
   }
 
   private indirect(): void {
     const r = this.req;
-    const v = this.sv;
-    const o = this.o.abi.indirect;
     if (this.p.maxIndirectSegments === 0) throw new BadRequest(BlkifRsp.EOpNotSupp, 'indirect descriptors not offered');
-    r.rw = v.getUint8(o.indirectOp);
-    r.nseg = v.getUint16(o.nrSegments, true);
-    r.sector = getU64Number(v, o.sectorNumber);
+    r.rw = r.dataOp;
     if (r.rw !== BlkifOp.Read && r.rw !== BlkifOp.Write) throw new BadRequest(BlkifRsp.Error, `bad indirect_op ${r.rw}`);
-    if (r.nseg === 0 || r.nseg > this.p.maxIndirectSegments) throw new BadRequest(BlkifRsp.Error, `bad indirect nr_segments ${r.nseg}`);
+    if (r.nrSegments === 0 || r.nrSegments > this.p.maxIndirectSegments) throw new BadRequest(BlkifRsp.Error, `bad indirect nr_segments ${r.nrSegments}`);
     this.count(QStat.indirect);
-    const pages = Math.ceil(r.nseg / SEGS_PER_INDIRECT_FRAME);
+    const pages = Math.ceil(r.nrSegments / SEGS_PER_INDIRECT_FRAME);
     for (let p = 0; p < pages; p++) {
-      const gref = v.getUint32(o.indirectGrefs + 4 * p, true);
-      const m = this.mapGrant(gref, false);
+      const m = this.mapGrant(getIndirectGref(this.o.abi, this.sv, 0, p), false);
       try {
-        const n = Math.min(SEGS_PER_INDIRECT_FRAME, r.nseg - p * SEGS_PER_INDIRECT_FRAME);
-        this.readSegments(m.bytes, 0, p * SEGS_PER_INDIRECT_FRAME, n);
+        const n = Math.min(SEGS_PER_INDIRECT_FRAME, r.nrSegments - p * SEGS_PER_INDIRECT_FRAME);
+        this.readSegments(this.viewOf(m.bytes), m.bytes.byteOffset, p * SEGS_PER_INDIRECT_FRAME, n);
       } finally {
         this.unmapGrant(m);
       }
@@ -279,18 +256,23 @@ export class QueueServer {
     this.readWrite();
   }
 
-  /** Copies and checks `n` segment descriptors from `src` at `off` into segs[first…]. */
-  private readSegments(src: Uint8Array, off: number, first: number, n: number): void {
+  private viewOf(page: Uint8Array): DataView {
+    if (this.pageView === null || this.pageView.buffer !== page.buffer) this.pageView = new DataView(page.buffer);
+    return this.pageView;
+  }
+
+  /** Reads and checks `n` segment descriptors from `view` at `off` into segs[first…]. */
+  private readSegments(view: DataView, off: number, first: number, n: number): void {
     const s = this.segs;
+    const seg = this.seg;
     for (let i = 0; i < n; i++) {
-      const at = off + i * BLKIF_SEGMENT_SIZE;
-      const gref = (src[at + SegmentOffset.gref]! | (src[at + 1]! << 8) | (src[at + 2]! << 16) | (src[at + 3]! << 24)) >>> 0;
-      const fs = src[at + SegmentOffset.firstSect]!;
-      const ls = src[at + SegmentOffset.lastSect]!;
-      if (ls >= SECTORS_PER_PAGE || ls < fs) throw new BadRequest(BlkifRsp.Error, `segment ${first + i}: sectors ${fs}..${ls}`);
-      s[3 * (first + i)] = gref | 0;
-      s[3 * (first + i) + 1] = fs;
-      s[3 * (first + i) + 2] = ls;
+      getSegment(view, off + i * BLKIF_SEGMENT_SIZE, seg);
+      if (seg.lastSect >= SECTORS_PER_PAGE || seg.lastSect < seg.firstSect) {
+        throw new BadRequest(BlkifRsp.Error, `segment ${first + i}: sectors ${seg.firstSect}..${seg.lastSect}`);
+      }
+      s[3 * (first + i)] = seg.gref | 0;
+      s[3 * (first + i) + 1] = seg.firstSect;
+      s[3 * (first + i) + 2] = seg.lastSect;
     }
   }
 
@@ -300,7 +282,7 @@ export class QueueServer {
     const write = r.rw === BlkifOp.Write;
     if (write && this.p.readOnly) throw new BadRequest(BlkifRsp.Error, 'write to a read-only disk');
     let nsec = 0;
-    for (let i = 0; i < r.nseg; i++) nsec += s[3 * i + 2]! - s[3 * i + 1]! + 1;
+    for (let i = 0; i < r.nrSegments; i++) nsec += s[3 * i + 2]! - s[3 * i + 1]! + 1;
     const align = this.p.sectorSize / BLKIF_SECTOR_SIZE - 1;
     if ((r.sector & align) !== 0 || (nsec & align) !== 0) throw new BadRequest(BlkifRsp.Error, `sector ${r.sector}+${nsec} not aligned to ${this.p.sectorSize}`);
     if (r.sector + nsec > getSectors(this.o.ctl)) throw new BadRequest(BlkifRsp.Error, `sector ${r.sector}+${nsec} past the end`);
@@ -308,7 +290,7 @@ export class QueueServer {
     const maps = this.maps;
     let mapped = 0;
     try {
-      for (; mapped < r.nseg; mapped++) maps[mapped] = this.mapGrant(s[3 * mapped]! >>> 0, !write);
+      for (; mapped < r.nrSegments; mapped++) maps[mapped] = this.mapGrant(s[3 * mapped]! >>> 0, !write);
       // One vectored transfer for the request, as blkback submits one bio: segments
       // that are adjacent in memory (often, with a pool handing pages out in order) merge.
       const iov = this.iov;
@@ -316,7 +298,7 @@ export class QueueServer {
       let buf: ArrayBufferLike | null = null;
       let start = 0;
       let end = 0;
-      for (let i = 0; i < r.nseg; i++) {
+      for (let i = 0; i < r.nrSegments; i++) {
         const page = maps[i]!.bytes;
         const a = page.byteOffset + s[3 * i + 1]! * BLKIF_SECTOR_SIZE;
         const b = page.byteOffset + (s[3 * i + 2]! + 1) * BLKIF_SECTOR_SIZE;
@@ -342,11 +324,8 @@ export class QueueServer {
 
   private discard(): void {
     const r = this.req;
-    const o = this.o.abi.discard;
     if (!this.p.discard) throw new BadRequest(BlkifRsp.EOpNotSupp, 'discard not offered');
     if (this.p.readOnly) throw new BadRequest(BlkifRsp.Error, 'discard on a read-only disk');
-    r.sector = getU64Number(this.sv, o.sectorNumber);
-    r.nrSectors = getU64Number(this.sv, o.nrSectors);
     const align = this.p.sectorSize / BLKIF_SECTOR_SIZE - 1;
     if ((r.sector & align) !== 0 || (r.nrSectors & align) !== 0) throw new BadRequest(BlkifRsp.Error, 'discard not aligned');
     if (r.sector + r.nrSectors > getSectors(this.o.ctl)) throw new BadRequest(BlkifRsp.Error, 'discard past the end');
@@ -386,21 +365,21 @@ export class QueueServer {
     this.count(QStat.faultsInjected);
     switch (fault) {
       case FaultKind.unknownId:
-        return this.respond((r.idLo + this.entries) | 0x40000000, r.idHi ^ 0x5a5a5a5a, r.rspOp, status);
+        return this.respond((r.idLo + this.entries) | 0x40000000, r.idHi ^ 0x5a5a5a5a, r.dataOp, status);
       case FaultKind.duplicateId:
-        this.respond(r.idLo, r.idHi, r.rspOp, status);
-        return this.respond(r.idLo, r.idHi, r.rspOp, status);
+        this.respond(r.idLo, r.idHi, r.dataOp, status);
+        return this.respond(r.idLo, r.idHi, r.dataOp, status);
       case FaultKind.wrongOp:
-        return this.respond(r.idLo, r.idHi, r.rspOp === BlkifOp.Read ? BlkifOp.Write : BlkifOp.Read, status);
+        return this.respond(r.idLo, r.idHi, r.dataOp === BlkifOp.Read ? BlkifOp.Write : BlkifOp.Read, status);
       case FaultKind.rspOverflow:
-        this.respond(r.idLo, r.idHi, r.rspOp, status);
+        this.respond(r.idLo, r.idHi, r.dataOp, status);
         // Claim responses that were never written or asked for.
         this.rspProdPvt = idxAdd(this.rspProdPvt, 3);
         storeIdx(this.words, SringWord.rspProd, this.rspProdPvt);
         this.o.channel.notify();
         return;
       default:
-        return this.respond(r.idLo, r.idHi, r.rspOp, status);
+        return this.respond(r.idLo, r.idHi, r.dataOp, status);
     }
   }
 
@@ -408,14 +387,8 @@ export class QueueServer {
   private respond(idLo: number, idHi: number, op: number, status: number): void {
     const delay = Atomics.load(this.o.ctl, Ctl.delayUs);
     if (delay > 0) Atomics.wait(this.o.ctl, Ctl.delayUs, delay, delay / 1000);
-    const o = this.o.abi.response;
-    const v = this.rv;
-    v.setUint32(o.id, idLo >>> 0, true);
-    v.setUint32(o.id + 4, idHi >>> 0, true);
-    v.setUint8(o.operation, op);
-    v.setUint8(o.operation + 1, 0);
-    v.setInt16(o.status, status, true);
-    this.span(this.rspProdPvt, this.rspScratch.subarray(0, o.size), true);
+    setResponse(this.o.abi, this.rv, 0, idLo, idHi, op, status);
+    this.span(this.rspProdPvt, this.rspScratch.subarray(0, this.o.abi.response.size), true);
     this.rspProdPvt = idxAdd(this.rspProdPvt, 1);
     this.count(QStat.responses);
     if (pushResponsesAndCheckNotify(this.words, this.rspProdPvt)) {

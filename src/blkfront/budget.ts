@@ -1,0 +1,81 @@
+/**
+ * The device's share of the grant table. Linux's gntalloc caps the grants
+ * all of a guest's users hold together (1024 by default): a device's pools
+ * take at most half of what is free when it connects, split evenly over its
+ * queues, and its fresh grants at most the other half, so a device alone
+ * never asks for more than there is. A request must always fit its queue's
+ * pool, so the segments per request are capped by the smallest pool.
+ */
+import { XenError } from '../errors.js';
+import { GrantPool } from '../gnttab/pool.js';
+import type { GrantSharer } from '../gnttab/types.js';
+import { BLKIF_MAX_SEGMENTS_PER_REQUEST, SEGS_PER_INDIRECT_FRAME } from '../wire/blkif.js';
+import type { BlockDeviceStats } from './options.js';
+
+/** Most pages one queue's pool grows to by keeping fresh grants (Linux keeps at most a ring's worth). */
+export const MAX_POOL_PAGES = 8192;
+
+export interface PoolPlan {
+  /** Bounce through a pool at all (false: a fresh grant per page). */
+  pool: boolean;
+  /** Pages shared up front, when the caller chose (default: a ring's worth of 11-segment requests). */
+  poolPages: number | undefined;
+  /** Ring slots per queue. */
+  entries: number;
+  /** Segments per ring request as negotiated (11, or the indirect maximum). */
+  maxSegments: number;
+  persistent: boolean;
+}
+
+/** Pages each queue's pool may take: half of what the grant table has free, split by queue. */
+export function grantBudget(grants: GrantSharer, queues: number): number {
+  const limit = grants.limit?.();
+  if (limit === undefined) return Infinity;
+  const free = Math.max(0, limit - grants.stats().sharedPages);
+  return Math.floor(free / 2 / queues);
+}
+
+/** A queue's pool within `budget` pages; XEN_ENOSPC when not even one 11-segment request fits. */
+export function makePool(grants: GrantSharer, domid: number, plan: PoolPlan, budget: number): GrantPool {
+  if (!plan.pool) return new GrantPool(grants, domid, { pages: 0 });
+  const perRequest = plan.maxSegments + Math.ceil(plan.maxSegments / SEGS_PER_INDIRECT_FRAME);
+  const pages = Math.min(plan.poolPages ?? plan.entries * BLKIF_MAX_SEGMENTS_PER_REQUEST, budget);
+  if (pages < BLKIF_MAX_SEGMENTS_PER_REQUEST + 1) {
+    throw new XenError('XEN_ENOSPC', `only ${budget} grant pages available for each of the device's queues; ` +
+      'raise gntalloc\'s limit (/sys/module/xen_gntalloc/parameters/limit) or close other users');
+  }
+  return new GrantPool(grants, domid, {
+    pages,
+    // With persistent grants the backend keeps what it mapped: keep those pages too (up to a full ring's worth).
+    keepFresh: plan.persistent,
+    maxPages: Math.min(plan.entries * perRequest, MAX_POOL_PAGES, budget),
+    // Fresh grants beyond the pool may use the other half of what was free.
+    maxFallbackPages: budget,
+  });
+}
+
+/**
+ * Segments per ring request: the negotiated maximum, capped so one request
+ * (data pages plus its indirect page) fits the smallest pool, or a take
+ * could wait for pages that never come. Never below 11.
+ */
+export function segmentCap(negotiated: number, pools: readonly GrantPool[]): number {
+  let smallest = Infinity;
+  for (const p of pools) smallest = Math.min(smallest, p.size || Infinity);
+  return Math.max(BLKIF_MAX_SEGMENTS_PER_REQUEST, Math.min(negotiated, smallest - 1));
+}
+
+/** The pools' counters, summed (fresh pages in use count as in use). */
+export function sumPoolStats(pools: readonly GrantPool[]): BlockDeviceStats['pool'] {
+  const sum = { hits: 0, fallbacks: 0, kept: 0, waits: 0, size: 0, inUse: 0 };
+  for (const p of pools) {
+    const ps = p.stats();
+    sum.hits += ps.hits;
+    sum.fallbacks += ps.fallbacks;
+    sum.kept += ps.kept;
+    sum.waits += ps.waits;
+    sum.size += ps.size;
+    sum.inUse += ps.inUse + ps.freshInUse;
+  }
+  return sum;
+}

@@ -1,0 +1,40 @@
+/**
+ * The device's lifecycle as one value: which state it is in and, where the
+ * state has one, the error that put it there or the calls it holds. A
+ * transition is one assignment, so a state and its failure can never
+ * disagree.
+ *
+ *   connected ──backend closes──▶ reconnecting ──back──▶ connected
+ *       │                              └──did not come back──▶ gone
+ *       ├──backend broke the protocol──▶ broken
+ *       └──close()──▶ closed   (from any state)
+ */
+import { BlkifError } from '../errors.js';
+import type { IoOp } from './request.js';
+
+export type DeviceState =
+  | { readonly kind: 'connected' }
+  /** The rings are down; new calls wait in `held` and go out after the replay. */
+  | { readonly kind: 'reconnecting'; readonly held: IoOp[] }
+  /** The backend broke the protocol: every call fails with `error`. */
+  | { readonly kind: 'broken'; readonly error: BlkifError }
+  /** The backend went away for good: every call fails with `error`. */
+  | { readonly kind: 'gone'; readonly error: BlkifError }
+  | { readonly kind: 'closed' };
+
+export const CONNECTED: DeviceState = { kind: 'connected' };
+export const CLOSED: DeviceState = { kind: 'closed' };
+
+/** The error a call made in `state` fails with, or null when calls are taken. */
+export function refusal(state: DeviceState, vdev: number): BlkifError | null {
+  switch (state.kind) {
+    case 'connected':
+    case 'reconnecting':
+      return null;
+    case 'broken':
+    case 'gone':
+      return state.error;
+    case 'closed':
+      return new BlkifError('BLKIF_CLOSED', `block device ${vdev} is closed`);
+  }
+}

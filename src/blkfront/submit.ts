@@ -1,0 +1,166 @@
+/**
+ * The submission path: a caller's call checked, split into pieces of at
+ * most one ring request, each piece handed to a queue, and the call settled
+ * when its last piece is. Finished pieces and completions are reused and
+ * every call's promise is made by one shared executor, so the hot path
+ * allocates little more than the caller's promise.
+ */
+import { BlkifError } from '../errors.js';
+import { BLKIF_SECTOR_SIZE } from '../wire/blkif.js';
+import { PAGE_SIZE } from '../gnttab/types.js';
+import type { DeviceBuffers } from './buffers.js';
+import type { BlkQueue } from './queue.js';
+import type { BlockDeviceInfo } from './negotiate.js';
+import { Completion, IoOp } from './request.js';
+
+/** Call kinds, as Completion.kind; CALL_KINDS names their counters. */
+export const CallKind = { read: 0, write: 1, flush: 2, discard: 3 } as const;
+export type CallKind = (typeof CallKind)[keyof typeof CallKind];
+const CALL_KINDS = ['reads', 'writes', 'flushes', 'discards'] as const;
+
+/** Finished ops and completions kept for reuse, at most (a few rings' worth). */
+const FREE_LIST_MAX = 1024;
+
+/** Counters of calls, kept by the submitter for the device's stats. */
+export interface CallCounts {
+  reads: number;
+  writes: number;
+  flushes: number;
+  discards: number;
+  errors: number;
+  zeroCopy: number;
+}
+
+/** BLKIF_EINVAL or BLKIF_ERANGE unless `offset`/`length` is whole sectors inside the disk. */
+export function checkRange(info: BlockDeviceInfo, what: string, offset: number, length: number): void {
+  const ss = info.sectorSize;
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+    throw new BlkifError('BLKIF_EINVAL', `${what}: offset ${offset} and length ${length} must be non-negative integers`);
+  }
+  if (length === 0) throw new BlkifError('BLKIF_EINVAL', `${what}: zero length`);
+  if (offset % ss !== 0 || length % ss !== 0) {
+    throw new BlkifError('BLKIF_EINVAL', `${what}: offset ${offset} and length ${length} must be multiples of the ${ss}-byte sector size`);
+  }
+  if (offset + length > info.size) {
+    throw new BlkifError('BLKIF_ERANGE', `${what}: bytes ${offset}..${offset + length} run past the end of the ${info.size}-byte disk`);
+  }
+}
+
+/** BLKIF_EROFS on a read-only disk. */
+export function checkWritable(info: BlockDeviceInfo, what: string): void {
+  if (info.readOnly) throw new BlkifError('BLKIF_EROFS', `${what}: the disk is read-only`);
+}
+
+/**
+ * The queue a piece goes to: with persistent grants, a device buffer's own
+ * queue (the backend keeps a bounded set of persistent grants per queue);
+ * else the least loaded, round robin among equals, so one ring backed up
+ * behind large requests does not hold up work another could take and each
+ * queue's pages in use (the backend's persistent grants) stay even.
+ */
+export class QueueChooser {
+  private next = 0;
+
+  choose(queues: readonly BlkQueue[], op: IoOp, persistent: boolean): BlkQueue {
+    const n = queues.length;
+    const region = op.done.region;
+    if (region !== null && persistent) return queues[region.home % n]!;
+    const start = this.next++ % n;
+    let best = queues[start]!;
+    for (let i = 1; i < n && best.load > 0; i++) {
+      const q = queues[(start + i) % n]!;
+      if (q.load < best.load) best = q;
+    }
+    return best;
+  }
+}
+
+export class Submitter {
+  /** Segments per ring request; set by the device on each (re)connect. */
+  maxSegments = 0;
+  /** Calls not yet settled. */
+  active = 0;
+  readonly counts: CallCounts = { reads: 0, writes: 0, flushes: 0, discards: 0, errors: 0, zeroCopy: 0 };
+  private drained: (() => void) | null = null;
+  private readonly freeOps: IoOp[] = [];
+  private readonly freeDone: Completion[] = [];
+  // One executor for every call's promise: it hands out resolve and reject without a closure per call.
+  private captured: (() => void) | null = null;
+  private capturedReject: ((err: Error) => void) | null = null;
+  private readonly capture = (resolve: () => void, reject: (err: Error) => void): void => {
+    this.captured = resolve;
+    this.capturedReject = reject;
+  };
+
+  /** @param dispatch where each piece goes (a queue, the held list, or failure). */
+  constructor(private readonly buffers: DeviceBuffers, private readonly dispatch: (op: IoOp) => void) {}
+
+  /**
+   * Splits a call into pieces of at most one ring request and dispatches
+   * them. Data in a device buffer goes to the backend as it is; other data
+   * is bounced through the pool.
+   */
+  submit(kind: CallKind, op: number, offset: number, length: number, data: Uint8Array | null, flag = 0): Promise<void> {
+    const chunkPages = this.maxSegments;
+    const chunk = chunkPages * PAGE_SIZE;
+    const pieces = data === null ? 1 : Math.ceil(length / chunk);
+    const direct = data === null ? null : this.buffers.find(data);
+    this.active++;
+    const promise = new Promise<void>(this.capture);
+    const done = this.freeDone.pop() ?? new Completion(this.captured!, this.capturedReject!, this.settled);
+    done.resolve = this.captured!;
+    done.reject = this.capturedReject!;
+    this.captured = this.capturedReject = null;
+    done.remaining = done.pieces = pieces;
+    done.error = null;
+    done.kind = kind;
+    done.region = null;
+    if (direct !== null) {
+      this.counts.zeroCopy++;
+      done.region = direct.region;
+      direct.region.inflight++;
+    }
+    for (let i = 0; i < pieces; i++) {
+      const at = data === null ? offset : offset + i * chunk;
+      const len = data === null ? length : Math.min(chunk, length - i * chunk);
+      const piece = data === null ? null : pieces === 1 ? data : data.subarray(i * chunk, i * chunk + len);
+      const sector = at / BLKIF_SECTOR_SIZE;
+      const sectors = len / BLKIF_SECTOR_SIZE;
+      const io = this.freeOps.pop()?.reuse(op, sector, sectors, piece, done, flag) ?? new IoOp(op, sector, sectors, piece, done, flag);
+      if (direct !== null) {
+        io.refs = direct.region.shared.refs;
+        io.refBase = direct.page + i * chunkPages;
+      }
+      this.dispatch(io);
+    }
+    return promise;
+  }
+
+  /** A piece that completed normally; its call too, when it was the only piece. */
+  readonly recycle = (op: IoOp): void => {
+    const done = op.done;
+    // submit() sets every field of a reused completion.
+    if (done.pieces === 1 && done.remaining === 0 && this.freeDone.length < FREE_LIST_MAX) this.freeDone.push(done);
+    if (this.freeOps.length < FREE_LIST_MAX) {
+      op.data = null;
+      this.freeOps.push(op);
+    }
+  };
+
+  /** Resolves when no call is in flight. */
+  idle(): Promise<void> {
+    if (this.active === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.drained = resolve));
+  }
+
+  private readonly settled = (c: Completion): void => {
+    if (c.region !== null) c.region.inflight--;
+    if (c.error === null) this.counts[CALL_KINDS[c.kind]!]++;
+    else this.counts.errors++;
+    if (--this.active === 0 && this.drained !== null) {
+      const d = this.drained;
+      this.drained = null;
+      d();
+    }
+  };
+}
