@@ -1,15 +1,17 @@
 import { close, open, read, write, constants } from 'node:fs';
 import { XenstoreError } from '../errors.js';
-import { XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, XsType, decodeHeader, encodeMessage, joinPayload } from '../wire/xs_wire.js';
+import { XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, XsType, encodeMessage, joinPayload } from '../wire/xs_wire.js';
 import { XsFrameParser } from '../wire/xs_parser.js';
-import type { ByteStream, ByteStreamHandlers } from './byte_stream.js';
+import { Fifo } from '../util/fifo.js';
+import type { MessageStream, MessageStreamHandlers, OutgoingMessage } from './message_stream.js';
 
 /** The Linux guest's xenstore character device. */
 export const DEFAULT_XENBUS_DEVICE = '/dev/xen/xenbus';
 
 const READ_SIZE = 64 * 1024;
-/** req_id of the frame that wakes a blocked read at close; the client never uses it. */
+/** req_id of the frame that wakes a blocked read at close (reserved: a client never uses it). */
 const WAKE_REQ_ID = 0xffffffff;
+const RESERVED_REQ_IDS: ReadonlySet<number> = new Set([WAKE_REQ_ID]);
 
 /** The file operations the device stream needs; a real fd by default, a stand-in in tests. */
 export interface DeviceIo {
@@ -46,9 +48,11 @@ interface Lane {
 }
 
 /**
- * A {@link ByteStream} over a xenbus character device such as /dev/xen/xenbus,
- * opened as several files ("lanes") so that several requests can be at
- * xenstored at once.
+ * A {@link MessageStream} over a xenbus character device such as
+ * /dev/xen/xenbus, opened as several files ("lanes") so that several
+ * requests can be at xenstored at once. It works on whole messages because
+ * it routes each one by its type and transaction: each is encoded once, for
+ * its write(2), and each reply parsed once, from its file.
  *
  * Why several files: Linux's xenbus_file_write() keeps one message per open
  * file and hands xenstored's ring a pointer into that buffer, which the
@@ -74,14 +78,13 @@ interface Lane {
  * close(2), so close() sends a harmless GET_DOMAIN_PATH on each idle file
  * still reading, whose reply wakes it, then closes the fds.
  */
-export class DeviceByteStream implements ByteStream {
-  private handlers: ByteStreamHandlers | null = null;
+export class XenbusDeviceStream implements MessageStream {
+  readonly kind = 'messages';
+  readonly reservedReqIds = RESERVED_REQ_IDS;
+  private handlers: MessageStreamHandlers | null = null;
   private readonly lanes: Lane[];
-  /** Bytes accepted from the caller, cut into whole frames (a frame must fit the file's buffer). */
-  private readonly outbound: XsFrameParser;
-  /** Whole frames waiting for a free lane, in the caller's order. */
-  private readonly queue: Uint8Array[] = [];
-  private queueHead = 0;
+  /** Messages waiting for a free lane, in the caller's order. */
+  private readonly queue = new Fifo<OutgoingMessage>();
   /** Transaction id -> the lane that started it. */
   private readonly txLane = new Map<number, number>();
   /** Watches set on lane 0 and not cleared: while any exist, lane 0 is read. */
@@ -101,8 +104,7 @@ export class DeviceByteStream implements ByteStream {
   /** One {@link DeviceIo} per open file of the same device (at least one). */
   constructor(io: DeviceIo | readonly DeviceIo[]) {
     const ios = Array.isArray(io) ? io : [io as DeviceIo];
-    if (ios.length === 0) throw new RangeError('DeviceByteStream needs at least one file');
-    this.outbound = new XsFrameParser(this.maxPayload);
+    if (ios.length === 0) throw new RangeError('XenbusDeviceStream needs at least one file');
     this.lanes = ios.map((d, index) => ({ io: d, index, outstanding: null, outstandingType: 0, reading: false, inbound: new XsFrameParser() }));
   }
 
@@ -111,31 +113,27 @@ export class DeviceByteStream implements ByteStream {
     return this.lanes.length;
   }
 
-  start(handlers: ByteStreamHandlers): void {
+  start(handlers: MessageStreamHandlers): void {
     this.handlers = handlers;
   }
 
-  /** Takes everything offered; whole frames go out one per write(2), one per free file. */
-  write(data: Uint8Array): number {
-    if (this.done || this.closing) return 0;
-    this.outbound.push(data);
-    for (let r = this.outbound.next(); r.kind !== 'need'; r = this.outbound.next()) {
-      if (r.kind === 'error') {
-        this.finish(new XenstoreError('XS_EIO', `refusing to write: ${r.reason}`));
-        return data.length;
-      }
-      const m = r.message;
-      this.queue.push(encodeMessage(m.type, m.reqId, m.txId, m.payload));
+  /** Takes every message; each goes out in a write(2) of its own, on a free file. */
+  send(m: OutgoingMessage): boolean {
+    if (this.done || this.closing) return true;
+    if (m.payload.length > this.maxPayload) {
+      // The client refuses these itself (maxPayload); one that gets here would fail EINVAL in the kernel.
+      this.finish(new XenstoreError('XS_EIO', `refusing to write a ${m.payload.length}-byte payload (at most ${this.maxPayload})`));
+      return true;
     }
+    this.queue.push(m);
     this.dispatch();
-    return data.length;
+    return true;
   }
 
   close(): void {
     if (this.closing || this.done) return;
     this.closing = true;
-    this.queue.length = 0;
-    this.queueHead = 0;
+    this.queue.clear();
     const wake = encodeMessage(XsType.GetDomainPath, WAKE_REQ_ID, 0, joinPayload(['0']));
     for (const lane of this.lanes) {
       // A lane with a request outstanding is woken by its reply; an idle one
@@ -148,33 +146,26 @@ export class DeviceByteStream implements ByteStream {
     this.finishIfQuiet();
   }
 
-  /** Sends queued frames on free lanes, in order, until the head frame has to wait. */
+  /** Sends queued messages on free lanes, in order, until the head message has to wait. */
   private dispatch(): void {
-    while (this.queueHead < this.queue.length && !this.done) {
-      const frame = this.queue[this.queueHead]!;
-      const lane = this.laneFor(frame);
+    for (let m = this.queue.peek(); m !== undefined && !this.done; m = this.queue.peek()) {
+      const lane = this.laneFor(m);
       if (lane === null) break;
-      this.queue[this.queueHead++] = EMPTY;
-      const h = decodeHeader(frame);
-      lane.outstanding = h.reqId;
-      lane.outstandingType = h.type;
+      this.queue.shift();
+      lane.outstanding = m.reqId;
+      lane.outstandingType = m.type;
       let busy = 0;
       for (const l of this.lanes) if (l.outstanding !== null) busy++;
       if (busy > this.maxOutstanding) this.maxOutstanding = busy;
-      void this.send(lane, frame);
+      void this.write(lane, encodeMessage(m.type, m.reqId, m.txId, m.payload));
       this.read(lane);
-    }
-    if (this.queueHead === this.queue.length) {
-      this.queue.length = 0;
-      this.queueHead = 0;
     }
   }
 
-  /** The lane a frame must go on, or null when that lane (or every lane) is busy. */
-  private laneFor(frame: Uint8Array): Lane | null {
-    const h = decodeHeader(frame);
-    if (h.type === XsType.Watch || h.type === XsType.Unwatch) return this.free(0);
-    if (h.txId !== 0) return this.free(this.txLane.get(h.txId) ?? 0);
+  /** The lane a message must go on, or null when that lane (or every lane) is busy. */
+  private laneFor(m: OutgoingMessage): Lane | null {
+    if (m.type === XsType.Watch || m.type === XsType.Unwatch) return this.free(0);
+    if (m.txId !== 0) return this.free(this.txLane.get(m.txId) ?? 0);
     for (const lane of this.lanes) if (lane.outstanding === null) return lane;
     return null;
   }
@@ -184,7 +175,8 @@ export class DeviceByteStream implements ByteStream {
     return lane.outstanding === null ? lane : null;
   }
 
-  private async send(lane: Lane, frame: Uint8Array): Promise<void> {
+  /** One frame, one write(2) (a short one resumed within the frame). */
+  private async write(lane: Lane, frame: Uint8Array): Promise<void> {
     try {
       for (let off = 0; off < frame.length;) {
         this.writeCalls++;
@@ -228,7 +220,7 @@ export class DeviceByteStream implements ByteStream {
     if (this.closing) this.finishIfQuiet();
   }
 
-  /** Cuts a lane's bytes into frames, hands them on whole, and frees the lane at its reply. */
+  /** Cuts a lane's bytes into messages, hands them on, and frees the lane at its reply. */
   private received(lane: Lane, chunk: Uint8Array): void {
     lane.inbound.push(chunk);
     let freed = false;
@@ -238,14 +230,13 @@ export class DeviceByteStream implements ByteStream {
         return;
       }
       const m = r.message;
-      const frame = encodeMessage(m.type, m.reqId, m.txId, m.payload);
       if (m.type !== XsType.WatchEvent && m.reqId === lane.outstanding) {
         this.answered(lane, m.type, m.txId, m.payload);
         lane.outstanding = null;
         freed = true;
         if (m.reqId === WAKE_REQ_ID) continue; // ours, not the client's
       }
-      if (!this.closing) this.handlers?.data(frame);
+      if (!this.closing) this.handlers?.message(m);
     }
     if (freed) this.dispatch();
   }
@@ -278,8 +269,6 @@ export class DeviceByteStream implements ByteStream {
   }
 }
 
-const EMPTY = new Uint8Array(0);
-
 /** Files a device stream opens by default: requests at xenstored at once. */
 export const DEFAULT_XENBUS_FILES = 3;
 
@@ -298,7 +287,7 @@ export interface XenbusDeviceOptions {
  * it is absent (not a Xen guest, or the xenbus device is not available) or not
  * accessible (the device is root-only).
  */
-export async function openXenbusDevice(path = DEFAULT_XENBUS_DEVICE, opts: XenbusDeviceOptions = {}): Promise<DeviceByteStream> {
+export async function openXenbusDevice(path = DEFAULT_XENBUS_DEVICE, opts: XenbusDeviceOptions = {}): Promise<XenbusDeviceStream> {
   const files = opts.files ?? DEFAULT_XENBUS_FILES;
   if (!Number.isInteger(files) || files < 1) throw new XenstoreError('XS_EINVAL', `files must be a positive integer, not ${files}`);
   const fds: number[] = [];
@@ -308,7 +297,7 @@ export async function openXenbusDevice(path = DEFAULT_XENBUS_DEVICE, opts: Xenbu
     for (const fd of fds) close(fd, () => undefined);
     throw err;
   }
-  return new DeviceByteStream(fds.map((fd) => fdDeviceIo(fd)));
+  return new XenbusDeviceStream(fds.map((fd) => fdDeviceIo(fd)));
 }
 
 function openOne(path: string): Promise<number> {

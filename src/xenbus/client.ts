@@ -3,8 +3,9 @@
  *
  * - Each request gets a unique req_id; one reader matches replies to
  *   requests by req_id, in whatever order they come.
- * - Requests are queued and written in order; frames queued in the same tick
- *   go out in one write. A short write is resumed when the stream says so.
+ * - Requests are queued and handed to the transport in order, at the end of
+ *   the tick (so a byte transport writes them together); a transport that is
+ *   full takes the rest when it says it can.
  * - A request can be aborted or time out. If it was still queued it is never
  *   sent; if it was sent, its req_id stays reserved until the late reply
  *   arrives and is discarded, so that reply can never be taken for another
@@ -15,75 +16,33 @@
  *   a req_id nobody waits for is dropped and counted.
  */
 import { XenstoreError, isXenError } from '../errors.js';
-import { concatBytes } from '../wire/bytes.js';
-import { XsFrameParser } from '../wire/xs_parser.js';
 import {
-  XsType, encodeMessage, isKnownXsType, joinPayload, payloadString, splitPayload, xsTypeName,
+  XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, XsType, isKnownXsType, joinPayload, payloadString, splitPayload, xsTypeName,
   type XsMessage,
 } from '../wire/xs_wire.js';
+import { Fifo } from '../util/fifo.js';
 import { DispatchGroups } from './dispatch.js';
 import { XsOps, expectOk, type RequestOptions } from './ops.js';
 import type { ByteStream } from '../transport/byte_stream.js';
+import { isMessageStream, type MessageStream } from '../transport/message_stream.js';
+import { FramedStream } from '../transport/framed.js';
+import type {
+  TransactionOptions, WatchCallback, WatchEvent, WatchOptions, XenstoreClientOptions, XenstoreClientStats,
+} from './types.js';
+
+export type {
+  TransactionOptions, WatchCallback, WatchEvent, WatchOptions, XenstoreClientOptions, XenstoreClientStats,
+} from './types.js';
 import { Transaction } from './transaction.js';
 import { Watch, WatchIterator } from './watch.js';
-
-/** A watch event: the path that changed (relative if the watch was) and the watch's token. */
-export interface WatchEvent {
-  path: string;
-  token: string;
-}
-
-export type WatchCallback = (event: WatchEvent) => unknown;
-
-export interface WatchOptions extends RequestOptions {
-  /**
-   * Dispatch group for this watch's callbacks (default `"default"`). Name one
-   * per device or domain so that a slow callback delays only its own group.
-   */
-  group?: string;
-}
-
-export interface XenstoreClientOptions {
-  /** Timeout for requests that do not set their own (default: none). */
-  defaultTimeoutMs?: number;
-  /** Called when a watch callback throws or rejects. Default: a process warning. */
-  onCallbackError?: (err: unknown, group: string) => void;
-}
-
-export interface TransactionOptions {
-  signal?: AbortSignal;
-  /** Attempts before giving up with XS_EAGAIN (default 16). */
-  maxAttempts?: number;
-  /** First backoff delay in ms, doubled per attempt with jitter, capped at 100 ms (default 1). */
-  backoffMs?: number;
-}
-
-/** Counters for what the connection has seen. */
-export interface XenstoreClientStats {
-  requestsSent: number;
-  repliesMatched: number;
-  /** Requests waiting for a reply now (queued or sent). */
-  inFlight: number;
-  /** Most requests ever in flight at once. */
-  maxInFlight: number;
-  /** Replies whose req_id matched no request: dropped. */
-  unknownReplies: number;
-  /** Replies to requests that had been aborted or had timed out: discarded. */
-  lateReplies: number;
-  watchEvents: number;
-  /** Watch events for a token with no watch (e.g. just unwatched): dropped. */
-  unmatchedWatchEvents: number;
-  bytesWritten: number;
-  bytesRead: number;
-}
 
 interface Pending {
   id: number;
   type: number;
   txId: number;
   path: string | undefined;
-  /** The encoded frame while queued; null once handed to the stream. */
-  frame: Uint8Array | null;
+  /** The payload while queued; null once handed to the transport (or dropped, aborted while queued). */
+  payload: Uint8Array | null;
   /** Settled (resolved, rejected, aborted, timed out): any reply is now discarded. */
   settled: boolean;
   /** Undoes what a successful reply set up, if it arrives after the caller gave up. */
@@ -100,24 +59,21 @@ interface WatchEntry {
   callback: WatchCallback;
 }
 
-/** Frames gathered into one write. */
-const WRITE_BATCH_BYTES = 64 * 1024;
 const DEFAULT_GROUP = 'default';
 
 let clientSerial = 0;
 
 /**
- * A xenstore connection over any {@link ByteStream}. All the operations of
+ * A xenstore connection over any transport: a {@link ByteStream} (framed
+ * here) or a {@link MessageStream}. All the operations of
  * {@link XsOps} (read, write, mkdir, rm, directory, permissions) run with
  * tx_id 0; {@link XenstoreClient.transaction} gives a transaction handle.
  */
 export class XenstoreClient extends XsOps {
-  private readonly parser = new XsFrameParser();
+  private readonly stream: MessageStream;
   private readonly pending = new Map<number, Pending>();
-  private readonly writeQueue: Pending[] = [];
-  private writeHead = 0;
-  private outBuf: Uint8Array | null = null;
-  private outOff = 0;
+  /** Requests not yet handed to the transport, in order. */
+  private readonly writeQueue = new Fifo<Pending>();
   private flushScheduled = false;
   private nextReqId = 1;
   private readonly watches = new Map<string, WatchEntry>();
@@ -133,15 +89,16 @@ export class XenstoreClient extends XsOps {
     watchEvents: 0, unmatchedWatchEvents: 0, bytesWritten: 0, bytesRead: 0,
   };
 
-  constructor(private readonly stream: ByteStream, private readonly options: XenstoreClientOptions = {}) {
+  constructor(transport: ByteStream | MessageStream, private readonly options: XenstoreClientOptions = {}) {
     super();
+    this.stream = isMessageStream(transport) ? transport : new FramedStream(transport);
     this.closedPromise = new Promise((r) => (this.resolveClosed = r));
     const onCallbackError = options.onCallbackError ?? ((err: unknown, group: string) => {
       process.emitWarning(`xenstore watch callback in group "${group}" failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
     });
     this.groups = new DispatchGroups(onCallbackError);
-    stream.start({
-      data: (chunk) => this.onData(chunk),
+    this.stream.start({
+      message: (m) => this.onMessage(m),
       writable: () => this.flush(),
       // A transport that knows what went wrong (XS_EIO from a broken ring) says so; anything else is XS_CLOSED.
       closed: (err) => this.fail(err instanceof XenstoreError && err.code !== 'XS_CLOSED'
@@ -206,23 +163,18 @@ export class XenstoreClient extends XsOps {
     if (this.failure) return Promise.reject(this.failure);
     const signal = opts?.signal;
     if (signal?.aborted) return Promise.reject(abortError(type, path, signal));
-    let frame: Uint8Array;
-    const limit = this.stream.maxPayload;
-    if (limit !== undefined && payload.length > limit) {
+    const limit = this.stream.maxPayload ?? XENSTORE_PAYLOAD_MAX;
+    if (payload.length > limit) {
+      const why = limit < XENSTORE_PAYLOAD_MAX ? 'does not fit this transport' : 'exceeds XENSTORE_PAYLOAD_MAX';
       return Promise.reject(new XenstoreError('XS_E2BIG', `xenstore ${xsTypeName(type)}${path ? ` ${path}` : ''}: ` +
-        `a ${payload.length}-byte payload does not fit this transport (at most ${limit})`, { path }));
+        `a ${payload.length}-byte payload ${why} (at most ${limit})`, { path }));
     }
     const id = this.allocReqId();
-    try {
-      frame = encodeMessage(type, id, txId, payload);
-    } catch (err) {
-      return Promise.reject(new XenstoreError('XS_E2BIG', `xenstore ${xsTypeName(type)}${path ? ` ${path}` : ''}: ${(err as Error).message}`, { path, cause: err }));
-    }
     return new Promise<Uint8Array>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       let onAbort: (() => void) | undefined;
       const p: Pending = {
-        id, type, txId, path, frame, settled: false, undo,
+        id, type, txId, path, payload, settled: false, undo,
         resolve: (v) => { p.cleanup(); resolve(v); },
         reject: (e) => { p.cleanup(); reject(e); },
         cleanup: () => {
@@ -327,11 +279,12 @@ export class XenstoreClient extends XsOps {
   // --- request ids and the write side ---------------------------------------
 
   private allocReqId(): number {
-    // 0 is what watch events carry, 0xffffffff wakes the device transport: skip both.
+    // 0 is what watch events carry; the transport may keep some ids for itself.
+    const reserved = this.stream.reservedReqIds;
     for (;;) {
       const id = this.nextReqId;
-      this.nextReqId = id >= 0xfffffffe ? 1 : id + 1;
-      if (!this.pending.has(id)) return id;
+      this.nextReqId = id >= 0xffffffff ? 1 : id + 1;
+      if (!this.pending.has(id) && reserved?.has(id) !== true) return id;
     }
   }
 
@@ -345,46 +298,24 @@ export class XenstoreClient extends XsOps {
     });
   }
 
+  /** Hands queued requests to the transport, in order, while it takes them. */
   private flush(): void {
-    while (!this.failure) {
-      if (this.outBuf === null && !this.takeBatch()) return;
-      const buf = this.outBuf!;
-      const n = this.stream.write(this.outOff === 0 ? buf : buf.subarray(this.outOff));
-      this.outOff += n;
-      this.counters.bytesWritten += n;
-      if (this.outOff < buf.length) return; // resumed on writable()
-      this.outBuf = null;
-      this.outOff = 0;
+    for (let p = this.writeQueue.peek(); p !== undefined && !this.failure; p = this.writeQueue.peek()) {
+      if (p.payload !== null) {
+        if (!this.stream.send({ type: p.type, reqId: p.id, txId: p.txId, payload: p.payload })) return; // resumed on writable()
+        this.counters.requestsSent++;
+        this.counters.bytesWritten += XS_HEADER_SIZE + p.payload.length;
+        p.payload = null;
+      }
+      this.writeQueue.shift();
     }
-  }
-
-  /** Moves queued frames (skipping aborted ones) into one outgoing buffer. */
-  private takeBatch(): boolean {
-    const frames: Uint8Array[] = [];
-    let size = 0;
-    while (this.writeHead < this.writeQueue.length && size < WRITE_BATCH_BYTES) {
-      const p = this.writeQueue[this.writeHead++]!;
-      if (p.frame === null) continue; // aborted while queued
-      frames.push(p.frame);
-      size += p.frame.length;
-      p.frame = null;
-      this.counters.requestsSent++;
-    }
-    if (this.writeHead === this.writeQueue.length) {
-      this.writeQueue.length = 0;
-      this.writeHead = 0;
-    }
-    if (frames.length === 0) return false;
-    this.outBuf = frames.length === 1 ? frames[0]! : concatBytes(frames);
-    this.outOff = 0;
-    return true;
   }
 
   /** Aborted or timed out: reject now; keep the id reserved if the frame is out. */
   private abandon(p: Pending, err: XenstoreError): void {
     if (p.settled) return;
-    if (p.frame !== null) {
-      p.frame = null; // never sent: the id is free again
+    if (p.payload !== null) {
+      p.payload = null; // never sent: the id is free again
       this.pending.delete(p.id);
     }
     p.reject(err);
@@ -392,21 +323,9 @@ export class XenstoreClient extends XsOps {
 
   // --- the read side ----------------------------------------------------------
 
-  private onData(chunk: Uint8Array): void {
-    this.counters.bytesRead += chunk.length;
-    this.parser.push(chunk);
-    while (!this.failure) {
-      const r = this.parser.next();
-      if (r.kind === 'need') return;
-      if (r.kind === 'error') {
-        this.fail(new XenstoreError('XS_EPROTO', `xenstore stream is broken: ${r.reason}`));
-        return;
-      }
-      this.onMessage(r.message);
-    }
-  }
-
   private onMessage(m: XsMessage): void {
+    if (this.failure) return;
+    this.counters.bytesRead += XS_HEADER_SIZE + m.payload.length;
     if (!isKnownXsType(m.type)) {
       // Either the daemon speaks a newer protocol or the stream lost sync; both are fatal here.
       this.fail(new XenstoreError('XS_EPROTO', `xenstore stream is broken: unknown message type ${m.type} (len ${m.len})`));
@@ -460,9 +379,7 @@ export class XenstoreClient extends XsOps {
       if (!p.settled) p.reject(err);
     }
     this.pending.clear();
-    this.writeQueue.length = 0;
-    this.writeHead = 0;
-    this.outBuf = null;
+    this.writeQueue.clear();
     this.watches.clear();
     this.stream.close();
     this.resolveClosed(err);

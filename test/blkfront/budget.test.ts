@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { XenError, openBlockDevice, type GrantSharer, type XenPlatform } from '../../src/index.js';
 import { createSimHost, type SimHost } from '../../src/sim/index.js';
-import { pattern } from '../helpers/blk.js';
+import { expectBytes, pattern } from '../helpers/blk.js';
 
 let host: SimHost | undefined;
 afterEach(async () => {
@@ -50,8 +50,8 @@ describe('grant budget', () => {
     await Promise.all([0, 1, 2, 3].map((k) => dev.write(k << 20, data.subarray(k << 20, (k + 1) << 20))));
     // 256 pages per MiB at no more than 147 segments each: 2 requests per MiB.
     expect(dev.stats().requests - before).toBe(8);
-    expect(Buffer.compare(await dev.read(0, 4 << 20), data)).toBe(0);
-    expect(Buffer.compare(disk.memory!.subarray(0, 4 << 20), data)).toBe(0);
+    expectBytes(await dev.read(0, 4 << 20), data);
+    expectBytes(disk.memory!.subarray(0, 4 << 20), data);
     expect(dev.stats().errors).toBe(0);
     expect(most()).toBeLessThanOrEqual(600);
     await dev.close();

@@ -7,7 +7,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { BlkifError } from '../../src/index.js';
-import { diskFixture, pattern, rng, type DiskFixture } from '../helpers/blk.js';
+import { diskFixture, expectBytes, pattern, rng, type DiskFixture } from '../helpers/blk.js';
 import { until } from '../helpers/xs.js';
 
 let fx: DiskFixture | undefined;
@@ -16,7 +16,6 @@ afterEach(async () => {
   fx = undefined;
 });
 
-const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0;
 
 describe('injected backend faults', () => {
   it('BLKIF_RSP_ERROR fails that call with BLKIF_EIO and nothing else', async () => {
@@ -31,7 +30,7 @@ describe('injected backend faults', () => {
     expect(err).toMatchObject({ code: 'BLKIF_EIO', status: -1 });
     for (const r of results) if (r.status === 'fulfilled') expect(r.value.byteLength).toBe(4096);
     // The device carries on.
-    expect(same(await fx.dev.read(0, 65536), pattern(0, 65536, 1))).toBe(true);
+    expectBytes(await fx.dev.read(0, 65536), pattern(0, 65536, 1));
     expect(fx.dev.stats().errors).toBe(1);
   });
 
@@ -40,7 +39,7 @@ describe('injected backend faults', () => {
     fx.disk.inject({ kind: 'error', ops: ['write'], count: 1 });
     await expect(fx.dev.write(0, pattern(0, 1 << 20, 1))).rejects.toMatchObject({ code: 'BLKIF_EIO' });
     await fx.dev.write(0, pattern(0, 1 << 20, 2));
-    expect(same(await fx.dev.read(0, 1 << 20), pattern(0, 1 << 20, 2))).toBe(true);
+    expectBytes(await fx.dev.read(0, 1 << 20), pattern(0, 1 << 20, 2));
   });
 
   it('EOPNOTSUPP for flush and discard: BLKIF_EOPNOTSUPP, and the feature is dropped as Linux drops it', async () => {
@@ -62,7 +61,7 @@ describe('injected backend faults', () => {
     await Promise.all(Array.from({ length: 40 }, (_, i) => fx!.dev.write(i * 8192, pattern(i * 8192, 8192, i))));
     fx.disk.setDelay(0);
     const all = await fx.dev.read(0, 40 * 8192);
-    for (let i = 0; i < 40; i++) expect(same(all.subarray(i * 8192, (i + 1) * 8192), pattern(i * 8192, 8192, i))).toBe(true);
+    for (let i = 0; i < 40; i++) expectBytes(all.subarray(i * 8192, (i + 1) * 8192), pattern(i * 8192, 8192, i));
   });
 
   it.each([
@@ -87,7 +86,7 @@ describe('injected backend faults', () => {
     await expect(dev.read(0, 4096)).rejects.toMatchObject({ code: 'BLKIF_EPROTO' });
     await expect(dev.write(0, new Uint8Array(4096))).rejects.toMatchObject({ code: 'BLKIF_EPROTO' });
     // The disk still holds what was written before.
-    expect(same(disk.memory!.subarray(0, 65536), pattern(0, 65536, 1))).toBe(true);
+    expectBytes(disk.memory!.subarray(0, 65536), pattern(0, 65536, 1));
   });
 
   it('a duplicated response breaks the device; the read it answered never gets wrong data', async () => {
@@ -99,7 +98,7 @@ describe('injected backend faults', () => {
     // Seen one at a time, the first answer completes the read and the second is an id not in flight;
     // seen together, rsp_prod is past what was asked and neither is trusted.
     const first = await dev.read(0, 4096).catch((e: unknown) => e);
-    if (first instanceof Uint8Array) expect(same(first, pattern(0, 4096, 3))).toBe(true);
+    if (first instanceof Uint8Array) expectBytes(first, pattern(0, 4096, 3));
     else expect(first).toMatchObject({ code: 'BLKIF_EPROTO' });
     expect((await broken).code).toBe('BLKIF_EPROTO');
     await expect(dev.read(0, 4096)).rejects.toMatchObject({ code: 'BLKIF_EPROTO' });
@@ -129,8 +128,8 @@ describe('backend closing and coming back', () => {
     expect((await reconnected).replayed).toBeGreaterThanOrEqual(48);
     await Promise.all([...writes, late]);
     const all = await dev.read(0, 49 * 32768);
-    for (let i = 0; i < 48; i++) expect(same(all.subarray(i * 32768, (i + 1) * 32768), pattern(i * 32768, 32768, i + 1))).toBe(true);
-    expect(same(all.subarray(48 * 32768), pattern(48 * 32768, 32768, 99))).toBe(true);
+    for (let i = 0; i < 48; i++) expectBytes(all.subarray(i * 32768, (i + 1) * 32768), pattern(i * 32768, 32768, i + 1));
+    expectBytes(all.subarray(48 * 32768), pattern(48 * 32768, 32768, 99));
     const s = dev.stats();
     expect(s).toMatchObject({ reconnects: 1, writes: 49, errors: 0 });
     expect(disk.stats().connections).toBe(2);
@@ -152,7 +151,7 @@ describe('backend closing and coming back', () => {
         await dev.write(b * 16384, pattern(b * 16384, 16384, g));
         model[b] = g;
         const back = await dev.read(b * 16384, 16384);
-        expect(same(back, pattern(b * 16384, 16384, g))).toBe(true);
+        expectBytes(back, pattern(b * 16384, 16384, g));
       }
     });
     for (let r = 0; r < 3; r++) {
@@ -166,7 +165,7 @@ describe('backend closing and coming back', () => {
     await Promise.all(workers);
     for (let b = 0; b < blocks; b++) {
       if (model[b] === 0) continue;
-      expect(same(await dev.read(b * 16384, 16384), pattern(b * 16384, 16384, model[b]!))).toBe(true);
+      expectBytes(await dev.read(b * 16384, 16384), pattern(b * 16384, 16384, model[b]!));
     }
     expect(dev.stats()).toMatchObject({ reconnects: 3, errors: 0 });
   });
@@ -183,7 +182,7 @@ describe('backend closing and coming back', () => {
     await disk.goClosing();
     await big;
     expect(dev.info.features.indirectSegments).toBe(0);
-    expect(same(await dev.read(0, 1 << 20), pattern(0, 1 << 20, 5))).toBe(true);
+    expectBytes(await dev.read(0, 1 << 20), pattern(0, 1 << 20, 5));
   });
 
   it('a later Connected with new sectors is a resize', async () => {
@@ -195,7 +194,7 @@ describe('backend closing and coming back', () => {
     await resized;
     expect(dev.info.size).toBe(4 << 20);
     await dev.write(3 << 20, pattern(3 << 20, 4096, 1));
-    expect(same(await dev.read(3 << 20, 4096), pattern(3 << 20, 4096, 1))).toBe(true);
+    expectBytes(await dev.read(3 << 20, 4096), pattern(3 << 20, 4096, 1));
   });
 
   it('a backend that is detached for good: in-flight calls fail with BLKIF_ENODEV, no hang', async () => {

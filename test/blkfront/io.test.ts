@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BlkifError, isXenError, openBlockDevice } from '../../src/index.js';
 import { createSimHost } from '../../src/sim/index.js';
-import { diskFixture, pattern, rng, type DiskFixture } from '../helpers/blk.js';
+import { diskFixture, expectBytes, pattern, rng, type DiskFixture } from '../helpers/blk.js';
 
 let fx: DiskFixture | undefined;
 afterEach(async () => {
@@ -52,16 +52,16 @@ async function writeThenVerify(f: DiskFixture, seed: number, ss = 512): Promise<
   }
   await Promise.all(jobs);
   const whole = await dev.read(0, size);
-  expect(Buffer.compare(Buffer.from(whole), Buffer.from(model))).toBe(0);
+  expectBytes(whole, model);
   // Small random reads agree too, many in flight.
   const reads = Array.from({ length: 64 }, () => {
     const len = (1 + (next() % 16)) * ss;
     const off = (next() % ((size - len) / ss + 1)) * ss;
-    return dev.read(off, len).then((b) => expect(Buffer.compare(Buffer.from(b), Buffer.from(model.subarray(off, off + len)))).toBe(0));
+    return dev.read(off, len).then((b) => expectBytes(b, model.subarray(off, off + len)));
   });
   await Promise.all(reads);
   const mem = f.disk.memory;
-  if (mem !== undefined) expect(Buffer.compare(Buffer.from(mem), Buffer.from(model))).toBe(0);
+  if (mem !== undefined) expectBytes(mem, model);
 }
 
 describe('blkfront I/O', () => {
@@ -85,11 +85,11 @@ describe('blkfront I/O', () => {
       fx = await diskFixture({ image });
       expect(fx.dev.info.size).toBe(2 << 20);
       const first = await fx.dev.read(0, 65536);
-      expect(Buffer.compare(Buffer.from(first), Buffer.from(initial.subarray(0, 65536)))).toBe(0);
+      expectBytes(first, initial.subarray(0, 65536));
       await writeThenVerify(fx, 2);
       await fx.dev.flush();
       const whole = await fx.dev.read(0, 2 << 20);
-      expect(Buffer.compare(readFileSync(image), Buffer.from(whole))).toBe(0);
+      expectBytes(readFileSync(image), whole);
     } finally {
       await fx?.close();
       fx = undefined;
@@ -133,7 +133,7 @@ describe('blkfront I/O', () => {
     await fx.dev.discard(4096, 8192);
     const b = await fx.dev.read(0, 16384);
     expect(b.subarray(4096, 12288).every((x) => x === 0)).toBe(true);
-    expect(Buffer.compare(Buffer.from(b.subarray(0, 4096)), Buffer.from(pattern(0, 4096, 1)))).toBe(0);
+    expectBytes(b.subarray(0, 4096), pattern(0, 4096, 1));
     expect(fx.dev.stats()).toMatchObject({ flushes: 1, discards: 1 });
     await fx.close();
 
@@ -168,7 +168,7 @@ describe('blkfront I/O', () => {
     expect(fx.dev.info.readOnly).toBe(true);
     const mem = fx.disk.memory!;
     mem.set(pattern(0, 8192, 5));
-    expect(Buffer.compare(Buffer.from(await fx.dev.read(0, 8192)), Buffer.from(pattern(0, 8192, 5)))).toBe(0);
+    expectBytes(await fx.dev.read(0, 8192), pattern(0, 8192, 5));
     const before = fx.disk.stats().requests;
     const err = await fx.dev.write(0, new Uint8Array(4096)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BlkifError);
@@ -200,7 +200,7 @@ describe('blkfront I/O', () => {
     expect(fx.disk.stats().requests).toBe(before);
     // The device still works after all that.
     await dev.write(0, pattern(0, 4096, 1));
-    expect(Buffer.compare(Buffer.from(await dev.read(0, 4096)), Buffer.from(pattern(0, 4096, 1)))).toBe(0);
+    expectBytes(await dev.read(0, 4096), pattern(0, 4096, 1));
   });
 
   it('persistent grants: the backend stops mapping after warm-up; the pool never falls back for 11 segments', async () => {
@@ -244,7 +244,7 @@ describe('blkfront I/O', () => {
     const n = fx.disk.stats().requests;
     await fx.dev.write(0, pattern(0, 12 * 4096, 3));
     expect(fx.disk.stats().requests).toBe(n + 2);
-    expect(Buffer.compare(Buffer.from(await fx.dev.read(0, 12 * 4096)), Buffer.from(pattern(0, 12 * 4096, 3)))).toBe(0);
+    expectBytes(await fx.dev.read(0, 12 * 4096), pattern(0, 12 * 4096, 3));
   });
 
   it('without persistent grants the map count grows with the requests, and every map is undone', async () => {
@@ -293,7 +293,7 @@ describe('blkfront I/O', () => {
     const g = host.grantCounters();
     expect(g.maps - g.unmaps).toBe(1); // only xenstored's map of the xenstore ring is left
     const again = await openBlockDevice({ platform: host.guest, vdev: disk.vdev });
-    expect(Buffer.compare(Buffer.from(await again.read(0, 65536)), Buffer.from(pattern(0, 65536, 1)))).toBe(0);
+    expectBytes(await again.read(0, 65536), pattern(0, 65536, 1));
     expect(disk.stats().connections).toBe(2);
     fx = { ...fx, dev: again };
   });

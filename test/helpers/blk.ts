@@ -1,3 +1,4 @@
+import { expect } from 'vitest';
 import { openBlockDevice, type BlockDevice, type BlockDeviceOptions } from '../../src/index.js';
 import { createSimHost, type SimBlkback, type SimDiskOptions, type SimHost } from '../../src/sim/index.js';
 
@@ -44,4 +45,23 @@ export function pattern(offset: number, length: number, generation: number): Uin
     v.setUint32(i + 4, generation * 2654435761 >>> 0 ^ i, true);
   }
   return b;
+}
+
+/** The first offset where `a` and `b` differ (or where the shorter ends), -1 when equal. */
+export function firstDifference(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.byteLength, b.byteLength);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
+  return a.byteLength === b.byteLength ? -1 : n;
+}
+
+/**
+ * Expects `actual` to hold exactly `expected`; a failure names the first
+ * differing byte and both values, not just "false".
+ */
+export function expectBytes(actual: Uint8Array, expected: Uint8Array, what = 'bytes'): void {
+  const i = firstDifference(actual, expected);
+  const found = i < 0 ? 'identical'
+    : i >= Math.min(actual.byteLength, expected.byteLength) ? `${what}: ${actual.byteLength} bytes where ${expected.byteLength} were expected`
+      : `${what}: first difference at byte ${i} of ${expected.byteLength}: 0x${actual[i]!.toString(16)} instead of 0x${expected[i]!.toString(16)}`;
+  expect(found).toBe('identical');
 }

@@ -8,7 +8,7 @@ import { createReadStream, createWriteStream, existsSync, mkdtempSync, openSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DeviceByteStream, fdDeviceIo, openXenbusDevice, type DeviceIo } from '../../src/transport/xenbus_device.js';
+import { XenbusDeviceStream, fdDeviceIo, openXenbusDevice, type DeviceIo } from '../../src/transport/xenbus_device.js';
 import { XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, decodeHeader, encodeMessage, joinPayload } from '../../src/wire/xs_wire.js';
 import { XenstoreClient } from '../../src/xenbus/client.js';
 import { SimXenstored } from '../../src/sim/xenstored/server.js';
@@ -20,7 +20,7 @@ afterEach(() => {
   while (cleanups.length) cleanups.pop()!();
 });
 
-/** A client whose transport is a DeviceByteStream over two FIFOs, served by `sim`. */
+/** A client whose transport is a XenbusDeviceStream over two FIFOs, served by `sim`. */
 function fifoClient(sim: SimXenstored): { client: XenstoreClient; seenTypes: number[] } {
   const dir = mkdtempSync(join(tmpdir(), 'xenbus-fifo-'));
   const up = join(dir, 'to-daemon');
@@ -51,10 +51,10 @@ function fifoClient(sim: SimXenstored): { client: XenstoreClient; seenTypes: num
     server.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  return { client: new XenstoreClient(new DeviceByteStream(fdDeviceIo(guestRead, guestWrite))), seenTypes };
+  return { client: new XenstoreClient(new XenbusDeviceStream(fdDeviceIo(guestRead, guestWrite))), seenTypes };
 }
 
-describe('DeviceByteStream', () => {
+describe('XenbusDeviceStream', () => {
   it('carries a full client session, many requests in flight', async () => {
     const sim = new SimXenstored();
     const { client } = fifoClient(sim);
@@ -227,7 +227,7 @@ class LinuxXenbusDevice implements DeviceIo {
   }
 }
 
-describe('DeviceByteStream against the kernel device\'s write rules', () => {
+describe('XenbusDeviceStream against the kernel device\'s write rules', () => {
   it('the stand-in is faithful: a second write before the first is sent rewrites its body', async () => {
     const sim = new SimXenstored();
     const dev = new LinuxXenbusDevice(sim);
@@ -238,7 +238,7 @@ describe('DeviceByteStream against the kernel device\'s write rules', () => {
     while (got < 2 * (XS_HEADER_SIZE + 3)) got += await dev.read(out.subarray(got));
     // Both were answered OK, but request 1 kept only its header (the same
     // length, 11) and carried request 2's bytes: /first was never written.
-    const check = new XenstoreClient(new DeviceByteStream(new LinuxXenbusDevice(sim)));
+    const check = new XenstoreClient(new XenbusDeviceStream(new LinuxXenbusDevice(sim)));
     expect(await check.readOptional('/first')).toBeUndefined();
     expect(await check.read('/second')).toBe('BBB');
     check.close();
@@ -261,7 +261,7 @@ describe('DeviceByteStream against the kernel device\'s write rules', () => {
   it.each([['whole writes', Infinity], ['short writes of 7 bytes', 7]])('answers every request of a batch, with %s', async (_n, maxWrite) => {
     const sim = new SimXenstored();
     const dev = new LinuxXenbusDevice(sim, maxWrite);
-    const stream = new DeviceByteStream(dev);
+    const stream = new XenbusDeviceStream(dev);
     expect(stream.files).toBe(1);
     const client = new XenstoreClient(stream);
     const n = 100;
@@ -283,7 +283,7 @@ describe('DeviceByteStream against the kernel device\'s write rules', () => {
   });
 });
 
-describe('DeviceByteStream over several files of the kernel device', () => {
+describe('XenbusDeviceStream over several files of the kernel device', () => {
   function lanes(sim: SimXenstored, n: number): LinuxXenbusDevice[] {
     const kernel = new LinuxXenbusKernel(sim);
     cleanups.push(() => kernel.close());
@@ -293,7 +293,7 @@ describe('DeviceByteStream over several files of the kernel device', () => {
   it('keeps one request at xenstored per file, and every answer is right', async () => {
     const sim = new SimXenstored();
     const devs = lanes(sim, 3);
-    const stream = new DeviceByteStream(devs);
+    const stream = new XenbusDeviceStream(devs);
     const client = new XenstoreClient(stream);
     const n = 150;
     await Promise.all(Array.from({ length: n }, (_, i) => client.write(`/k/${i}`, `value-${i}`)));
@@ -309,7 +309,7 @@ describe('DeviceByteStream over several files of the kernel device', () => {
   it('sends a transaction\'s requests on the file that started it, and watch traffic on file 0', async () => {
     const sim = new SimXenstored();
     const devs = lanes(sim, 3);
-    const client = new XenstoreClient(new DeviceByteStream(devs));
+    const client = new XenstoreClient(new XenbusDeviceStream(devs));
     await client.write('/c', '0');
     // Concurrent transactions start on different files; a request routed to
     // another file would get ENOENT (the transaction is that connection's).
