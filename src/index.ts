@@ -8,8 +8,7 @@ export { XenError, XenstoreError, GrantError, BlkifError, isXenError, XS_ERRNO_N
 export type { XenErrorCode, XenstoreErrorCode, PlatformErrorCode, BlkifErrorCode, XsErrno } from './errors.js';
 
 export { openBlockDevice, BlockDevice } from './blkfront/device.js';
-export type { BlockDeviceEvents } from './blkfront/device.js';
-export type { BlockDeviceOptions, BlockDeviceStats } from './blkfront/options.js';
+export type { BlockDeviceEvents, BlockDeviceOptions, BlockDeviceStats } from './blkfront/options.js';
 export type { BlockDeviceInfo, NegotiatedFeatures } from './blkfront/negotiate.js';
 
 export { XenstoreClient } from './xenbus/client.js';

@@ -28,19 +28,9 @@ import {
   locateDevice, readDiskInfo, resetFrontend, talkToBackend, waitForBackend,
   type BlockDeviceInfo, type DeviceLocation, type Negotiated, type RingSetup,
 } from './negotiate.js';
-import { resolveOptions, type BlockDeviceOptions, type BlockDeviceStats, type DeviceSettings } from './options.js';
-
-/** The events a {@link BlockDevice} emits. */
-export interface BlockDeviceEvents {
-  /** The backend reported a new size; `info` has it. */
-  resize: [info: BlockDeviceInfo];
-  /** The backend came back after closing; the pieces in flight were sent again. */
-  reconnect: [detail: { replayed: number }];
-  /** The backend broke the protocol; every call fails with this error from now on. */
-  broken: [error: BlkifError];
-  /** The backend went away and did not come back; every call fails with this error from now on. */
-  gone: [error: BlkifError];
-}
+import {
+  resolveOptions, type BlockDeviceEvents, type BlockDeviceOptions, type BlockDeviceStats, type DeviceSettings,
+} from './options.js';
 
 /** Backend states after which our rings are dead: closing or gone, or a backend that started over. */
 const RESTART_STATES: readonly XenbusState[] = [

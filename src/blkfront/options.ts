@@ -3,6 +3,7 @@
  * device reports back in `stats()`.
  */
 import { BlkifError } from '../errors.js';
+import type { BlockDeviceInfo } from './negotiate.js';
 import type { XenPlatform } from '../platform/types.js';
 import type { NegotiationWishes } from './negotiate.js';
 
@@ -27,6 +28,18 @@ export interface BlockDeviceOptions {
   timeoutMs?: number;
   /** How long to wait for a closed backend to come back before failing with BLKIF_ENODEV (default 30 s). */
   reconnectTimeoutMs?: number;
+}
+
+/** The events a {@link BlockDevice} emits. */
+export interface BlockDeviceEvents {
+  /** The backend reported a new size; `info` has it. */
+  resize: [info: BlockDeviceInfo];
+  /** The backend came back after closing; the pieces in flight were sent again. */
+  reconnect: [detail: { replayed: number }];
+  /** The backend broke the protocol; every call fails with this error from now on. */
+  broken: [error: BlkifError];
+  /** The backend went away and did not come back; every call fails with this error from now on. */
+  gone: [error: BlkifError];
 }
 
 export interface BlockDeviceStats {

@@ -14,7 +14,6 @@ import {
   BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SEGMENT_SIZE, BlkifOp, BlkifRsp, SECTORS_PER_PAGE, SEGS_PER_INDIRECT_FRAME,
   segmentOffset, setDiscardRequest, setIndirectGref, setIndirectHeader, setRequestHeader, setSegment, type BlkifAbi,
 } from '../wire/blkif.js';
-import { PAGE_SIZE } from '../gnttab/types.js';
 import type { GrantLease, GrantPool } from '../gnttab/pool.js';
 import type { EventChannel } from '../evtchn/types.js';
 import { FrontRing, ShadowIds } from './ring.js';
@@ -176,16 +175,7 @@ export class BlkQueue {
     op.pool = pool;
     op.refs = lease.refs;
     op.refBase = 0;
-    if (op.op === BlkifOp.Write) {
-      const src = op.data!;
-      // A one-page write (the common small one) copies without making a view.
-      if (src.byteLength <= PAGE_SIZE) lease.pages[0]!.set(src);
-      else {
-        for (let i = 0, off = 0; off < src.byteLength; i++, off += PAGE_SIZE) {
-          lease.pages[i]!.set(src.subarray(off, Math.min(off + PAGE_SIZE, src.byteLength)));
-        }
-      }
-    }
+    if (op.op === BlkifOp.Write) op.copyIn();
   }
 
   private waitForPages(op: IoOp, n: number, what: 'data' | 'indirect'): false {
@@ -326,14 +316,7 @@ export class BlkQueue {
     this.inFlight.delete(op);
     this.load -= op.pages + 1;
     const ok = op.status === BlkifRsp.Okay;
-    if (ok && op.op === BlkifOp.Read && op.lease !== null) {
-      const dst = op.data!;
-      const pages = op.lease!.pages;
-      for (let i = 0, off = 0; off < dst.byteLength; i++, off += PAGE_SIZE) {
-        const left = dst.byteLength - off;
-        dst.set(left >= PAGE_SIZE ? pages[i]! : pages[i]!.subarray(0, left), off);
-      }
-    }
+    if (ok && op.op === BlkifOp.Read && op.lease !== null) op.copyOut();
     op.releasePages();
     const err = ok ? null : statusError(op);
     this.hooks.completed(op, err);

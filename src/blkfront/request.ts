@@ -9,6 +9,7 @@
 import { BlkifError } from '../errors.js';
 import { BlkifOp, BlkifRsp, SECTORS_PER_PAGE } from '../wire/blkif.js';
 import type { GrantLease, GrantPool } from '../gnttab/pool.js';
+import { PAGE_SIZE } from '../gnttab/types.js';
 import type { BufferRegion } from './buffers.js';
 
 /**
@@ -100,6 +101,29 @@ export class IoOp {
     this.parts = 0;
     this.status = BlkifRsp.Okay;
     return this;
+  }
+
+  /** A write's data into its bounce pages (before it goes on the ring). */
+  copyIn(): void {
+    const src = this.data!;
+    const pages = this.lease!.pages;
+    // A one-page write (the common small one) copies without making a view.
+    if (src.byteLength <= PAGE_SIZE) pages[0]!.set(src);
+    else {
+      for (let i = 0, off = 0; off < src.byteLength; i++, off += PAGE_SIZE) {
+        pages[i]!.set(src.subarray(off, Math.min(off + PAGE_SIZE, src.byteLength)));
+      }
+    }
+  }
+
+  /** A read's data out of its bounce pages into the caller's memory (once it completed). */
+  copyOut(): void {
+    const dst = this.data!;
+    const pages = this.lease!.pages;
+    for (let i = 0, off = 0; off < dst.byteLength; i++, off += PAGE_SIZE) {
+      const left = dst.byteLength - off;
+      dst.set(left >= PAGE_SIZE ? pages[i]! : pages[i]!.subarray(0, left), off);
+    }
   }
 
   /** Gives back its indirect pages (a new submission may need a different number). */

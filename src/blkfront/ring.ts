@@ -159,11 +159,4 @@ export class ShadowIds {
     this.freeList[(this.head + this.count) % this.size] = slot;
     this.count++;
   }
-
-  /** Slots in flight, in slot order. */
-  inFlight(): number[] {
-    const out: number[] = [];
-    for (let i = 0; i < this.size; i++) if (this.busy[i]) out.push(i);
-    return out;
-  }
 }

@@ -24,8 +24,6 @@ export const GTF_PWT = 1 << 5;
 export const GTF_PCD = 1 << 6;
 export const GTF_PAT = 1 << 7;
 
-/** A grant reference: an index into the grant table. */
-export type GrantRef = number;
 
 export interface GrantEntryV1 {
   flags: number;

@@ -178,11 +178,6 @@ export function payloadString(payload: Uint8Array): string {
   return utf8d.decode(payload.subarray(0, end));
 }
 
-/** UTF-8 bytes of a string (exported so callers share one encoder). */
-export function utf8Bytes(s: string): Uint8Array {
-  return utf8.encode(s);
-}
-
 /** Decodes UTF-8 bytes. */
 export function utf8String(b: Uint8Array): string {
   return utf8d.decode(b);

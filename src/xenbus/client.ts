@@ -33,7 +33,7 @@ import type {
 export type {
   TransactionOptions, WatchCallback, WatchEvent, WatchOptions, XenstoreClientOptions, XenstoreClientStats,
 } from './types.js';
-import { Transaction } from './transaction.js';
+import { Transaction, backoff } from './transaction.js';
 import { Watch, WatchIterator } from './watch.js';
 
 interface Pending {
@@ -391,16 +391,4 @@ export class XenstoreClient extends XsOps {
 
 function abortError(type: number, path: string | undefined, signal: AbortSignal): XenstoreError {
   return new XenstoreError('XS_ABORTED', `xenstore ${xsTypeName(type)}${path ? ` ${path}` : ''}: aborted`, { path, cause: signal.reason });
-}
-
-function backoff(ms: number, signal?: AbortSignal): Promise<void> {
-  const wait = ms * (0.5 + Math.random());
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new XenstoreError('XS_ABORTED', 'xenstore transaction: aborted', { cause: signal.reason }));
-    const t = setTimeout(resolve, wait);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(t);
-      reject(new XenstoreError('XS_ABORTED', 'xenstore transaction: aborted', { cause: signal.reason }));
-    }, { once: true });
-  });
 }

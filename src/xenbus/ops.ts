@@ -10,9 +10,6 @@ export interface RequestOptions {
   timeoutMs?: number;
 }
 
-/** Low-level request hook that {@link XsOps} is built on. */
-export type XsCall = (type: number, payload: Uint8Array, path: string | undefined, opts?: RequestOptions) => Promise<Uint8Array>;
-
 const MAX_DIRECTORY_PART_RESTARTS = 16;
 
 /**

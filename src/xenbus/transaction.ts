@@ -23,3 +23,16 @@ export class Transaction extends XsOps {
     expectOk(await this.client.request(XsType.TransactionEnd, this.id, joinPayload([commit ? 'T' : 'F']), undefined, opts), 'TRANSACTION_END');
   }
 }
+
+/** Waits about `ms` (0.5–1.5×, so conflicting retries spread out); rejects with XS_ABORTED on abort. */
+export function backoff(ms: number, signal?: AbortSignal): Promise<void> {
+  const wait = ms * (0.5 + Math.random());
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new XenstoreError('XS_ABORTED', 'xenstore transaction: aborted', { cause: signal.reason }));
+    const t = setTimeout(resolve, wait);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      reject(new XenstoreError('XS_ABORTED', 'xenstore transaction: aborted', { cause: signal.reason }));
+    }, { once: true });
+  });
+}

@@ -121,6 +121,7 @@ describe('ShadowIds', () => {
     expect(ids.valid(2, g2 + 1)).toBe(true);
     expect(ids.valid(4, 0)).toBe(false);
     expect(ids.valid(0xffffffff, 1)).toBe(false);
-    expect(ids.inFlight()).toEqual([1, 2, 3]);
+    expect(ids.free).toBe(1);
+    expect([1, 2, 3, 0].map((slot) => ids.valid(slot, ids.generation(slot)))).toEqual([true, true, true, false]);
   });
 });

@@ -30,7 +30,7 @@ describe('limits', () => {
     stream.write(hdr);
     await until(() => closed);
     expect(replies.next().kind).toBe('need'); // no reply was sent
-    expect(sim.counters.droppedConnections).toBe(1);
+    expect(sim.stats().droppedConnections).toBe(1);
     await dom0.write('/still', 'fine');
   });
 

@@ -17,7 +17,7 @@ import {
   SRING_HEADER_SIZE, SringOffset, SringWord, finalCheckForResponses, needsNotify, ringEntries, sringInit,
 } from '../../src/wire/ring.js';
 import {
-  GRANT_ENTRY_V1_SIZE, GTF_accept_transfer, GTF_permit_access, GTF_reading, GTF_readonly, GTF_transitive,
+  GRANT_ENTRY_V1_SIZE, GTF_PAT, GTF_PCD, GTF_PWT, GTF_accept_transfer, GTF_invalid, GTF_permit_access, GTF_reading, GTF_readonly, GTF_transitive,
   GTF_type_mask, GTF_writing, GrantEntryV1Offset, GNTTAB_NR_RESERVED_ENTRIES, GNTTAB_RESERVED_CONSOLE,
   GNTTAB_RESERVED_XENSTORE, GNTST_okay, GNTST_general_error, GNTST_bad_domain, GNTST_bad_gntref, GNTST_bad_handle,
   GNTST_bad_virt_addr, GNTST_permission_denied, GNTST_no_space,
@@ -167,8 +167,8 @@ describe('grant_table.h, xs_wire.h and xenbus.h against the C headers', () => {
       'offsetof.grant_entry_v1.flags': GrantEntryV1Offset.flags,
       'offsetof.grant_entry_v1.domid': GrantEntryV1Offset.domid,
       'offsetof.grant_entry_v1.frame': GrantEntryV1Offset.frame,
-      GTF_permit_access, GTF_accept_transfer, GTF_transitive, GTF_type_mask, GTF_readonly, GTF_reading, GTF_writing,
-      GNTTAB_NR_RESERVED_ENTRIES, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE, GNTST_okay, GNTST_general_error,
+      GTF_invalid, GTF_permit_access, GTF_accept_transfer, GTF_transitive, GTF_type_mask, GTF_readonly, GTF_reading, GTF_writing,
+      GTF_PWT, GTF_PCD, GTF_PAT, GNTTAB_NR_RESERVED_ENTRIES, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE, GNTST_okay, GNTST_general_error,
       GNTST_bad_domain, GNTST_bad_gntref, GNTST_bad_handle, GNTST_bad_virt_addr, GNTST_permission_denied, GNTST_no_space,
     });
   });

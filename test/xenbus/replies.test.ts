@@ -161,9 +161,9 @@ describe('late success is undone', () => {
     const unwatch = proxy.requests.find((r) => r.type === XsType.Unwatch)!;
     expect(splitPayload(unwatch.payload)).toEqual(splitPayload(watch.payload));
     // The daemon holds no watch any more: a change sends no event.
-    const sent = xenstored.counters.watchEventsSent;
+    const sent = xenstored.stats().watchEventsSent;
     await xs.write('/late-watch', 'x');
-    expect(xenstored.counters.watchEventsSent).toBe(sent);
+    expect(xenstored.stats().watchEventsSent).toBe(sent);
   });
 });
 

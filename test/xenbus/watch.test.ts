@@ -112,10 +112,10 @@ describe.each(TRANSPORTS)('watches over %s', (kind) => {
     }
     await writer;
     expect(got).toEqual(['/iter', '/iter/a', '/iter/b']);
-    const sent = fx.xenstored.counters.watchEventsSent;
+    const sent = fx.xenstored.stats().watchEventsSent;
     await fx.client.write('/iter/c', '1');
     await fx.client.read('/iter/c');
-    expect(fx.xenstored.counters.watchEventsSent).toBe(sent);
+    expect(fx.xenstored.stats().watchEventsSent).toBe(sent);
   });
 
   it('ends the iterator with the connection error when the connection closes', async () => {
@@ -190,15 +190,15 @@ describe.each(TRANSPORTS)('xenbus state helpers over %s', (kind) => {
   });
 
   it('accepts a predicate, and cleans its watch up afterwards', async () => {
-    const before = fx.xenstored.counters.watchEventsSent;
+    const before = fx.xenstored.stats().watchEventsSent;
     const w = waitForState(fx.client, be, (s) => s >= XenbusState.Closing);
     await switchState(fx.client, be, XenbusState.Closed);
     expect(await w).toBe(XenbusState.Closed);
-    await until(() => fx.xenstored.counters.watchEventsSent >= before + 2);
-    const after = fx.xenstored.counters.watchEventsSent;
+    await until(() => fx.xenstored.stats().watchEventsSent >= before + 2);
+    const after = fx.xenstored.stats().watchEventsSent;
     await switchState(fx.client, be, XenbusState.Connected);
     await fx.client.read(`${be}/state`);
-    expect(fx.xenstored.counters.watchEventsSent).toBe(after);
+    expect(fx.xenstored.stats().watchEventsSent).toBe(after);
   });
 
   it('gives XS_TIMEOUT and XS_ABORTED rather than waiting for ever', async () => {

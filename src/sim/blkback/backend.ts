@@ -13,7 +13,7 @@
 import { Worker } from 'node:worker_threads';
 import { statSync, truncateSync } from 'node:fs';
 import { XenError } from '../../errors.js';
-import { BLKIF_SECTOR_SIZE, BlkifOp, BLKIF_NATIVE_ABI, VDISK_READONLY } from '../../wire/blkif.js';
+import { BLKIF_SECTOR_SIZE, BLKIF_NATIVE_ABI, VDISK_READONLY } from '../../wire/blkif.js';
 import { XenbusState } from '../../wire/xenbus_state.js';
 import type { XenstoreClient } from '../../xenbus/client.js';
 import type { Watch } from '../../xenbus/watch.js';
@@ -22,78 +22,10 @@ import type { SimHostHandle } from '../host/hypervisor.js';
 import type { DiskSpec } from './disk.js';
 import { CONTROL_BYTES, Ctl, FaultKind, MAX_QUEUES, QStat, qstat, setSectors } from './control.js';
 import type { QueueWorkerData } from './worker.js';
+import { FAULTS, OPS, type SimBlkbackStats, type SimDiskOptions, type SimFault } from './options.js';
+import { SerialQueue } from '../../util/serial.js';
 
-export interface SimDiskOptions {
-  /** The virtual-device number (default 51712, xvda). */
-  vdev?: number;
-  /** Size in bytes of a memory disk (default 64 MiB). Ignored with `image`. */
-  size?: number;
-  /** Serve this image file instead of memory; the file's size is the disk's. */
-  image?: string;
-  /** Room a memory disk has to grow by {@link SimBlkback.resize} (default: `size`). */
-  maxSize?: number;
-  /** Logical sector size, 512 or 4096 (default 512). */
-  sectorSize?: 512 | 4096;
-  readOnly?: boolean;
-  /** Offer persistent grants (default true). */
-  persistent?: boolean;
-  /** Most persistent grants kept per queue (default 1056, Linux's max_persistent_grants). */
-  maxPersistentGrants?: number;
-  /** feature-max-indirect-segments (default 256; 0: indirect descriptors not offered). */
-  maxIndirectSegments?: number;
-  /** max-ring-page-order (default 4; 0: the key is not written, one-page rings only). */
-  maxRingPageOrder?: number;
-  /** multi-queue-max-queues (default 4; 1: the key is not written). */
-  maxQueues?: number;
-  /** feature-flush-cache (default true). */
-  flush?: boolean;
-  /** feature-barrier (default true). */
-  barrier?: boolean;
-  /** feature-discard (default true), with its granularity (default: the sector size). */
-  discard?: boolean | { granularity?: number; alignment?: number; secure?: boolean };
-}
-
-/** A fault for the backend to inject. */
-export interface SimFault {
-  kind: 'error' | 'eopnotsupp' | 'unknown-id' | 'duplicate-id' | 'wrong-op' | 'rsp-overflow';
-  /** Operations it applies to (default: all). */
-  ops?: Array<'read' | 'write' | 'barrier' | 'flush' | 'discard'>;
-  /** How many requests to fault (default: every one until cleared). */
-  count?: number;
-}
-
-export interface SimBlkbackStats {
-  /** Times the frontend connected (1, then 1 more per reconnect). */
-  connections: number;
-  queues: number;
-  requests: number;
-  responses: number;
-  /** Requests answered BLKIF_RSP_ERROR or EOPNOTSUPP because they failed a check. */
-  errors: number;
-  /** Grant maps kept for reuse (persistent grants). */
-  persistentMaps: number;
-  /** Grant maps done for one request and undone after it. */
-  transientMaps: number;
-  unmaps: number;
-  /** Event-channel notifications sent to the frontend. */
-  notifications: number;
-  /** Times a queue woke up to work. */
-  wakeups: number;
-  indirectRequests: number;
-  faultsInjected: number;
-  /** Persistent grants held now. */
-  persistentHeld: number;
-}
-
-const FAULTS: Record<SimFault['kind'], number> = {
-  'error': FaultKind.error,
-  'eopnotsupp': FaultKind.eopnotsupp,
-  'unknown-id': FaultKind.unknownId,
-  'duplicate-id': FaultKind.duplicateId,
-  'wrong-op': FaultKind.wrongOp,
-  'rsp-overflow': FaultKind.rspOverflow,
-};
-const OPS = { read: BlkifOp.Read, write: BlkifOp.Write, barrier: BlkifOp.WriteBarrier, flush: BlkifOp.FlushDiskcache, discard: BlkifOp.Discard };
+export type { SimBlkbackStats, SimDiskOptions, SimFault } from './options.js';
 
 /** The worker's compiled entry point (under a TypeScript loader, the build's JS). */
 function workerUrl(): URL {
@@ -121,7 +53,8 @@ export class SimBlkback {
   private workers: QueueWorker[] = [];
   private state: XenbusState = XenbusState.Initialising;
   private watch: Watch | undefined;
-  private chain: Promise<void> = Promise.resolve();
+  /** Reactions to the frontend's state, one at a time. */
+  private readonly steps = new SerialQueue(() => undefined);
   private connections = 0;
   private bytes: number;
   private readonly capacity: number;
@@ -205,9 +138,7 @@ export class SimBlkback {
 
   /** Runs state handling one step at a time, in order; the step's own promise says how it went. */
   private serialize(step: () => Promise<void>): Promise<void> {
-    const run = this.chain.then(step);
-    this.chain = run.catch(() => undefined);
-    return run;
+    return this.steps.run(step);
   }
 
   private async setState(s: XenbusState): Promise<void> {
@@ -462,7 +393,7 @@ export class SimBlkback {
     if (this.closed) return;
     this.closed = true;
     await this.watch?.unwatch().catch(() => undefined);
-    await this.chain;
+    await this.steps.idle();
     await this.stopQueues();
   }
 }

@@ -23,6 +23,7 @@ import type { EventChannel } from '../../evtchn/types.js';
 import type { GrantMapping, SimGrantMapper } from '../host/grants.js';
 import type { DiskIo } from './disk.js';
 import { Ctl, FaultKind, QStat, QUEUE_BASE, QUEUE_WORDS, getSectors } from './control.js';
+import { GrantCache } from './grant_cache.js';
 
 export interface QueueServerOptions {
   abi: BlkifAbi;
@@ -81,7 +82,7 @@ export class QueueServer {
   private readonly rv = new DataView(this.rspScratch.buffer);
   private reqCons = 0;
   private rspProdPvt = 0;
-  private readonly persistent = new Map<number, GrantMapping>();
+  private readonly grants: GrantCache;
   private readonly req: Req = { ...newRequestFields(), rw: 0 };
   /** Segments of the current request, checked: gref, first_sect, last_sect each. */
   private readonly segs: Int32Array;
@@ -111,6 +112,7 @@ export class QueueServer {
     this.maps = new Array<GrantMapping>(maxSegs);
     this.iov = new Array<Uint8Array>(maxSegs);
     this.stats = QUEUE_BASE + o.queue * QUEUE_WORDS;
+    this.grants = new GrantCache(o.mapper, o.domid, o.policy, (field, by) => this.count(field, by));
     // BACK_RING_ATTACH: everything up to rsp_prod has been answered.
     this.rspProdPvt = loadIdx(this.words, SringWord.rspProd);
     this.reqCons = this.rspProdPvt;
@@ -332,32 +334,12 @@ export class QueueServer {
     this.o.disk.discard(r.sector * BLKIF_SECTOR_SIZE, r.nrSectors * BLKIF_SECTOR_SIZE);
   }
 
-  /**
-   * Maps a grant: from the persistent set when it is there, into it while
-   * there is room (blkback maps persistent grants writable), else for this
-   * request only.
-   */
   private mapGrant(gref: number, writable: boolean): GrantMapping {
-    if (this.p.persistent) {
-      const kept = this.persistent.get(gref);
-      if (kept !== undefined) return kept;
-      if (this.persistent.size < this.p.maxPersistentGrants) {
-        const m = this.o.mapper.map(this.o.domid, gref, true);
-        this.persistent.set(gref, m);
-        this.count(QStat.persistentMaps);
-        this.count(QStat.persistentHeld);
-        return m;
-      }
-    }
-    const m = this.o.mapper.map(this.o.domid, gref, writable);
-    this.count(QStat.transientMaps);
-    return m;
+    return this.grants.map(gref, writable);
   }
 
   private unmapGrant(m: GrantMapping): void {
-    if (this.persistent.get(m.ref) === m) return;
-    this.o.mapper.unmap(m);
-    this.count(QStat.unmaps);
+    this.grants.unmap(m);
   }
 
   private respondFaulty(fault: number, status: number): void {
@@ -399,12 +381,7 @@ export class QueueServer {
 
   /** Unmaps every grant kept (persistent ones and the ring), as blkback does on disconnect. */
   close(): void {
-    for (const m of this.persistent.values()) {
-      this.o.mapper.unmap(m);
-      this.count(QStat.unmaps);
-    }
-    Atomics.sub(this.o.ctl, this.stats + QStat.persistentHeld, this.persistent.size);
-    this.persistent.clear();
+    this.grants.close();
     for (const m of this.o.ring) this.o.mapper.unmap(m);
     this.o.channel.close();
   }

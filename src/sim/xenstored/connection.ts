@@ -10,7 +10,29 @@ import {
   XENSTORE_PAYLOAD_MAX, XsType, encodeMessage, joinPayload, splitPayload, utf8String, xsTypeName, type XsMessage,
 } from '../../wire/xs_wire.js';
 import { NodeTree, XsErr, canonicalPath, mayRead, type Caller, type Change } from './store.js';
-import type { SimXenstored } from './server.js';
+
+/** Kinds of event the daemon counts; a connection reports them with {@link XenstoredHost.count}. */
+export type XenstoredEvent = 'requests' | 'errors' | 'watchEventsSent' | 'transactionsCommitted' | 'transactionConflicts' | 'droppedConnections';
+
+/**
+ * What a connection may ask of the daemon it belongs to, and nothing more:
+ * the store, the quotas, the domain registry, and where to report.
+ */
+export interface XenstoredHost {
+  readonly tree: NodeTree;
+  readonly maxWatches: number;
+  readonly maxTransactions: number;
+  log(line: string): void;
+  count(event: XenstoredEvent): void;
+  /** The connection has ended. */
+  dropped(conn: ServerConnection): void;
+  /** Sends the watch events for `changes` to every connection. */
+  fire(changes: readonly Change[]): void;
+  introduceDomain(domid: number): void;
+  releaseDomain(domid: number): void;
+  isIntroduced(domid: number): boolean;
+  setTarget(domid: number, target: number): void;
+}
 
 interface WatchReg {
   /** Absolute path, or the @special name. */
@@ -31,7 +53,7 @@ export class ServerConnection {
   private flushing = false;
   private closed = false;
 
-  constructor(private readonly server: SimXenstored, private readonly stream: ByteStream, readonly caller: Caller) {
+  constructor(private readonly server: XenstoredHost, private readonly stream: ByteStream, readonly caller: Caller) {
     stream.start({
       data: (chunk) => this.receive(chunk),
       writable: () => this.flush(),
@@ -60,7 +82,7 @@ export class ServerConnection {
       if (r.kind === 'error') {
         // As C xenstored: a client that sends an oversized frame is dropped.
         this.server.log(`dropping domain ${this.caller.domid} connection: ${r.reason}`);
-        this.server.counters.droppedConnections++;
+        this.server.count('droppedConnections');
         this.close();
         return;
       }
@@ -70,7 +92,7 @@ export class ServerConnection {
   }
 
   private handle(m: XsMessage): void {
-    this.server.counters.requests++;
+    this.server.count('requests');
     let events: Change[] = [];
     try {
       const tree = this.treeFor(m);
@@ -82,7 +104,7 @@ export class ServerConnection {
       // A fault in the daemon itself answers EIO for that request and is logged; it never takes the process down.
       const errno = err instanceof XsErr ? err.errno : 'EIO';
       if (!(err instanceof XsErr)) this.server.log(`internal error on ${xsTypeName(m.type)}: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
-      this.server.counters.errors++;
+      this.server.count('errors');
       this.server.tree.changes.length = 0;
       this.send(XsType.Error, m.reqId, m.txId, joinPayload([errno]));
       return;
@@ -276,10 +298,10 @@ export class ServerConnection {
     try {
       changes = this.server.tree.commit(tx);
     } catch (err) {
-      if (err instanceof XsErr && err.errno === 'EAGAIN') this.server.counters.transactionConflicts++;
+      if (err instanceof XsErr && err.errno === 'EAGAIN') this.server.count('transactionConflicts');
       throw err;
     }
-    this.server.counters.transactionsCommitted++;
+    this.server.count('transactionsCommitted');
     this.server.tree.changes.push(...changes);
     return OK;
   }
@@ -309,7 +331,7 @@ export class ServerConnection {
   }
 
   private sendEvent(w: WatchReg, epath: string): void {
-    this.server.counters.watchEventsSent++;
+    this.server.count('watchEventsSent');
     this.send(XsType.WatchEvent, 0, 0, joinPayload([epath, w.token]));
   }
 

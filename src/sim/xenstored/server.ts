@@ -14,7 +14,7 @@
 import type { ByteStream } from '../../transport/byte_stream.js';
 import { createMemoryPipe, type MemoryPipeOptions } from '../../transport/memory.js';
 import { NodeTree, XsErr, type Caller, type Change } from './store.js';
-import { ServerConnection } from './connection.js';
+import { ServerConnection, type XenstoredEvent, type XenstoredHost } from './connection.js';
 
 export interface SimXenstoredOptions {
   /** One line per notable event (connections, dropped clients). */
@@ -47,19 +47,26 @@ export interface SimXenstoredStats {
 /** Largest domid a guest can have (DOMID_FIRST_RESERVED - 1). */
 const DOMID_MAX = 0x7fef;
 
+/**
+ * The daemon. Its connections see it only through {@link XenstoredHost};
+ * its users through the methods below and {@link SimXenstored.stats}.
+ */
 export class SimXenstored {
+  /** @internal The store; connections reach it through {@link XenstoredHost}. */
   readonly tree = NodeTree.createRoot();
   private readonly conns = new Set<ServerConnection>();
   private readonly introduced = new Set<number>([0]);
   private readonly targets = new Map<number, number>();
-  readonly counters: SimXenstoredStats = {
+  private readonly counters: SimXenstoredStats = {
     connections: 0, requests: 0, errors: 0, watchEventsSent: 0,
     transactionsCommitted: 0, transactionConflicts: 0, droppedConnections: 0,
   };
   readonly maxWatches: number;
   readonly maxTransactions: number;
+  /** What connections are given of the daemon. */
+  private readonly host: XenstoredHost;
 
-  constructor(readonly options: SimXenstoredOptions = {}) {
+  constructor(private readonly options: SimXenstoredOptions = {}) {
     this.maxWatches = options.maxWatches ?? 128;
     this.maxTransactions = options.maxTransactions ?? 10;
     // What a freshly started xenstored plus xen-init-dom0 leave behind.
@@ -67,16 +74,34 @@ export class SimXenstored {
     this.tree.mkdir('/local/domain/0', dom0);
     this.tree.mkdir('/tool', dom0);
     this.tree.changes.length = 0;
+    this.host = {
+      tree: this.tree,
+      maxWatches: this.maxWatches,
+      maxTransactions: this.maxTransactions,
+      log: (line) => this.log(line),
+      count: (event: XenstoredEvent) => void this.counters[event]++,
+      dropped: (conn) => void this.conns.delete(conn),
+      fire: (changes) => this.fire(changes),
+      introduceDomain: (domid) => this.introduceDomain(domid),
+      releaseDomain: (domid) => this.releaseDomain(domid),
+      isIntroduced: (domid) => this.isIntroduced(domid),
+      setTarget: (domid, target) => this.setTarget(domid, target),
+    };
   }
 
-  log(line: string): void {
+  /** Counters since start. */
+  stats(): SimXenstoredStats {
+    return { ...this.counters };
+  }
+
+  private log(line: string): void {
     this.options.log?.(line);
   }
 
   /** Serves a connection over `stream` for domain `domid`. */
   serve(stream: ByteStream, opts: { domid?: number; privileged?: boolean } = {}): ServerConnection {
     const domid = opts.domid ?? 0;
-    const conn = new ServerConnection(this, stream, { domid, privileged: opts.privileged ?? domid === 0, target: this.targets.get(domid) });
+    const conn = new ServerConnection(this.host, stream, { domid, privileged: opts.privileged ?? domid === 0, target: this.targets.get(domid) });
     this.conns.add(conn);
     this.counters.connections++;
     return conn;
@@ -87,11 +112,6 @@ export class SimXenstored {
     const [client, server] = createMemoryPipe(opts.pipe ?? {});
     this.serve(server, opts);
     return client;
-  }
-
-  /** @internal */
-  dropped(conn: ServerConnection): void {
-    this.conns.delete(conn);
   }
 
   get connectionCount(): number {
@@ -122,8 +142,7 @@ export class SimXenstored {
     for (const c of this.conns) if (c.caller.domid === domid) c.caller.target = target;
   }
 
-  /** @internal Sends the watch events for `changes` to every connection. */
-  fire(changes: readonly Change[]): void {
+  private fire(changes: readonly Change[]): void {
     if (changes.length === 0) return;
     for (const conn of this.conns) conn.matchChanges(changes);
   }
