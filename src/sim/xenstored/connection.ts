@@ -1,13 +1,15 @@
 /**
- * One client connection of the simulated xenstored: framing, dispatch of
- * every message type, its watches and its open transactions.
+ * One client connection of the simulated xenstored: dispatch of every
+ * message type, its watches and its open transactions. Framing is the
+ * client's own (FramedStream), seen from the other end.
  */
 import type { ByteStream } from '../../transport/byte_stream.js';
-import { concatBytes } from '../../wire/bytes.js';
-import { XsFrameParser } from '../../wire/xs_parser.js';
+import { FramedStream } from '../../transport/framed.js';
+import type { OutgoingMessage } from '../../transport/message_stream.js';
+import { Fifo } from '../../util/fifo.js';
 import { formatXsPerm, parseXsPerm, type XsPerm } from '../../wire/xs_perms.js';
 import {
-  XENSTORE_PAYLOAD_MAX, XsType, encodeMessage, joinPayload, splitPayload, utf8String, xsTypeName, type XsMessage,
+  XENSTORE_PAYLOAD_MAX, XsType, joinPayload, splitPayload, utf8String, xsTypeName, type XsMessage,
 } from '../../wire/xs_wire.js';
 import { NodeTree, XsErr, canonicalPath, mayRead, type Caller, type Change } from './store.js';
 
@@ -44,20 +46,27 @@ interface WatchReg {
 
 /** One client of the simulated xenstored. */
 export class ServerConnection {
-  private readonly parser = new XsFrameParser();
+  private readonly framed: FramedStream;
+  /** Replies and events the stream could not take yet, in order. */
+  private readonly backlog = new Fifo<OutgoingMessage>();
   private readonly watches = new Map<string, WatchReg>();
   private readonly transactions = new Map<number, NodeTree>();
   private nextTxId = 1;
-  private out: Uint8Array[] = [];
-  private outOff = 0;
-  private flushing = false;
   private closed = false;
 
-  constructor(private readonly server: XenstoredHost, private readonly stream: ByteStream, readonly caller: Caller) {
-    stream.start({
-      data: (chunk) => this.receive(chunk),
-      writable: () => this.flush(),
-      closed: () => this.close(),
+  constructor(private readonly server: XenstoredHost, stream: ByteStream, readonly caller: Caller) {
+    this.framed = new FramedStream(stream);
+    this.framed.start({
+      message: (m) => this.handle(m),
+      writable: () => this.drain(),
+      closed: (err) => {
+        if (err !== undefined && !this.closed) {
+          // As C xenstored: a client that sends an oversized frame is dropped.
+          this.server.log(`dropping domain ${this.caller.domid} connection: ${err.message}`);
+          this.server.count('droppedConnections');
+        }
+        this.close();
+      },
     });
   }
 
@@ -66,29 +75,13 @@ export class ServerConnection {
     this.closed = true;
     this.watches.clear();
     this.transactions.clear();
-    this.stream.close();
+    this.backlog.clear();
+    this.framed.close();
     this.server.dropped(this);
   }
 
   resetWatches(): void {
     this.watches.clear();
-  }
-
-  private receive(chunk: Uint8Array): void {
-    this.parser.push(chunk);
-    while (!this.closed) {
-      const r = this.parser.next();
-      if (r.kind === 'need') break;
-      if (r.kind === 'error') {
-        // As C xenstored: a client that sends an oversized frame is dropped.
-        this.server.log(`dropping domain ${this.caller.domid} connection: ${r.reason}`);
-        this.server.count('droppedConnections');
-        this.close();
-        return;
-      }
-      this.handle(r.message);
-    }
-    this.flush();
   }
 
   private handle(m: XsMessage): void {
@@ -281,7 +274,6 @@ export class ServerConnection {
     queueMicrotask(() => {
       if (this.watches.get(key) === reg) {
         this.sendEvent(reg, raw);
-        this.flush();
       }
     });
     return OK;
@@ -321,13 +313,11 @@ export class ServerConnection {
         this.sendEvent(w, epath);
       }
     }
-    this.flush();
   }
 
   /** @internal */
   fireSpecial(name: string): void {
     for (const w of this.watches.values()) if (w.abs === name) this.sendEvent(w, name);
-    this.flush();
   }
 
   private sendEvent(w: WatchReg, epath: string): void {
@@ -337,25 +327,15 @@ export class ServerConnection {
 
   private send(type: number, reqId: number, txId: number, payload: Uint8Array): void {
     if (this.closed) return;
-    this.out.push(encodeMessage(type, reqId, txId, payload));
+    const m = { type, reqId, txId, payload };
+    if (this.backlog.length > 0 || !this.framed.send(m)) this.backlog.push(m);
   }
 
-  /** Writes queued replies, all of one batch in one write where possible. */
-  private flush(): void {
-    if (this.closed || this.flushing) return;
-    this.flushing = true;
-    try {
-      while (this.out.length > 0) {
-        if (this.out.length > 1 && this.outOff === 0) this.out = [concatBytes(this.out)];
-        const buf = this.out[0]!;
-        const n = this.stream.write(this.outOff === 0 ? buf : buf.subarray(this.outOff));
-        this.outOff += n;
-        if (this.outOff < buf.length) return; // resumed on writable()
-        this.out.shift();
-        this.outOff = 0;
-      }
-    } finally {
-      this.flushing = false;
+  /** The stream has room again: what waited goes first. */
+  private drain(): void {
+    for (let m = this.backlog.peek(); m !== undefined && !this.closed; m = this.backlog.peek()) {
+      if (!this.framed.send(m)) return;
+      this.backlog.shift();
     }
   }
 }
