@@ -1,5 +1,5 @@
 /**
- * The control path: the xenbus handshake with the backend (PROTOCOL.md,
+ * The control path: the xenbus handshake with the backend (docs/protocol.md,
  * "Connect sequence", as Linux's talk_to_blkback and blkfront_connect do it).
  * It shares the rings and allocates the event channels, publishes them with
  * everything else in one transaction (retried as a whole on EAGAIN), and

@@ -1,5 +1,5 @@
 /**
- * Xenstore permission strings (docs/misc/xenstore.txt, GET_PERMS/SET_PERMS):
+ * Xenstore permission strings (Xen's own xenstore.txt, GET_PERMS/SET_PERMS):
  * a letter then a domid, e.g. `b5`. The first entry names the owner, and its
  * letter is what every domain not listed after it gets.
  */

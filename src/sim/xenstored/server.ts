@@ -4,7 +4,7 @@
  * tests and the simulated host, Unix sockets for the daemon (see daemon.ts),
  * which Debian's own xenstore tools use as they would the real one.
  *
- * Semantics follow docs/misc/xenstore.txt and C xenstored where the text is
+ * Semantics follow Xen's own xenstore.txt and C xenstored where the text is
  * silent: per-node permissions checked against the connection's domain,
  * transactions on snapshots with conflict detection (EAGAIN at commit),
  * watches with relative paths and the @introduceDomain / @releaseDomain
