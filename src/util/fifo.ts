@@ -24,7 +24,8 @@ export class Fifo<T> {
 
   /** The oldest item, left in place; undefined when empty. */
   peek(): T | undefined {
-    return this.items[this.head];
+    // Checked first: a read past the end of an array takes V8's slow path.
+    return this.head < this.items.length ? this.items[this.head] : undefined;
   }
 
   /** Takes the oldest item; undefined when empty. */
