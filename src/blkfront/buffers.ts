@@ -62,6 +62,7 @@ export class DeviceBuffers {
 
   /** Gives a buffer back (the one alloc returned, not a part of it). */
   free(buf: Uint8Array): void {
+    if (!(buf instanceof Uint8Array)) throw new BlkifError('BLKIF_EINVAL', 'freeBuffer: not a buffer this device allocated');
     const r = this.region(buf);
     if (r === null || r.start !== buf.byteOffset || r.free) throw new BlkifError('BLKIF_EINVAL', 'freeBuffer: not a buffer this device allocated, or already freed');
     if (r.inflight > 0) throw new BlkifError('BLKIF_EINVAL', `freeBuffer: ${r.inflight} call(s) still use it`);

@@ -57,6 +57,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   private readonly steps: SerialQueue;
   private readonly past = zeroQueueStats();
   private readonly counts = { bytesRead: 0, bytesWritten: 0, reconnects: 0, replayed: 0 };
+  private closing: Promise<void> | null = null;
 
   private constructor(private readonly platform: XenPlatform, private readonly loc: DeviceLocation, private readonly wish: DeviceSettings) {
     super();
@@ -72,11 +73,30 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     const wish = resolveOptions(options);
     const loc = await locateDevice(options.platform, options.vdev);
     const dev = new BlockDevice(options.platform, loc, wish);
-    await resetFrontend(dev.platform, loc);
-    await talkToBackend(dev.platform, loc, wish, (n) => dev.build(n));
-    dev.watch = await dev.platform.xenstore.watch(`${loc.backend}/state`, () => {
-      dev.steps.push(() => dev.backendChanged());
-    }, { group: `blkfront:${loc.vdev}` });
+    let negotiated = false;
+    try {
+      await resetFrontend(dev.platform, loc);
+      await talkToBackend(dev.platform, loc, wish, (n) => dev.build(n));
+      negotiated = true;
+      dev.watch = await dev.platform.xenstore.watch(`${loc.backend}/state`, () => {
+        dev.steps.push(() => dev.backendChanged());
+      }, { group: `blkfront:${loc.vdev}` });
+    } catch (err) {
+      // Leave the vbd as a close() would, ready for the next open: both ends
+      // Closed (the backend goes back to InitWait when we start over). A
+      // backend that never got going has nothing to undo: we only go Closed.
+      dev.state = CLOSED;
+      if (!negotiated) {
+        // talkToBackend has unshared the rings and closed their channels itself.
+        dev.rings = [];
+        dev.queues = [];
+      }
+      const be = await readState(dev.platform.xenstore, loc.backend).catch(() => XenbusState.Unknown);
+      const engaged = be !== XenbusState.Unknown && be !== XenbusState.Initialising && be !== XenbusState.Closed;
+      await dev.disconnect(engaged).catch(() => undefined);
+      await dev.release();
+      throw err;
+    }
     return dev;
   }
 
@@ -101,7 +121,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     const maxSegments = segmentCap(negotiated, this.pools.slice(0, nq));
     this.submitter.maxSegments = maxSegments;
     const params = { abi: BLKIF_NATIVE_ABI, handle: this.loc.vdev & 0xffff, maxSegments, persistent: f.persistentGrants };
-    const hooks = { completed: this.completed, broken: this.broken, recycle: this.submitter.recycle };
+    const hooks = { completed: this.completed, broken: this.broken, recycle: this.submitter.recycle, oversize: this.oversize };
     this.queues = n.rings.map((r, q) => new BlkQueue(q, r.pages.bytes, r.channel, this.pools[q]!, params, hooks));
   }
 
@@ -179,6 +199,10 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     }
   };
 
+  private readonly oversize = (op: IoOp): void => {
+    for (const piece of this.submitter.split(op)) this.dispatch(piece);
+  };
+
   private setFeatures(features: BlockDeviceInfo['features']): void {
     this.infoNow = { ...this.infoNow, features };
   }
@@ -213,7 +237,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   }
 
   private checkUsable(): void {
-    const err = refusal(this.state, this.loc.vdev);
+    const err = refusal(this.closing === null ? this.state : CLOSED, this.loc.vdev);
     if (err !== null) throw err;
   }
 
@@ -319,6 +343,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    * negotiated.
    */
   async discard(offset: number, length: number, opts: { secure?: boolean } = {}): Promise<void> {
+    if (typeof opts !== 'object' || opts === null) throw new BlkifError('BLKIF_EINVAL', 'discard: options must be an object');
     this.checkUsable();
     checkRange(this.infoNow, 'discard', offset, length);
     checkWritable(this.infoNow, 'discard');
@@ -345,8 +370,13 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    * the backend follows), unbinds the event channels and ends every grant.
    * Calls made after this starts fail with BLKIF_CLOSED.
    */
-  async close(): Promise<void> {
-    if (this.state.kind === 'closed') return;
+  close(): Promise<void> {
+    // Every caller waits for the one close.
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
     const wasConnected = this.state.kind === 'connected' || this.state.kind === 'reconnecting';
     await this.watch?.unwatch().catch(() => undefined);
     this.watch = undefined;
@@ -362,7 +392,18 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     this.state = CLOSED;
     if (before.kind === 'connected') for (const q of this.queues) q.fail(closedErr, this.quarantine);
     if (before.kind === 'reconnecting') for (const op of before.held) op.fail(closedErr);
+    await this.disconnect(wasConnected);
+    await this.release();
+  }
+
+  /**
+   * The xenbus side of closing: Closing, then Closed once the backend
+   * follows, and wait for it to be Closed (or back in InitWait), so the
+   * backend has unmapped everything before the grants end.
+   */
+  private async disconnect(wasConnected: boolean): Promise<void> {
     const xs = this.platform.xenstore;
+    const timeoutMs = this.wish.timeoutMs;
     if (wasConnected) {
       try {
         await switchState(xs, this.loc.frontend, XenbusState.Closing);
@@ -375,6 +416,10 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     if (wasConnected) {
       await waitForState(xs, this.loc.backend, [XenbusState.Closed, XenbusState.InitWait, XenbusState.Unknown], { timeoutMs }).catch(() => undefined);
     }
+  }
+
+  /** Unbinds the channels and ends every grant (the backend is disconnected). */
+  private async release(): Promise<void> {
     for (const q of this.queues) {
       addQueueStats(this.past, q.stats);
       q.close();

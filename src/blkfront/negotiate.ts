@@ -78,6 +78,34 @@ export interface Negotiated {
   info: BlockDeviceInfo;
 }
 
+/** Ring keys (`ring-ref`, `ring-refN`) in a ring's directory that 2^order-page rings do not use. */
+export function staleRingKeys(children: readonly string[], order: number): string[] {
+  const pages = 1 << order;
+  return children.filter((k) => {
+    if (k === 'ring-ref') return order !== 0;
+    const m = /^ring-ref(\d+)$/.exec(k);
+    return m !== null && (order === 0 || Number(m[1]) >= pages);
+  });
+}
+
+/**
+ * The keys in our directory that a connection with 2^order-page rings and
+ * `queues` queues does not write: the other layout's queue directories and
+ * ring keys. (Keys the toolstack owns are never touched.)
+ */
+export function staleKeys(children: readonly string[], order: number, queues: number): string[] {
+  const ringKeys = new Set(staleRingKeys(children, order));
+  return children.filter((k) => {
+    if (k === 'ring-page-order') return order === 0;
+    if (k === 'multi-queue-num-queues') return queues === 1;
+    if (/^queue-\d+$/.test(k)) return queues === 1 || Number(k.slice(6)) >= queues;
+    // With several queues, rings and ports live under queue-N/ only.
+    if (k === 'event-channel') return queues > 1;
+    if (k === 'ring-ref' || /^ring-ref\d+$/.test(k)) return queues > 1 || ringKeys.has(k);
+    return false;
+  });
+}
+
 /** Reads where our device and its backend are (`device/vbd/<vdev>`). BLKIF_ENODEV when absent. */
 export async function locateDevice(platform: XenPlatform, vdev: number | string): Promise<DeviceLocation> {
   const xs = platform.xenstore;
@@ -148,6 +176,18 @@ export async function talkToBackend(
       }
     }
     await xs.transaction(async (tx) => {
+      // What an earlier connection published and this one does not (a
+      // backend that now offers fewer pages or queues, as after a migration)
+      // goes in the same transaction, or the backend would read it as ours.
+      for (const key of staleKeys(await tx.directory(fe), order, nq)) await tx.rm(`${fe}/${key}`);
+      for (let q = 0; nq > 1 && q < nq; q++) {
+        const dir = `${fe}/queue-${q}`;
+        const kids = await tx.directory(dir).catch((err: unknown) => {
+          if (isXenError(err, 'XS_ENOENT')) return [];
+          throw err;
+        });
+        for (const key of staleRingKeys(kids, order)) await tx.rm(`${dir}/${key}`);
+      }
       if (order > 0) await tx.write(`${fe}/ring-page-order`, String(order));
       if (nq > 1) await tx.write(`${fe}/multi-queue-num-queues`, String(nq));
       for (const [q, r] of rings.entries()) {
@@ -185,10 +225,14 @@ export async function readDiskInfo(
   }
   const info = await xs.readInt(`${be}/info`, { fallback: 0 });
   const sectorSize = await xs.readInt(`${be}/sector-size`);
-  if (sectorSize < BLKIF_SECTOR_SIZE || sectorSize % BLKIF_SECTOR_SIZE !== 0 || (sectorSize & (sectorSize - 1)) !== 0) {
-    throw new XenstoreError('XS_EINVAL', `${be}/sector-size: ${sectorSize} is not a power-of-two multiple of 512`, { path: `${be}/sector-size` });
+  if (!isSectorSize(sectorSize, BLKIF_SECTOR_SIZE)) {
+    throw new XenstoreError('XS_EINVAL', `${be}/sector-size: ${sectorSize} is not a power of two from 512 to ${MAX_SECTOR_SIZE}`, { path: `${be}/sector-size` });
   }
   const physicalSectorSize = await xs.readInt(`${be}/physical-sector-size`, { fallback: sectorSize });
+  if (!isSectorSize(physicalSectorSize, sectorSize)) {
+    throw new XenstoreError('XS_EINVAL', `${be}/physical-sector-size: ${physicalSectorSize} is not a power of two from the ${sectorSize}-byte ` +
+      `sector size to ${MAX_SECTOR_SIZE}`, { path: `${be}/physical-sector-size` });
+  }
   const flush = await xs.readBool(`${be}/feature-flush-cache`, { fallback: false });
   const barrier = await xs.readBool(`${be}/feature-barrier`, { fallback: false });
   const discard = await xs.readBool(`${be}/feature-discard`, { fallback: false });
@@ -211,14 +255,36 @@ export async function readDiskInfo(
       queues: rings.queues,
       flush,
       barrier,
-      discard: discard ? {
-        granularity: await xs.readInt(`${be}/discard-granularity`, { fallback: sectorSize }),
-        alignment: await xs.readInt(`${be}/discard-alignment`, { fallback: 0 }),
-        secure: await xs.readBool(`${be}/discard-secure`, { fallback: false }),
-      } : null,
+      discard: discard ? await readDiscard(platform, be, physicalSectorSize) : null,
       protocol: BLKIF_NATIVE_ABI.protocol,
     },
   };
+}
+
+/** Largest logical or physical sector size taken from a backend (the largest any block layer uses). */
+export const MAX_SECTOR_SIZE = 64 * 1024;
+
+/** A power of two from `min` to MAX_SECTOR_SIZE (checked without 32-bit bit operations). */
+function isSectorSize(v: number, min: number): boolean {
+  return Number.isSafeInteger(v) && v >= min && v <= MAX_SECTOR_SIZE && Number.isInteger(Math.log2(v));
+}
+
+/**
+ * The discard rules: granularity (0 or absent: the physical sector size, as
+ * Linux reads it) a power-of-two multiple of 512, and alignment a multiple
+ * of 512 below the granularity. Anything else is XS_EINVAL.
+ */
+async function readDiscard(platform: XenPlatform, be: string, physicalSectorSize: number): Promise<NonNullable<NegotiatedFeatures['discard']>> {
+  const xs = platform.xenstore;
+  const granularity = (await xs.readInt(`${be}/discard-granularity`, { fallback: 0 })) || physicalSectorSize;
+  if (!Number.isSafeInteger(granularity) || granularity < BLKIF_SECTOR_SIZE || !Number.isInteger(Math.log2(granularity))) {
+    throw new XenstoreError('XS_EINVAL', `${be}/discard-granularity: ${granularity} is not a power-of-two multiple of 512`, { path: `${be}/discard-granularity` });
+  }
+  const alignment = await xs.readInt(`${be}/discard-alignment`, { fallback: 0 });
+  if (alignment < 0 || alignment % BLKIF_SECTOR_SIZE !== 0 || alignment >= granularity) {
+    throw new XenstoreError('XS_EINVAL', `${be}/discard-alignment: ${alignment} is not a multiple of 512 below the granularity ${granularity}`, { path: `${be}/discard-alignment` });
+  }
+  return { granularity, alignment, secure: await xs.readBool(`${be}/discard-secure`, { fallback: false }) };
 }
 
 /**

@@ -17,7 +17,7 @@ import {
 import type { GrantLease, GrantPool } from '../gnttab/pool.js';
 import type { EventChannel } from '../evtchn/types.js';
 import { FrontRing, ShadowIds } from './ring.js';
-import { IoOp, opName, statusError } from './request.js';
+import { IoOp, detachedError, opName, statusError } from './request.js';
 import { Fifo } from '../util/fifo.js';
 
 export interface QueueParams {
@@ -37,6 +37,11 @@ export interface QueueHooks {
   broken(err: BlkifError): void;
   /** A piece completed normally and nothing holds it any more: its owner may reuse it. */
   recycle?(op: IoOp): void;
+  /**
+   * A piece needs more ring requests than the ring has slots (replayed onto
+   * a backend with smaller limits): it is off this queue, its owner splits it.
+   */
+  oversize(op: IoOp): void;
 }
 
 export interface QueueStats {
@@ -118,6 +123,14 @@ export class BlkQueue {
     for (let op = this.pending.peek(); this.live && op !== undefined; op = this.pending.peek()) {
       if (op.acquiring) break;
       const nreq = this.requestsFor(op);
+      if (nreq > this.ids.size) {
+        // It could never go on this ring whole: waiting would wait forever.
+        this.pending.shift();
+        this.load -= op.pages + 1;
+        op.queue = null;
+        this.hooks.oversize(op);
+        continue;
+      }
       if (this.ids.free < nreq) break;
       if (!this.lendPages(op)) break;
       this.pending.shift();
@@ -140,7 +153,10 @@ export class BlkQueue {
       const lease = this.take(op, op.pages, writable);
       if (lease === undefined) return false;
       if (lease === null) return this.waitForPages(op, op.pages, 'data');
-      this.giveData(op, lease, this.pool);
+      if (!this.giveData(op, lease, this.pool)) {
+        this.drop(op, detachedError(op));
+        return false;
+      }
     }
     const ind = this.indirectPagesFor(op);
     if (ind > 0 && op.indirect === null) {
@@ -161,21 +177,27 @@ export class BlkQueue {
     try {
       return this.pool.take(n, writable);
     } catch (err) {
-      this.pending.shift(); // `op` is the head: pump() is lending to it
-      this.load -= op.pages + 1;
       const code = isXenError(err, 'XEN_CLOSED') ? 'BLKIF_CLOSED' : 'BLKIF_EIO';
-      op.fail(new BlkifError(code, `${opName(op.op)}: could not share its pages: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
-      queueMicrotask(() => this.pump());
+      this.drop(op, new BlkifError(code, `${opName(op.op)}: could not share its pages: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
       return undefined;
     }
   }
 
-  private giveData(op: IoOp, lease: NonNullable<IoOp['lease']>, pool: GrantPool): void {
+  /** Fails the head piece, which pump() is lending to, and carries on with the next. */
+  private drop(op: IoOp, err: BlkifError): void {
+    this.pending.shift();
+    this.load -= op.pages + 1;
+    op.fail(err);
+    queueMicrotask(() => this.pump());
+  }
+
+  /** Gives `op` its bounce pages and, for a write, its data; false when the data is gone (the pages are its to give back). */
+  private giveData(op: IoOp, lease: NonNullable<IoOp['lease']>, pool: GrantPool): boolean {
     op.lease = lease;
     op.pool = pool;
     op.refs = lease.refs;
     op.refBase = 0;
-    if (op.op === BlkifOp.Write) op.copyIn();
+    return op.op !== BlkifOp.Write || op.copyIn();
   }
 
   private waitForPages(op: IoOp, n: number, what: 'data' | 'indirect'): false {
@@ -183,8 +205,13 @@ export class BlkQueue {
     op.acquiring = true;
     pool.acquire(n).then((lease) => {
       op.acquiring = false;
-      if (what === 'data') this.giveData(op, lease, pool);
-      else {
+      if (what === 'data') {
+        if (!this.giveData(op, lease, pool) && op.orphaned === null) {
+          if (op.queue !== null) op.queue.abandon(op, detachedError(op));
+          else op.fail(detachedError(op));
+          return;
+        }
+      } else {
         op.indirect = lease;
         op.indirectPool = pool;
       }
@@ -316,9 +343,9 @@ export class BlkQueue {
     this.inFlight.delete(op);
     this.load -= op.pages + 1;
     const ok = op.status === BlkifRsp.Okay;
-    if (ok && op.op === BlkifOp.Read && op.lease !== null) op.copyOut();
+    const copied = !ok || op.op !== BlkifOp.Read || op.lease === null || op.copyOut();
     op.releasePages();
-    const err = ok ? null : statusError(op);
+    const err = !ok ? statusError(op) : copied ? null : detachedError(op);
     this.hooks.completed(op, err);
     op.done.pieceDone(err);
     this.hooks.recycle?.(op);

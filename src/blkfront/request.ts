@@ -7,7 +7,7 @@
  * several ring requests.
  */
 import { BlkifError } from '../errors.js';
-import { BlkifOp, BlkifRsp, SECTORS_PER_PAGE } from '../wire/blkif.js';
+import { BLKIF_SECTOR_SIZE, BlkifOp, BlkifRsp, SECTORS_PER_PAGE } from '../wire/blkif.js';
 import type { GrantLease, GrantPool } from '../gnttab/pool.js';
 import { PAGE_SIZE } from '../gnttab/types.js';
 import type { BufferRegion } from './buffers.js';
@@ -103,9 +103,14 @@ export class IoOp {
     return this;
   }
 
-  /** A write's data into its bounce pages (before it goes on the ring). */
-  copyIn(): void {
+  /**
+   * A write's data into its bounce pages (before it goes on the ring). False
+   * when the caller's buffer no longer holds the data (it was detached,
+   * transferred to another thread, while the write waited): nothing is sent.
+   */
+  copyIn(): boolean {
     const src = this.data!;
+    if (src.byteLength !== this.sectors * BLKIF_SECTOR_SIZE) return false;
     const pages = this.lease!.pages;
     // A one-page write (the common small one) copies without making a view.
     if (src.byteLength <= PAGE_SIZE) pages[0]!.set(src);
@@ -114,16 +119,19 @@ export class IoOp {
         pages[i]!.set(src.subarray(off, Math.min(off + PAGE_SIZE, src.byteLength)));
       }
     }
+    return true;
   }
 
-  /** A read's data out of its bounce pages into the caller's memory (once it completed). */
-  copyOut(): void {
+  /** A read's data out of its bounce pages into the caller's memory; false when that memory was detached meanwhile. */
+  copyOut(): boolean {
     const dst = this.data!;
+    if (dst.byteLength !== this.sectors * BLKIF_SECTOR_SIZE) return false;
     const pages = this.lease!.pages;
     for (let i = 0, off = 0; off < dst.byteLength; i++, off += PAGE_SIZE) {
       const left = dst.byteLength - off;
       dst.set(left >= PAGE_SIZE ? pages[i]! : pages[i]!.subarray(0, left), off);
     }
+    return true;
   }
 
   /** Gives back its indirect pages (a new submission may need a different number). */
@@ -164,6 +172,12 @@ export class IoOp {
   get pages(): number {
     return this.op === BlkifOp.Read || this.op === BlkifOp.Write ? Math.ceil(this.sectors / SECTORS_PER_PAGE) : 0;
   }
+}
+
+/** The error of a call whose buffer was detached (transferred) while it was in the driver's hands. */
+export function detachedError(op: IoOp): BlkifError {
+  return new BlkifError('BLKIF_EINVAL', `${opName(op.op)} of ${op.sectors} sectors at sector ${op.sector}: ` +
+    'its buffer was detached (transferred to another thread) before the data could be copied');
 }
 
 /** The error a caller sees for a failing response status. */

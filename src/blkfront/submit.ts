@@ -6,7 +6,7 @@
  * allocates little more than the caller's promise.
  */
 import { BlkifError } from '../errors.js';
-import { BLKIF_SECTOR_SIZE } from '../wire/blkif.js';
+import { BLKIF_SECTOR_SIZE, SECTORS_PER_PAGE } from '../wire/blkif.js';
 import { PAGE_SIZE } from '../gnttab/types.js';
 import type { DeviceBuffers } from './buffers.js';
 import type { BlkQueue } from './queue.js';
@@ -81,7 +81,7 @@ export class Submitter {
   /** Calls not yet settled. */
   active = 0;
   readonly counts: CallCounts = { reads: 0, writes: 0, flushes: 0, discards: 0, errors: 0, zeroCopy: 0 };
-  private drained: (() => void) | null = null;
+  private drained: Array<() => void> = [];
   private readonly freeOps: IoOp[] = [];
   private readonly freeDone: Completion[] = [];
   // One executor for every call's promise: it hands out resolve and reject without a closure per call.
@@ -136,6 +136,35 @@ export class Submitter {
     return promise;
   }
 
+  /**
+   * Splits a piece into pieces of at most `maxSegments` pages over the same
+   * call (a piece replayed onto a backend with smaller limits). Bounce pages
+   * go back and are taken again, a write's data copied again from the
+   * caller's buffer; a device buffer's pieces keep its grants.
+   */
+  split(op: IoOp): IoOp[] {
+    const per = this.maxSegments * SECTORS_PER_PAGE;
+    const n = Math.ceil(op.sectors / per);
+    const refs = op.lease === null ? op.refs : null;
+    const refBase = op.refBase;
+    op.releasePages();
+    const done = op.done;
+    done.remaining += n - 1;
+    done.pieces += n - 1;
+    const out: IoOp[] = [];
+    for (let i = 0; i < n; i++) {
+      const sectors = Math.min(per, op.sectors - i * per);
+      const from = i * per * BLKIF_SECTOR_SIZE;
+      const io = new IoOp(op.op, op.sector + i * per, sectors, op.data!.subarray(from, from + sectors * BLKIF_SECTOR_SIZE), done, op.flag);
+      if (refs !== null) {
+        io.refs = refs;
+        io.refBase = refBase + i * this.maxSegments;
+      }
+      out.push(io);
+    }
+    return out;
+  }
+
   /** A piece that completed normally; its call too, when it was the only piece. */
   readonly recycle = (op: IoOp): void => {
     const done = op.done;
@@ -150,17 +179,17 @@ export class Submitter {
   /** Resolves when no call is in flight. */
   idle(): Promise<void> {
     if (this.active === 0) return Promise.resolve();
-    return new Promise((resolve) => (this.drained = resolve));
+    return new Promise((resolve) => this.drained.push(resolve));
   }
 
   private readonly settled = (c: Completion): void => {
     if (c.region !== null) c.region.inflight--;
     if (c.error === null) this.counts[CALL_KINDS[c.kind]!]++;
     else this.counts.errors++;
-    if (--this.active === 0 && this.drained !== null) {
-      const d = this.drained;
-      this.drained = null;
-      d();
+    if (--this.active === 0 && this.drained.length > 0) {
+      const waiting = this.drained;
+      this.drained = [];
+      for (const w of waiting) w();
     }
   };
 }

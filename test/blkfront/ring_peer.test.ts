@@ -20,7 +20,7 @@ import type { EventChannel } from '../../src/evtchn/types.js';
 import { BLKIF_NATIVE_ABI, BlkifOp } from '../../src/wire/blkif.js';
 import { BlkQueue } from '../../src/blkfront/queue.js';
 import { Completion, IoOp } from '../../src/blkfront/request.js';
-import { XenError, type BlkifError } from '../../src/errors.js';
+import { BlkifError, XenError } from '../../src/errors.js';
 import { FrameAllocator } from '../../src/sim/host/grants.js';
 import { pattern, rng } from '../helpers/blk.js';
 
@@ -101,6 +101,7 @@ describe("the frontend's ring code against Xen's ring.h macros (C peer)", () => 
     const queue = new BlkQueue(0, ring, channel, pool, { abi: BLKIF_NATIVE_ABI, handle: 0, maxSegments: 11, persistent: false }, {
       completed: () => undefined,
       broken: (e) => errors.push(e),
+      oversize: () => errors.push(new BlkifError('BLKIF_EINVAL', 'a piece larger than the ring')),
     });
     expect(queue.ring.entries).toBe(64);
 

@@ -83,6 +83,7 @@ export class SimBlkback {
         alignment: (discard === true ? undefined : discard.alignment) ?? 0,
         secure: (discard === true ? undefined : discard.secure) ?? false,
       },
+      keys: options.keys ?? {},
     };
     if (options.image !== undefined) {
       this.disk = { kind: 'file', path: options.image, readOnly: this.opts.readOnly };
@@ -265,6 +266,7 @@ export class SimBlkback {
         await tx.write(`${be}/discard-alignment`, String(o.discard.alignment));
         await tx.write(`${be}/discard-secure`, o.discard.secure ? '1' : '0');
       }
+      for (const [key, value] of Object.entries(o.keys)) await tx.write(`${be}/${key}`, value);
     });
   }
 
@@ -276,10 +278,13 @@ export class SimBlkback {
 
   /** Stops every queue worker; each unmaps what it holds before it exits. */
   private async stopQueues(): Promise<void> {
-    if (this.workers.length === 0) return;
-    Atomics.store(this.ctl, Ctl.stop, 1);
-    await Promise.all(this.workers.map((w) => w.stopped));
-    this.workers = [];
+    if (this.workers.length > 0) {
+      Atomics.store(this.ctl, Ctl.stop, 1);
+      await Promise.all(this.workers.map((w) => w.stopped));
+      this.workers = [];
+    }
+    // Always, even with no queue running: a second goClosing() stalls first and
+    // must not leave the next connection's queues stalled.
     Atomics.store(this.ctl, Ctl.stall, 0);
   }
 
@@ -287,7 +292,7 @@ export class SimBlkback {
    * Changes what the backend offers from its next connection on, as a
    * backend restarted with other settings would (e.g. before {@link goClosing}).
    */
-  reconfigure(options: Pick<SimDiskOptions, 'persistent' | 'maxIndirectSegments' | 'maxRingPageOrder' | 'maxQueues' | 'flush' | 'barrier'>): void {
+  reconfigure(options: Pick<SimDiskOptions, 'persistent' | 'maxIndirectSegments' | 'maxRingPageOrder' | 'maxQueues' | 'flush' | 'barrier' | 'keys'>): void {
     const o = this.opts;
     if (options.persistent !== undefined) o.persistent = options.persistent;
     if (options.maxIndirectSegments !== undefined) o.maxIndirectSegments = options.maxIndirectSegments;
@@ -295,6 +300,7 @@ export class SimBlkback {
     if (options.maxQueues !== undefined) o.maxQueues = Math.min(options.maxQueues, MAX_QUEUES);
     if (options.flush !== undefined) o.flush = options.flush;
     if (options.barrier !== undefined) o.barrier = options.barrier;
+    if (options.keys !== undefined) o.keys = options.keys;
   }
 
   /** Injects a fault into the requests that follow. */

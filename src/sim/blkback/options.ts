@@ -34,6 +34,12 @@ export interface SimDiskOptions {
   barrier?: boolean;
   /** feature-discard (default true), with its granularity (default: the sector size). */
   discard?: boolean | { granularity?: number; alignment?: number; secure?: boolean };
+  /**
+   * Backend keys written as they are, after the geometry and features and
+   * in the same transaction (so they override them): a backend that
+   * publishes hostile or unusual values, for testing a frontend against it.
+   */
+  keys?: Readonly<Record<string, string>>;
 }
 
 /** A fault for the backend to inject. */
