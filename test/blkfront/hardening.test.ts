@@ -94,6 +94,21 @@ describe('reconnect onto a backend with smaller limits (a migration to another h
   });
 });
 
+describe('the simulated blkback closing twice in quick succession', () => {
+  it.each([0, 20])('two Closings %i ms apart: the next connection serves, writes land', async (gap) => {
+    fx = await diskFixture({ size: 1 << 20 });
+    const { dev, disk } = fx;
+    const writes = Array.from({ length: 8 }, (_, i) => dev.write(i * 4096, pattern(i * 4096, 4096, i + 1)));
+    const first = disk.goClosing();
+    await new Promise((r) => setTimeout(r, gap));
+    await Promise.all([first, disk.goClosing()]);
+    await Promise.all(writes);
+    await dev.write(65536, pattern(65536, 4096, 9));
+    for (let i = 0; i < 8; i++) expectBytes(await dev.read(i * 4096, 4096), pattern(i * 4096, 4096, i + 1));
+    expectBytes(await dev.read(65536, 4096), pattern(65536, 4096, 9));
+  });
+});
+
 describe('a failed open leaves the vbd ready for the next', () => {
   it('XEN_ENOSPC under a small grant limit, then an open with enough grants works', async () => {
     host = await createSimHost();
