@@ -59,6 +59,9 @@ interface WatchEntry {
   callback: WatchCallback;
 }
 
+/** Requests given up on after sending whose ids stay reserved, at most (see abandon()). */
+export const MAX_ABANDONED = 4096;
+
 const DEFAULT_GROUP = 'default';
 
 let clientSerial = 0;
@@ -72,6 +75,8 @@ let clientSerial = 0;
 export class XenstoreClient extends XsOps {
   private readonly stream: MessageStream;
   private readonly pending = new Map<number, Pending>();
+  /** Ids of requests given up on after they were sent, oldest first, with what a late reply must undo. */
+  private readonly abandoned = new Map<number, { type: number; undo: Pending['undo'] }>();
   /** Requests not yet handed to the transport, in order. */
   private readonly writeQueue = new Fifo<Pending>();
   private flushScheduled = false;
@@ -84,8 +89,8 @@ export class XenstoreClient extends XsOps {
   private readonly closedPromise: Promise<XenstoreError>;
   private resolveClosed!: (err: XenstoreError) => void;
   private readonly closeListeners = new Set<(err: XenstoreError) => void>();
-  private readonly counters: Omit<XenstoreClientStats, 'inFlight'> = {
-    requestsSent: 0, repliesMatched: 0, maxInFlight: 0, unknownReplies: 0, lateReplies: 0,
+  private readonly counters: Omit<XenstoreClientStats, 'inFlight' | 'abandoned'> = {
+    requestsSent: 0, repliesMatched: 0, maxInFlight: 0, unknownReplies: 0, lateReplies: 0, forgottenRequests: 0,
     watchEvents: 0, unmatchedWatchEvents: 0, bytesWritten: 0, bytesRead: 0,
   };
 
@@ -133,7 +138,7 @@ export class XenstoreClient extends XsOps {
   }
 
   stats(): XenstoreClientStats {
-    return { ...this.counters, inFlight: this.pending.size };
+    return { ...this.counters, inFlight: this.pending.size, abandoned: this.abandoned.size };
   }
 
   /** Callbacks waiting per dispatch group. */
@@ -284,7 +289,7 @@ export class XenstoreClient extends XsOps {
     for (;;) {
       const id = this.nextReqId;
       this.nextReqId = id >= 0xffffffff ? 1 : id + 1;
-      if (!this.pending.has(id) && reserved?.has(id) !== true) return id;
+      if (!this.pending.has(id) && !this.abandoned.has(id) && reserved?.has(id) !== true) return id;
     }
   }
 
@@ -311,12 +316,26 @@ export class XenstoreClient extends XsOps {
     }
   }
 
-  /** Aborted or timed out: reject now; keep the id reserved if the frame is out. */
+  /**
+   * Aborted or timed out: reject now. A request never sent frees its id; one
+   * that is out keeps its id reserved (as a small record, not the request)
+   * until its late reply arrives, so that reply cannot be taken for another
+   * request's. At most MAX_ABANDONED are kept: past that the oldest is
+   * forgotten, and should its reply ever come it is dropped as unknown. Ids
+   * are handed out in order over 2^32 values, so a forgotten id is not used
+   * again for billions of requests.
+   */
   private abandon(p: Pending, err: XenstoreError): void {
     if (p.settled) return;
-    if (p.payload !== null) {
-      p.payload = null; // never sent: the id is free again
-      this.pending.delete(p.id);
+    this.pending.delete(p.id);
+    if (p.payload !== null) p.payload = null; // never sent: the id is free again
+    else {
+      if (this.abandoned.size >= MAX_ABANDONED) {
+        const oldest = this.abandoned.keys().next().value as number;
+        this.abandoned.delete(oldest);
+        this.counters.forgottenRequests++;
+      }
+      this.abandoned.set(p.id, { type: p.type, undo: p.undo });
     }
     p.reject(err);
   }
@@ -337,15 +356,16 @@ export class XenstoreClient extends XsOps {
     }
     const p = this.pending.get(m.reqId);
     if (!p) {
-      this.counters.unknownReplies++;
+      const late = this.abandoned.get(m.reqId);
+      if (late === undefined) this.counters.unknownReplies++;
+      else {
+        this.abandoned.delete(m.reqId);
+        this.counters.lateReplies++;
+        if (late.undo && m.type === late.type) late.undo(m);
+      }
       return;
     }
     this.pending.delete(m.reqId);
-    if (p.settled) {
-      this.counters.lateReplies++;
-      if (p.undo && m.type === p.type) p.undo(m);
-      return;
-    }
     this.counters.repliesMatched++;
     if (m.type === XsType.Error) {
       p.reject(XenstoreError.fromErrno(payloadString(m.payload), xsTypeName(p.type), p.path));
@@ -379,6 +399,7 @@ export class XenstoreClient extends XsOps {
       if (!p.settled) p.reject(err);
     }
     this.pending.clear();
+    this.abandoned.clear();
     this.writeQueue.clear();
     this.watches.clear();
     this.stream.close();

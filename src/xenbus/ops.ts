@@ -11,6 +11,20 @@ export interface RequestOptions {
 }
 
 const MAX_DIRECTORY_PART_RESTARTS = 16;
+/**
+ * Parts one DIRECTORY_PART listing may take, at most. Each part carries up
+ * to about 4 KiB of names, so this allows listings of 16 MiB, far past any
+ * xenstored's quotas; a daemon that never sends the end marker is broken.
+ */
+export const MAX_DIRECTORY_PARTS = 4096;
+
+/** Options for the rest of a multi-request call: the caller's timeout spread over all of it. */
+function remaining(opts: RequestOptions | undefined, deadline: number | undefined, what: string, path: string): RequestOptions | undefined {
+  if (deadline === undefined) return opts;
+  const left = deadline - Date.now();
+  if (left <= 0) throw new XenstoreError('XS_TIMEOUT', `xenstore ${what} ${path}: no complete answer within ${opts!.timeoutMs} ms`, { path });
+  return { ...opts, timeoutMs: left };
+}
 
 /**
  * The xenstore operations, shared by the connection (tx_id 0) and by a
@@ -94,11 +108,12 @@ export abstract class XsOps {
    * list does not fit in one reply (E2BIG), as libxenstore does.
    */
   async directory(path: string, opts?: RequestOptions): Promise<string[]> {
+    const deadline = opts?.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs;
     try {
       return splitPayload(await this.call(XsType.Directory, joinPayload([path]), path, opts));
     } catch (err) {
       if (!isXenError(err, 'XS_E2BIG')) throw err;
-      return this.directoryPart(path, opts);
+      return this.listParts(path, opts, deadline);
     }
   }
 
@@ -107,14 +122,23 @@ export abstract class XsOps {
    * with the node's generation; if it changes mid-way the listing restarts.
    * The last part ends with an empty name.
    */
-  async directoryPart(path: string, opts?: RequestOptions): Promise<string[]> {
+  directoryPart(path: string, opts?: RequestOptions): Promise<string[]> {
+    return this.listParts(path, opts, opts?.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs);
+  }
+
+  /** The caller's timeout (and signal) bound the whole listing, not each part. */
+  private async listParts(path: string, opts: RequestOptions | undefined, deadline: number | undefined): Promise<string[]> {
+    let parts = 0;
     for (let restart = 0; restart < MAX_DIRECTORY_PART_RESTARTS; restart++) {
       const names: string[] = [];
       let gen: string | undefined;
       let off = 0;
       let changed = false;
       for (;;) {
-        const reply = await this.call(XsType.DirectoryPart, joinPayload([path, String(off)]), path, opts);
+        if (++parts > MAX_DIRECTORY_PARTS) {
+          throw new XenstoreError('XS_EPROTO', `xenstore DIRECTORY_PART ${path}: no end marker after ${MAX_DIRECTORY_PARTS} parts`, { path });
+        }
+        const reply = await this.call(XsType.DirectoryPart, joinPayload([path, String(off)]), path, remaining(opts, deadline, 'DIRECTORY_PART', path));
         const genEnd = reply.indexOf(0);
         if (genEnd < 0) throw new XenstoreError('XS_EPROTO', `xenstore DIRECTORY_PART ${path}: reply has no generation`, { path });
         const g = utf8String(reply.subarray(0, genEnd));

@@ -47,6 +47,10 @@ export interface XenstoreClientStats {
   unknownReplies: number;
   /** Replies to requests that had been aborted or had timed out: discarded. */
   lateReplies: number;
+  /** Requests given up on after sending whose ids are still reserved for their late replies (at most 4096). */
+  abandoned: number;
+  /** Such requests forgotten to keep that bound: a reply to one would count as unknown. */
+  forgottenRequests: number;
   watchEvents: number;
   /** Watch events for a token with no watch (e.g. just unwatched): dropped. */
   unmatchedWatchEvents: number;

@@ -4,7 +4,8 @@
  * daemon that sends bytes no daemon should.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { XenstoreClient } from '../../src/xenbus/client.js';
+import { MAX_ABANDONED, XenstoreClient } from '../../src/xenbus/client.js';
+import { MAX_DIRECTORY_PARTS } from '../../src/xenbus/ops.js';
 import { SimXenstored } from '../../src/sim/xenstored/server.js';
 import { createMemoryPipe } from '../../src/transport/memory.js';
 import { XsFrameParser } from '../../src/wire/xs_parser.js';
@@ -253,5 +254,75 @@ describe('hostile daemon bytes', () => {
     const h = hostile();
     const results = await Promise.allSettled(Array.from({ length: 5 }, (_, i) => h.client.read(`/q/${i}`, { timeoutMs: 20 })));
     expect(results.map((r) => r.status === 'rejected' && r.reason.code)).toEqual(Array(5).fill('XS_TIMEOUT'));
+  });
+});
+
+/** A daemon stand-in that answers each request with what `reply` returns (nothing: no answer). */
+function responder(reply: (m: XsMessage) => Uint8Array | null, delayMs = 0): { client: XenstoreClient; requests: () => number; send(b: Uint8Array): void } {
+  const [clientEnd, serverEnd] = createMemoryPipe();
+  const parser = new XsFrameParser();
+  let n = 0;
+  serverEnd.start({
+    data: (chunk) => {
+      parser.push(chunk);
+      for (let r = parser.next(); r.kind === 'message'; r = parser.next()) {
+        n++;
+        const out = reply(r.message);
+        if (out === null) continue;
+        if (delayMs === 0) serverEnd.write(out);
+        else setTimeout(() => serverEnd.write(out), delayMs);
+      }
+    },
+    writable: () => undefined,
+    closed: () => undefined,
+  });
+  return { client: new XenstoreClient(clientEnd), requests: () => n, send: (b) => void serverEnd.write(b) };
+}
+
+describe('bounds against a daemon that never finishes', () => {
+  /** DIRECTORY says E2BIG; every DIRECTORY_PART brings one more name and never the end marker. */
+  const endless = (m: XsMessage): Uint8Array => m.type === XsType.Directory
+    ? encodeMessage(XsType.Error, m.reqId, 0, joinPayload(['E2BIG']))
+    : encodeMessage(XsType.DirectoryPart, m.reqId, 0, joinPayload(['1', `n${m.reqId}`]));
+
+  it('directory(): the caller\'s timeout bounds the whole listing, not each part', async () => {
+    const d = responder(endless, 2); // 4096 parts would take over 8 s
+    const t0 = Date.now();
+    await expect(d.client.directory('/big', { timeoutMs: 300 })).rejects.toMatchObject({ code: 'XS_TIMEOUT' });
+    expect(Date.now() - t0).toBeLessThan(1500);
+    d.client.close();
+  });
+
+  it('directory(): without a timeout, the parts are capped (XS_EPROTO), and an abort ends it too', async () => {
+    const d = responder(endless);
+    await expect(d.client.directory('/big')).rejects.toMatchObject({ code: 'XS_EPROTO', message: expect.stringMatching(/no end marker/) });
+    expect(d.requests()).toBeLessThanOrEqual(MAX_DIRECTORY_PARTS + 1);
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 50);
+    await expect(d.client.directory('/big', { signal: ac.signal })).rejects.toMatchObject({ code: 'XS_ABORTED' });
+    d.client.close();
+  });
+
+  it('timed-out requests keep their ids reserved as small records, at most MAX_ABANDONED', async () => {
+    const held: XsMessage[] = [];
+    const d = responder((m) => {
+      held.push(m);
+      return null;
+    });
+    const n = MAX_ABANDONED + 500;
+    const results = await Promise.allSettled(Array.from({ length: n }, (_, i) => d.client.read(`/t/${i}`, { timeoutMs: 50 })));
+    expect(results.every((r) => r.status === 'rejected' && r.reason.code === 'XS_TIMEOUT')).toBe(true);
+    expect(d.client.stats()).toMatchObject({ inFlight: 0, abandoned: MAX_ABANDONED, forgottenRequests: 500 });
+    // A late reply to a remembered request is discarded as late; to a forgotten one, as unknown.
+    d.send(encodeMessage(XsType.Read, held[n - 1]!.reqId, 0, joinPayload(['late'], false)));
+    d.send(encodeMessage(XsType.Read, held[0]!.reqId, 0, joinPayload(['later still'], false)));
+    await until(() => d.client.stats().lateReplies + d.client.stats().unknownReplies === 2);
+    expect(d.client.stats()).toMatchObject({ lateReplies: 1, unknownReplies: 1, abandoned: MAX_ABANDONED - 1 });
+    // Still usable, and no new request takes a reserved id.
+    const next = d.client.read('/after', { timeoutMs: 50 }).catch(() => undefined);
+    await until(() => held.length === n + 1);
+    expect(held.slice(500, n - 1).map((m) => m.reqId)).not.toContain(held[n]!.reqId);
+    await next;
+    d.client.close();
   });
 });
