@@ -3,7 +3,9 @@
  * bytes as they come (in whatever pieces the transport delivers them), and
  * messages encoded and joined so that those sent in the same tick go out in
  * one write. A short write is resumed when the byte stream says it may be;
- * meanwhile new messages are refused, which is the client's backpressure.
+ * meanwhile, and while a few batches are already waiting, new messages are
+ * refused: the sender keeps them (and may still drop them), which is its
+ * backpressure.
  */
 import { XenstoreError } from '../errors.js';
 import { concatBytes } from '../wire/bytes.js';
@@ -14,6 +16,8 @@ import type { MessageStream, MessageStreamHandlers, OutgoingMessage } from './me
 
 /** Frames gathered into one write, at most. */
 const WRITE_BATCH_BYTES = 64 * 1024;
+/** Encoded bytes held for the next writes before sends are refused (the sender keeps the rest). */
+const QUEUE_HIGH_WATER = 4 * WRITE_BATCH_BYTES;
 
 export class FramedStream implements MessageStream {
   readonly kind = 'messages';
@@ -22,6 +26,7 @@ export class FramedStream implements MessageStream {
   private readonly parser = new XsFrameParser();
   /** Encoded frames not yet given to the byte stream. */
   private readonly out: Uint8Array[] = [];
+  private queued = 0;
   /** A write the byte stream took only part of, and how much of it. */
   private partial: Uint8Array | null = null;
   private partialOff = 0;
@@ -44,11 +49,13 @@ export class FramedStream implements MessageStream {
 
   send(m: OutgoingMessage): boolean {
     if (this.done) return true; // dropped: closed() has been or is being reported
-    if (this.partial !== null) {
+    if (this.partial !== null || this.queued >= QUEUE_HIGH_WATER) {
       this.refused = true;
       return false;
     }
-    this.out.push(encodeMessage(m.type, m.reqId, m.txId, m.payload));
+    const frame = encodeMessage(m.type, m.reqId, m.txId, m.payload);
+    this.out.push(frame);
+    this.queued += frame.length;
     if (!this.scheduled) {
       this.scheduled = true;
       // Everything sent in the same tick shares one write.
@@ -86,6 +93,7 @@ export class FramedStream implements MessageStream {
     let size = 0;
     while (n < this.out.length && size < WRITE_BATCH_BYTES) size += this.out[n++]!.length;
     const frames = this.out.splice(0, n);
+    this.queued -= size;
     this.partial = frames.length === 1 ? frames[0]! : concatBytes(frames);
     this.partialOff = 0;
     return true;
@@ -109,6 +117,7 @@ export class FramedStream implements MessageStream {
     if (this.done) return;
     this.done = true;
     this.out.length = 0;
+    this.queued = 0;
     this.partial = null;
     this.handlers?.closed(err);
   }

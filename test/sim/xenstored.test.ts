@@ -2,6 +2,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { XenstoreClient } from '../../src/xenbus/client.js';
 import { SimXenstored } from '../../src/sim/xenstored/server.js';
+import { EVENT_BACKLOG_BYTES, REPLY_BACKLOG_BYTES } from '../../src/sim/xenstored/connection.js';
+import { createMemoryPipe } from '../../src/transport/memory.js';
 import { XsFrameParser } from '../../src/wire/xs_parser.js';
 import {
   XENSTORE_ABS_PATH_MAX, XENSTORE_PAYLOAD_MAX, XENSTORE_REL_PATH_MAX, XsType, encodeHeader, joinPayload,
@@ -212,5 +214,72 @@ describe('domains', () => {
   it('answers CONTROL help and rejects unknown commands', async () => {
     expect(splitPayload(await dom0.request(XsType.Control, 0, joinPayload(['help'])))[0]).toContain('print');
     await expect(dom0.request(XsType.Control, 0, joinPayload(['explode']))).rejects.toMatchObject({ code: 'XS_EINVAL' });
+  });
+});
+
+describe('one client cannot hurt the daemon or the others', () => {
+  it('a guest\'s 4,000-byte watch token under a long path: the event is dropped, nothing crashes', async () => {
+    await dom0.mkdir('/local/domain/4');
+    await dom0.setPerms('/local/domain/4', [{ perm: 'n', domid: 4 }]);
+    sim.introduceDomain(4);
+    const guest = new XenstoreClient(sim.connect({ domid: 4 }));
+    const token = 't'.repeat(4000);
+    await guest.request(XsType.Watch, 0, joinPayload(['data', token]));
+    const long = `data/${'p'.repeat(300)}`;
+    const dropped = sim.stats().watchEventsDropped;
+    await guest.write(long, 'x');
+    await until(() => sim.stats().watchEventsDropped > dropped);
+    // Everyone is still served, the guest included.
+    expect(await guest.read(long)).toBe('x');
+    await dom0.write('/after', 'fine');
+    expect(sim.connectionCount).toBe(2);
+  });
+
+  it('CONTROL is for dom0: a guest gets EACCES', async () => {
+    const guest = new XenstoreClient(sim.connect({ domid: 5 }));
+    await expect(guest.request(XsType.Control, 0, joinPayload(['check']))).rejects.toMatchObject({ code: 'XS_EACCES' });
+    expect(text(await dom0.request(XsType.Control, 0, joinPayload(['check'])))).toBe('OK');
+  });
+
+  /** A connection whose client end never reads: what the daemon sends it piles up. */
+  function deaf(): { send(type: number, reqId: number, payload: Uint8Array): void; closed: () => boolean } {
+    const [client, server] = createMemoryPipe({}, { writeCapacity: 64 * 1024 });
+    let closed = false;
+    sim.serve(server, { domid: 0 });
+    const frame = (type: number, reqId: number, payload: Uint8Array): Uint8Array => {
+      const f = new Uint8Array(16 + payload.length);
+      encodeHeader(f, 0, { type, reqId, txId: 0, len: payload.length });
+      f.set(payload, 16);
+      return f;
+    };
+    return {
+      send: (type, reqId, payload) => {
+        if (client.write(frame(type, reqId, payload)) === 0) closed = true;
+      },
+      closed: () => closed || sim.connectionCount === 1,
+    };
+  }
+
+  it('watch events a client never reads stop at a bound; the daemon stays up', async () => {
+    const d = deaf();
+    d.send(XsType.Watch, 1, joinPayload(['/deaf', 'tok']));
+    const dir = `/deaf/${'d'.repeat(2400)}`;
+    for (let i = 0; i < 900; i++) await dom0.write(`${dir}/${i}`, 'x');
+    await until(() => sim.stats().watchEventsDropped > 0);
+    const s = sim.stats();
+    // Sent events (about 2.4 KB each) stop once about EVENT_BACKLOG_BYTES wait unread.
+    expect(s.watchEventsSent * 2450).toBeLessThan(EVENT_BACKLOG_BYTES + 2 * 64 * 1024 + 3000);
+    expect(s.watchEventsDropped).toBeGreaterThan(400);
+    await dom0.write('/after', 'fine');
+  });
+
+  it('replies a client never reads: past a bound the connection is dropped, and only it', async () => {
+    await dom0.write('/big', 'v'.repeat(3000));
+    const d = deaf();
+    for (let i = 0; i < 2000; i++) d.send(XsType.Read, i + 1, joinPayload(['/big']));
+    await until(() => d.closed(), 10000);
+    expect(sim.stats().droppedConnections).toBe(1);
+    expect(await dom0.read('/after-drop').catch((e: { code: string }) => e.code)).toBe('XS_ENOENT');
+    expect(REPLY_BACKLOG_BYTES).toBeLessThan(2000 * 3016);
   });
 });

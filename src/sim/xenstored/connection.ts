@@ -9,12 +9,23 @@ import type { OutgoingMessage } from '../../transport/message_stream.js';
 import { Fifo } from '../../util/fifo.js';
 import { formatXsPerm, parseXsPerm, type XsPerm } from '../../wire/xs_perms.js';
 import {
-  XENSTORE_PAYLOAD_MAX, XsType, joinPayload, splitPayload, utf8String, xsTypeName, type XsMessage,
+  XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, XsType, joinPayload, splitPayload, utf8String, xsTypeName, type XsMessage,
 } from '../../wire/xs_wire.js';
 import { NodeTree, XsErr, canonicalPath, mayRead, type Caller, type Change } from './store.js';
 
 /** Kinds of event the daemon counts; a connection reports them with {@link XenstoredHost.count}. */
-export type XenstoredEvent = 'requests' | 'errors' | 'watchEventsSent' | 'transactionsCommitted' | 'transactionConflicts' | 'droppedConnections';
+export type XenstoredEvent = 'requests' | 'errors' | 'watchEventsSent' | 'watchEventsDropped' | 'transactionsCommitted'
+  | 'transactionConflicts' | 'droppedConnections';
+
+/**
+ * Output a connection may leave unread. Past the first bound its watch
+ * events are dropped, as C xenstored drops events a guest does not consume;
+ * past the second (replies to requests it keeps sending without reading)
+ * the connection is dropped. Either way one client cannot grow the daemon
+ * without bound.
+ */
+export const EVENT_BACKLOG_BYTES = 1 << 20;
+export const REPLY_BACKLOG_BYTES = 4 << 20;
 
 /**
  * What a connection may ask of the daemon it belongs to, and nothing more:
@@ -49,6 +60,7 @@ export class ServerConnection {
   private readonly framed: FramedStream;
   /** Replies and events the stream could not take yet, in order. */
   private readonly backlog = new Fifo<OutgoingMessage>();
+  private backlogBytes = 0;
   private readonly watches = new Map<string, WatchReg>();
   private readonly transactions = new Map<number, NodeTree>();
   private nextTxId = 1;
@@ -76,6 +88,7 @@ export class ServerConnection {
     this.watches.clear();
     this.transactions.clear();
     this.backlog.clear();
+    this.backlogBytes = 0;
     this.framed.close();
     this.server.dropped(this);
   }
@@ -209,6 +222,7 @@ export class ServerConnection {
         this.transactions.clear();
         return OK;
       case XsType.Control: {
+        this.requirePrivileged();
         const [cmd, ...params] = splitPayload(m.payload);
         if (cmd === 'print') {
           this.server.log(`control print: ${params.join(' ')}`);
@@ -321,14 +335,28 @@ export class ServerConnection {
   }
 
   private sendEvent(w: WatchReg, epath: string): void {
+    const payload = joinPayload([epath, w.token]);
+    // A long token under a long path can make an event no frame may carry:
+    // C xenstored drops such events, and so do we.
+    if (payload.length > XENSTORE_PAYLOAD_MAX || this.backlogBytes > EVENT_BACKLOG_BYTES) {
+      this.server.count('watchEventsDropped');
+      return;
+    }
     this.server.count('watchEventsSent');
-    this.send(XsType.WatchEvent, 0, 0, joinPayload([epath, w.token]));
+    this.send(XsType.WatchEvent, 0, 0, payload);
   }
 
   private send(type: number, reqId: number, txId: number, payload: Uint8Array): void {
     if (this.closed) return;
     const m = { type, reqId, txId, payload };
-    if (this.backlog.length > 0 || !this.framed.send(m)) this.backlog.push(m);
+    if (this.backlog.length === 0 && this.framed.send(m)) return;
+    this.backlog.push(m);
+    this.backlogBytes += XS_HEADER_SIZE + payload.length;
+    if (this.backlogBytes > REPLY_BACKLOG_BYTES) {
+      this.server.log(`dropping domain ${this.caller.domid} connection: ${this.backlogBytes} bytes of replies left unread`);
+      this.server.count('droppedConnections');
+      this.close();
+    }
   }
 
   /** The stream has room again: what waited goes first. */
@@ -336,6 +364,7 @@ export class ServerConnection {
     for (let m = this.backlog.peek(); m !== undefined && !this.closed; m = this.backlog.peek()) {
       if (!this.framed.send(m)) return;
       this.backlog.shift();
+      this.backlogBytes -= XS_HEADER_SIZE + m.payload.length;
     }
   }
 }

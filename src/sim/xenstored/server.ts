@@ -39,6 +39,8 @@ export interface SimXenstoredStats {
   requests: number;
   errors: number;
   watchEventsSent: number;
+  /** Events not sent: larger than a frame may carry, or for a connection that leaves too much unread. */
+  watchEventsDropped: number;
   transactionsCommitted: number;
   transactionConflicts: number;
   droppedConnections: number;
@@ -58,7 +60,7 @@ export class SimXenstored {
   private readonly introduced = new Set<number>([0]);
   private readonly targets = new Map<number, number>();
   private readonly counters: SimXenstoredStats = {
-    connections: 0, requests: 0, errors: 0, watchEventsSent: 0,
+    connections: 0, requests: 0, errors: 0, watchEventsSent: 0, watchEventsDropped: 0,
     transactionsCommitted: 0, transactionConflicts: 0, droppedConnections: 0,
   };
   readonly maxWatches: number;
@@ -144,7 +146,16 @@ export class SimXenstored {
 
   private fire(changes: readonly Change[]): void {
     if (changes.length === 0) return;
-    for (const conn of this.conns) conn.matchChanges(changes);
+    for (const conn of [...this.conns]) {
+      try {
+        conn.matchChanges(changes);
+      } catch (err) {
+        // One connection's events must never take the daemon (or another client) down.
+        this.log(`dropping domain ${conn.caller.domid} connection: its watch events failed: ${err instanceof Error ? err.message : String(err)}`);
+        this.counters.droppedConnections++;
+        conn.close();
+      }
+    }
   }
 
   private fireSpecial(name: string): void {
