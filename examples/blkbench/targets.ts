@@ -3,9 +3,11 @@
  * temporary image, an image file, or memory) or over a real Xen guest's
  * platform; and the baseline, Node fs straight on the same image file.
  */
-import { closeSync, existsSync, mkdtempSync, openSync, read, rmSync, statSync, accessSync, constants, write, writeSync, ftruncateSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import {
+  closeSync, existsSync, mkdtempSync, openSync, read, rmSync, statSync, statfsSync, accessSync, constants, write, writeSync, ftruncateSync,
+} from 'node:fs';
+import { freemem, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { openBlockDevice, openXenPlatform, type BlockDevice, type BlockDeviceInfo, type XenPlatform } from '../../src/index.js';
 import { createSimHost, type SimBlkback, type SimHost } from '../../src/sim/index.js';
 import type { BenchOptions } from './options.js';
@@ -33,6 +35,13 @@ export function defaultTmpdir(): string {
   } catch {
     return tmpdir();
   }
+}
+
+/** Fails before anything is written when an image of `size` bytes cannot fit where it would go. */
+export function checkRoom(dir: string, size: number, what: string): void {
+  const fs = statfsSync(dir);
+  const free = fs.bavail * fs.bsize;
+  if (size > free) throw new Error(`${what}: a ${size}-byte image does not fit in ${dir} (${free} bytes free)`);
 }
 
 /** Writes `size` bytes of non-zero data, so reads are of real pages, not holes. */
@@ -126,21 +135,36 @@ export async function openDriverTarget(o: BenchOptions): Promise<DriverTarget> {
   let cleanup = (): void => undefined;
   let describe: string;
   if (t.kind === 'temp') {
-    const dir = mkdtempSync(join(t.dir ?? defaultTmpdir(), 'blkbench-'));
+    const parent = t.dir ?? defaultTmpdir();
+    checkRoom(parent, t.size, '--offset and --size');
+    const dir = mkdtempSync(join(parent, 'blkbench-'));
     cleanup = () => rmSync(dir, { recursive: true, force: true });
     image = join(dir, 'disk.img');
-    layOut(image, t.size);
+    try {
+      layOut(image, t.size);
+    } catch (err) {
+      cleanup();
+      throw err;
+    }
     describe = `simulated host, temporary image ${image}`;
   } else if (t.kind === 'image') {
     image = t.path;
     if (!existsSync(image)) {
       if (t.size === undefined) throw new Error(`--image ${image}: no such file (give --size to create it)`);
-      layOut(image, Math.ceil(t.size / 4096) * 4096);
+      const size = Math.ceil(t.size / 4096) * 4096;
+      checkRoom(dirname(image), size, '--size');
+      try {
+        layOut(image, size);
+      } catch (err) {
+        rmSync(image, { force: true });
+        throw err;
+      }
     } else if (!statSync(image).isFile()) {
       throw new Error(`--image ${image}: not a regular file`);
     }
     describe = `simulated host, image ${image}`;
   } else {
+    if (t.size > freemem()) throw new Error(`--ramdisk: ${t.size} bytes is more than the ${freemem()} bytes of memory free`);
     describe = 'simulated host, memory disk';
   }
 

@@ -6,6 +6,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseOptions, parseSize, UsageError, type BenchOptions } from '../../examples/blkbench/options.js';
 import { main } from '../../examples/blkbench/main.js';
@@ -94,6 +97,29 @@ describe('blkbench options', () => {
     expect(await usageError(['--image', 'a.img', '--tmpdir', '/tmp'])).toMatch(/--tmpdir only applies/);
     expect(await usageError(['--frobnicate'])).toMatch(/Unknown argument: frobnicate/);
     expect(await usageError(['extra'])).toMatch(/Unknown argument: extra/);
+  });
+
+  it('an option given last without its value is refused, not ignored', async () => {
+    for (const o of ['--rw', '--rwmixread', '--bs', '--iodepth', '--queues', '--size', '--runtime', '--number-ios', '--ramp-time',
+      '--offset', '--seed', '--image', '--ramdisk', '--tmpdir', '--vdev', '--ring-pages']) {
+      expect(await usageError(['--ramdisk', '4m', o].slice(o === '--ramdisk' ? 2 : 0))).toMatch(new RegExp(`Not enough arguments following: ${o.slice(2)}`));
+    }
+  });
+
+  it('an image that cannot fit is refused before anything is written, and nothing is left behind', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'blkbench-room-'));
+    try {
+      const r = await run(['--offset', '1t', '--size', '4k', '--tmpdir', dir]);
+      expect(r.code).toBe(1);
+      expect(r.err.trim()).toMatch(/^blkbench: --offset and --size: a \d+-byte image does not fit in /);
+      const img = join(dir, 'new.img');
+      const r2 = await run(['--image', img, '--size', '1t']);
+      expect(r2.code).toBe(1);
+      expect(r2.err.trim()).toMatch(/does not fit/);
+      expect(readdirSync(dir)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('--help explains every option, with examples', async () => {
