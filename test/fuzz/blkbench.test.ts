@@ -1,0 +1,52 @@
+/**
+ * Property suite for blkbench's command line, seeded (FUZZ_SEED replays it):
+ * any argv gives options that pass their own checks, help text, or a
+ * one-line UsageError; nothing else is thrown.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseOptions, UsageError } from '../../examples/blkbench/options.js';
+import { fuzz, Tally } from '../helpers/fuzz.js';
+
+const NAMES = ['--rw', '--rwmixread', '--bs', '--iodepth', '--queues', '--size', '--runtime', '--number-ios', '--ramp-time',
+  '--offset', '--seed', '--image', '--ramdisk', '--tmpdir', '--xen', '--vdev', '--persistent', '--no-persistent', '--indirect',
+  '--no-indirect', '--pool', '--no-pool', '--ring-pages', '--zero-copy', '--verify', '--baseline', '--json', '--progress',
+  '--no-progress', '--help', '-h', '--version', '--bogus', '-x', '--'];
+const VALUES = ['0', '1', '-1', '3', '512', '4k', '1m', '1t', '1.5', 'NaN', 'Infinity', '1e309', 'randread', 'randrw', 'sideways',
+  '/tmp/x.img', '51712', 'xvda', '', ' ', '4 k', '64KiB', '9007199254740993', '0x10', 'true', 'false'];
+
+describe('fuzz: blkbench command lines', () => {
+  it('every argv parses to checked options, help text, or one UsageError line', async () => {
+    const f = fuzz('blkbench argv');
+    const tally = new Tally();
+    const deadline = Date.now() + 4000;
+    let cases = 0;
+    while (cases < 2000 && Date.now() < deadline) {
+      cases++;
+      const argv: string[] = [];
+      for (let i = 0, n = f.int(7); i < n; i++) {
+        if (f.chance(0.7)) argv.push(f.pick(NAMES));
+        if (f.chance(0.7)) argv.push(f.pick(VALUES));
+      }
+      try {
+        const r = await parseOptions(argv);
+        if (r.kind === 'text') {
+          tally.add('text');
+          continue;
+        }
+        const o = r.options;
+        tally.add('run');
+        expect(Number.isSafeInteger(o.bs) && o.bs > 0 && o.bs % 512 === 0, argv.join(' ')).toBe(true);
+        expect(Number.isSafeInteger(o.iodepth) && o.iodepth >= 1, argv.join(' ')).toBe(true);
+        expect(Number.isSafeInteger(o.offset) && o.offset % 512 === 0, argv.join(' ')).toBe(true);
+        expect(o.runtime === undefined || (Number.isFinite(o.runtime) && o.runtime > 0), argv.join(' ')).toBe(true);
+      } catch (err) {
+        expect(err, `seed ${f.seed}: ${JSON.stringify(argv)} threw ${String(err)}`).toBeInstanceOf(UsageError);
+        expect((err as Error).message).not.toContain('\n');
+        tally.add('usage error');
+      }
+    }
+    console.log(`fuzz blkbench argv: ${cases} command lines; ${tally}`);
+    expect(tally.get('usage error')).toBeGreaterThan(0);
+    expect(tally.get('run')).toBeGreaterThan(0);
+  }, 30_000);
+});
