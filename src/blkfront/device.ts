@@ -8,10 +8,10 @@
  * budget.ts, the data path in queue.ts, the handshake in negotiate.ts.
  */
 import { EventEmitter } from 'node:events';
-import { BlkifError, isXenError } from '../errors.js';
+import { BlkifError } from '../errors.js';
 import { BLKIF_DISCARD_SECURE, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_NATIVE_ABI, BLKIF_SECTOR_SIZE, BlkifOp } from '../wire/blkif.js';
 import { XenbusState } from '../wire/xenbus_state.js';
-import { readState, switchState, waitForState } from '../xenbus/device.js';
+import { readState, switchState } from '../xenbus/device.js';
 import type { Watch } from '../xenbus/watch.js';
 import type { XenPlatform } from '../platform/types.js';
 import type { GrantPool } from '../gnttab/pool.js';
@@ -25,7 +25,7 @@ import { grantBudget, makePool, segmentCap, sumPoolStats } from './budget.js';
 import { CLOSED, CONNECTED, refusal, type DeviceState } from './state.js';
 import { CallKind, QueueChooser, Submitter, checkRange, checkWritable } from './submit.js';
 import {
-  locateDevice, readDiskInfo, resetFrontend, talkToBackend, waitForBackend,
+  backendEngaged, closeHandshake, locateDevice, offers, readDiskInfo, resetFrontend, talkToBackend, waitForBackend, withoutFeature,
   type BlockDeviceInfo, type DeviceLocation, type Negotiated, type RingSetup,
 } from './negotiate.js';
 import {
@@ -91,9 +91,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         dev.rings = [];
         dev.queues = [];
       }
-      const be = await readState(dev.platform.xenstore, loc.backend).catch(() => XenbusState.Unknown);
-      const engaged = be !== XenbusState.Unknown && be !== XenbusState.Initialising && be !== XenbusState.Closed;
-      await dev.disconnect(engaged).catch(() => undefined);
+      const engaged = await backendEngaged(dev.platform, loc);
+      await closeHandshake(dev.platform, loc, engaged, wish.timeoutMs).catch(() => undefined);
       await dev.release();
       throw err;
     }
@@ -192,20 +191,13 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       else if (op.op === BlkifOp.Write) this.counts.bytesWritten += op.sectors * BLKIF_SECTOR_SIZE;
     } else if (err.code === 'BLKIF_EOPNOTSUPP') {
       // As Linux does on EOPNOTSUPP: stop using the feature.
-      const f = this.infoNow.features;
-      if (op.op === BlkifOp.FlushDiskcache) this.setFeatures({ ...f, flush: false });
-      else if (op.op === BlkifOp.WriteBarrier) this.setFeatures({ ...f, barrier: false });
-      else if (op.op === BlkifOp.Discard) this.setFeatures({ ...f, discard: null });
+      this.infoNow = { ...this.infoNow, features: withoutFeature(this.infoNow.features, op.op) };
     }
   };
 
   private readonly oversize = (op: IoOp): void => {
     for (const piece of this.submitter.split(op)) this.dispatch(piece);
   };
-
-  private setFeatures(features: BlockDeviceInfo['features']): void {
-    this.infoNow = { ...this.infoNow, features };
-  }
 
   private readonly broken = (err: BlkifError): void => {
     if (this.state.kind !== 'connected') return;
@@ -226,9 +218,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       return;
     }
     const f = this.infoNow.features;
-    const unsupported = (op.op === BlkifOp.Discard && f.discard === null)
-      || (op.op === BlkifOp.FlushDiskcache && !f.flush) || (op.op === BlkifOp.WriteBarrier && !f.barrier);
-    if (unsupported) {
+    if (!offers(f, op.op)) {
       // Replayed onto a backend that no longer offers it.
       op.fail(new BlkifError('BLKIF_EOPNOTSUPP', `${opName(op.op)}: the backend does not offer it`));
       return;
@@ -392,30 +382,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     this.state = CLOSED;
     if (before.kind === 'connected') for (const q of this.queues) q.fail(closedErr, this.quarantine);
     if (before.kind === 'reconnecting') for (const op of before.held) op.fail(closedErr);
-    await this.disconnect(wasConnected);
+    await closeHandshake(this.platform, this.loc, wasConnected, this.wish.timeoutMs);
     await this.release();
-  }
-
-  /**
-   * The xenbus side of closing: Closing, then Closed once the backend
-   * follows, and wait for it to be Closed (or back in InitWait), so the
-   * backend has unmapped everything before the grants end.
-   */
-  private async disconnect(wasConnected: boolean): Promise<void> {
-    const xs = this.platform.xenstore;
-    const timeoutMs = this.wish.timeoutMs;
-    if (wasConnected) {
-      try {
-        await switchState(xs, this.loc.frontend, XenbusState.Closing);
-        await waitForState(xs, this.loc.backend, [XenbusState.Closing, XenbusState.Closed, XenbusState.Unknown], { timeoutMs });
-      } catch (err) {
-        if (!isXenError(err)) throw err;
-      }
-    }
-    await switchState(xs, this.loc.frontend, XenbusState.Closed).catch(() => undefined);
-    if (wasConnected) {
-      await waitForState(xs, this.loc.backend, [XenbusState.Closed, XenbusState.InitWait, XenbusState.Unknown], { timeoutMs }).catch(() => undefined);
-    }
   }
 
   /** Unbinds the channels and ends every grant (the backend is disconnected). */

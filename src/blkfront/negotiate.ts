@@ -7,7 +7,7 @@
  */
 import { BlkifError, XenstoreError, isXenError } from '../errors.js';
 import {
-  BLKIF_MAX_INDIRECT_SEGMENTS, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_NATIVE_ABI, BLKIF_SECTOR_SIZE, VDISK_CDROM, VDISK_READONLY,
+  BLKIF_MAX_INDIRECT_SEGMENTS, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_NATIVE_ABI, BLKIF_SECTOR_SIZE, BlkifOp, VDISK_CDROM, VDISK_READONLY,
   VDISK_REMOVABLE,
 } from '../wire/blkif.js';
 import { XenbusState, xenbusStateName } from '../wire/xenbus_state.js';
@@ -104,6 +104,19 @@ export function staleKeys(children: readonly string[], order: number, queues: nu
     if (k === 'ring-ref' || /^ring-ref\d+$/.test(k)) return queues > 1 || ringKeys.has(k);
     return false;
   });
+}
+
+/** False for a flush, barrier or discard the features do not include (every other operation is always offered). */
+export function offers(f: NegotiatedFeatures, op: number): boolean {
+  return !((op === BlkifOp.Discard && f.discard === null) || (op === BlkifOp.FlushDiskcache && !f.flush) || (op === BlkifOp.WriteBarrier && !f.barrier));
+}
+
+/** The features without the one `op` needs (after the backend answered EOPNOTSUPP to it). */
+export function withoutFeature(f: NegotiatedFeatures, op: number): NegotiatedFeatures {
+  if (op === BlkifOp.FlushDiskcache) return { ...f, flush: false };
+  if (op === BlkifOp.WriteBarrier) return { ...f, barrier: false };
+  if (op === BlkifOp.Discard) return { ...f, discard: null };
+  return f;
 }
 
 /** Reads where our device and its backend are (`device/vbd/<vdev>`). BLKIF_ENODEV when absent. */
@@ -297,3 +310,31 @@ export async function resetFrontend(platform: XenPlatform, loc: DeviceLocation):
   if (s !== XenbusState.Initialising) await switchState(xs, loc.frontend, XenbusState.Initialising);
 }
 
+
+/** True when the backend has gone past waiting for us (InitWait or later, and not Closed): a close must be handshaken. */
+export async function backendEngaged(platform: XenPlatform, loc: DeviceLocation): Promise<boolean> {
+  const s = await readState(platform.xenstore, loc.backend).catch(() => XenbusState.Unknown);
+  return s !== XenbusState.Unknown && s !== XenbusState.Initialising && s !== XenbusState.Closed;
+}
+
+/**
+ * The xenbus side of closing: Closing, then Closed once the backend
+ * follows, and wait for it to be Closed (or back in InitWait), so the
+ * backend has unmapped everything before the grants end. With `engaged`
+ * false (a backend that never got going) only our state goes Closed.
+ */
+export async function closeHandshake(platform: XenPlatform, loc: DeviceLocation, engaged: boolean, timeoutMs: number): Promise<void> {
+  const xs = platform.xenstore;
+  if (engaged) {
+    try {
+      await switchState(xs, loc.frontend, XenbusState.Closing);
+      await waitForState(xs, loc.backend, [XenbusState.Closing, XenbusState.Closed, XenbusState.Unknown], { timeoutMs });
+    } catch (err) {
+      if (!isXenError(err)) throw err;
+    }
+  }
+  await switchState(xs, loc.frontend, XenbusState.Closed).catch(() => undefined);
+  if (engaged) {
+    await waitForState(xs, loc.backend, [XenbusState.Closed, XenbusState.InitWait, XenbusState.Unknown], { timeoutMs }).catch(() => undefined);
+  }
+}

@@ -99,30 +99,11 @@ export class BlkQueue {
     this.pump();
   }
 
-  /** Ring requests `op` takes with this queue's limits. */
-  private requestsFor(op: IoOp): number {
-    const pages = op.pages;
-    return pages === 0 ? 1 : Math.ceil(pages / this.params.maxSegments);
-  }
-
-  /** Indirect descriptor pages `op` needs with this queue's limits. */
-  private indirectPagesFor(op: IoOp): number {
-    const pages = op.pages;
-    const per = this.params.maxSegments;
-    if (per <= BLKIF_MAX_SEGMENTS_PER_REQUEST || pages <= BLKIF_MAX_SEGMENTS_PER_REQUEST) return 0;
-    let n = 0;
-    for (let s = 0; s < pages; s += per) {
-      const segs = Math.min(per, pages - s);
-      if (segs > BLKIF_MAX_SEGMENTS_PER_REQUEST) n += Math.ceil(segs / SEGS_PER_INDIRECT_FRAME);
-    }
-    return n;
-  }
-
   /** Puts waiting pieces on the ring, in order, while the ring and the pool have room. */
   pump(): void {
     for (let op = this.pending.peek(); this.live && op !== undefined; op = this.pending.peek()) {
       if (op.acquiring) break;
-      const nreq = this.requestsFor(op);
+      const nreq = op.requestsFor(this.params.maxSegments);
       if (nreq > this.ids.size) {
         // It could never go on this ring whole: waiting would wait forever.
         this.pending.shift();
@@ -158,7 +139,7 @@ export class BlkQueue {
         return false;
       }
     }
-    const ind = this.indirectPagesFor(op);
+    const ind = op.indirectPagesFor(this.params.maxSegments);
     if (ind > 0 && op.indirect === null) {
       const lease = this.take(op, ind, this.params.persistent);
       if (lease === undefined) return false;
@@ -252,7 +233,7 @@ export class BlkQueue {
           if (nseg <= BLKIF_MAX_SEGMENTS_PER_REQUEST) {
             setRequestHeader(abi, v, off, op.op, nseg, this.params.handle, slot, gen, sector);
             for (let i = 0; i < nseg; i++) {
-              setSegment(v, segmentOffset(abi, off, i), refs[rb + first + i]!, 0, this.lastSect(op, first + i));
+              setSegment(v, segmentOffset(abi, off, i), refs[rb + first + i]!, 0, op.lastSect(first + i));
             }
           } else {
             this.stats.indirectRequests++;
@@ -266,7 +247,7 @@ export class BlkQueue {
               const at = page.byteOffset;
               const base = first + p * SEGS_PER_INDIRECT_FRAME;
               const n = Math.min(SEGS_PER_INDIRECT_FRAME, nseg - p * SEGS_PER_INDIRECT_FRAME);
-              for (let i = 0; i < n; i++) setSegment(pv, at + i * BLKIF_SEGMENT_SIZE, refs[rb + base + i]!, 0, this.lastSect(op, base + i));
+              for (let i = 0; i < n; i++) setSegment(pv, at + i * BLKIF_SEGMENT_SIZE, refs[rb + base + i]!, 0, op.lastSect(base + i));
             }
           }
           break;
@@ -294,11 +275,6 @@ export class BlkQueue {
 
   private indirectBuffer: ArrayBufferLike | null = null;
   private indirectView: DataView | null = null;
-
-  /** last_sect of data page `i`: pages are filled from sector 0, only the last may be short. */
-  private lastSect(op: IoOp, i: number): number {
-    return Math.min(SECTORS_PER_PAGE, op.sectors - i * SECTORS_PER_PAGE) - 1;
-  }
 
   private readonly pushNow = (): void => {
     this.pushQueued = false;

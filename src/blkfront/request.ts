@@ -7,7 +7,9 @@
  * several ring requests.
  */
 import { BlkifError } from '../errors.js';
-import { BLKIF_SECTOR_SIZE, BlkifOp, BlkifRsp, SECTORS_PER_PAGE } from '../wire/blkif.js';
+import {
+  BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SECTOR_SIZE, BlkifOp, BlkifRsp, SECTORS_PER_PAGE, SEGS_PER_INDIRECT_FRAME,
+} from '../wire/blkif.js';
 import type { GrantLease, GrantPool } from '../gnttab/pool.js';
 import { PAGE_SIZE } from '../gnttab/types.js';
 import type { BufferRegion } from './buffers.js';
@@ -166,6 +168,29 @@ export class IoOp {
       this.refs = null;
     }
     this.releaseIndirect();
+  }
+
+  /** Ring requests it takes when one request carries at most `maxSegments` pages. */
+  requestsFor(maxSegments: number): number {
+    const pages = this.pages;
+    return pages === 0 ? 1 : Math.ceil(pages / maxSegments);
+  }
+
+  /** Indirect descriptor pages it needs with requests of at most `maxSegments` pages (none up to 11). */
+  indirectPagesFor(maxSegments: number): number {
+    const pages = this.pages;
+    if (maxSegments <= BLKIF_MAX_SEGMENTS_PER_REQUEST || pages <= BLKIF_MAX_SEGMENTS_PER_REQUEST) return 0;
+    let n = 0;
+    for (let s = 0; s < pages; s += maxSegments) {
+      const segs = Math.min(maxSegments, pages - s);
+      if (segs > BLKIF_MAX_SEGMENTS_PER_REQUEST) n += Math.ceil(segs / SEGS_PER_INDIRECT_FRAME);
+    }
+    return n;
+  }
+
+  /** last_sect of data page `i`: pages are filled from sector 0, only the last may be short. */
+  lastSect(i: number): number {
+    return Math.min(SECTORS_PER_PAGE, this.sectors - i * SECTORS_PER_PAGE) - 1;
   }
 
   /** Data pages it needs (segments are whole pages but the last, starting at sector 0). */

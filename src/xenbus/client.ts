@@ -33,7 +33,7 @@ import type {
 export type {
   TransactionOptions, WatchCallback, WatchEvent, WatchOptions, XenstoreClientOptions, XenstoreClientStats,
 } from './types.js';
-import { Transaction, backoff } from './transaction.js';
+import { Transaction, runTransaction } from './transaction.js';
 import { Watch, WatchIterator } from './watch.js';
 
 interface Pending {
@@ -209,22 +209,8 @@ export class XenstoreClient extends XsOps {
    * short randomised backoff, up to `maxAttempts` times. If `fn` throws, the
    * transaction is aborted and the error passed on.
    */
-  async transaction<T>(fn: (tx: Transaction) => Promise<T>, opts: TransactionOptions = {}): Promise<T> {
-    const maxAttempts = opts.maxAttempts ?? 16;
-    let delay = opts.backoffMs ?? 1;
-    for (let attempt = 1; ; attempt++) {
-      const tx = await this.startTransaction({ signal: opts.signal });
-      try {
-        const result = await fn(tx);
-        await tx.end(true, { signal: opts.signal });
-        return result;
-      } catch (err) {
-        await tx.end(false).catch(() => undefined); // a no-op when the failure was the commit itself
-        if (!isXenError(err, 'XS_EAGAIN') || attempt >= maxAttempts) throw err;
-      }
-      await backoff(delay, opts.signal);
-      delay = Math.min(delay * 2, 100);
-    }
+  transaction<T>(fn: (tx: Transaction) => Promise<T>, opts: TransactionOptions = {}): Promise<T> {
+    return runTransaction((o) => this.startTransaction(o), fn, opts);
   }
 
   /** Starts a transaction by hand; prefer {@link transaction}, which retries. */

@@ -1,4 +1,5 @@
-import { XenstoreError } from '../errors.js';
+import { XenstoreError, isXenError } from '../errors.js';
+import type { TransactionOptions } from './types.js';
 import { XsType, joinPayload } from '../wire/xs_wire.js';
 import type { XenstoreClient } from './client.js';
 import { XsOps, expectOk, type RequestOptions } from './ops.js';
@@ -35,4 +36,30 @@ export function backoff(ms: number, signal?: AbortSignal): Promise<void> {
       reject(new XenstoreError('XS_ABORTED', 'xenstore transaction: aborted', { cause: signal.reason }));
     }, { once: true });
   });
+}
+
+/**
+ * Runs `fn` inside a transaction and commits it; on EAGAIN (a conflicting
+ * change, at commit or during `fn`) the whole of `fn` runs again after a
+ * short randomised backoff, up to `maxAttempts` times. If `fn` throws, the
+ * transaction is aborted and the error passed on.
+ */
+export async function runTransaction<T>(
+  start: (opts: RequestOptions) => Promise<Transaction>, fn: (tx: Transaction) => Promise<T>, opts: TransactionOptions,
+): Promise<T> {
+  const maxAttempts = opts.maxAttempts ?? 16;
+  let delay = opts.backoffMs ?? 1;
+  for (let attempt = 1; ; attempt++) {
+    const tx = await start({ signal: opts.signal });
+    try {
+      const result = await fn(tx);
+      await tx.end(true, { signal: opts.signal });
+      return result;
+    } catch (err) {
+      await tx.end(false).catch(() => undefined); // a no-op when the failure was the commit itself
+      if (!isXenError(err, 'XS_EAGAIN') || attempt >= maxAttempts) throw err;
+    }
+    await backoff(delay, opts.signal);
+    delay = Math.min(delay * 2, 100);
+  }
 }

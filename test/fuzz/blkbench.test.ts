@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseOptions, UsageError } from '../../examples/blkbench/options.js';
-import { fuzz, Tally } from '../helpers/fuzz.js';
+import { fuzz } from '../helpers/fuzz.js';
 
 const NAMES = ['--rw', '--rwmixread', '--bs', '--iodepth', '--queues', '--size', '--runtime', '--number-ios', '--ramp-time',
   '--offset', '--seed', '--image', '--ramdisk', '--tmpdir', '--xen', '--vdev', '--persistent', '--no-persistent', '--indirect',
@@ -17,11 +17,7 @@ const VALUES = ['0', '1', '-1', '3', '512', '4k', '1m', '1t', '1.5', 'NaN', 'Inf
 describe('fuzz: blkbench command lines', () => {
   it('every argv parses to checked options, help text, or one UsageError line', async () => {
     const f = fuzz('blkbench argv');
-    const tally = new Tally();
-    const deadline = Date.now() + 4000;
-    let cases = 0;
-    while (cases < 2000 && Date.now() < deadline) {
-      cases++;
+    for (const c of f.cases(2000, 4000)) {
       const argv: string[] = [];
       for (let i = 0, n = f.int(7); i < n; i++) {
         if (f.chance(0.7)) argv.push(f.pick(NAMES));
@@ -30,23 +26,21 @@ describe('fuzz: blkbench command lines', () => {
       try {
         const r = await parseOptions(argv);
         if (r.kind === 'text') {
-          tally.add('text');
+          f.tally.add('text');
           continue;
         }
         const o = r.options;
-        tally.add('run');
+        f.tally.add('run');
         expect(Number.isSafeInteger(o.bs) && o.bs > 0 && o.bs % 512 === 0, argv.join(' ')).toBe(true);
         expect(Number.isSafeInteger(o.iodepth) && o.iodepth >= 1, argv.join(' ')).toBe(true);
         expect(Number.isSafeInteger(o.offset) && o.offset % 512 === 0, argv.join(' ')).toBe(true);
         expect(o.runtime === undefined || (Number.isFinite(o.runtime) && o.runtime > 0), argv.join(' ')).toBe(true);
       } catch (err) {
-        expect(err, `seed ${f.seed}: ${JSON.stringify(argv)} threw ${String(err)}`).toBeInstanceOf(UsageError);
+        expect(err, `seed ${f.seed}, case ${c}: ${JSON.stringify(argv)} threw ${String(err)}`).toBeInstanceOf(UsageError);
         expect((err as Error).message).not.toContain('\n');
-        tally.add('usage error');
+        f.tally.add('usage error');
       }
     }
-    console.log(`fuzz blkbench argv: ${cases} command lines; ${tally}`);
-    expect(tally.get('usage error')).toBeGreaterThan(0);
-    expect(tally.get('run')).toBeGreaterThan(0);
+    f.report('command lines', 'usage error', 'run', 'text');
   }, 30_000);
 });
