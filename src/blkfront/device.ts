@@ -218,7 +218,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       return;
     }
     const f = this.infoNow.features;
-    if (!offers(f, op.op)) {
+    if (op.op > BlkifOp.Write && !offers(f, op.op)) {
       // Replayed onto a backend that no longer offers it.
       op.fail(new BlkifError('BLKIF_EOPNOTSUPP', `${opName(op.op)}: the backend does not offer it`));
       return;
@@ -227,6 +227,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   }
 
   private checkUsable(): void {
+    if (this.state === CONNECTED && this.closing === null) return; // the hot path: one comparison
     const err = refusal(this.closing === null ? this.state : CLOSED, this.loc.vdev);
     if (err !== null) throw err;
   }

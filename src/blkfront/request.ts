@@ -112,14 +112,13 @@ export class IoOp {
    */
   copyIn(): boolean {
     const src = this.data!;
-    if (src.byteLength !== this.sectors * BLKIF_SECTOR_SIZE) return false;
+    const n = src.byteLength;
+    if (n !== this.sectors * BLKIF_SECTOR_SIZE) return false;
     const pages = this.lease!.pages;
     // A one-page write (the common small one) copies without making a view.
-    if (src.byteLength <= PAGE_SIZE) pages[0]!.set(src);
+    if (n <= PAGE_SIZE) pages[0]!.set(src);
     else {
-      for (let i = 0, off = 0; off < src.byteLength; i++, off += PAGE_SIZE) {
-        pages[i]!.set(src.subarray(off, Math.min(off + PAGE_SIZE, src.byteLength)));
-      }
+      for (let i = 0, off = 0; off < n; i++, off += PAGE_SIZE) pages[i]!.set(src.subarray(off, Math.min(off + PAGE_SIZE, n)));
     }
     return true;
   }
@@ -127,12 +126,10 @@ export class IoOp {
   /** A read's data out of its bounce pages into the caller's memory; false when that memory was detached meanwhile. */
   copyOut(): boolean {
     const dst = this.data!;
-    if (dst.byteLength !== this.sectors * BLKIF_SECTOR_SIZE) return false;
+    const n = dst.byteLength;
+    if (n !== this.sectors * BLKIF_SECTOR_SIZE) return false;
     const pages = this.lease!.pages;
-    for (let i = 0, off = 0; off < dst.byteLength; i++, off += PAGE_SIZE) {
-      const left = dst.byteLength - off;
-      dst.set(left >= PAGE_SIZE ? pages[i]! : pages[i]!.subarray(0, left), off);
-    }
+    for (let i = 0, off = 0; off < n; i++, off += PAGE_SIZE) dst.set(n - off >= PAGE_SIZE ? pages[i]! : pages[i]!.subarray(0, n - off), off);
     return true;
   }
 
