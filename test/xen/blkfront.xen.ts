@@ -7,7 +7,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { BlkifError, openBlockDevice, type BlockDevice, type XenPlatform } from '../../src/index.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { BlkifError, XenError, openBlockDevice, type BlockDevice, type XenPlatform } from '../../src/index.js';
+import { GNTALLOC_LIMIT } from '../../src/gnttab/gntshr.js';
 import { MARKER, MiB, XVDB, XVDC, askDom0, platform } from './env.js';
 
 function code(err: unknown): string {
@@ -195,6 +197,35 @@ test('blkfront: close() then open again, on one platform and on a new one', asyn
     }
     assert.equal(p.grants.stats().sharedPages, 0, 'every grant ended');
     assert.equal(p.evtchn.stats().openPorts, 0, 'every channel unbound');
+  } finally {
+    await p.close();
+  }
+});
+
+test('blkfront: an open that fails (gntalloc\'s limit lowered) leaves the vbd ready for the next; three close() calls settle together', async () => {
+  const p = await platform();
+  try {
+    const saved = readFileSync(GNTALLOC_LIMIT, 'utf8').trim();
+    try {
+      writeFileSync(GNTALLOC_LIMIT, '40');
+      await assert.rejects(open(p, XVDB), (e) => e instanceof XenError && e.code === 'XEN_ENOSPC');
+    } finally {
+      writeFileSync(GNTALLOC_LIMIT, saved);
+    }
+    assert.equal(await p.xenstore.read(`device/vbd/${XVDB}/state`), '6', 'frontend Closed after the failed open');
+    assert.equal(p.grants.stats().sharedPages, 0, 'nothing left shared');
+    assert.equal(p.evtchn.stats().openPorts, 0, 'no channel left bound');
+    const dev = await open(p, XVDB);
+    const at = 9 * MiB;
+    await dev.write(at, pattern(at, 1 << 20, 7));
+    assert.ok((await rd(dev, at, 1 << 20)).equals(pattern(at, 1 << 20, 7)), 'the next open reads and writes');
+    const writes = Array.from({ length: 32 }, (_, i) => dev.write(at + i * 65536, pattern(at + i * 65536, 65536, 8)));
+    const t0 = Date.now();
+    const times = await Promise.all([dev.close(), dev.close(), dev.close()].map((c) => c.then(() => Date.now() - t0)));
+    await Promise.all(writes);
+    console.log(`# three close() calls settled after ${times.join(', ')} ms`);
+    assert.ok(Math.max(...times) - Math.min(...times) < 100, 'every close() settles with the one close');
+    assert.equal(await p.xenstore.read(`device/vbd/${XVDB}/state`), '6');
   } finally {
     await p.close();
   }
