@@ -20,6 +20,8 @@ export interface BufferRegion {
   /** Calls in flight on it; it cannot be freed meanwhile. */
   inflight: number;
   free: boolean;
+  /** Its grants died with a restored domain: its memory is still the owner's, its I/O is bounced. */
+  stale: boolean;
   /**
    * Its queue, with persistent grants: the backend keeps a bounded set of
    * persistent grants per queue (Linux: 1056), so a buffer used on every
@@ -52,7 +54,7 @@ export class DeviceBuffers {
     }
     const shared = this.grants.share(this.domid, pages, true);
     const bytes = shared.bytes;
-    const r: BufferRegion = { shared, start: bytes.byteOffset, end: bytes.byteOffset + pages * PAGE_SIZE, inflight: 0, free: false, home: this.homes++ };
+    const r: BufferRegion = { shared, start: bytes.byteOffset, end: bytes.byteOffset + pages * PAGE_SIZE, inflight: 0, free: false, stale: false, home: this.homes++ };
     const list = this.byBuffer.get(bytes.buffer) ?? [];
     list.splice(this.search(list, r.start), 0, r);
     this.byBuffer.set(bytes.buffer, list);
@@ -67,6 +69,11 @@ export class DeviceBuffers {
     if (r === null || r.start !== buf.byteOffset || r.free) throw new BlkifError('BLKIF_EINVAL', 'freeBuffer: not a buffer this device allocated, or already freed');
     if (r.inflight > 0) throw new BlkifError('BLKIF_EINVAL', `freeBuffer: ${r.inflight} call(s) still use it`);
     r.free = true;
+    if (r.stale) {
+      // Nothing to keep it for: its grants are dead.
+      this.drop(r);
+      return;
+    }
     const pages = (r.end - r.start) / PAGE_SIZE;
     const list = this.spare.get(pages) ?? [];
     list.push(r);
@@ -81,7 +88,7 @@ export class DeviceBuffers {
    */
   find(view: Uint8Array): { region: BufferRegion; page: number } | null {
     const r = this.region(view);
-    if (r === null || r.free) return null;
+    if (r === null || r.free || r.stale) return null;
     const rel = view.byteOffset - r.start;
     if (rel % PAGE_SIZE !== 0 || view.byteOffset + view.byteLength > r.end) return null;
     return { region: r, page: rel / PAGE_SIZE };
@@ -106,6 +113,26 @@ export class DeviceBuffers {
       else hi = mid;
     }
     return lo;
+  }
+
+  /**
+   * After a restore: every buffer's grants are dead. Buffers kept for reuse
+   * are unshared; buffers their owners hold stay mapped (unsharing would
+   * unmap memory in use) and their I/O goes through the pool from now on,
+   * until they are freed.
+   */
+  invalidate(): void {
+    for (const list of this.spare.values()) for (const r of list) this.drop(r);
+    this.spare.clear();
+    for (const list of this.byBuffer.values()) for (const r of list) r.stale = true;
+  }
+
+  private drop(r: BufferRegion): void {
+    const list = this.byBuffer.get(r.shared.bytes.buffer);
+    const i = list?.indexOf(r) ?? -1;
+    if (list !== undefined && i >= 0) list.splice(i, 1);
+    this.grants.unshare(r.shared);
+    this.pagesShared -= (r.end - r.start) / PAGE_SIZE;
   }
 
   /** Unshares every buffer (the device is closed and the backend disconnected). */

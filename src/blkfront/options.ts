@@ -36,6 +36,12 @@ export interface BlockDeviceEvents {
   resize: [info: BlockDeviceInfo];
   /** The backend came back after closing; the pieces in flight were sent again. */
   reconnect: [detail: { replayed: number }];
+  /**
+   * The domain was saved and restored (or migrated) and the device is back:
+   * everything re-established, the pieces in flight sent again. `downtimeMs`
+   * is from noticing the restore to being connected again.
+   */
+  resume: [detail: { replayed: number; domid: number; downtimeMs: number }];
   /** The backend broke the protocol; every call fails with this error from now on. */
   broken: [error: BlkifError];
   /** The backend went away and did not come back; every call fails with this error from now on. */
@@ -69,7 +75,9 @@ export interface BlockDeviceStats {
   /** Pages granted for device buffers. */
   bufferPages: number;
   reconnects: number;
-  /** Pieces replayed after reconnects. */
+  /** Save/restores (or migrations) resumed from. */
+  resumes: number;
+  /** Pieces replayed after reconnects and resumes. */
   replayed: number;
   /** Calls not yet settled. */
   pending: number;

@@ -199,8 +199,10 @@ export class BlkQueue {
       if (op.orphaned !== null) op.fail(op.orphaned);
       else op.queue?.pump();
     }, (err: unknown) => {
-      // Only a closed pool rejects: the device is closing and fails what waits.
       op.acquiring = false;
+      // A piece the device is replaying after a restore (its pool went with the old grants): it waits for its replay.
+      if (op.keep) return;
+      // Otherwise only a closed pool rejects: the device is closing and fails what waits.
       const e = op.orphaned ?? new BlkifError('BLKIF_CLOSED', `${opName(op.op)}: device closed`, { cause: err });
       if (op.queue !== null) op.queue.abandon(op, e);
       else op.fail(e);
@@ -340,10 +342,11 @@ export class BlkQueue {
    * pages stay with their pieces; indirect pages go back (a new ring may
    * split differently).
    */
-  detach(): IoOp[] {
+  detach(closeChannel = true): IoOp[] {
     this.live = false;
     this.channel.onEvent(null);
-    this.channel.close();
+    // After a restore the port died with the old domain: it must not be touched.
+    if (closeChannel) this.channel.close();
     const out = [...this.inFlight];
     for (const op of out) {
       op.releaseIndirect();

@@ -68,6 +68,8 @@ export class IoOp {
   parts = 0;
   /** The first failing response status (BLKIF_RSP_*). */
   status: number = BlkifRsp.Okay;
+  /** Held by the device for a replay after a restore: a pool closing under it does not fail it. */
+  keep = false;
 
   constructor(
     /** BLKIF_OP_*: Read, Write, FlushDiskcache, WriteBarrier, Discard. */
@@ -102,6 +104,7 @@ export class IoOp {
     this.orphaned = null;
     this.parts = 0;
     this.status = BlkifRsp.Okay;
+    this.keep = false;
     return this;
   }
 
@@ -155,6 +158,18 @@ export class IoOp {
     }
     this.releasePages();
     this.done.pieceDone(err);
+  }
+
+  /**
+   * After a restore every grant of the old domain is dead: gives back its
+   * pages and forgets a device buffer's grants, so the replay bounces its
+   * data through new pages (the buffer's memory itself is still valid).
+   */
+  forgetGrants(): void {
+    this.releasePages();
+    this.refs = null;
+    this.refBase = 0;
+    this.keep = true;
   }
 
   /** Gives back whatever pages it holds. */

@@ -44,4 +44,12 @@ export interface EventChannels {
   stats(): EventChannelStats;
   /** Closes every port and stops delivery. */
   close(): void;
+  /**
+   * After a save/restore: stops delivery and forgets every port without
+   * touching any of them. The kernel dropped their bindings when the domain
+   * resumed, and unbinding one then (or closing the handle, which unbinds
+   * them all) hits a BUG_ON in some kernels (Linux 6.1's evtchn.c). Nothing
+   * may be done with this set afterwards; open a new one.
+   */
+  abandon(): void;
 }

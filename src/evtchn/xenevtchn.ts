@@ -108,6 +108,8 @@ export class XenEventChannels implements EventChannels {
   private readonly channels = new Map<number, XenEventChannel>();
   private polling = false;
   private closing = false;
+  /** Abandoned after a restore: the handle stays open, unused, for the life of the process. */
+  private abandoned = false;
   private notifications = 0;
   private deliveries = 0;
   private readonly libc: Libc;
@@ -143,7 +145,7 @@ export class XenEventChannels implements EventChannels {
 
   /** @internal */
   notify(ch: XenEventChannel): void {
-    if (!ch.open) throw new XenError('XEN_EEVTCHN', `event channel port ${ch.port} is closed`);
+    if (!ch.open || this.abandoned) throw new XenError('XEN_EEVTCHN', `event channel port ${ch.port} is closed`);
     this.notifications++;
     if (this.lib.notify(this.handle, ch.port) < 0) {
       throw new XenError('XEN_EEVTCHN', `xenevtchn_notify(${ch.port}) failed (${errnoName(this.lib.errno())})`);
@@ -179,6 +181,20 @@ export class XenEventChannels implements EventChannels {
     else this.release();
   }
 
+  abandon(): void {
+    if (this.handle === null || this.closing) return;
+    for (const ch of this.channels.values()) {
+      ch.open = false;
+      ch.handler = null;
+    }
+    this.channels.clear();
+    this.abandoned = true;
+    this.closing = true;
+    // Only our own eventfd is touched: it ends the poll, whose callback then closes it.
+    if (this.polling) this.wake();
+    else closeSync(this.wakeFd);
+  }
+
   private adopt(port: number, what: string): EventChannel {
     if (port < 0) {
       throw new XenError('XEN_EEVTCHN', `xenevtchn_${what} failed (${errnoName(this.lib.errno())})`);
@@ -194,6 +210,7 @@ export class XenEventChannels implements EventChannels {
     this.polling = true;
     this.libc.pollAsync(this.pollfds, 2, -1, (err, res) => {
       this.polling = false;
+      if (this.abandoned) return closeSync(this.wakeFd);
       if (this.closing) return this.release();
       if (err !== null && err !== undefined) {
         // Not expected from poll(2) on two valid fds; retry rather than go deaf.

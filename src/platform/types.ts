@@ -9,14 +9,27 @@ import type { GrantSharer } from '../gnttab/types.js';
 import type { EventChannels } from '../evtchn/types.js';
 
 export interface XenPlatform {
-  /** This domain's id. */
+  /** This domain's id (a restore may change it: see {@link resume}). */
   readonly domid: number;
   /** A xenstore connection for this domain. */
   readonly xenstore: XenstoreClient;
   /** Shares this domain's pages with another domain. */
   readonly grants: GrantSharer;
-  /** Event channels to other domains. */
+  /** Event channels to other domains (a new set after each {@link resume}). */
   readonly evtchn: EventChannels;
+  /** Save/restores this platform has resumed from. */
+  readonly restores: number;
+  /**
+   * After the domain was saved and restored (or migrated): re-reads the
+   * domid, abandons the event channels (their ports died with the old
+   * domain, and must not be touched) and opens a new set. Grants made before
+   * are dead too; their owners share again. `seen` is the {@link restores}
+   * count the caller last saw: when another caller has resumed since, this
+   * does nothing, so every device of a platform may call it.
+   */
+  resume(seen: number): Promise<void>;
+  /** True when this domain's id is no longer the one it had: it was restored as another domain. */
+  domidChanged(): Promise<boolean>;
   /** Closes the event channels, unshares what is left, closes xenstore. */
   close(): Promise<void>;
 }

@@ -4,6 +4,7 @@
  * (/dev/xen/evtchn), the last two by FFI.
  */
 import { XenError } from '../errors.js';
+import { resumablePlatform } from './resumable.js';
 import { XenstoreClient, type XenstoreClientOptions } from '../xenbus/client.js';
 import { DEFAULT_XENBUS_DEVICE, openXenbusDevice } from '../transport/xenbus_device.js';
 import { XenGrantSharer, loadGntshrLib, type GntshrLib } from '../gnttab/gntshr.js';
@@ -32,8 +33,10 @@ export async function openXenPlatform(opts: XenPlatformOptions = {}): Promise<Xe
   try {
     const grants = new XenGrantSharer(opts.gntshr ?? loadGntshrLib());
     opened.push(() => grants.close());
-    const evtchn = new XenEventChannels(opts.evtchn ?? loadEvtchnLib());
-    opened.push(() => evtchn.close());
+    const evtchnLib = opts.evtchn ?? loadEvtchnLib();
+    // Opened here first so a guest without /dev/xen/evtchn fails before anything else.
+    let first: XenEventChannels | null = new XenEventChannels(evtchnLib);
+    opened.push(() => first?.close());
     const stream = await openXenbusDevice(opts.xenbusDevice ?? DEFAULT_XENBUS_DEVICE, { files: opts.xenbusFiles }).catch((cause: unknown) => {
       throw new XenError('XEN_ENODEV', `${opts.xenbusDevice ?? DEFAULT_XENBUS_DEVICE}: not a Xen guest, or xenfs not mounted`, { cause });
     });
@@ -41,14 +44,14 @@ export async function openXenPlatform(opts: XenPlatformOptions = {}): Promise<Xe
     opened.push(() => xenstore.close());
     // A guest's relative path "domid" is /local/domain/<id>/domid, written by the toolstack.
     const domid = await xenstore.readInt('domid');
-    return {
-      domid, xenstore, grants, evtchn,
-      close: async () => {
-        evtchn.close();
-        grants.close();
-        xenstore.close();
+    return resumablePlatform({
+      domid, xenstore, grants,
+      openEvtchn: () => {
+        const e = first ?? new XenEventChannels(evtchnLib);
+        first = null;
+        return e;
       },
-    };
+    });
   } catch (err) {
     for (const undo of opened.reverse()) undo();
     throw err;

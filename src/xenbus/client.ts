@@ -205,9 +205,10 @@ export class XenstoreClient extends XsOps {
 
   /**
    * Runs `fn` inside a transaction and commits it. On EAGAIN (a conflicting
-   * change, at commit or during `fn`) the whole of `fn` runs again, after a
-   * short randomised backoff, up to `maxAttempts` times. If `fn` throws, the
-   * transaction is aborted and the error passed on.
+   * change, at commit or during `fn`), or ENOENT at commit (the transaction
+   * was lost to a save/restore of this domain), the whole of `fn` runs again,
+   * after a short randomised backoff, up to `maxAttempts` times. If `fn`
+   * throws, the transaction is aborted and the error passed on.
    */
   transaction<T>(fn: (tx: Transaction) => Promise<T>, opts: TransactionOptions = {}): Promise<T> {
     return runTransaction((o) => this.startTransaction(o), fn, opts);

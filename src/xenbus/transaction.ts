@@ -51,13 +51,18 @@ export async function runTransaction<T>(
   let delay = opts.backoffMs ?? 1;
   for (let attempt = 1; ; attempt++) {
     const tx = await start({ signal: opts.signal });
+    let committing = false;
     try {
       const result = await fn(tx);
+      committing = true;
       await tx.end(true, { signal: opts.signal });
       return result;
     } catch (err) {
       await tx.end(false).catch(() => undefined); // a no-op when the failure was the commit itself
-      if (!isXenError(err, 'XS_EAGAIN') || attempt >= maxAttempts) throw err;
+      // EAGAIN: a conflicting change. ENOENT at commit: the transaction itself is gone (the
+      // domain was saved and restored meanwhile, and xenstored forgot it): both mean run it again.
+      const again = isXenError(err, 'XS_EAGAIN') || (committing && isXenError(err, 'XS_ENOENT'));
+      if (!again || attempt >= maxAttempts) throw err;
     }
     await backoff(delay, opts.signal);
     delay = Math.min(delay * 2, 100);

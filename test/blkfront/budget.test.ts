@@ -32,7 +32,10 @@ function limited(guest: XenPlatform, limit: number): { platform: XenPlatform; mo
     limit: () => limit,
   };
   return {
-    platform: { domid: guest.domid, xenstore: guest.xenstore, evtchn: guest.evtchn, grants, close: () => guest.close() },
+    platform: {
+    domid: guest.domid, xenstore: guest.xenstore, evtchn: guest.evtchn, grants, close: () => guest.close(),
+    restores: 0, resume: (seen) => guest.resume(seen), domidChanged: () => guest.domidChanged(),
+  },
     most: () => most,
   };
 }

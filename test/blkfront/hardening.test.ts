@@ -33,7 +33,10 @@ function limited(guest: XenPlatform, limit: number): XenPlatform {
     close: () => inner.close(),
     limit: () => limit,
   };
-  return { domid: guest.domid, xenstore: guest.xenstore, evtchn: guest.evtchn, grants, close: () => guest.close() };
+  return {
+    domid: guest.domid, xenstore: guest.xenstore, evtchn: guest.evtchn, grants, close: () => guest.close(),
+    restores: 0, resume: (seen) => guest.resume(seen), domidChanged: () => guest.domidChanged(),
+  };
 }
 
 describe('reconnect onto a backend with smaller limits (a migration to another host)', () => {

@@ -65,7 +65,9 @@ export class SimBlkback {
     private readonly hostHandle: SimHostHandle,
     readonly backendDomid: number,
     readonly frontendDomid: number,
-    options: SimDiskOptions,
+    private readonly options: SimDiskOptions,
+    /** The storage of the backend this one replaces (a restored domain's disk keeps its data). */
+    from?: SimBlkback,
   ) {
     this.vdev = options.vdev ?? 51712;
     this.backendPath = `/local/domain/${backendDomid}/backend/vbd/${frontendDomid}/${this.vdev}`;
@@ -85,7 +87,11 @@ export class SimBlkback {
       },
       keys: options.keys ?? {},
     };
-    if (options.image !== undefined) {
+    if (from !== undefined) {
+      this.disk = from.disk;
+      this.bytes = from.bytes;
+      this.capacity = from.capacity;
+    } else if (options.image !== undefined) {
       this.disk = { kind: 'file', path: options.image, readOnly: this.opts.readOnly };
       this.bytes = statSync(options.image).size;
       this.capacity = Infinity;
@@ -362,6 +368,28 @@ export class SimBlkback {
    * Unplugs the device, as `xl block-detach` does: Closing, then (once the
    * frontend closed, or after `timeoutMs`) Closed, and both directories removed.
    */
+  /**
+   * The frontend's domain was saved: its device goes, as the toolstack
+   * destroys it (queues stopped, every grant unmapped, both directories
+   * removed). The storage stays for {@link restoredAs}.
+   */
+  async destroy(): Promise<void> {
+    await this.close();
+    await this.xs.rm(this.backendPath).catch(() => undefined);
+    await this.xs.rm(this.frontendPath).catch(() => undefined);
+  }
+
+  /**
+   * The device of the restored domain `frontendDomid` (`hostHandle`: the
+   * host as it is after the restore): a new backend serving the same
+   * storage with the same options, started (InitWait).
+   */
+  async restoredAs(frontendDomid: number, hostHandle: SimHostHandle): Promise<SimBlkback> {
+    const next = new SimBlkback(this.xs, hostHandle, this.backendDomid, frontendDomid, this.options, this);
+    await next.start();
+    return next;
+  }
+
   async detach(timeoutMs = 5000): Promise<void> {
     await this.serialize(async () => {
       await this.stopQueues();

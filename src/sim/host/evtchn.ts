@@ -30,6 +30,7 @@ class SimEventChannel implements EventChannel {
 
   notify(): void {
     if (!this.open) throw new XenError('XEN_EEVTCHN', `event channel port ${this.port} is closed`);
+    this.owner.checkBound(this.port);
     this.owner.send(this.base);
   }
 
@@ -38,10 +39,12 @@ class SimEventChannel implements EventChannel {
   }
 
   mask(): void {
+    this.owner.checkBound(this.port);
     Atomics.store(this.owner.table, this.base + PortWord.masked, 1);
   }
 
   unmask(): void {
+    this.owner.checkBound(this.port);
     const t = this.owner.table;
     Atomics.store(t, this.base + PortWord.masked, 0);
     // Xen's evtchn_unmask: a port that went pending while masked raises its upcall now.
@@ -50,6 +53,7 @@ class SimEventChannel implements EventChannel {
 
   close(): void {
     if (!this.open) return;
+    this.owner.checkBound(this.port);
     this.owner.unbind(this);
   }
 }
@@ -65,6 +69,8 @@ export class SimEventChannels implements EventChannels {
   private readonly seqIdx: number;
   private readonly channels = new Map<number, SimEventChannel>();
   private closed = false;
+  /** A restore dropped every binding of this handle: port operations are faults (see checkBound). */
+  private dropped = false;
   private listening = false;
   private notifications = 0;
   private deliveries = 0;
@@ -233,8 +239,41 @@ export class SimEventChannels implements EventChannels {
     return { notifications: this.notifications, deliveries: this.deliveries, openPorts: this.channels.size };
   }
 
+  /**
+   * @internal What a restore does to a userspace handle: every port it had
+   * is freed in the domain's table (the kernel dropped the bindings), while
+   * the handle and its channel objects live on. From then on an operation on
+   * one of those ports is what crashes a real kernel: it is counted
+   * (Counter.staleEvtchnOps) and refused.
+   */
+  dropBindings(): void {
+    lockWord(this.table, LOCK);
+    for (const port of this.channels.keys()) this.setPort(this.table, port, PortState.free, 0, 0);
+    unlockWord(this.table, LOCK);
+    this.dropped = true;
+  }
+
+  /** @internal Refuses (and counts) a port operation after dropBindings(). */
+  checkBound(port: number): void {
+    if (!this.dropped) return;
+    this.dom.count(Counter.staleEvtchnOps);
+    throw new XenError('XEN_EEVTCHN', `event channel port ${port} was dropped by a restore: an operation on it crashes a real kernel`);
+  }
+
+  abandon(): void {
+    if (this.closed) return;
+    for (const ch of this.channels.values()) {
+      ch.open = false;
+      ch.handler = null;
+    }
+    this.channels.clear();
+    this.closed = true;
+    this.kick(); // ends the listening loop; the handle's slot stays taken, as a real handle stays open
+  }
+
   close(): void {
     if (this.closed) return;
+    if (this.dropped) return this.abandon(); // nothing left to unbind, and touching a port would be the fault
     for (const ch of [...this.channels.values()]) ch.close();
     this.closed = true;
     this.kick(); // ends the listening loop

@@ -15,6 +15,7 @@ import { SimEventChannels } from './evtchn.js';
 import { SimGrantMapper, SimGrantSharer } from './grants.js';
 import { linkXenstoreRing, type XenstoreRingLink } from './xenstore_ring.js';
 import { SimBlkback, type SimDiskOptions } from '../blkback/backend.js';
+import { resumablePlatform } from '../../platform/resumable.js';
 
 export interface SimHostOptions {
   /** The guest's domid (default 1). */
@@ -58,6 +59,20 @@ export interface SimHost {
    * the frontend (InitWait). Closed with the host.
    */
   addDisk(options?: SimDiskOptions): Promise<SimBlkback>;
+  /** The disks plugged into the guest now (new backends after a restore). */
+  readonly disks: readonly SimBlkback[];
+  /**
+   * Saves and restores the guest, as `xl save` then `xl restore` (the
+   * mechanism under live migration) would: the guest keeps its memory and
+   * its process keeps running, but it comes back as another domain (a new
+   * domid, unless `keepDomid`), with an empty grant table, every userspace
+   * event-channel port gone (an operation on one is counted as
+   * Counter.staleEvtchnOps: it crashes a real kernel), its xenstore watches
+   * firing again and its open transactions gone. The toolstack re-creates
+   * the guest's home and its devices, whose new backends (InitWait) serve
+   * the same storage. Returns the new domid.
+   */
+  saveRestore(opts?: { keepDomid?: boolean }): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -77,42 +92,47 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
     evtchn: dom0Evtchn,
   };
 
-  // The toolstack's part of domain creation (libxl): the guest's home, owned by it.
-  const home = `/local/domain/${guestDomid}`;
   const guestGrants = new SimGrantSharer(hypervisor, guestDomid);
-  const guestEvtchn = new SimEventChannels(hypervisor, guestDomid);
-  guestEvtchn.listen();
+  // The guest kernel's own channel, for its xenstore ring: it survives a restore; the
+  // userspace channels (the platform's) do not.
+  const kernelEvtchn = new SimEventChannels(hypervisor, guestDomid);
+  kernelEvtchn.listen();
   const link: XenstoreRingLink = linkXenstoreRing({
-    xenstored, domid: guestDomid, guestGrants, guestEvtchn, dom0Mapper: dom0.mapper, dom0Evtchn,
+    xenstored, domid: guestDomid, guestGrants, guestEvtchn: kernelEvtchn, dom0Mapper: dom0.mapper, dom0Evtchn,
     reservedRef: GNTTAB_RESERVED_XENSTORE,
   });
-  await dom0.xenstore.transaction(async (tx) => {
+  let current = guestDomid;
+  // The toolstack's part of domain creation (libxl): the guest's home, owned by it.
+  const makeHome = (domid: number): Promise<void> => dom0.xenstore.transaction(async (tx) => {
+    const home = `/local/domain/${domid}`;
     await tx.mkdir(home);
-    await tx.setPerms(home, [{ perm: 'n', domid: guestDomid }, { perm: 'r', domid: 0 }]);
+    await tx.setPerms(home, [{ perm: 'n', domid }, { perm: 'r', domid: 0 }]);
     await tx.write(`${home}/name`, options.guestName ?? 'guest');
-    await tx.write(`${home}/domid`, String(guestDomid));
+    await tx.write(`${home}/domid`, String(domid));
     await tx.mkdir(`${home}/device`);
     await tx.write(`${home}/store/ring-ref`, String(link.ringRef));
     await tx.write(`${home}/store/port`, String(link.port));
   });
+  await makeHome(guestDomid);
   xenstored.introduceDomain(guestDomid);
 
   const guestXs = new XenstoreClient(link.stream);
   let closed = false;
-  const guest = {
-    domid: guestDomid,
-    xenstore: guestXs,
-    grants: guestGrants,
-    evtchn: guestEvtchn,
-    close: async () => {
-      guestXs.close();
-      link.close();
-      guestEvtchn.close();
-      guestGrants.close();
+  const platform = resumablePlatform({
+    domid: guestDomid, xenstore: guestXs, grants: guestGrants,
+    openEvtchn: (domid) => {
+      const e = new SimEventChannels(hypervisor, domid);
+      e.listen();
+      return e;
     },
-  };
+    release: () => {
+      link.close();
+      kernelEvtchn.close();
+    },
+  });
+  const guest = platform as XenPlatform & { readonly grants: SimGrantSharer; readonly evtchn: SimEventChannels };
 
-  const disks: SimBlkback[] = [];
+  let disks: SimBlkback[] = [];
   return {
     hypervisor,
     handle: hypervisor.handle,
@@ -125,10 +145,34 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
     },
     addDisk: async (opts = {}) => {
       if (closed) throw new XenError('XEN_CLOSED', 'simulated host closed');
-      const disk = new SimBlkback(dom0.xenstore, hypervisor.handle, 0, guestDomid, opts);
+      const disk = new SimBlkback(dom0.xenstore, hypervisor.handle, 0, current, opts);
       disks.push(disk);
       await disk.start();
       return disk;
+    },
+    get disks() {
+      return disks;
+    },
+    saveRestore: async ({ keepDomid = false } = {}) => {
+      if (closed) throw new XenError('XEN_CLOSED', 'simulated host closed');
+      const from = current;
+      const to = keepDomid ? from : Math.max(...hypervisor.handle.domains.map((d) => d.domid)) + 1;
+      // xl save: the domain is suspended (it sees no watch event), saved, and destroyed with its devices.
+      xenstored.suspendDomain(from);
+      for (const d of disks) await d.destroy();
+      // xl restore: the same memory under the new id, a new grant table; the kernel drops every userspace port.
+      hypervisor.restoreDomain(from, to);
+      guest.evtchn.dropBindings();
+      if (to !== from) {
+        await dom0.xenstore.rm(`/local/domain/${from}`).catch(() => undefined);
+        await makeHome(to);
+      }
+      current = to;
+      const handle = hypervisor.handle;
+      disks = await Promise.all(disks.map((d) => d.restoredAs(to, handle)));
+      // The domain runs again: its kernel reconnects to xenstore and registers every watch again.
+      xenstored.restoreDomain(from, to);
+      return to;
     },
     close: async () => {
       if (closed) return;

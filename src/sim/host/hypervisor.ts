@@ -10,7 +10,7 @@
  * event-channel bindings) lives here too, beside what the guest shares
  * (grant entries), and is only touched under the same rules Xen applies.
  */
-import { GRANT_ENTRY_V1_SIZE } from '../../wire/grant_table.js';
+import { GNTTAB_NR_RESERVED_ENTRIES, GRANT_ENTRY_V1_SIZE } from '../../wire/grant_table.js';
 import { PAGE_SIZE } from '../../gnttab/types.js';
 import { XenError } from '../../errors.js';
 import { EVTCHN_TABLE_BYTES } from './evtchn_layout.js';
@@ -44,6 +44,12 @@ export const Counter = {
   mapFailures: 2,
   /** Event-channel notifications this domain sent. */
   notifications: 3,
+  /**
+   * Operations on an event-channel port that a restore had dropped (notify,
+   * unbind, mask, unmask through a handle opened before the restore): on a
+   * real kernel an unbind there hits a BUG_ON, so a frontend must make none.
+   */
+  staleEvtchnOps: 4,
 } as const;
 const COUNTERS = 8;
 
@@ -134,9 +140,28 @@ export class SimHypervisor {
     return d;
   }
 
-  /** What to post to a worker so it can build its own view. */
+  /**
+   * A simulated restore of domain `from` as domain `to` (the same id for a
+   * restore that keeps it): the same memory, but a new grant table (every
+   * entry gone but the reserved ones, which the toolstack sets up again) and
+   * no grant mapped. The domain stays reachable under its old id too, for
+   * the kernel's own channels (the xenstore ring) that survive a restore.
+   */
+  restoreDomain(from: number, to: number): SimDomain {
+    const d = this.domain(from);
+    const g = d.grantWords;
+    for (let w = 2 * GNTTAB_NR_RESERVED_ENTRIES; w < g.length; w++) Atomics.store(g, w, 0);
+    d.active.fill(0);
+    if (to === from) return d;
+    if (this.domains.has(to)) throw new XenError('XEN_EINVAL', `domain ${to} exists`);
+    const moved = new SimDomain({ ...d.handle, domid: to });
+    this.domains.set(to, moved);
+    return moved;
+  }
+
+  /** What to post to a worker so it can build its own view (a restored domain under each of its ids). */
   get handle(): SimHostHandle {
-    return { domains: [...this.domains.values()].map((d) => d.handle) };
+    return { domains: [...this.domains.entries()].map(([domid, d]) => (d.domid === domid ? d.handle : { ...d.handle, domid })) };
   }
 }
 

@@ -65,6 +65,8 @@ export class ServerConnection {
   private readonly transactions = new Map<number, NodeTree>();
   private nextTxId = 1;
   private closed = false;
+  /** @internal Its domain is suspended: watch events are dropped (every watch fires again on restore). */
+  suspended = false;
 
   constructor(private readonly server: XenstoredHost, stream: ByteStream, readonly caller: Caller) {
     this.framed = new FramedStream(stream);
@@ -95,6 +97,32 @@ export class ServerConnection {
 
   resetWatches(): void {
     this.watches.clear();
+  }
+
+  /**
+   * @internal The domain this connection speaks for was restored as domain
+   * `domid`, as a guest's kernel reconnects after a restore: relative paths
+   * now mean the new home, transactions open across the save are gone (their
+   * ids answer ENOENT), and every watch is registered again, so it fires once.
+   */
+  restored(domid: number): void {
+    const oldPrefix = `/local/domain/${this.caller.domid}/`;
+    const newPrefix = `/local/domain/${domid}/`;
+    this.caller.domid = domid;
+    this.suspended = false;
+    this.transactions.clear();
+    const regs = [...this.watches.values()];
+    this.watches.clear();
+    for (const w of regs) {
+      const reg: WatchReg = w.relativePrefix === null ? w : {
+        token: w.token, relativePrefix: newPrefix, abs: w.abs.startsWith(oldPrefix) ? newPrefix + w.abs.slice(oldPrefix.length) : w.abs,
+      };
+      this.watches.set(`${reg.abs}\0${reg.token}`, reg);
+      const raw = reg.relativePrefix !== null && reg.abs.startsWith(reg.relativePrefix) ? reg.abs.slice(reg.relativePrefix.length) : reg.abs;
+      queueMicrotask(() => {
+        if (this.watches.get(`${reg.abs}\0${reg.token}`) === reg) this.sendEvent(reg, raw);
+      });
+    }
   }
 
   private handle(m: XsMessage): void {
@@ -335,6 +363,7 @@ export class ServerConnection {
   }
 
   private sendEvent(w: WatchReg, epath: string): void {
+    if (this.suspended) return;
     const payload = joinPayload([epath, w.token]);
     // A long token under a long path can make an event no frame may carry:
     // C xenstored drops such events, and so do we.

@@ -138,6 +138,25 @@ export class SimXenstored {
     this.fireSpecial('@releaseDomain');
   }
 
+  /**
+   * A restore of domain `from` as domain `to` (the same id, or a new one):
+   * its connections now speak for `to`, lose their open transactions, and
+   * have every watch fire again. The toolstack's part (the new home and
+   * device directories) is the caller's.
+   */
+  /** The domain is suspended (being saved): its connections get no watch event until {@link restoreDomain}. */
+  suspendDomain(domid: number): void {
+    for (const c of this.conns) if (c.caller.domid === domid) c.suspended = true;
+  }
+
+  restoreDomain(from: number, to: number): void {
+    if (to !== from) {
+      this.introduced.delete(from);
+      this.introduceDomain(to);
+    }
+    for (const c of this.conns) if (c.caller.domid === from) c.restored(to);
+  }
+
   /** SET_TARGET: `domid` may act with `target`'s rights, on open connections and new ones. */
   setTarget(domid: number, target: number): void {
     this.targets.set(domid, target);

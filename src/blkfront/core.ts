@@ -1,0 +1,361 @@
+/**
+ * The engine behind a BlockDevice: its lifecycle as one state value, the
+ * queues over the negotiated rings, and what the backend's state changes
+ * mean (a later Connected is a resize; Closing means reconnect and replay
+ * what was in flight, as Linux's blkif_recover does; a restore of our own
+ * domain means resume: everything shared anew). A backend that breaks the
+ * protocol becomes a typed error for everything in flight instead of
+ * corrupt data. Splitting and queue choice live in submit.ts, the grant
+ * budget in budget.ts, the data path in queue.ts, the handshake in
+ * negotiate.ts; the public calls in device.ts.
+ */
+import type { EventEmitter } from 'node:events';
+import { BlkifError } from '../errors.js';
+import { BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_NATIVE_ABI, BLKIF_SECTOR_SIZE, BlkifOp } from '../wire/blkif.js';
+import { XenbusState } from '../wire/xenbus_state.js';
+import { readState, switchState } from '../xenbus/device.js';
+import type { Watch } from '../xenbus/watch.js';
+import type { XenPlatform } from '../platform/types.js';
+import type { GrantPool } from '../gnttab/pool.js';
+import { PAGE_SIZE } from '../gnttab/types.js';
+import { ringEntries } from '../wire/ring.js';
+import { SerialQueue } from '../util/serial.js';
+import { BlkQueue, addQueueStats, zeroQueueStats } from './queue.js';
+import { DeviceBuffers } from './buffers.js';
+import { IoOp, opName } from './request.js';
+import { grantBudget, makePool, segmentCap, sumPoolStats } from './budget.js';
+import { CLOSED, CONNECTED, refusal, type DeviceState } from './state.js';
+import { QueueChooser, Submitter } from './submit.js';
+import {
+  backendEngaged, closeHandshake, locateDevice, offers, readDiskInfo, resetFrontend, talkToBackend, waitForBackend, withoutFeature,
+  type BlockDeviceInfo, type DeviceLocation, type Negotiated, type RingSetup,
+} from './negotiate.js';
+import {
+  resolveOptions, type BlockDeviceEvents, type BlockDeviceOptions, type BlockDeviceStats, type DeviceSettings,
+} from './options.js';
+
+/** Backend states after which our rings are dead: closing or gone, or a backend that started over. */
+const RESTART_STATES: readonly XenbusState[] = [
+  XenbusState.Closing, XenbusState.Closed, XenbusState.Unknown, XenbusState.InitWait, XenbusState.Initialising,
+];
+
+/** Where the device's events go: the public BlockDevice. */
+export type DeviceEvents = Pick<EventEmitter<BlockDeviceEvents>, 'emit'>;
+
+export class DeviceCore {
+  state: DeviceState = CONNECTED;
+  private infoNow!: BlockDeviceInfo;
+  private queues: BlkQueue[] = [];
+  private rings: RingSetup[] = [];
+  private readonly pools: GrantPool[] = [];
+  /** Pieces that failed while the backend may still write their pages: released once it is disconnected. */
+  private readonly quarantine: IoOp[] = [];
+  readonly buffers: DeviceBuffers;
+  readonly submitter: Submitter;
+  private readonly chooser = new QueueChooser();
+  private watch: Watch | undefined;
+  /** Reactions to the backend's state, one at a time. */
+  private readonly steps: SerialQueue;
+  private readonly past = zeroQueueStats();
+  private readonly counts = { bytesRead: 0, bytesWritten: 0, reconnects: 0, resumes: 0, replayed: 0 };
+  private closing: Promise<void> | null = null;
+
+  /** Restores of the platform this device has resumed from. */
+  private seenRestores: number;
+
+  private constructor(
+    private readonly platform: XenPlatform, private loc: DeviceLocation, private readonly wish: DeviceSettings,
+    /** The key under device/vbd/ it was opened by (found again after a restore). */
+    private readonly vdevKey: number | string,
+    private readonly events: DeviceEvents,
+  ) {
+    this.buffers = new DeviceBuffers(platform.grants, loc.backendId);
+    this.seenRestores = platform.restores;
+    this.submitter = new Submitter(this.buffers, (op) => this.dispatch(op));
+    this.steps = new SerialQueue((err) => {
+      if (this.state.kind !== 'closed') process.emitWarning(`blkfront ${this.loc.vdev}: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  }
+
+  /** Finds the device, runs the handshake and watches the backend (see openBlockDevice). */
+  static async open(options: BlockDeviceOptions, events: DeviceEvents): Promise<DeviceCore> {
+    const wish = resolveOptions(options);
+    const loc = await locateDevice(options.platform, options.vdev);
+    const dev = new DeviceCore(options.platform, loc, wish, options.vdev, events);
+    let negotiated = false;
+    try {
+      await resetFrontend(dev.platform, loc);
+      await talkToBackend(dev.platform, loc, wish, (n) => dev.build(n));
+      negotiated = true;
+      await dev.watchBackend();
+    } catch (err) {
+      // Leave the vbd as a close() would, ready for the next open: both ends
+      // Closed (the backend goes back to InitWait when we start over). A
+      // backend that never got going has nothing to undo: we only go Closed.
+      dev.state = CLOSED;
+      if (!negotiated) {
+        // talkToBackend has unshared the rings and closed their channels itself.
+        dev.rings = [];
+        dev.queues = [];
+      }
+      const engaged = await backendEngaged(dev.platform, loc);
+      await closeHandshake(dev.platform, loc, engaged, wish.timeoutMs).catch(() => undefined);
+      await dev.release();
+      throw err;
+    }
+    return dev;
+  }
+
+  /** Geometry and negotiated features (replaced on resize and reconnect, and when a feature turns out unsupported). */
+  get info(): BlockDeviceInfo {
+    return this.infoNow;
+  }
+
+  /** Builds the queues over freshly negotiated rings; pools are kept across reconnects. */
+  private build(n: Negotiated): void {
+    this.infoNow = n.info;
+    this.rings = n.rings;
+    const f = n.info.features;
+    const negotiated = f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
+    const plan = {
+      pool: this.wish.pool, poolPages: this.wish.poolPages, maxSegments: negotiated, persistent: f.persistentGrants,
+      entries: ringEntries(f.ringPages * PAGE_SIZE, BLKIF_NATIVE_ABI.entrySize),
+    };
+    const nq = n.rings.length;
+    const budget = grantBudget(this.platform.grants, nq);
+    for (let q = 0; q < nq; q++) this.pools[q] ??= makePool(this.platform.grants, this.loc.backendId, plan, budget);
+    const maxSegments = segmentCap(negotiated, this.pools.slice(0, nq));
+    this.submitter.maxSegments = maxSegments;
+    const params = { abi: BLKIF_NATIVE_ABI, handle: this.loc.vdev & 0xffff, maxSegments, persistent: f.persistentGrants };
+    const hooks = { completed: this.completed, broken: this.broken, recycle: this.submitter.recycle, oversize: this.oversize };
+    this.queues = n.rings.map((r, q) => new BlkQueue(q, r.pages.bytes, r.channel, this.pools[q]!, params, hooks));
+  }
+
+  private async watchBackend(): Promise<void> {
+    this.watch = await this.platform.xenstore.watch(`${this.loc.backend}/state`, () => {
+      this.steps.push(() => this.backendChanged());
+    }, { group: `blkfront:${this.loc.vdev}` });
+  }
+
+  /** The backend's state changed: a resize, or it is closing and we reconnect, or the domain was restored and we resume. */
+  private async backendChanged(): Promise<void> {
+    if (this.state.kind !== 'connected') return;
+    if (await this.restored()) return this.resume();
+    const s = await readState(this.platform.xenstore, this.loc.backend).catch(() => XenbusState.Unknown);
+    if (s === XenbusState.Connected) {
+      const info = await readDiskInfo(this.platform, this.loc, this.wish, { ringPages: this.infoNow.features.ringPages, queues: this.queues.length });
+      if (info.sectors !== this.infoNow.sectors) {
+        this.infoNow = { ...info, features: this.infoNow.features };
+        this.events.emit('resize', this.infoNow);
+      }
+    } else if (RESTART_STATES.includes(s)) {
+      await this.reconnect();
+    }
+  }
+
+  /**
+   * blkfront_closing + blkfront_resume + blkif_recover: stop the queues
+   * (keeping what was in flight, with its data pages), close our end, wait
+   * for the backend to start over, negotiate again, and replay in order.
+   * New calls are held meanwhile. If the backend does not come back, every
+   * held call fails with BLKIF_ENODEV.
+   */
+  private async reconnect(): Promise<void> {
+    const held: IoOp[] = [];
+    this.state = { kind: 'reconnecting', held };
+    const replay: IoOp[] = [];
+    for (const q of this.queues) {
+      addQueueStats(this.past, q.stats);
+      replay.push(...q.detach());
+    }
+    this.dropRings();
+    const xs = this.platform.xenstore;
+    const timeoutMs = this.wish.reconnectTimeoutMs;
+    try {
+      await switchState(xs, this.loc.frontend, XenbusState.Closed);
+      await waitForBackend(this.platform, this.loc, [XenbusState.Closed, XenbusState.InitWait], timeoutMs);
+      await switchState(xs, this.loc.frontend, XenbusState.Initialising);
+      await talkToBackend(this.platform, this.loc, { ...this.wish, timeoutMs }, (n) => this.build(n));
+    } catch (err) {
+      this.giveUp(err, `backend ${this.loc.backend} did not come back`, [...replay, ...held]);
+      return;
+    }
+    this.counts.reconnects++;
+    this.resumed(replay, held);
+    this.events.emit('reconnect', { replayed: replay.length });
+  }
+
+  /**
+   * Whether this domain was saved and restored (or migrated) since we
+   * connected: another device of the platform resumed it already, the domid
+   * changed, or the toolstack wrote our directory afresh (Initialising,
+   * which we never are while connected) for a restore that kept the domid.
+   */
+  private async restored(): Promise<boolean> {
+    if (this.platform.restores !== this.seenRestores) return true;
+    if (await this.platform.domidChanged().catch(() => false)) return true;
+    return (await readState(this.platform.xenstore, this.loc.frontend).catch(() => XenbusState.Unknown)) === XenbusState.Initialising;
+  }
+
+  /**
+   * blkfront_resume + blkif_recover after a save/restore: everything the old
+   * domain had is gone (its ports, every grant, maybe its domid), so nothing
+   * of it is touched or reused. In-flight pieces keep only their data; the
+   * platform opens new event channels; the device is found again under the
+   * new domid; rings, pools and bounce pages are shared anew; then the
+   * handshake and the replay, split to the new limits. Device buffers stay
+   * valid for their owners but are bounced from now on.
+   */
+  private async resume(): Promise<void> {
+    const t0 = Date.now();
+    const held: IoOp[] = [];
+    this.state = { kind: 'reconnecting', held };
+    const replay: IoOp[] = [];
+    for (const q of this.queues) {
+      addQueueStats(this.past, q.stats);
+      replay.push(...q.detach(false));
+    }
+    this.dropRings();
+    for (const op of replay) op.forgetGrants();
+    for (const op of this.quarantine.splice(0)) op.releasePages();
+    await Promise.all(this.pools.map((p) => p.close()));
+    this.pools.length = 0;
+    this.buffers.invalidate();
+    try {
+      await this.platform.resume(this.seenRestores);
+      this.seenRestores = this.platform.restores;
+      await this.watch?.unwatch().catch(() => undefined);
+      this.loc = await locateDevice(this.platform, this.vdevKey);
+      await this.watchBackend();
+      await resetFrontend(this.platform, this.loc);
+      await talkToBackend(this.platform, this.loc, { ...this.wish, timeoutMs: this.wish.reconnectTimeoutMs }, (n) => this.build(n));
+    } catch (err) {
+      this.giveUp(err, 'could not resume after a restore', [...replay, ...held]);
+      return;
+    }
+    this.counts.resumes++;
+    this.resumed(replay, held);
+    this.events.emit('resume', { replayed: replay.length, domid: this.platform.domid, downtimeMs: Date.now() - t0 });
+  }
+
+  /** Back after a reconnect or resume: counts, then replays in order and sends what was held. */
+  private resumed(replay: IoOp[], held: IoOp[]): void {
+    this.state = CONNECTED;
+    this.counts.replayed += replay.length;
+    for (const op of replay) this.dispatch(op);
+    for (const op of held) this.dispatch(op);
+  }
+
+  /** The backend did not come back: every piece waiting fails with BLKIF_ENODEV, and so will every call. */
+  private giveUp(err: unknown, why: string, waiting: IoOp[]): void {
+    const e = err instanceof BlkifError ? err : new BlkifError('BLKIF_ENODEV', `${why}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    this.state = { kind: 'gone', error: e };
+    for (const op of waiting) op.fail(e);
+    this.events.emit('gone', e);
+  }
+
+  private dropRings(): void {
+    // The backend has unmapped them (or will, deferring the end until it does).
+    for (const r of this.rings) this.platform.grants.unshare(r.pages);
+    this.rings = [];
+    this.queues = [];
+  }
+
+  private readonly completed = (op: IoOp, err: BlkifError | null): void => {
+    if (err === null) {
+      if (op.op === BlkifOp.Read) this.counts.bytesRead += op.sectors * BLKIF_SECTOR_SIZE;
+      else if (op.op === BlkifOp.Write) this.counts.bytesWritten += op.sectors * BLKIF_SECTOR_SIZE;
+    } else if (err.code === 'BLKIF_EOPNOTSUPP') {
+      // As Linux does on EOPNOTSUPP: stop using the feature.
+      this.infoNow = { ...this.infoNow, features: withoutFeature(this.infoNow.features, op.op) };
+    }
+  };
+
+  private readonly oversize = (op: IoOp): void => {
+    for (const piece of this.submitter.split(op)) this.dispatch(piece);
+  };
+
+  private readonly broken = (err: BlkifError): void => {
+    if (this.state.kind !== 'connected') return;
+    this.state = { kind: 'broken', error: err };
+    for (const q of this.queues) q.fail(err, this.quarantine);
+    this.events.emit('broken', err);
+  };
+
+  /** Sends a piece to a queue, holds it during a reconnect, or fails it. */
+  private dispatch(op: IoOp): void {
+    const state = this.state;
+    if (state.kind === 'reconnecting') {
+      state.held.push(op);
+      return;
+    }
+    if (state.kind !== 'connected') {
+      op.fail(refusal(state, this.loc.vdev)!);
+      return;
+    }
+    const f = this.infoNow.features;
+    if (op.op > BlkifOp.Write && !offers(f, op.op)) {
+      // Replayed onto a backend that no longer offers it.
+      op.fail(new BlkifError('BLKIF_EOPNOTSUPP', `${opName(op.op)}: the backend does not offer it`));
+      return;
+    }
+    this.chooser.choose(this.queues, op, f.persistentGrants).enqueue(op);
+  }
+
+  /** Throws what a call made now fails with (BLKIF_CLOSED, or the error that broke the device). */
+  checkUsable(): void {
+    if (this.state === CONNECTED && this.closing === null) return; // the hot path: one comparison
+    const err = refusal(this.closing === null ? this.state : CLOSED, this.loc.vdev);
+    if (err !== null) throw err;
+  }
+
+  /** Counters since open (see {@link BlockDeviceStats}). */
+  stats(): BlockDeviceStats {
+    const s = { ...this.past };
+    for (const q of this.queues) addQueueStats(s, q.stats);
+    return {
+      ...this.submitter.counts, ...this.counts, ...s, pool: sumPoolStats(this.pools), bufferPages: this.buffers.pages,
+      responsesPerInterrupt: s.interrupts === 0 ? 0 : s.responses / s.interrupts,
+      pending: this.submitter.active,
+    };
+  }
+
+  /** See BlockDevice.close: every caller waits for the one close. */
+  close(): Promise<void> {
+    // Every caller waits for the one close.
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    const wasConnected = this.state.kind === 'connected' || this.state.kind === 'reconnecting';
+    await this.watch?.unwatch().catch(() => undefined);
+    this.watch = undefined;
+    await this.steps.idle();
+    const timeoutMs = this.wish.timeoutMs;
+    if (this.submitter.active > 0 && this.state.kind === 'connected') {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.submitter.idle(), new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+      clearTimeout(timer);
+    }
+    const closedErr = new BlkifError('BLKIF_CLOSED', `block device ${this.loc.vdev} closed`);
+    const before = this.state;
+    this.state = CLOSED;
+    if (before.kind === 'connected') for (const q of this.queues) q.fail(closedErr, this.quarantine);
+    if (before.kind === 'reconnecting') for (const op of before.held) op.fail(closedErr);
+    await closeHandshake(this.platform, this.loc, wasConnected, this.wish.timeoutMs);
+    await this.release();
+  }
+
+  /** Unbinds the channels and ends every grant (the backend is disconnected). */
+  private async release(): Promise<void> {
+    for (const q of this.queues) {
+      addQueueStats(this.past, q.stats);
+      q.close();
+    }
+    this.dropRings();
+    for (const op of this.quarantine.splice(0)) op.releasePages();
+    this.buffers.close();
+    await Promise.all(this.pools.map((p) => p.close()));
+  }
+}
