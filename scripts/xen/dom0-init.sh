@@ -22,7 +22,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /run
-mount -t tmpfs -o size=512m tmpfs /tmp
+# Room for the backing files and for the domU's save file (xl save writes its memory).
+mount -t tmpfs -o size=1200m tmpfs /tmp
 # Without /dev/stdin the block hotplug script's lock busy-waits for ever.
 ln -sf /proc/self/fd /dev/fd
 ln -sf /proc/self/fd/0 /dev/stdin
@@ -85,6 +86,14 @@ serve() {
     checksum)   # the backing file's sha256, as dom0 sees it
       [ -n "$file" ] || { echo "$n error unknown vdev $a1"; return; }
       sync; echo "$n $(sha256sum "$file" | cut -d' ' -f1)" ;;
+    saverestore)  # xl save then xl restore, as a live migration does it: the suite is frozen meanwhile
+      local t0; t0=$(cut -d' ' -f1 /proc/uptime)
+      if ! xl save suite /tmp/suite.save >/tmp/save.log 2>&1; then echo "$n error xl save: $(tr '\n' ' ' </tmp/save.log)"; return; fi
+      local t1; t1=$(cut -d' ' -f1 /proc/uptime)
+      if ! xl restore /tmp/suite.save >/tmp/restore.log 2>&1; then echo "$n error xl restore: $(tr '\n' ' ' </tmp/restore.log)"; return; fi
+      rm -f /tmp/suite.save
+      say "xl save from ${t0}s to ${t1}s; restored as domain $(xl domid suite) at $(cut -d' ' -f1 /proc/uptime)s" >&3
+      echo "$n restored $(xl domid suite)" ;;
     detach)     # xl block-detach, in the background: it waits for the frontend
       ( if xl block-detach suite "$a1" >/tmp/detach.log 2>&1; then
           say "xl block-detach $a1: done"; else say "xl block-detach $a1: failed: $(tr '\n' ' ' </tmp/detach.log)"; fi ) >&3 2>&3 &
@@ -94,7 +103,8 @@ serve() {
 }
 last=
 deadline=$(( $(cut -d. -f1 /proc/uptime) + TIMEOUT ))
-while xl domid suite >/dev/null 2>&1; do
+while domid=$(xl domid suite 2>/dev/null); do
+  data=/local/domain/$domid/data   # a restore gives the domain a new id
   if [ "$(cut -d. -f1 /proc/uptime)" -ge "$deadline" ]; then
     xl destroy suite || true
     sleep 1; kill "$tailer" 2>/dev/null || true
@@ -105,6 +115,8 @@ while xl domid suite >/dev/null 2>&1; do
     last=${req%% *}
     # shellcheck disable=SC2086
     answer=$(serve $req)
+    # After a save/restore the domain answers under its new id.
+    domid=$(xl domid suite 2>/dev/null) && data=/local/domain/$domid/data
     xenstore-write "$data/response" "$answer"
   fi
   sleep 0.2

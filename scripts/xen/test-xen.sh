@@ -70,10 +70,10 @@ echo "test:xen: testbed ready in $((SECONDS - started))s; booting Xen 4.17 under
 # --- boot ----------------------------------------------------------------------
 set +e
 timeout --kill-after=10 $((timeout_s + 150)) \
-  qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64,+rdrand -m 3G -smp 2 \
+  qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64,+rdrand -m 4G -smp 2 \
     -nographic -no-reboot -serial mon:stdio -display none -monitor none \
     -kernel "$bed/xen" \
-    -append "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2" \
+    -append "console=com1 com1=115200,8n1 dom0_mem=2048M,max:2048M dom0_max_vcpus=2" \
     -initrd "$bed/vmlinuz console=hvc0 earlyprintk=xen panic=-1 quiet,$run/dom0.cpio.gz" \
     </dev/null 2>&1 | tr -d '\r' | tee "$console" | grep --line-buffered -aE '^(dom0|domU)\| |^XEN-TESTBED-RESULT'
 qemu_rc=${PIPESTATUS[0]}

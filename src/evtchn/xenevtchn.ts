@@ -10,6 +10,7 @@
  * calling the handler (so an event during the handler is not lost), or, while
  * the user holds it masked, when they unmask.
  */
+import { spawn } from 'node:child_process';
 import { closeSync, readSync, writeSync } from 'node:fs';
 import { XenError } from '../errors.js';
 import { deviceOpenError, errnoName, loadKoffi, loadLibc, openLibrary, type Libc } from '../ffi/koffi.js';
@@ -92,6 +93,17 @@ class XenEventChannel implements EventChannel {
 
   close(): void {
     this.owner.unbind(this);
+  }
+}
+
+/** Hands `fd` to a detached `sleep` that never wakes, so the file outlives this process. */
+function parkFile(fd: number): void {
+  try {
+    const child = spawn('sleep', ['2147483647'], { stdio: ['ignore', 'ignore', 'ignore', fd], detached: true });
+    child.on('error', () => undefined);
+    child.unref();
+  } catch {
+    // No helper: the file stays open in this process alone, until it exits.
   }
 }
 
@@ -181,8 +193,18 @@ export class XenEventChannels implements EventChannels {
     else this.release();
   }
 
+  /**
+   * The kernel's record of the old ports is still there, and it is released
+   * when the last reference to the handle's file goes, process exit
+   * included: on kernels with the unbind BUG_ON (Linux 6.1's evtchn.c) that
+   * release crashes the exiting process. So the file is also handed to a
+   * sleeping helper process, which keeps it open, unused, until the domain
+   * shuts down: the cost of surviving a restore on such a kernel is one idle
+   * process and one file descriptor per restore.
+   */
   abandon(): void {
     if (this.handle === null || this.closing) return;
+    parkFile(this.fd);
     for (const ch of this.channels.values()) {
       ch.open = false;
       ch.handler = null;

@@ -29,6 +29,11 @@ let sequence = 0;
  * `data/response` for "<n> <answer>".
  */
 export async function askDom0(xs: XenstoreClient, command: string, ...args: string[]): Promise<string> {
+  return askDom0Within(60_000, xs, command, ...args);
+}
+
+/** {@link askDom0}, waiting up to `ms` for the answer. */
+export async function askDom0Within(ms: number, xs: XenstoreClient, command: string, ...args: string[]): Promise<string> {
   const n = String(++sequence) + '-' + process.pid;
   let settle!: (answer: string) => void;
   const answered = new Promise<string>((resolve) => { settle = resolve; });
@@ -39,7 +44,7 @@ export async function askDom0(xs: XenstoreClient, command: string, ...args: stri
   try {
     await xs.write('data/request', [n, command, ...args].join(' '));
     const timeout = new Promise<never>((_, reject) => {
-      setTimeout(() => reject(new Error(`dom0 did not answer "${command}" within 60 s`)), 60_000).unref();
+      setTimeout(() => reject(new Error(`dom0 did not answer "${command}" within ${ms / 1000} s`)), ms).unref();
     });
     return await Promise.race([answered, timeout]);
   } finally {

@@ -2,13 +2,15 @@
  * The Xen suite: run inside the testbed's domU (scripts/xen/test-xen.sh) as
  * `node --test-reporter=tap dist/test/xen/suite.js`. node:test runs the
  * files' tests in this order, which matters: the kernel's xen-blkfront is
- * loaded only after the driver's own tests, and the detach comes last.
+ * loaded only after the driver's own tests, the save/restore changes the
+ * domain's id (dom0 follows it), and the detach comes last.
  */
 import { liveTimers, runningPolls, testStarted } from './leaks.js';
 import './xenstore.xen.js';
 import './gnttab.xen.js';
 import './blkfront.xen.js';
 import './bench.xen.js';
+import './restore.xen.js';
 import './detach.xen.js';
 
 import { after, afterEach, beforeEach } from 'node:test';
