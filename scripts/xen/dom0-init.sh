@@ -86,11 +86,13 @@ serve() {
     checksum)   # the backing file's sha256, as dom0 sees it
       [ -n "$file" ] || { echo "$n error unknown vdev $a1"; return; }
       sync; echo "$n $(sha256sum "$file" | cut -d' ' -f1)" ;;
-    saverestore)  # xl save then xl restore, as a live migration does it: the suite is frozen meanwhile
-      local t0; t0=$(cut -d' ' -f1 /proc/uptime)
-      if ! xl save suite /tmp/suite.save >/tmp/save.log 2>&1; then echo "$n error xl save: $(tr '\n' ' ' </tmp/save.log)"; return; fi
+    saverestore)  # xl save then xl restore, as a live migration does it: the suite is frozen meanwhile.
+                  # "keep": xl save -D, so the domain comes back with the same id.
+      local t0 keep=(); t0=$(cut -d' ' -f1 /proc/uptime)
+      [ "$a1" = keep ] && keep=(-D)
+      if ! xl save "${keep[@]}" suite /tmp/suite.save >/tmp/save.log 2>&1; then echo "$n error xl save: $(tr '\n' ' ' </tmp/save.log)"; return; fi
       local t1; t1=$(cut -d' ' -f1 /proc/uptime)
-      if ! xl restore /tmp/suite.save >/tmp/restore.log 2>&1; then echo "$n error xl restore: $(tr '\n' ' ' </tmp/restore.log)"; return; fi
+      if ! LIBXL_DOMID_REUSE_TIMEOUT=0 xl restore /tmp/suite.save >/tmp/restore.log 2>&1; then echo "$n error xl restore: $(tr '\n' ' ' </tmp/restore.log)"; return; fi
       rm -f /tmp/suite.save
       say "xl save from ${t0}s to ${t1}s; restored as domain $(xl domid suite) at $(cut -d' ' -f1 /proc/uptime)s" >&3
       echo "$n restored $(xl domid suite)" ;;

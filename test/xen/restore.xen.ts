@@ -104,6 +104,22 @@ test('restore: xl save and xl restore with writes in flight: the device resumes,
     assert.equal(r.domid, p.domid);
     assert.notEqual(r.domid, before.domid, 'xl restore gives the domain a new id');
     assert.equal(dev.stats().resumes, 1);
+
+    // Again with xl save -D: the domain keeps its id, and the device still notices (its directory was written afresh).
+    const resumedAgain = new Promise<{ replayed: number; domid: number; downtimeMs: number }>((res) => dev.once('resume', res));
+    const writes = Array.from({ length: 16 }, (_, i) => dev.write(base + i * size, block(i, 1000 + i, size)));
+    const answer2 = await askDom0Within(300_000, p.xenstore, 'saverestore', 'keep');
+    assert.equal(answer2, `restored ${r.domid}`, `dom0: ${answer2}`);
+    const r2 = await Promise.race([
+      resumedAgain,
+      new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error('no resume 120 s after the second restore')), 120_000); }),
+    ]).finally(() => clearTimeout(timer));
+    await Promise.all(writes);
+    for (let i = 0; i < 16; i++) assert.ok(Buffer.from(await dev.read(base + i * size, size)).equals(block(i, 1000 + i, size)), `block ${i} after the second restore`);
+    console.log(`# restore keeping the domid (xl save -D): domain ${r2.domid}, 16 writes in flight acknowledged and read back, ` +
+      `${r2.replayed} pieces replayed, ${r2.downtimeMs} ms from noticing the restore to connected`);
+    assert.equal(r2.domid, r.domid);
+    assert.equal(dev.stats().resumes, 2);
   } finally {
     await dev.close();
     await p.close();
