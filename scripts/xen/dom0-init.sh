@@ -92,7 +92,14 @@ serve() {
       [ "$a1" = keep ] && keep=(-D)
       if ! xl save "${keep[@]}" suite /tmp/suite.save >/tmp/save.log 2>&1; then echo "$n error xl save: $(tr '\n' ' ' </tmp/save.log)"; return; fi
       local t1; t1=$(cut -d' ' -f1 /proc/uptime)
-      if ! LIBXL_DOMID_REUSE_TIMEOUT=0 xl restore /tmp/suite.save >/tmp/restore.log 2>&1; then echo "$n error xl restore: $(tr '\n' ' ' </tmp/restore.log)"; return; fi
+      # The saved domain is destroyed asynchronously: a restore that wants its id back may have to wait for it.
+      local try
+      for try in 1 2 3 4 5 6 7 8 9 10; do
+        LIBXL_DOMID_REUSE_TIMEOUT=0 xl restore /tmp/suite.save >/tmp/restore.log 2>&1 && break
+        say "xl restore (try $try) failed: $(tr '\n' ' ' </tmp/restore.log)" >&3
+        if [ "$try" = 10 ]; then echo "$n error xl restore: $(tr '\n' ' ' </tmp/restore.log)"; return; fi
+        sleep 2
+      done
       rm -f /tmp/suite.save
       say "xl save from ${t0}s to ${t1}s; restored as domain $(xl domid suite) at $(cut -d' ' -f1 /proc/uptime)s" >&3
       echo "$n restored $(xl domid suite)" ;;

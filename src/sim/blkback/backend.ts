@@ -13,7 +13,7 @@
 import { Worker } from 'node:worker_threads';
 import { statSync, truncateSync } from 'node:fs';
 import { XenError } from '../../errors.js';
-import { BLKIF_SECTOR_SIZE, BLKIF_NATIVE_ABI, VDISK_READONLY } from '../../wire/blkif.js';
+import { BLKIF_SECTOR_SIZE, BLKIF_NATIVE_ABI } from '../../wire/blkif.js';
 import { XenbusState } from '../../wire/xenbus_state.js';
 import type { XenstoreClient } from '../../xenbus/client.js';
 import type { Watch } from '../../xenbus/watch.js';
@@ -23,6 +23,7 @@ import type { DiskSpec } from './disk.js';
 import { CONTROL_BYTES, Ctl, FaultKind, MAX_QUEUES, QStat, qstat, setSectors } from './control.js';
 import type { QueueWorkerData } from './worker.js';
 import { FAULTS, OPS, type SimBlkbackStats, type SimDiskOptions, type SimFault } from './options.js';
+import { writeDisk, writeOffers } from './keys.js';
 import { SerialQueue } from '../../util/serial.js';
 
 export type { SimBlkbackStats, SimDiskOptions, SimFault } from './options.js';
@@ -153,22 +154,12 @@ export class SimBlkback {
     await switchState(this.xs, this.backendPath, s);
   }
 
-  /** The features a backend writes before InitWait (blkback's xen_blkbk_probe). */
+  /** The features a backend writes before InitWait (blkback's xen_blkbk_probe), then InitWait. */
   private async advertise(): Promise<void> {
-    const o = this.opts;
-    await this.xs.transaction(async (tx) => {
-      const be = this.backendPath;
-      const put = async (key: string, value: number, offered: boolean): Promise<void> => {
-        if (offered) await tx.write(`${be}/${key}`, String(value));
-        else await tx.rm(`${be}/${key}`).catch(() => undefined);
-      };
-      await put('feature-max-indirect-segments', o.maxIndirectSegments, o.maxIndirectSegments > 0);
-      await put('max-ring-page-order', o.maxRingPageOrder, o.maxRingPageOrder > 0);
-      await put('multi-queue-max-queues', o.maxQueues, o.maxQueues > 1);
-      await tx.write(`${be}/feature-persistent`, o.persistent ? '1' : '0');
-    });
+    await writeOffers(this.xs, this.backendPath, this.opts);
     await this.setState(XenbusState.InitWait);
   }
+
 
   private async frontendChanged(): Promise<void> {
     if (this.closed) return;
@@ -252,29 +243,11 @@ export class SimBlkback {
     return { qw: { worker, stopped }, ready };
   }
 
-  /** The keys blkback's connect() writes before going Connected. */
+  /** The geometry and features blkback writes before Connected. */
   private async publishDisk(persistent: boolean): Promise<void> {
-    const o = this.opts;
-    const be = this.backendPath;
-    await this.xs.transaction(async (tx) => {
-      await tx.write(`${be}/sectors`, String(this.bytes / BLKIF_SECTOR_SIZE));
-      await tx.write(`${be}/info`, String(o.readOnly ? VDISK_READONLY : 0));
-      await tx.write(`${be}/sector-size`, String(o.sectorSize));
-      await tx.write(`${be}/physical-sector-size`, String(o.sectorSize));
-      await tx.write(`${be}/feature-flush-cache`, o.flush ? '1' : '0');
-      await tx.write(`${be}/feature-barrier`, o.barrier ? '1' : '0');
-      await tx.write(`${be}/feature-persistent`, persistent ? '1' : '0');
-      if (o.maxIndirectSegments > 0) await tx.write(`${be}/feature-max-indirect-segments`, String(o.maxIndirectSegments));
-      else await tx.rm(`${be}/feature-max-indirect-segments`).catch(() => undefined);
-      await tx.write(`${be}/feature-discard`, o.discard !== null ? '1' : '0');
-      if (o.discard !== null) {
-        await tx.write(`${be}/discard-granularity`, String(o.discard.granularity));
-        await tx.write(`${be}/discard-alignment`, String(o.discard.alignment));
-        await tx.write(`${be}/discard-secure`, o.discard.secure ? '1' : '0');
-      }
-      for (const [key, value] of Object.entries(o.keys)) await tx.write(`${be}/${key}`, value);
-    });
+    await writeDisk(this.xs, this.backendPath, this.opts, this.bytes, persistent);
   }
+
 
   /** xenbus_dev_fatal: records why, and closes. */
   private async fatal(message: string): Promise<void> {

@@ -12,6 +12,7 @@ import {
   XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, XsType, joinPayload, splitPayload, utf8String, xsTypeName, type XsMessage,
 } from '../../wire/xs_wire.js';
 import { NodeTree, XsErr, canonicalPath, mayRead, type Caller, type Change } from './store.js';
+import { OK, arg0, directoryPartReply, domidArg, isUnder, partOffset } from './payloads.js';
 
 /** Kinds of event the daemon counts; a connection reports them with {@link XenstoredHost.count}. */
 export type XenstoredEvent = 'requests' | 'errors' | 'watchEventsSent' | 'watchEventsDropped' | 'transactionsCommitted'
@@ -270,31 +271,13 @@ export class ServerConnection {
     if (!this.caller.privileged) throw new XsErr('EACCES');
   }
 
-  /**
-   * DIRECTORY_PART: `<gen>\0` then whole child names starting at byte
-   * `offset` of the full list, as many as fit; the part that reaches the end
-   * carries one more, empty, name.
-   */
   private directoryPart(m: XsMessage, tree: NodeTree): Uint8Array {
     const [raw, offS] = splitPayload(m.payload);
-    if (offS === undefined || !/^\d+$/.test(offS)) throw new XsErr('EINVAL');
+    const off = partOffset(offS);
     const node = tree.readable(this.path(raw), this.caller);
-    const full = joinPayload(node.children);
-    const off = Number(offS);
-    if (off > full.length || (off > 0 && full[off - 1] !== 0)) throw new XsErr('EINVAL', 'offset is not a name boundary');
-    const head = joinPayload([String(node.gen)]);
-    const room = XENSTORE_PAYLOAD_MAX - head.length - 1; // keep a byte for the end marker
-    let end = full.length;
-    if (end - off > room) {
-      end = full.lastIndexOf(0, off + room - 1) + 1;
-      if (end <= off) throw new XsErr('E2BIG', 'a child name does not fit');
-    }
-    const last = end === full.length;
-    const out = new Uint8Array(head.length + (end - off) + (last ? 1 : 0));
-    out.set(head, 0);
-    out.set(full.subarray(off, end), head.length);
-    return out; // the trailing byte, when present, is already 0: the empty name
+    return directoryPartReply(node.children, node.gen, off);
   }
+
 
   private watch(m: XsMessage): Uint8Array {
     const [raw, token] = splitPayload(m.payload);
@@ -397,21 +380,3 @@ export class ServerConnection {
     }
   }
 }
-
-const OK = joinPayload(['OK']);
-
-function arg0(m: XsMessage): string | undefined {
-  return splitPayload(m.payload)[0];
-}
-
-function domidArg(s: string | undefined): number {
-  if (s === undefined || !/^\d{1,5}$/.test(s)) throw new XsErr('EINVAL', `bad domid ${s}`);
-  const d = Number(s);
-  if (d > 0xffff) throw new XsErr('EINVAL', `bad domid ${s}`);
-  return d;
-}
-
-function isUnder(path: string, base: string): boolean {
-  return path === base || base === '/' || path.startsWith(`${base}/`);
-}
-

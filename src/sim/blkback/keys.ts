@@ -1,0 +1,57 @@
+/**
+ * What the simulated blkback writes to xenstore, as xen-blkback's xenbus.c
+ * does: its offers before InitWait, the disk's geometry and features before
+ * Connected, and any keys a test asks for as they are.
+ */
+import { BLKIF_SECTOR_SIZE, VDISK_READONLY } from '../../wire/blkif.js';
+import type { XenstoreClient } from '../../xenbus/client.js';
+
+/** The backend's settings as it writes them. */
+export interface BackendSettings {
+  readOnly: boolean;
+  sectorSize: number;
+  persistent: boolean;
+  maxIndirectSegments: number;
+  maxRingPageOrder: number;
+  maxQueues: number;
+  flush: boolean;
+  barrier: boolean;
+  discard: { granularity: number; alignment: number; secure: boolean } | null;
+  keys: Readonly<Record<string, string>>;
+}
+
+/** The offers a backend writes before InitWait (blkback's xen_blkbk_probe); what it does not offer is removed. */
+export async function writeOffers(xs: XenstoreClient, be: string, o: BackendSettings): Promise<void> {
+  await xs.transaction(async (tx) => {
+    const put = async (key: string, value: number, offered: boolean): Promise<void> => {
+      if (offered) await tx.write(`${be}/${key}`, String(value));
+      else await tx.rm(`${be}/${key}`).catch(() => undefined);
+    };
+    await put('feature-max-indirect-segments', o.maxIndirectSegments, o.maxIndirectSegments > 0);
+    await put('max-ring-page-order', o.maxRingPageOrder, o.maxRingPageOrder > 0);
+    await put('multi-queue-max-queues', o.maxQueues, o.maxQueues > 1);
+    await tx.write(`${be}/feature-persistent`, o.persistent ? '1' : '0');
+  });
+}
+
+/** The geometry and features written before Connected (blkback's connect), then the test's own keys. */
+export async function writeDisk(xs: XenstoreClient, be: string, o: BackendSettings, bytes: number, persistent: boolean): Promise<void> {
+  await xs.transaction(async (tx) => {
+    await tx.write(`${be}/sectors`, String(bytes / BLKIF_SECTOR_SIZE));
+    await tx.write(`${be}/info`, String(o.readOnly ? VDISK_READONLY : 0));
+    await tx.write(`${be}/sector-size`, String(o.sectorSize));
+    await tx.write(`${be}/physical-sector-size`, String(o.sectorSize));
+    await tx.write(`${be}/feature-flush-cache`, o.flush ? '1' : '0');
+    await tx.write(`${be}/feature-barrier`, o.barrier ? '1' : '0');
+    await tx.write(`${be}/feature-persistent`, persistent ? '1' : '0');
+    if (o.maxIndirectSegments > 0) await tx.write(`${be}/feature-max-indirect-segments`, String(o.maxIndirectSegments));
+    else await tx.rm(`${be}/feature-max-indirect-segments`).catch(() => undefined);
+    await tx.write(`${be}/feature-discard`, o.discard !== null ? '1' : '0');
+    if (o.discard !== null) {
+      await tx.write(`${be}/discard-granularity`, String(o.discard.granularity));
+      await tx.write(`${be}/discard-alignment`, String(o.discard.alignment));
+      await tx.write(`${be}/discard-secure`, o.discard.secure ? '1' : '0');
+    }
+    for (const [key, value] of Object.entries(o.keys)) await tx.write(`${be}/${key}`, value);
+  });
+}
