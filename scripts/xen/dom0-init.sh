@@ -94,10 +94,10 @@ serve() {
       local t1; t1=$(cut -d' ' -f1 /proc/uptime)
       # The saved domain is destroyed asynchronously: a restore that wants its id back may have to wait for it.
       local try
-      for try in 1 2 3 4 5 6 7 8 9 10; do
+      for try in $(seq 40); do
         LIBXL_DOMID_REUSE_TIMEOUT=0 xl restore /tmp/suite.save >/tmp/restore.log 2>&1 && break
         say "xl restore (try $try) failed: $(tr '\n' ' ' </tmp/restore.log)" >&3
-        if [ "$try" = 10 ]; then echo "$n error xl restore: $(tr '\n' ' ' </tmp/restore.log)"; return; fi
+        if [ "$try" = 40 ]; then echo "$n error xl restore: $(tr '\n' ' ' </tmp/restore.log)"; return; fi
         sleep 2
       done
       rm -f /tmp/suite.save
