@@ -161,14 +161,7 @@ export class DeviceCore {
    * held call fails with BLKIF_ENODEV.
    */
   private async reconnect(): Promise<void> {
-    const held: IoOp[] = [];
-    this.state = { kind: 'reconnecting', held };
-    const replay: IoOp[] = [];
-    for (const q of this.queues) {
-      addQueueStats(this.past, q.stats);
-      replay.push(...q.detach());
-    }
-    this.dropRings();
+    const { held, replay } = this.stopQueues(true);
     const xs = this.platform.xenstore;
     const timeoutMs = this.wish.reconnectTimeoutMs;
     try {
@@ -208,14 +201,8 @@ export class DeviceCore {
    */
   private async resume(): Promise<void> {
     const t0 = Date.now();
-    const held: IoOp[] = [];
-    this.state = { kind: 'reconnecting', held };
-    const replay: IoOp[] = [];
-    for (const q of this.queues) {
-      addQueueStats(this.past, q.stats);
-      replay.push(...q.detach(false));
-    }
-    this.dropRings();
+    // The ports died with the old domain: they are not closed.
+    const { held, replay } = this.stopQueues(false);
     for (const op of replay) op.forgetGrants();
     for (const op of this.quarantine.splice(0)) op.releasePages();
     await Promise.all(this.pools.map((p) => p.close()));
@@ -236,6 +223,23 @@ export class DeviceCore {
     this.counts.resumes++;
     this.resumed(replay, held);
     this.events.emit('resume', { replayed: replay.length, domid: this.platform.domid, downtimeMs: Date.now() - t0 });
+  }
+
+  /**
+   * The rings are dead: new calls are held from now on, each queue hands
+   * back what was in flight (in ring order) then what waited, and the ring
+   * pages go.
+   */
+  private stopQueues(closeChannels: boolean): { held: IoOp[]; replay: IoOp[] } {
+    const held: IoOp[] = [];
+    this.state = { kind: 'reconnecting', held };
+    const replay: IoOp[] = [];
+    for (const q of this.queues) {
+      addQueueStats(this.past, q.stats);
+      replay.push(...q.detach(closeChannels));
+    }
+    this.dropRings();
+    return { held, replay };
   }
 
   /** Back after a reconnect or resume: counts, then replays in order and sends what was held. */

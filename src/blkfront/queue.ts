@@ -61,6 +61,12 @@ export function addQueueStats(into: QueueStats, from: QueueStats): void {
   for (const k of Object.keys(into) as Array<keyof QueueStats>) into[k] += from[k];
 }
 
+/** Fails a piece whose pool acquire has just settled: off its queue's waiting list if it is on one. */
+function failWaiting(op: IoOp, err: BlkifError): void {
+  if (op.queue !== null) op.queue.abandon(op, err);
+  else op.fail(err);
+}
+
 export class BlkQueue {
   readonly ring: FrontRing;
   private readonly ids: ShadowIds;
@@ -94,6 +100,7 @@ export class BlkQueue {
   /** Queues a piece and puts it on the ring as soon as there is room. */
   enqueue(op: IoOp): void {
     op.queue = this;
+    op.keep = false; // dispatched again: a pool closing under it now fails it as any other
     this.load += op.pages + 1;
     this.pending.push(op);
     this.pump();
@@ -186,12 +193,13 @@ export class BlkQueue {
     op.acquiring = true;
     pool.acquire(n).then((lease) => {
       op.acquiring = false;
+      if (op.keep) {
+        // Held for a replay after a restore: these pages are the old domain's, and its pool waits for them to close.
+        pool.release(lease);
+        return;
+      }
       if (what === 'data') {
-        if (!this.giveData(op, lease, pool) && op.orphaned === null) {
-          if (op.queue !== null) op.queue.abandon(op, detachedError(op));
-          else op.fail(detachedError(op));
-          return;
-        }
+        if (!this.giveData(op, lease, pool) && op.orphaned === null) return failWaiting(op, detachedError(op));
       } else {
         op.indirect = lease;
         op.indirectPool = pool;
@@ -203,9 +211,7 @@ export class BlkQueue {
       // A piece the device is replaying after a restore (its pool went with the old grants): it waits for its replay.
       if (op.keep) return;
       // Otherwise only a closed pool rejects: the device is closing and fails what waits.
-      const e = op.orphaned ?? new BlkifError('BLKIF_CLOSED', `${opName(op.op)}: device closed`, { cause: err });
-      if (op.queue !== null) op.queue.abandon(op, e);
-      else op.fail(e);
+      failWaiting(op, op.orphaned ?? new BlkifError('BLKIF_CLOSED', `${opName(op.op)}: device closed`, { cause: err }));
     });
     return false;
   }

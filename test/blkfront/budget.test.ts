@@ -5,9 +5,9 @@
  * fits its pool, and refuses to open when even the minimum does not fit.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { XenError, openBlockDevice, type GrantSharer, type XenPlatform } from '../../src/index.js';
+import { openBlockDevice } from '../../src/index.js';
 import { createSimHost, type SimHost } from '../../src/sim/index.js';
-import { expectBytes, pattern } from '../helpers/blk.js';
+import { expectBytes, limitedPlatform, pattern } from '../helpers/blk.js';
 
 let host: SimHost | undefined;
 afterEach(async () => {
@@ -15,36 +15,11 @@ afterEach(async () => {
   host = undefined;
 });
 
-/** The guest's platform with a gntalloc-like limit on its sharer. */
-function limited(guest: XenPlatform, limit: number): { platform: XenPlatform; most: () => number } {
-  const inner = guest.grants;
-  let most = 0;
-  const grants: GrantSharer = {
-    share(domid, count, writable) {
-      if (inner.stats().sharedPages + count > limit) throw new XenError('XEN_ENOSPC', `over the limit of ${limit} pages`);
-      const pages = inner.share(domid, count, writable);
-      most = Math.max(most, inner.stats().sharedPages);
-      return pages;
-    },
-    unshare: (pages) => inner.unshare(pages),
-    stats: () => inner.stats(),
-    close: () => inner.close(),
-    limit: () => limit,
-  };
-  return {
-    platform: {
-    domid: guest.domid, xenstore: guest.xenstore, evtchn: guest.evtchn, grants, close: () => guest.close(),
-    restores: 0, resume: (seen) => guest.resume(seen), domidChanged: () => guest.domidChanged(),
-  },
-    most: () => most,
-  };
-}
-
 describe('grant budget', () => {
   it('sizes the pools within half of what is free, caps segments to fit a pool, and stays under the limit', async () => {
     host = await createSimHost();
     const disk = await host.addDisk({ size: 8 << 20 });
-    const { platform, most } = limited(host.guest, 600);
+    const { platform, most } = limitedPlatform(host.guest, 600);
     const dev = await openBlockDevice({ platform, vdev: disk.vdev, queues: 2, ringPages: 4, timeoutMs: 5000 });
     // 600 - 8 ring pages = 592 free; half of it over 2 queues: 148 pages each.
     expect(dev.stats().pool.size).toBe(2 * 148);
@@ -64,7 +39,7 @@ describe('grant budget', () => {
   it('refuses to open with XEN_ENOSPC, naming the limit, when a queue cannot have 12 pages; nothing stays shared', async () => {
     host = await createSimHost();
     const disk = await host.addDisk({ size: 1 << 20 });
-    const { platform } = limited(host.guest, 40);
+    const { platform } = limitedPlatform(host.guest, 40);
     await expect(openBlockDevice({ platform, vdev: disk.vdev, queues: 2, ringPages: 4, timeoutMs: 5000 }))
       .rejects.toMatchObject({ code: 'XEN_ENOSPC', message: expect.stringContaining('gntalloc') });
     expect(platform.grants.stats().sharedPages).toBe(0);

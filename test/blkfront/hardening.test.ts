@@ -6,9 +6,9 @@
  * close() called more than once.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { XenError, XenbusState, openBlockDevice, readState, type GrantSharer, type XenPlatform } from '../../src/index.js';
+import { XenbusState, openBlockDevice, readState } from '../../src/index.js';
 import { createSimHost, type SimHost } from '../../src/sim/index.js';
-import { diskFixture, expectBytes, pattern, type DiskFixture } from '../helpers/blk.js';
+import { diskFixture, expectBytes, limitedPlatform, pattern, type DiskFixture } from '../helpers/blk.js';
 import { until } from '../helpers/xs.js';
 
 let fx: DiskFixture | undefined;
@@ -19,25 +19,6 @@ afterEach(async () => {
   await host?.close();
   host = undefined;
 });
-
-/** The guest's platform with a gntalloc-like limit on its sharer. */
-function limited(guest: XenPlatform, limit: number): XenPlatform {
-  const inner = guest.grants;
-  const grants: GrantSharer = {
-    share(domid, count, writable) {
-      if (inner.stats().sharedPages + count > limit) throw new XenError('XEN_ENOSPC', `over the limit of ${limit} pages`);
-      return inner.share(domid, count, writable);
-    },
-    unshare: (pages) => inner.unshare(pages),
-    stats: () => inner.stats(),
-    close: () => inner.close(),
-    limit: () => limit,
-  };
-  return {
-    domid: guest.domid, xenstore: guest.xenstore, evtchn: guest.evtchn, grants, close: () => guest.close(),
-    restores: 0, resume: (seen) => guest.resume(seen), domidChanged: () => guest.domidChanged(),
-  };
-}
 
 describe('reconnect onto a backend with smaller limits (a migration to another host)', () => {
   it('one-page rings and one queue: the old keys go, the new set is published, every write in flight lands', async () => {
@@ -116,7 +97,7 @@ describe('a failed open leaves the vbd ready for the next', () => {
   it('XEN_ENOSPC under a small grant limit, then an open with enough grants works', async () => {
     host = await createSimHost();
     const disk = await host.addDisk({ size: 1 << 20 });
-    await expect(openBlockDevice({ platform: limited(host.guest, 40), vdev: disk.vdev, timeoutMs: 3000 }))
+    await expect(openBlockDevice({ platform: limitedPlatform(host.guest, 40).platform, vdev: disk.vdev, timeoutMs: 3000 }))
       .rejects.toMatchObject({ code: 'XEN_ENOSPC' });
     expect(await readState(host.guest.xenstore, disk.frontendPath)).toBe(XenbusState.Closed);
     expect(host.guest.grants.stats().sharedPages).toBe(0);

@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import { openBlockDevice, type BlockDevice, type BlockDeviceOptions } from '../../src/index.js';
+import { XenError, openBlockDevice, type BlockDevice, type BlockDeviceOptions, type GrantSharer, type XenPlatform } from '../../src/index.js';
 import { createSimHost, type SimBlkback, type SimDiskOptions, type SimHost } from '../../src/sim/index.js';
 
 export interface DiskFixture {
@@ -64,4 +64,43 @@ export function expectBytes(actual: Uint8Array, expected: Uint8Array, what = 'by
     : i >= Math.min(actual.byteLength, expected.byteLength) ? `${what}: ${actual.byteLength} bytes where ${expected.byteLength} were expected`
       : `${what}: first difference at byte ${i} of ${expected.byteLength}: 0x${actual[i]!.toString(16)} instead of 0x${expected[i]!.toString(16)}`;
   expect(found).toBe('identical');
+}
+
+/**
+ * The guest's platform with a gntalloc-like limit on its sharer (Linux's
+ * gntalloc caps what all of a guest's users share at once); `most` is the
+ * most pages it ever held.
+ */
+export function limitedPlatform(guest: XenPlatform, limit: number): { platform: XenPlatform; most: () => number } {
+  const inner = guest.grants;
+  let most = 0;
+  const grants: GrantSharer = {
+    share(domid, count, writable) {
+      if (inner.stats().sharedPages + count > limit) throw new XenError('XEN_ENOSPC', `over the limit of ${limit} pages`);
+      const pages = inner.share(domid, count, writable);
+      most = Math.max(most, inner.stats().sharedPages);
+      return pages;
+    },
+    unshare: (pages) => inner.unshare(pages),
+    stats: () => inner.stats(),
+    close: () => inner.close(),
+    limit: () => limit,
+  };
+  const platform: XenPlatform = {
+    get domid() {
+      return guest.domid;
+    },
+    get evtchn() {
+      return guest.evtchn;
+    },
+    get restores() {
+      return guest.restores;
+    },
+    xenstore: guest.xenstore,
+    grants,
+    resume: (seen) => guest.resume(seen),
+    domidChanged: () => guest.domidChanged(),
+    close: () => guest.close(),
+  };
+  return { platform, most: () => most };
 }
