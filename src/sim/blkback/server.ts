@@ -16,7 +16,7 @@ import {
   type BlkifAbi, type BlkifRequestFields,
 } from '../../wire/blkif.js';
 import {
-  SRING_HEADER_SIZE, SringWord, finalCheckForRequests, idxAdd, idxSub, loadIdx, pushResponsesAndCheckNotify, ringEntries, storeIdx,
+  SRING_HEADER_SIZE, SringWord, finalCheckForRequests, idxAdd, idxSub, loadIdx, pushResponsesAndCheckNotify, ringEntries,
 } from '../../wire/ring.js';
 import { PAGE_SIZE } from '../../gnttab/types.js';
 import type { EventChannel } from '../../evtchn/types.js';
@@ -354,10 +354,10 @@ export class QueueServer {
       case FaultKind.wrongOp:
         return this.respond(r.idLo, r.idHi, r.dataOp === BlkifOp.Read ? BlkifOp.Write : BlkifOp.Read, status);
       case FaultKind.rspOverflow:
-        this.respond(r.idLo, r.idHi, r.dataOp, status);
-        // Claim responses that were never written or asked for.
-        this.rspProdPvt = idxAdd(this.rspProdPvt, 3);
-        storeIdx(this.words, SringWord.rspProd, this.rspProdPvt);
+        // The real response and 3 never written or asked for, published in one store: the
+        // frontend cannot take the real one alone first and miss that the request was answered
+        // by a broken ring.
+        this.respond(r.idLo, r.idHi, r.dataOp, status, 3);
         this.o.channel.notify();
         return;
       default:
@@ -365,13 +365,13 @@ export class QueueServer {
     }
   }
 
-  /** make_response: writes the response slot, pushes, and notifies if the frontend asked. */
-  private respond(idLo: number, idHi: number, op: number, status: number): void {
+  /** make_response: writes the response slot, pushes (with `bogus` more slots claimed, for the overflow fault), and notifies if the frontend asked. */
+  private respond(idLo: number, idHi: number, op: number, status: number, bogus = 0): void {
     const delay = Atomics.load(this.o.ctl, Ctl.delayUs);
     if (delay > 0) Atomics.wait(this.o.ctl, Ctl.delayUs, delay, delay / 1000);
     setResponse(this.o.abi, this.rv, 0, idLo, idHi, op, status);
     this.span(this.rspProdPvt, this.rspScratch.subarray(0, this.o.abi.response.size), true);
-    this.rspProdPvt = idxAdd(this.rspProdPvt, 1);
+    this.rspProdPvt = idxAdd(this.rspProdPvt, 1 + bogus);
     this.count(QStat.responses);
     if (pushResponsesAndCheckNotify(this.words, this.rspProdPvt)) {
       this.o.channel.notify();
