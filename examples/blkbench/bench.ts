@@ -8,6 +8,7 @@ import type { BenchOptions } from './options.js';
 import { runJob, type IoEngine, type RunHooks } from './run.js';
 import { featureLine, openDriverTarget, openFsBaseline, type DriverTarget } from './targets.js';
 import { figures, jobOf, progressLine, type Report } from './report.js';
+import { profiled } from './profile.js';
 
 export interface BenchHooks {
   /** The driver is connected (tests reach the simulated backend through it). */
@@ -28,7 +29,8 @@ export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise
   try {
     await hooks.opened?.(t);
     const size = o.size ?? t.engine.size - o.offset;
-    const driverHooks = withProgress(hooks.run?.(t.engine, t) ?? {}, show, 'driver');
+    let driverHooks = withProgress(hooks.run?.(t.engine, t) ?? {}, show, 'driver');
+    if (o.cpuProfile !== undefined) driverHooks = profiled(driverHooks, o.cpuProfile);
     const driver = await runJob(t.engine, o, driverHooks);
     if (show) process.stderr.write('\r\x1b[K');
     const mem = process.memoryUsage();

@@ -49,11 +49,17 @@ export interface BenchOptions {
   ringPages: number;
   /** I/O on device buffers (granted in place) rather than ordinary memory bounced through the pool. */
   zeroCopy: boolean;
+  /** With --xen: how event-channel wake-ups reach the process. */
+  wakeup: 'event-loop' | 'thread';
   verify: boolean;
   baseline: boolean;
   json: boolean;
   /** Progress line on stderr: undefined means "when stderr is a terminal". */
   progress: boolean | undefined;
+  /** Time every I/O (false: fio's gtod_reduce, no clock read per I/O and no latency figures). */
+  latency: boolean;
+  /** Write a V8 CPU profile of the driver's measured phase (warm-up left out) here. */
+  cpuProfile: string | undefined;
 }
 
 /** A bad command line; the message is one line, fit to print as it is. */
@@ -119,17 +125,20 @@ function build(args: string[]) {
     .option('tmpdir', { requiresArg: true, type: 'string', describe: 'Directory for the temporary image (default: /dev/shm when there, else the system temp dir)' })
     .option('xen', { type: 'boolean', default: false, describe: 'Use the real Xen this guest runs on (/dev/xen)' })
     .option('vdev', { requiresArg: true, type: 'string', describe: 'With --xen: the virtual device (number under device/vbd, e.g. 51712 for xvda)' })
-    .group(['persistent', 'indirect', 'pool', 'ring-pages', 'zero-copy'], 'Driver (turn a mechanism off to see what it buys):')
+    .group(['persistent', 'indirect', 'pool', 'ring-pages', 'zero-copy', 'wakeup'], 'Driver (turn a mechanism off to see what it buys):')
     .option('persistent', { type: 'boolean', default: true, describe: 'Persistent grants (--no-persistent: the backend maps every segment per request)' })
     .option('indirect', { type: 'boolean', default: true, describe: 'Indirect descriptors (--no-indirect: at most 11 pages per ring request)' })
     .option('pool', { type: 'boolean', default: true, describe: 'Per-queue grant pool (--no-pool: a fresh grant per segment, ended on completion)' })
     .option('ring-pages', { requiresArg: true, type: 'number', default: 4, describe: 'Pages per ring, a power of two (capped by the backend)' })
     .option('zero-copy', { type: 'boolean', default: false, describe: 'I/O on device buffers (allocBuffer(): granted once, used in place) instead of ordinary memory bounced through the grant pool' })
-    .group(['verify', 'baseline', 'json', 'progress'], 'Checks and output:')
+    .option('wakeup', { choices: ['event-loop', 'thread'] as const, default: 'event-loop' as const, describe: 'With --xen: event-channel wake-ups on the event loop\'s own epoll, or through a poll on a worker thread' })
+    .group(['verify', 'baseline', 'json', 'progress', 'latency', 'cpu-profile'], 'Checks and output:')
     .option('verify', { type: 'boolean', default: false, describe: 'Write a pattern encoding offset and generation, check every read, read it all back at the end; fails on a mismatch' })
     .option('baseline', { type: 'boolean', default: false, describe: 'Run the same pattern on the image file with Node fs in this process and report driver/baseline ratios' })
     .option('json', { type: 'boolean', default: false, describe: 'Print one JSON object instead of the summary' })
-    .option('progress', { type: 'boolean', describe: 'Progress line on stderr (default: when stderr is a terminal)' });
+    .option('progress', { type: 'boolean', describe: 'Progress line on stderr (default: when stderr is a terminal)' })
+    .option('latency', { type: 'boolean', default: true, describe: 'Time every I/O (--no-latency: no clock read per I/O and no latency figures, like fio\'s gtod_reduce; reading the clock is a system call on a Xen PV guest)' })
+    .option('cpu-profile', { requiresArg: true, type: 'string', describe: 'Write a V8 CPU profile (.cpuprofile) of the driver\'s measured phase, warm-up left out, to this file' });
   for (const [cmd, what] of EXAMPLES) y = y.example(cmd, what);
   return y.epilogue('Sizes take binary units: 4k = 4096, 1m = 1048576. Exit status: 0 done, 1 failed (or verify found mismatches), 2 bad options.');
 }
@@ -196,10 +205,13 @@ function check(a: Raw): BenchOptions {
     pool: a.pool,
     ringPages,
     zeroCopy: a['zero-copy'],
+    wakeup: a.wakeup,
     verify: a.verify,
     baseline: a.baseline,
     json: a.json,
     progress: a.progress,
+    latency: a.latency,
+    cpuProfile: a['cpu-profile'],
   };
 }
 

@@ -18,6 +18,13 @@ export interface Figures {
   lat_ns: { mean: number; p50: number; p99: number; p999: number; min: number; max: number };
   /** CPU time of the whole process (the simulated backend's threads included) over the measured phase. */
   cpu: { user_s: number; system_s: number; percent: number };
+  /**
+   * CPU per I/O in microseconds: this process's, the driver's own thread's
+   * (null without /proc/thread-self), and the whole machine's
+   * busy time (interrupts and every other process included; null without
+   * /proc/stat), the figure comparable with a kernel driver's.
+   */
+  cpu_us_per_io: { process: number; thread: number | null; machine: number | null };
   pool: { hits: number; fallbacks: number } | null;
   backend: { maps: number; unmaps: number } | null;
   ring: { requests: number; notifications: number; responses_per_interrupt: number } | null;
@@ -60,6 +67,11 @@ export function figures(r: JobResult): Figures {
       min: r.lat.count === 0 ? 0 : r.lat.min, max: r.lat.max,
     },
     cpu: { user_s: round(r.cpu.user, 3), system_s: round(r.cpu.system, 3), percent: round((100 * (r.cpu.user + r.cpu.system)) / r.seconds, 1) },
+    cpu_us_per_io: {
+      process: r.ios === 0 ? 0 : round((1e6 * (r.cpu.user + r.cpu.system)) / r.ios, 2),
+      thread: r.threadCpu === null || r.ios === 0 ? null : round((1e6 * r.threadCpu) / r.ios, 2),
+      machine: r.machineBusy === null || r.ios === 0 ? null : round((1e6 * r.machineBusy) / r.ios, 2),
+    },
     pool: c === null ? null : { hits: c.poolHits, fallbacks: c.poolFallbacks },
     backend: c === null || c.backendMaps === null ? null : { maps: c.backendMaps, unmaps: c.backendUnmaps ?? 0 },
     ring: c === null ? null : {
@@ -109,9 +121,13 @@ function block(f: Figures): string[] {
     `  ios        ${int(f.ios)} in ${f.runtime_s.toFixed(2)} s (${int(f.reads)} reads, ${int(f.writes)} writes)`,
     `  iops       ${int(f.iops)}`,
     `  bandwidth  ${bytes(f.bandwidth_bytes_per_s)}/s`,
-    `  latency    mean ${duration(f.lat_ns.mean)}, p50 ${duration(f.lat_ns.p50)}, p99 ${duration(f.lat_ns.p99)}, ` +
+    f.lat_ns.max === 0 && f.ios > 0 ? '  latency    not measured (--no-latency)' :
+      `  latency    mean ${duration(f.lat_ns.mean)}, p50 ${duration(f.lat_ns.p50)}, p99 ${duration(f.lat_ns.p99)}, ` +
       `p99.9 ${duration(f.lat_ns.p999)}, max ${duration(f.lat_ns.max)}`,
-    `  cpu        ${f.cpu.percent}% of one core (user ${f.cpu.user_s.toFixed(2)} s, system ${f.cpu.system_s.toFixed(2)} s)`,
+    `  cpu        ${f.cpu.percent}% of one core (user ${f.cpu.user_s.toFixed(2)} s, system ${f.cpu.system_s.toFixed(2)} s); ` +
+      `${f.cpu_us_per_io.process.toFixed(1)} µs per I/O` +
+      (f.cpu_us_per_io.thread === null ? '' : `, driver thread ${f.cpu_us_per_io.thread.toFixed(1)}`) +
+      (f.cpu_us_per_io.machine === null ? '' : `, machine ${f.cpu_us_per_io.machine.toFixed(1)} µs per I/O`),
   ];
   if (f.pool !== null) lines.push(`  grants     pool hits ${int(f.pool.hits)}, fresh grants ${int(f.pool.fallbacks)}` +
     (f.backend === null ? '' : `; backend maps ${int(f.backend.maps)}, unmaps ${int(f.backend.unmaps)}` +

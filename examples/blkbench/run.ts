@@ -5,6 +5,7 @@
  * into a fixed histogram, so the harness allocates nothing per I/O beyond
  * the engine's own promise.
  */
+import { readFileSync } from 'node:fs';
 import { Histogram } from './histogram.js';
 import { Workload, checkPattern, fillPattern, type Mismatch } from './workload.js';
 import type { BenchOptions } from './options.js';
@@ -54,6 +55,10 @@ export interface JobResult {
   seconds: number;
   lat: Histogram;
   cpu: { user: number; system: number };
+  /** The whole machine's busy CPU seconds over the measured phase (all processes, interrupts included), when /proc/stat is there. */
+  machineBusy: number | null;
+  /** This (the driver's) thread's CPU seconds over the measured phase, when /proc/thread-self is there. */
+  threadCpu: number | null;
   /** Counter increase over the measured phase (null for engines without counters). */
   counters: EngineCounters | null;
   /** Blocks found not to hold what was last written (null without --verify). */
@@ -127,8 +132,12 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
 
   const runPhase = async (p: Phase): Promise<void> => {
     let issued = 0;
+    // The deadline is a timer, not a clock read per I/O: on some guests (Xen PV) reading the clock is a system call.
+    let expired = performance.now() >= p.deadline;
+    const timer = p.deadline === Infinity || expired ? undefined : setTimeout(() => { expired = true; }, p.deadline - performance.now());
+    const timed = o.latency;
     const slot = async (buf: Uint8Array): Promise<void> => {
-      while (failure === null && issued < p.limit && (p.deadline === Infinity || performance.now() < p.deadline)) {
+      while (failure === null && issued < p.limit && !expired) {
         issued++;
         let b = wl.next();
         if (busy !== null) {
@@ -144,7 +153,7 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
           gen[b] = 0; // unknown until the write succeeds
           fillPattern(buf, at, g, o.seed);
         }
-        const t0 = performance.now();
+        const t0 = timed ? performance.now() : 0;
         try {
           if (write) await engine.write(at, buf);
           else await engine.read(at, buf);
@@ -153,7 +162,7 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
           return;
         }
         if (p.record) {
-          lat.record((performance.now() - t0) * 1e6);
+          if (timed) lat.record((performance.now() - t0) * 1e6);
           ios++;
           if (write) writes++;
           else reads++;
@@ -165,7 +174,11 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
         }
       }
     };
-    await Promise.all(bufs.map(slot));
+    try {
+      await Promise.all(bufs.map(slot));
+    } finally {
+      clearTimeout(timer);
+    }
     if (failure !== null) throw failure;
   };
 
@@ -196,6 +209,8 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
   const total = o.numberIos ?? (o.runtime === undefined ? wl.blocks : undefined);
   const c0 = engine.counters();
   const cpu0 = process.cpuUsage();
+  const busy0 = machineBusySeconds();
+  const thread0 = threadCpuSeconds();
   const t0 = performance.now();
   let timer: NodeJS.Timeout | undefined;
   if (hooks.progress !== undefined) {
@@ -214,6 +229,8 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
   }
   const seconds = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
+  const busy1 = machineBusySeconds();
+  const thread1 = threadCpuSeconds();
   const counters = diff(engine.counters(), c0);
 
   await hooks.afterRun?.();
@@ -221,9 +238,53 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
   return {
     ios, reads, writes, bytes: ios * o.bs, seconds, lat,
     cpu: { user: cpu.user / 1e6, system: cpu.system / 1e6 },
+    machineBusy: busy0 === null || busy1 === null ? null : busy1 - busy0,
+    threadCpu: thread0 === null || thread1 === null ? null : thread1 - thread0,
     counters,
     verifyMismatches: o.verify ? mismatches : null,
     verifyChecked: checked,
     firstMismatch,
   };
+}
+
+/** Linux's USER_HZ: /proc/stat counts in these ticks on every architecture. */
+const USER_HZ = 100;
+
+/**
+ * Busy CPU seconds of the whole machine since boot, from /proc/stat (user,
+ * nice, system, irq, softirq; not idle, iowait or steal), or null where
+ * there is no /proc/stat. A kernel driver does its work in interrupt context,
+ * outside any process, so comparing CPU per I/O against one needs this.
+ */
+export function machineBusySeconds(): number | null {
+  let line: string;
+  try {
+    line = readFileSync('/proc/stat', 'latin1').split('\n', 1)[0] ?? '';
+  } catch {
+    return null;
+  }
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  if (v.length < 7 || v.some((x) => !Number.isFinite(x))) return null;
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = v;
+  return (user + nice + system + irq + softirq) / USER_HZ;
+}
+
+/**
+ * CPU seconds (user and system) of the calling thread, from
+ * /proc/thread-self/stat, or null where there is none. On the simulated host
+ * the backend runs in worker threads of the same process: this is the
+ * driver's share alone.
+ */
+export function threadCpuSeconds(): number | null {
+  let stat: string;
+  try {
+    stat = readFileSync('/proc/thread-self/stat', 'latin1');
+  } catch {
+    return null;
+  }
+  // The command name, in parentheses, may hold spaces: the fields start after its last ')'.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const utime = Number(f[11]);
+  const stime = Number(f[12]);
+  return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / USER_HZ : null;
 }

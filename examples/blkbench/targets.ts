@@ -110,16 +110,41 @@ export function featureLine(info: BlockDeviceInfo): string {
     `${f.indirectSegments > 0 ? `${f.indirectSegments} indirect segments` : 'no indirect descriptors'}`;
 }
 
+const PAGE = 4096;
+/** Where Linux's gntalloc takes its limit; root may write it at any time. */
+const GNTALLOC_LIMIT_PATH = '/sys/module/xen_gntalloc/parameters/limit';
+
+/**
+ * What the guest's grant limit (gntalloc's `limit`, which caps every user of
+ * /dev/xen/gntalloc together) allows, as a line for the report; with
+ * --zero-copy, a clear refusal up front when the device buffers cannot all
+ * be granted, rather than a failure part-way through.
+ */
+function grantRoom(platform: XenPlatform, device: BlockDevice, o: BenchOptions): string {
+  const limit = platform.grants.limit?.();
+  const inUse = platform.grants.stats().sharedPages;
+  const pools = device.stats().pool.size;
+  const buffers = o.zeroCopy ? o.iodepth * Math.ceil(o.bs / PAGE) : 0;
+  if (limit !== undefined && buffers > limit - inUse) {
+    throw new Error(`--zero-copy: ${o.iodepth} device buffers of ${o.bs} bytes need ${buffers} grant pages, and only ` +
+      `${Math.max(0, limit - inUse)} of gntalloc's limit of ${limit} are left (the device's pools hold ${pools}); ` +
+      `as root, raise it (echo ${inUse + buffers} > ${GNTALLOC_LIMIT_PATH}) or lower --iodepth`);
+  }
+  return `grants: gntalloc limit ${limit ?? 'none'}, ${pools} pages in the device's pools` +
+    (o.zeroCopy ? `, ${buffers} for device buffers` : '');
+}
+
 /** Opens the driver on the target the options name. */
 export async function openDriverTarget(o: BenchOptions): Promise<DriverTarget> {
   const t = o.target;
   if (t.kind === 'xen') {
-    const platform: XenPlatform = await openXenPlatform();
+    const platform: XenPlatform = await openXenPlatform({ evtchnWakeup: o.wakeup });
     try {
       const device = await openBlockDevice({ platform, vdev: t.vdev, ...driverOptions(o) });
+      const grants = grantRoom(platform, device, o);
       return {
         engine: driverEngine(device, null, o.zeroCopy), device, sim: null, image: null,
-        describe: `Xen vbd ${t.vdev} (${device.info.size} bytes)`,
+        describe: `Xen vbd ${t.vdev} (${device.info.size} bytes); ${grants}`,
         close: async () => {
           await device.close();
           await platform.close();

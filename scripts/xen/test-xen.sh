@@ -20,7 +20,7 @@ here=scripts/xen
 cannot() { echo "test:xen: cannot run here: $*" >&2; exit 3; }
 [ "$(uname -m)" = x86_64 ] || cannot "the testbed is x86_64 only (this is $(uname -m))"
 [ "$(id -u)" -eq 0 ] || cannot "needs root (debootstrap for dom0, and the cache in /var/cache); run it as root"
-for tool in qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap cpio:cpio depmod:kmod xz:xz-utils apt-get:apt; do
+for tool in gcc:gcc qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap cpio:cpio depmod:kmod xz:xz-utils apt-get:apt; do
   command -v "${tool%%:*}" >/dev/null 2>&1 ||
     cannot "no ${tool%%:*}; install Debian's ${tool#*:} (scripts/test-deps.sh does)"
 done
@@ -47,6 +47,9 @@ npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2 | while read -r dep
   cp -r "$dep" "$app/$rel"
 done
 cp "$here/domU-init.sh" "$run/domU/init"
+# The kernel side of the comparison (test/xen/bench.xen.ts): static, so it needs no library in the domU.
+mkdir -p "$run/domU/usr/bin"
+gcc -O2 -Wall -Werror -static -o "$run/domU/usr/bin/kbench" "$here/kbench.c"
 ( cd "$run/domU" && find . | cpio -o -H newc --quiet ) | gzip -1 > "$run/domU-run.cpio.gz"
 
 # --- dom0's additions: /init, the domU's kernel and root, the run's settings ---

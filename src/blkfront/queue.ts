@@ -20,6 +20,9 @@ import { FrontRing, ShadowIds } from './ring.js';
 import { IoOp, detachedError, opName, statusError } from './request.js';
 import { Fifo } from '../util/fifo.js';
 
+/** Schedules the once-per-turn push as a plain microtask. */
+const RESOLVED = Promise.resolve();
+
 export interface QueueParams {
   abi: BlkifAbi;
   /** blkif handle written in requests (the virtual-device number, as Linux writes it). */
@@ -126,7 +129,8 @@ export class BlkQueue {
     }
     if (!this.pushQueued && this.live && this.ring.unpushed) {
       this.pushQueued = true;
-      queueMicrotask(this.pushNow);
+      // A resolved promise's then(), not queueMicrotask: Node wraps each of those in an AsyncResource, dear on this path.
+      RESOLVED.then(this.pushNow);
     }
   }
 

@@ -2,10 +2,13 @@
  * Event channels on a real Xen guest: libxenevtchn over /dev/xen/evtchn,
  * through koffi.
  *
- * Delivery never blocks the event loop: a poll(2) on the evtchn fd and on an
+ * Delivery never blocks the event loop. By default the event loop watches
+ * the evtchn file itself (LoopWatcher: libuv's epoll, one read(2) per
+ * wake-up, which returns the pending ports). Where Node offers no handle for
+ * that, or with `wakeup: 'thread'`, a poll(2) on the evtchn fd and on an
  * eventfd of our own runs on koffi's worker thread (an async call); when it
  * returns, the main thread drains the pending ports (the fd is non-blocking)
- * and starts the next poll. close() writes to the eventfd to end the poll at
+ * and starts the next poll; close() writes to the eventfd to end the poll at
  * once. The kernel masks a port when it queues it for us; we unmask it before
  * calling the handler (so an event during the handler is not lost), or, while
  * the user holds it masked, when they unmask.
@@ -15,6 +18,18 @@ import { closeSync, readSync, writeSync } from 'node:fs';
 import { XenError } from '../errors.js';
 import { deviceOpenError, errnoName, loadKoffi, loadLibc, openLibrary, type Libc } from '../ffi/koffi.js';
 import type { EventChannel, EventChannelStats, EventChannels } from './types.js';
+import { LoopWatcher } from './loop_watcher.js';
+
+/**
+ * How the process learns that a port fired: 'event-loop' (the default) has
+ * the event loop watch the evtchn file; 'thread' waits in poll(2) on a
+ * worker thread and hands each wake-up back to the loop.
+ */
+export type EvtchnWakeup = 'event-loop' | 'thread';
+
+export interface XenEventChannelsOptions {
+  wakeup?: EvtchnWakeup;
+}
 
 export interface EvtchnLib {
   /** xenevtchn_open(NULL, 0): a handle, or null with errno set. */
@@ -125,9 +140,11 @@ export class XenEventChannels implements EventChannels {
   private notifications = 0;
   private deliveries = 0;
   private readonly libc: Libc;
+  /** The event loop's own watch on the evtchn file; null when waking through a worker thread's poll. */
+  private loop: LoopWatcher | null = null;
 
   /** Opens /dev/xen/evtchn. Throws XEN_ENODEV when this is not a Xen guest. */
-  constructor(private readonly lib: EvtchnLib = loadEvtchnLib(), libc: Libc = loadLibc()) {
+  constructor(private readonly lib: EvtchnLib = loadEvtchnLib(), libc: Libc = loadLibc(), opts: XenEventChannelsOptions = {}) {
     this.libc = libc;
     const h = lib.open();
     if (h === null || h === undefined) {
@@ -145,6 +162,34 @@ export class XenEventChannels implements EventChannels {
     this.pollfds.writeInt16LE(POLLIN, 4);
     this.pollfds.writeInt32LE(this.wakeFd, POLLFD_SIZE);
     this.pollfds.writeInt16LE(POLLIN, POLLFD_SIZE + 4);
+    if ((opts.wakeup ?? 'event-loop') === 'event-loop') this.watchOnLoop();
+  }
+
+  /** How wake-ups arrive now: 'thread' also after the loop's watch failed. */
+  get wakeup(): EvtchnWakeup {
+    return this.loop === null ? 'thread' : 'event-loop';
+  }
+
+  /**
+   * Hands a duplicate of the evtchn fd to the event loop (the watcher owns
+   * and closes the duplicate; the handle keeps the original). Stays on the
+   * worker-thread poll when that cannot be done.
+   */
+  private watchOnLoop(): void {
+    const fd = this.libc.dup(this.fd);
+    if (fd < 0) return;
+    const w = LoopWatcher.open(fd, (port) => this.deliver(port), (err) => {
+      // Not expected from a pollable device; keep delivering the other way rather than go deaf.
+      process.emitWarning(`event-channel watch on the event loop failed, polling on a worker thread instead: ${err.message}`);
+      this.loop = null;
+      if (this.channels.size > 0) this.arm();
+    });
+    if (w === null) {
+      closeSync(fd);
+      return;
+    }
+    w.unref(); // no port bound yet
+    this.loop = w;
   }
 
   allocUnbound(remoteDomid: number): EventChannel {
@@ -179,6 +224,7 @@ export class XenEventChannels implements EventChannels {
     ch.handler = null;
     this.channels.delete(ch.port);
     if (this.handle !== null) this.lib.unbind(this.handle, ch.port);
+    if (this.channels.size === 0) this.loop?.unref();
   }
 
   stats(): EventChannelStats {
@@ -189,6 +235,8 @@ export class XenEventChannels implements EventChannels {
     if (this.handle === null || this.closing) return;
     for (const ch of [...this.channels.values()]) this.unbind(ch);
     this.closing = true;
+    this.loop?.close();
+    this.loop = null;
     if (this.polling) this.wake(); // the poll callback finishes the close
     else this.release();
   }
@@ -212,6 +260,9 @@ export class XenEventChannels implements EventChannels {
     this.channels.clear();
     this.abandoned = true;
     this.closing = true;
+    // The loop's duplicate goes; the helper's reference keeps the file itself open.
+    this.loop?.close();
+    this.loop = null;
     // Only our own eventfd is touched: it ends the poll, whose callback then closes it.
     if (this.polling) this.wake();
     else closeSync(this.wakeFd);
@@ -223,12 +274,13 @@ export class XenEventChannels implements EventChannels {
     }
     const ch = new XenEventChannel(this, port);
     this.channels.set(port, ch);
-    this.arm();
+    if (this.loop !== null) this.loop.ref();
+    else this.arm();
     return ch;
   }
 
   private arm(): void {
-    if (this.polling || this.closing) return;
+    if (this.polling || this.closing || this.loop !== null) return;
     this.polling = true;
     this.libc.pollAsync(this.pollfds, 2, -1, (err, res) => {
       this.polling = false;
@@ -243,6 +295,7 @@ export class XenEventChannels implements EventChannels {
       if (res > 0) {
         if ((this.pollfds.readInt16LE(POLLFD_SIZE + 6) & POLLIN) !== 0) this.drainWake();
         this.drain();
+        if (this.handle === null) return;
       }
       if (this.channels.size > 0) this.arm();
     });
@@ -253,12 +306,17 @@ export class XenEventChannels implements EventChannels {
     for (;;) {
       const port = this.lib.pending(this.handle);
       if (port < 0) return;
-      const ch = this.channels.get(port);
-      if (ch === undefined) continue;
-      if (ch.masked) ch.held = true;
-      else this.fire(ch);
+      this.deliver(port);
       if (this.handle === null) return;
     }
+  }
+
+  /** One port the kernel queued (and masked) for us. */
+  private deliver(port: number): void {
+    const ch = this.channels.get(port);
+    if (ch === undefined) return;
+    if (ch.masked) ch.held = true;
+    else this.fire(ch);
   }
 
   private wake(): void {

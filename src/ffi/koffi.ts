@@ -60,12 +60,14 @@ export function deviceOpenError(what: string, device: string, module: string, er
   return new XenError('XEN_ESYS', `${what}: opening ${device} failed (${name})`);
 }
 
-/** libc, for the few calls Node does not offer (poll, eventfd, fcntl). */
+/** libc, for the few calls Node does not offer (poll, eventfd, fcntl, dup). */
 export interface Libc {
   poll(fds: Buffer, nfds: number, timeoutMs: number): number;
   pollAsync(fds: Buffer, nfds: number, timeoutMs: number, cb: (err: unknown, res: number) => void): void;
   eventfd(initval: number, flags: number): number;
   setNonBlocking(fd: number): void;
+  /** dup(2): a second descriptor for the same open file, or -1. */
+  dup(fd: number): number;
   errno(): number;
 }
 
@@ -78,6 +80,7 @@ export function loadLibc(): Libc {
   const poll = lib.func('int poll(void *fds, unsigned long nfds, int timeout)');
   const eventfd = lib.func('int eventfd(unsigned int initval, int flags)');
   const fcntl = lib.func('int fcntl(int fd, int cmd, ...)');
+  const dup = lib.func('int dup(int fd)');
   const F_GETFL = 3;
   const F_SETFL = 4;
   const O_NONBLOCK = 0o4000;
@@ -91,6 +94,7 @@ export function loadLibc(): Libc {
         throw new XenError('XEN_ESYS', `fcntl(${fd}, O_NONBLOCK) failed (${errnoName(koffi.errno())})`);
       }
     },
+    dup: (fd) => dup(fd) as number,
     errno: () => koffi.errno(),
   };
   return libc;

@@ -8,7 +8,8 @@ import { resumablePlatform } from './resumable.js';
 import { XenstoreClient, type XenstoreClientOptions } from '../xenbus/client.js';
 import { DEFAULT_XENBUS_DEVICE, openXenbusDevice } from '../transport/xenbus_device.js';
 import { XenGrantSharer, loadGntshrLib, type GntshrLib } from '../gnttab/gntshr.js';
-import { XenEventChannels, loadEvtchnLib, type EvtchnLib } from '../evtchn/xenevtchn.js';
+import { XenEventChannels, loadEvtchnLib, type EvtchnLib, type EvtchnWakeup } from '../evtchn/xenevtchn.js';
+import { loadLibc } from '../ffi/koffi.js';
 import type { XenPlatform } from './types.js';
 
 export interface XenPlatformOptions {
@@ -20,6 +21,13 @@ export interface XenPlatformOptions {
   /** Library bindings to use instead of loading libxengnttab / libxenevtchn. */
   gntshr?: GntshrLib;
   evtchn?: EvtchnLib;
+  /**
+   * How event-channel wake-ups reach the process: 'event-loop' (default)
+   * has libuv's epoll watch /dev/xen/evtchn; 'thread' polls on a worker
+   * thread and hands each wake-up to the loop (the fallback where Node
+   * offers no handle for the first).
+   */
+  evtchnWakeup?: EvtchnWakeup;
 }
 
 /**
@@ -35,7 +43,8 @@ export async function openXenPlatform(opts: XenPlatformOptions = {}): Promise<Xe
     opened.push(() => grants.close());
     const evtchnLib = opts.evtchn ?? loadEvtchnLib();
     // Opened here first so a guest without /dev/xen/evtchn fails before anything else.
-    let first: XenEventChannels | null = new XenEventChannels(evtchnLib);
+    const evtchnOpts = { wakeup: opts.evtchnWakeup };
+    let first: XenEventChannels | null = new XenEventChannels(evtchnLib, loadLibc(), evtchnOpts);
     opened.push(() => first?.close());
     const stream = await openXenbusDevice(opts.xenbusDevice ?? DEFAULT_XENBUS_DEVICE, { files: opts.xenbusFiles }).catch((cause: unknown) => {
       throw new XenError('XEN_ENODEV', `${opts.xenbusDevice ?? DEFAULT_XENBUS_DEVICE}: not a Xen guest, or xenfs not mounted`, { cause });
@@ -47,7 +56,7 @@ export async function openXenPlatform(opts: XenPlatformOptions = {}): Promise<Xe
     return resumablePlatform({
       domid, xenstore, grants,
       openEvtchn: () => {
-        const e = first ?? new XenEventChannels(evtchnLib);
+        const e = first ?? new XenEventChannels(evtchnLib, loadLibc(), evtchnOpts);
         first = null;
         return e;
       },

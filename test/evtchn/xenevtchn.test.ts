@@ -2,7 +2,7 @@ import { readSync, writeSync, closeSync } from 'node:fs';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { XenEventChannels, type EvtchnLib } from '../../src/evtchn/xenevtchn.js';
-import { loadKoffi, openLibrary } from '../../src/ffi/koffi.js';
+import { loadKoffi, loadLibc, openLibrary } from '../../src/ffi/koffi.js';
 import { isXenError } from '../../src/errors.js';
 import { until } from '../helpers/xs.js';
 
@@ -12,8 +12,8 @@ const onXen = existsSync('/dev/xen/evtchn');
  * libxenevtchn's contract with /dev/xen/evtchn replaced by a pipe: the fd
  * becomes readable when a port is pending, pending() reads one port, and a
  * notify is echoed back as an event on the same port (a remote that answers).
- * The poll on koffi's thread, the non-blocking drain and the wake-up on close
- * are the real code.
+ * The event loop's watch on the fd, the poll on koffi's thread, the
+ * non-blocking drain and the wake-up on close are the real code.
  */
 function pipeLib(): EvtchnLib & { unmasks: number[]; closed: number; raise(port: number): void; nextPort: number } {
   const koffi = loadKoffi();
@@ -68,9 +68,22 @@ describe('real-Xen event channels (libxenevtchn through koffi)', () => {
     }
   });
 
-  it('waits on the fd off the event loop and delivers each pending port, unmasking it first', async () => {
+  it('wakes on the event loop itself by default, with no poll on a worker thread', () => {
+    const chans = new XenEventChannels(pipeLib());
+    expect(chans.wakeup).toBe('event-loop');
+    chans.close();
+    const threaded = new XenEventChannels(pipeLib(), loadLibc(), { wakeup: 'thread' });
+    expect(threaded.wakeup).toBe('thread');
+    threaded.close();
+  });
+});
+
+describe.each(['event-loop', 'thread'] as const)('real-Xen event channels, waking through the %s', (wakeup) => {
+  const open = (lib: EvtchnLib) => new XenEventChannels(lib, loadLibc(), { wakeup });
+
+  it('waits on the fd without blocking the event loop and delivers each pending port, unmasking it first', async () => {
     const lib = pipeLib();
-    const chans = new XenEventChannels(lib);
+    const chans = open(lib);
     const a = chans.allocUnbound(0);
     const b = chans.bindInterdomain(0, 9);
     const got: string[] = [];
@@ -88,7 +101,7 @@ describe('real-Xen event channels (libxenevtchn through koffi)', () => {
 
   it('a masked channel keeps its event (and the kernel mask) until unmask', async () => {
     const lib = pipeLib();
-    const chans = new XenEventChannels(lib);
+    const chans = open(lib);
     const a = chans.allocUnbound(0);
     let calls = 0;
     a.onEvent(() => calls++);
@@ -103,9 +116,9 @@ describe('real-Xen event channels (libxenevtchn through koffi)', () => {
     chans.close();
   });
 
-  it('close() ends the poll at once and releases the handle', async () => {
+  it('close() ends the wait at once and releases the handle', async () => {
     const lib = pipeLib();
-    const chans = new XenEventChannels(lib);
+    const chans = open(lib);
     chans.allocUnbound(0);
     await new Promise((r) => setTimeout(r, 10));
     chans.close();
@@ -117,8 +130,26 @@ describe('real-Xen event channels (libxenevtchn through koffi)', () => {
     const lib = pipeLib();
     lib.bindUnbound = () => -1;
     lib.errno = () => 1; // EPERM
-    const chans = new XenEventChannels(lib);
+    const chans = open(lib);
     expect(() => chans.allocUnbound(3)).toThrow(expect.objectContaining({ code: 'XEN_EEVTCHN', message: expect.stringMatching(/EPERM/) }));
+    chans.close();
+  });
+
+  it('delivers every port one wake-up brings, each once, and none after its unbind', async () => {
+    const lib = pipeLib();
+    const chans = open(lib);
+    const ports = Array.from({ length: 8 }, () => chans.allocUnbound(0));
+    const got = new Map<number, number>();
+    for (const ch of ports) ch.onEvent(() => got.set(ch.port, (got.get(ch.port) ?? 0) + 1));
+    // All eight pending before the loop looks: one readable wake-up carries them all.
+    for (const ch of ports) lib.raise(ch.port);
+    await until(() => got.size === 8);
+    expect([...got.values()]).toEqual(Array(8).fill(1));
+    ports[0]!.close();
+    lib.raise(ports[0]!.port);
+    lib.raise(ports[1]!.port);
+    await until(() => got.get(ports[1]!.port) === 2);
+    expect(got.get(ports[0]!.port)).toBe(1);
     chans.close();
   });
 });

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +16,7 @@ import { runBench } from '../../examples/blkbench/bench.js';
 import { Histogram } from '../../examples/blkbench/histogram.js';
 import { Workload, checkPattern, fillPattern } from '../../examples/blkbench/workload.js';
 import type { Report } from '../../examples/blkbench/report.js';
+import { describe as describeProfile, summarize, type CpuProfile } from '../../bench/cpuprofile.js';
 
 const CLI = fileURLToPath(new URL('../../dist/examples/blkbench/cli.js', import.meta.url));
 
@@ -47,6 +48,7 @@ describe('blkbench options', () => {
     expect(o).toMatchObject({
       rw: 'randread', bs: 4096, iodepth: 32, queues: 2, runtime: 5, numberIos: undefined, offset: 0, seed: 1,
       persistent: true, indirect: true, pool: true, zeroCopy: false, ringPages: 4, verify: false, baseline: false, json: false,
+      latency: true, wakeup: 'event-loop', cpuProfile: undefined,
     });
     expect(o.target).toEqual({ kind: 'temp', size: 64 << 20, dir: undefined });
   });
@@ -62,11 +64,13 @@ describe('blkbench options', () => {
   it('reads every option', async () => {
     const o = await opts(['--rw', 'randrw', '--rwmixread', '70', '--bs', '64k', '--iodepth', '8', '--queues', '4', '--size', '16m',
       '--offset', '1m', '--seed', '42', '--ramp-time', '0.5', '--number-ios', '1000', '--no-persistent', '--no-indirect', '--no-pool',
-      '--zero-copy', '--ring-pages', '8', '--verify', '--json', '--no-progress', '--ramdisk', '32m']);
+      '--zero-copy', '--ring-pages', '8', '--verify', '--json', '--no-progress', '--ramdisk', '32m', '--no-latency', '--wakeup', 'thread',
+      '--cpu-profile', '/tmp/p.cpuprofile']);
     expect(o).toMatchObject({
       rw: 'randrw', rwmixread: 70, bs: 65536, iodepth: 8, queues: 4, size: 16 << 20, offset: 1 << 20, seed: 42, rampTime: 0.5,
       numberIos: 1000, runtime: undefined, persistent: false, indirect: false, pool: false, zeroCopy: true, ringPages: 8,
       verify: true, json: true, progress: false, target: { kind: 'ramdisk', size: 32 << 20 },
+      latency: false, wakeup: 'thread', cpuProfile: '/tmp/p.cpuprofile',
     });
     // --size alone means one pass; the temporary image covers offset + size.
     const p = await opts(['--size', '8m', '--offset', '4k']);
@@ -154,7 +158,7 @@ describe('blkbench options', () => {
   });
 });
 
-const FIGURE_KEYS = ['ios', 'reads', 'writes', 'bytes', 'runtime_s', 'iops', 'bandwidth_bytes_per_s', 'lat_ns', 'cpu', 'pool', 'backend',
+const FIGURE_KEYS = ['ios', 'reads', 'writes', 'bytes', 'runtime_s', 'iops', 'bandwidth_bytes_per_s', 'lat_ns', 'cpu', 'cpu_us_per_io', 'pool', 'backend',
   'ring', 'notifications_per_request', 'verify_mismatches', 'verify_checked', 'first_mismatch'];
 
 function expectFigures(f: Record<string, unknown>, driver: boolean): void {
@@ -171,6 +175,11 @@ function expectFigures(f: Record<string, unknown>, driver: boolean): void {
   expect(r.lat_ns.p99).toBeLessThanOrEqual(r.lat_ns.p999);
   expect(r.lat_ns.p999).toBeLessThanOrEqual(r.lat_ns.max);
   expect(r.lat_ns.min).toBeLessThanOrEqual(r.lat_ns.mean);
+  // CPU per I/O: the process's, the main thread's (a part of it) and the machine's (on Linux).
+  expect(r.cpu_us_per_io.process).toBeGreaterThan(0);
+  expect(r.cpu_us_per_io.thread).toBeGreaterThan(0);
+  expect(r.cpu_us_per_io.thread!).toBeLessThanOrEqual(r.cpu_us_per_io.process * 1.05 + 20);
+  expect(r.cpu_us_per_io.machine).toBeGreaterThan(0);
   if (driver) {
     expect(Object.keys(r.pool!).sort()).toEqual(['fallbacks', 'hits']);
     expect(Object.keys(r.backend!).sort()).toEqual(['maps', 'unmaps']);
@@ -213,6 +222,26 @@ describe('blkbench runs', () => {
     expect(j.ratio!.iops).toBeCloseTo(j.iops / j.baseline!.iops, 2);
     expect(j.ratio!.bandwidth).toBeCloseTo(j.bandwidth_bytes_per_s / j.baseline!.bandwidth_bytes_per_s, 2);
     expect(j.verify_mismatches).toBeNull();
+  });
+
+  it('--no-latency reads no clock per I/O and says the latency was not measured; --cpu-profile profiles the measured phase', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'blkbench-prof-'));
+    try {
+      const file = join(dir, 'run.cpuprofile');
+      const j = JSON.parse((await run(['--ramdisk', '4m', '--runtime', '0.5', '--ramp-time', '0.2', '--no-latency', '--cpu-profile', file, '--json'])).out) as Report;
+      expect(j.ios).toBeGreaterThan(100);
+      expect(j.lat_ns).toEqual({ mean: 0, p50: 0, p99: 0, p999: 0, min: 0, max: 0 });
+      const summary = summarize(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile);
+      // About the measured half-second alone, and the driver's own code is in it.
+      expect(summary.totalUs / 1e6).toBeGreaterThan(0.3);
+      expect(summary.totalUs / 1e6).toBeLessThan(2);
+      expect(summary.parts.map(([part]) => part)).toContain('src/blkfront');
+      expect(describeProfile(summary, 5).filter((l) => l.startsWith('self '))).toHaveLength(5);
+      const text = await run(['--ramdisk', '4m', '--runtime', '0.2', '--no-latency']);
+      expect(text.out).toContain('latency    not measured (--no-latency)');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('the summary names every figure', async () => {

@@ -1,0 +1,58 @@
+/**
+ * Where the driver's guest CPU goes on a real Xen, and what each mechanism
+ * buys there. For a few workloads: the same blkbench run with each variant
+ * (how wake-ups arrive, device buffers, queues), warm (a ramp left out), one
+ * line each with IOPS and CPU per I/O; then blkbench's own CPU profile of the
+ * measured phase (--cpu-profile), by part and by function. Not part of the
+ * default suite: run it with
+ *   XEN_SUITE_ARGS="suite=profile" npm run test:xen
+ */
+import { test } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
+import { describe, summarize, type CpuProfile } from '../../bench/cpuprofile.js';
+import { MiB, XVDB } from './env.js';
+import { withGrantLimit } from './bench.xen.js';
+
+const BLKBENCH = fileURLToPath(new URL('../../examples/blkbench/cli.js', import.meta.url));
+
+function run(args: string[]): Record<string, unknown> {
+  const r = spawnSync(process.execPath, [BLKBENCH, '--xen', '--vdev', String(XVDB), '--json', '--no-latency',
+    '--runtime', '3', '--ramp-time', '2', ...args], { encoding: 'utf8', timeout: 180_000 });
+  assert.equal(r.status, 0, `blkbench failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Record<string, unknown>;
+}
+
+const CASES: Array<{ name: string; args: string[] }> = [
+  { name: '4 KiB random read, 32 in flight', args: ['--rw', 'randread', '--bs', '4k', '--iodepth', '32'] },
+  { name: '4 KiB random read, 1 in flight', args: ['--rw', 'randread', '--bs', '4k', '--iodepth', '1'] },
+  { name: '1 MiB sequential read, 8 in flight', args: ['--rw', 'read', '--bs', String(MiB), '--iodepth', '8'] },
+];
+
+const VARIANTS: Array<{ name: string; args: string[] }> = [
+  { name: 'wake-ups through a worker thread', args: ['--wakeup', 'thread'] },
+  { name: 'wake-ups on the event loop', args: [] },
+  { name: 'event loop, device buffers', args: ['--zero-copy'] },
+  { name: 'event loop, one queue', args: ['--queues', '1'] },
+];
+
+test('profile: the guest\'s clock source', () => {
+  const cs = (f: string) => readFileSync(`/sys/devices/system/clocksource/clocksource0/${f}`, 'utf8').trim();
+  console.log(`# xen-profile clocksource: ${cs('current_clocksource')} (available: ${cs('available_clocksource')})`);
+});
+
+for (const c of CASES) {
+  test(`profile: ${c.name}`, { timeout: 600_000 }, () => withGrantLimit(16384, () => {
+    for (const v of VARIANTS) {
+      const r = run([...c.args, ...v.args]);
+      console.log(`# xen-profile ${c.name}, ${v.name}: ${r.iops} IOPS, per I/O ${JSON.stringify(r.cpu_us_per_io)} µs, ` +
+        `cpu ${JSON.stringify(r.cpu)}, ring ${JSON.stringify(r.ring)}, pool ${JSON.stringify(r.pool)}`);
+    }
+    const file = `/tmp/profile-${process.pid}.cpuprofile`;
+    run([...c.args, '--cpu-profile', file]);
+    const lines = describe(summarize(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile), 20);
+    console.log(lines.map((l) => `# xen-profile ${c.name}: ${l}`).join('\n'));
+  }));
+}
