@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseOptions, type BenchOptions } from '../examples/blkbench/options.js';
 import { runBench } from '../examples/blkbench/bench.js';
-import { bytes, int } from '../examples/blkbench/report.js';
+import { bytes, int, type Report } from '../examples/blkbench/report.js';
 import { defaultTmpdir, layOut } from '../examples/blkbench/targets.js';
 
 const { values } = parseArgs({
@@ -51,6 +51,12 @@ const row = (figure: string, target: string, measured: string, met: boolean): vo
   process.stdout.write(`  ${met ? 'met   ' : 'MISSED'}  ${figure}: ${measured} (target ${target})\n`);
 };
 
+/** CPU per I/O of the driver's own thread (the backend's workers left out): a figure, not a target. */
+const cpuRow = (r: Report): void => {
+  const c = r.cpu_us_per_io;
+  process.stdout.write(`  figure  CPU per I/O: driver thread ${c.thread === null ? 'n/a' : `${c.thread.toFixed(2)} µs`}, ` +
+    `whole process ${c.process.toFixed(2)} µs (Node fs baseline: ${r.baseline!.cpu_us_per_io.process.toFixed(2)} µs)\n`);
+};
 
 async function main(): Promise<void> {
   const runtime = values.runtime!;
@@ -66,6 +72,7 @@ async function main(): Promise<void> {
   row('backend map operations per request after warm-up', '-> 0', `${maps.toFixed(5)} (${int(rr.backend!.maps)} over ${int(rr.ring!.requests)} requests)`, maps < 0.001);
   row('grant pool fallbacks (fresh grants)', '0', int(rr.pool!.fallbacks), rr.pool!.fallbacks === 0);
   row('notifications per request', 'well under 1', rr.notifications_per_request!.toFixed(4), rr.notifications_per_request! < 0.25);
+  cpuRow(rr);
 
   process.stdout.write('4 KiB random write, iodepth 32\n');
   const rw = await runBench(await options(['--rw', 'randwrite', '--bs', '4k', '--iodepth', '32', '--size', '256m', ...common]));
@@ -73,6 +80,7 @@ async function main(): Promise<void> {
   const wmaps = rw.backend!.maps / rw.ring!.requests;
   row('backend map operations per request after warm-up', '-> 0', wmaps.toFixed(5), wmaps < 0.001);
   row('notifications per request', 'well under 1', rw.notifications_per_request!.toFixed(4), rw.notifications_per_request! < 0.25);
+  cpuRow(rw);
 
   process.stdout.write('1 MiB sequential read (indirect descriptors), iodepth 8, into device buffers (zero copy)\n');
   const sr = await runBench(await options(['--rw', 'read', '--bs', '1m', '--iodepth', '8', '--size', '1g', '--zero-copy', ...common]));
@@ -80,6 +88,7 @@ async function main(): Promise<void> {
     `${sr.ratio!.bandwidth.toFixed(2)} (${bytes(sr.bandwidth_bytes_per_s)}/s vs ${bytes(sr.baseline!.bandwidth_bytes_per_s)}/s)`, sr.ratio!.bandwidth >= 0.8);
   const srMaps = sr.backend!.maps / sr.ring!.requests;
   row('backend map operations per request after warm-up', '-> 0', srMaps.toFixed(5), srMaps < 0.001);
+  cpuRow(sr);
   process.stdout.write('1 MiB sequential read, iodepth 8, ordinary memory (bounced through the pool; for comparison)\n');
   const sb = await runBench(await options(['--rw', 'read', '--bs', '1m', '--iodepth', '8', '--size', '1g', ...common]));
   process.stdout.write(`  info    bandwidth, driver / Node fs: ${sb.ratio!.bandwidth.toFixed(2)} (${bytes(sb.bandwidth_bytes_per_s)}/s vs ` +

@@ -9,7 +9,9 @@
 #   $XEN_TESTBED_CACHE (default /var/cache/xen-blkfront-testbed)/<key>/
 #     xen            the hypervisor, an ELF multiboot image QEMU loads with -kernel
 #     vmlinuz        Debian's kernel, for dom0 and the domU
-#     dom0.cpio.gz   dom0's root: debootstrap minbase + xen-utils + its modules
+#     dom0.cpio.gz   dom0's root: debootstrap minbase + xen-utils + its modules, and
+#                    QEMU's Xen build (qemu-system-xen, with qemu-system-data's keymaps),
+#                    which libxl starts as the backend of a backendtype=qdisk vbd; and node
 #     domU.cpio.gz   the domU's base: busybox, modules, node, libxen*, coreutils dd
 # Prints the directory on stdout; everything else goes to stderr.
 set -euo pipefail
@@ -22,7 +24,7 @@ kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-im
 [ -n "$kpkg" ] || { log "cannot resolve linux-image-amd64 (is apt's package list there? run apt-get update)"; exit 1; }
 kver=${kpkg#linux-image-}
 version_of() { apt-cache policy "$1" | awk '/Candidate:/ { print $2; exit }'; }
-pkgs=(xen-hypervisor-4.17-amd64 "$kpkg" xen-utils-4.17 busybox-static coreutils)
+pkgs=(xen-hypervisor-4.17-amd64 "$kpkg" xen-utils-4.17 busybox-static coreutils qemu-system-xen qemu-system-data)
 versions=""
 for p in "${pkgs[@]}"; do
   v=$(version_of "$p")
@@ -30,7 +32,7 @@ for p in "${pkgs[@]}"; do
   versions+="$p=$v "
 done
 node_id="node $(node -v) $(stat -c %s /usr/bin/node)"
-layout_rev=1   # bump when this script's output changes shape
+layout_rev=3   # bump when this script's output changes shape
 key=$(printf '%s\n' "$versions" "$node_id" "rev $layout_rev" | sha256sum | cut -c1-16)
 dir="$cache_root/$key"
 if [ -f "$dir/complete" ]; then
@@ -84,6 +86,18 @@ install_modules() {
   depmod -b "$root" "$kver"
 }
 
+# Copies each file into the root ROOT with the shared objects ldd says it needs.
+copy_with_libs() {
+  local root=$1 f lib; shift
+  for f in "$@"; do
+    mkdir -p "$root$(dirname "$f")"
+    cp -L "$f" "$root$f"
+    for lib in $(ldd "$f" | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }'); do
+      [ -e "$root$lib" ] || { mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"; }
+    done
+  done
+}
+
 # --- dom0: debootstrap minbase with the toolstack ------------------------
 log "debootstrap dom0 (about a minute)"
 mirror=$(awk '/^deb / && /debian/ { print $2; exit }' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
@@ -91,10 +105,12 @@ if [ -z "$mirror" ]; then
   mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
 fi
 debootstrap --variant=minbase \
-  --include=xen-utils-4.17,xenstore-utils,busybox,kmod,util-linux,iproute2,procps \
+  --include=xen-utils-4.17,xenstore-utils,busybox,kmod,util-linux,iproute2,procps,qemu-system-xen,qemu-system-data \
   bookworm "$work/dom0" ${mirror:+"$mirror"} >"$work/debootstrap.log" 2>&1 ||
   { tail -n 20 "$work/debootstrap.log" >&2; exit 1; }
 install_modules "$work/dom0" xen-evtchn xen-gntalloc xen-gntdev xen-privcmd xenfs xen-blkback loop
+# Node, for the xenstore client's benchmark against the C xenstored over its socket.
+copy_with_libs "$work/dom0" /usr/bin/node
 rm -rf "$work/dom0"/var/cache/apt/archives/*.deb "$work/dom0"/usr/share/doc "$work/dom0"/usr/share/man \
   "$work/dom0"/usr/share/locale "$work/dom0"/usr/share/info
 ( cd "$work/dom0" && find . -xdev | cpio -o -H newc --quiet ) | gzip -1 > "$dir/dom0.cpio.gz"
@@ -108,18 +124,8 @@ for a in $("$u/bin/busybox" --list); do [ -e "$u/bin/$a" ] || ln -s busybox "$u/
 install_modules "$u" xen-evtchn xen-gntalloc xen-gntdev xen-blkfront
 # Node, coreutils' dd (for O_DIRECT on the kernel driver's disk) and the Xen
 # userspace libraries, each with the shared objects ldd says it needs.
-copy_with_libs() {
-  local f lib
-  for f in "$@"; do
-    mkdir -p "$u$(dirname "$f")"
-    cp -L "$f" "$u$f"
-    for lib in $(ldd "$f" | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }'); do
-      [ -e "$u$lib" ] || { mkdir -p "$u$(dirname "$lib")"; cp -L "$lib" "$u$lib"; }
-    done
-  done
-}
 xl=/usr/lib/x86_64-linux-gnu
-copy_with_libs /usr/bin/node /usr/bin/dd /usr/bin/sha256sum \
+copy_with_libs "$u" /usr/bin/node /usr/bin/dd /usr/bin/sha256sum \
   $xl/libxengnttab.so.1 $xl/libxenevtchn.so.1 $xl/libxentoolcore.so.1 $xl/libxentoollog.so.1
 ( cd "$u" && find . | cpio -o -H newc --quiet ) | gzip -1 > "$dir/domU.cpio.gz"
 

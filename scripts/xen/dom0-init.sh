@@ -41,11 +41,21 @@ xen-init-dom0 >/dev/null
 xenconsoled --log=guest --log-dir=/var/log/xen/console
 say "toolstack up at $(cut -d' ' -f1 /proc/uptime)s"
 
+# The xenstore client against the C xenstored, from dom0 over its socket, before the domU exists.
+if out=$(node /opt/xen-blkfront/dist/bench/xenstore.js --socket /run/xenstored/socket --base /bench --ops 1000 --summary 2>&1); then
+  say "# xen-bench xenstore from dom0 over its socket, C xenstored: $out"
+else
+  say "xenstore benchmark from dom0 failed: $(echo "$out" | tail -n 3 | tr '\n' ' ')"
+fi
+
 # Backing files. The marker lets the domU prove it reads dom0's data at both
 # ends of the disk; the rest starts as zeros.
 truncate -s "${DISK_MB}M" /tmp/disk.img
 truncate -s "${RO_MB}M" /tmp/ro.img
 truncate -s "${KDISK_MB}M" /tmp/kdisk.img
+# Twins served by QEMU's qdisk backend (libxl starts QEMU for them): one for the driver, one for the kernel's.
+truncate -s "${KDISK_MB}M" /tmp/qdisk.img
+truncate -s "${KDISK_MB}M" /tmp/kqdisk.img
 printf 'XEN-BLKFRONT-MARKER %s head' "$MARKER" | dd of=/tmp/disk.img conv=notrunc status=none
 printf 'XEN-BLKFRONT-MARKER %s tail' "$MARKER" |
   dd of=/tmp/disk.img bs=512 seek=$((DISK_MB * 2048 - 1)) conv=notrunc status=none
@@ -64,7 +74,9 @@ on_poweroff = "destroy"
 on_crash = "destroy"
 disk = [ 'format=raw, vdev=xvdb, access=rw, backendtype=phy, target=/tmp/disk.img',
          'format=raw, vdev=xvdc, access=ro, backendtype=phy, target=/tmp/ro.img',
-         'format=raw, vdev=xvdd, access=rw, backendtype=phy, target=/tmp/kdisk.img' ]
+         'format=raw, vdev=xvdd, access=rw, backendtype=phy, target=/tmp/kdisk.img',
+         'format=raw, vdev=xvde, access=rw, backendtype=qdisk, target=/tmp/qdisk.img',
+         'format=raw, vdev=xvdf, access=rw, backendtype=qdisk, target=/tmp/kqdisk.img' ]
 CFG
 xl create /tmp/domU.cfg >/tmp/xl-create.log 2>&1 || { cat /tmp/xl-create.log; finish "xl create failed" error; }
 domid=$(xl domid suite)
@@ -81,7 +93,10 @@ tailer=$!
 # data/response = "<n> <answer>". Only these commands exist.
 serve() {
   local n=$1 cmd=$2 a1=${3:-} a2=${4:-} file
-  case "$a1" in xvdb) file=/tmp/disk.img ;; xvdc) file=/tmp/ro.img ;; xvdd) file=/tmp/kdisk.img ;; *) file= ;; esac
+  case "$a1" in
+    xvdb) file=/tmp/disk.img ;; xvdc) file=/tmp/ro.img ;; xvdd) file=/tmp/kdisk.img ;;
+    xvde) file=/tmp/qdisk.img ;; xvdf) file=/tmp/kqdisk.img ;; *) file= ;;
+  esac
   case "$cmd" in
     checksum)   # the backing file's sha256, as dom0 sees it
       [ -n "$file" ] || { echo "$n error unknown vdev $a1"; return; }

@@ -53,8 +53,10 @@ gcc -O2 -Wall -Werror -static -o "$run/domU/usr/bin/kbench" "$here/kbench.c"
 ( cd "$run/domU" && find . | cpio -o -H newc --quiet ) | gzip -1 > "$run/domU-run.cpio.gz"
 
 # --- dom0's additions: /init, the domU's kernel and root, the run's settings ---
-mkdir -p "$run/dom0/testbed"
+mkdir -p "$run/dom0/testbed" "$run/dom0/opt/xen-blkfront"
 cp "$here/dom0-init.sh" "$run/dom0/init"
+# The compiled project alone (dom0 runs the xenstore benchmark, which needs no package).
+cp -r package.json dist "$run/dom0/opt/xen-blkfront/"
 cp "$bed/vmlinuz" "$run/dom0/testbed/vmlinuz"
 cat "$bed/domU.cpio.gz" "$run/domU-run.cpio.gz" > "$run/dom0/testbed/domU.cpio.gz"
 cat > "$run/dom0/testbed/config" <<CFG
@@ -89,7 +91,7 @@ summary() {
   pass=$(grep -aE '^domU\| # pass [0-9]+' "$console" | tail -n 1 | awk '{ print $4 }')
   fail=$(grep -aE '^domU\| # fail [0-9]+' "$console" | tail -n 1 | awk '{ print $4 }')
   skip=$(grep -aE '^domU\| # skipped [0-9]+' "$console" | tail -n 1 | awk '{ print $4 }')
-  grep -aE '^domU\| # xen-bench ' "$console" | sed 's/^domU| # /test:xen: /' || true
+  grep -aE '^(dom0|domU)\| # xen-bench ' "$console" | sed -E 's/^(dom0|domU)\| # /test:xen: /' || true
   echo "test:xen: xen tests: ${pass:-0} passed, ${fail:-0} failed, ${skip:-0} skipped (real Xen 4.17, $((SECONDS - started))s in all, console in $console)"
 }
 case "$result" in

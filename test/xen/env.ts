@@ -11,6 +11,10 @@ export const XVDB = 51728;
 export const XVDC = 51744;
 /** xvdd: read-write, 64 MiB, for the kernel's own xen-blkfront. */
 export const XVDD = 51760;
+/** xvde: read-write, 64 MiB, served by QEMU's qdisk backend, for the driver. */
+export const XVDE = 51776;
+/** xvdf: read-write, 64 MiB, served by QEMU's qdisk backend, for the kernel's own xen-blkfront. */
+export const XVDF = 51792;
 export const MiB = 1024 * 1024;
 
 /** The marker dom0 wrote, from the domU's kernel command line. */

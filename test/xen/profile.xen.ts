@@ -56,3 +56,35 @@ for (const c of CASES) {
     console.log(lines.map((l) => `# xen-profile ${c.name}: ${l}`).join('\n'));
   }));
 }
+
+test('profile: what one system call, clock read, FFI call and event-channel operation costs in this guest', async () => {
+  const { openLibrary } = await import('../../src/ffi/koffi.js');
+  const { platform } = await import('./env.js');
+  const libc = openLibrary(['libc.so.6'], 'libc6');
+  const getpid = libc.func('int getpid()');
+  const getppid = libc.func('long syscall(long n)');
+  const N = 2000;
+  const time = (what: string, fn: () => unknown) => {
+    for (let i = 0; i < 200; i++) fn();
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < N; i++) fn();
+    const us = Number(process.hrtime.bigint() - t0) / 1e3 / N;
+    console.log(`# xen-profile cost: ${what}: ${us.toFixed(1)} µs`);
+  };
+  const SYS_getppid = 110;
+  time('JavaScript call that does nothing', () => 0);
+  time('performance.now() (a clock read)', () => performance.now());
+  time('koffi call to getpid() (glibc, no system call)', () => getpid());
+  time('koffi call to syscall(SYS_getppid) (one system call)', () => getppid(SYS_getppid));
+  const p = await platform();
+  try {
+    const a = p.evtchn.allocUnbound(p.domid);
+    const b = p.evtchn.bindInterdomain(p.domid, a.port);
+    time('event-channel notify (ioctl, then a hypercall)', () => a.notify());
+    await new Promise((r) => setTimeout(r, 100));
+    a.close();
+    b.close();
+  } finally {
+    await p.close();
+  }
+});

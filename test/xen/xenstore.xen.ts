@@ -5,7 +5,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { XenstoreError, type XenPlatform } from '../../src/index.js';
-import { platform } from './env.js';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { platform, report } from './env.js';
 
 async function withPlatform(fn: (p: XenPlatform) => Promise<void>): Promise<void> {
   const p = await platform();
@@ -143,3 +145,17 @@ test('xenstore: 200 requests in flight on one connection, each matched to its re
   assert.equal(stats.unknownReplies, 0);
   console.log(`# xenstore: ${stats.requestsSent} requests, at most ${stats.maxInFlight} in flight`);
 }));
+
+test('xenstore: one request at a time against 64 in flight, through 1 to 8 files of /dev/xen/xenbus', { timeout: 300_000 }, () => {
+  const bench = fileURLToPath(new URL('../../bench/xenstore.js', import.meta.url));
+  for (const files of [1, 2, 4, 8]) {
+    const r = spawnSync(process.execPath, [bench, '--xenbus', '/dev/xen/xenbus', '--files', String(files), '--base', 'data/xsbench',
+      '--ops', '400', '--in-flight', '64'], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, `bench/xenstore.js: ${r.stderr}`);
+    const out = JSON.parse(r.stdout) as { cases: Record<string, { serial_ops_per_s: number; concurrent_ops_per_s: number; ratio: number }> };
+    const line = Object.entries(out.cases)
+      .map(([name, c]) => `${name} ${c.serial_ops_per_s} -> ${c.concurrent_ops_per_s} ops/s, ratio ${c.ratio.toFixed(2)}`).join('; ');
+    report(`xenstore through /dev/xen/xenbus, C xenstored, ${files} file${files === 1 ? '' : 's'}: ${line}`);
+    for (const c of Object.values(out.cases)) assert.ok(c.serial_ops_per_s > 0 && c.concurrent_ops_per_s > 0);
+  }
+});
