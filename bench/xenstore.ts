@@ -18,7 +18,7 @@
  * the figure, since both runs share the machine and the process.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,7 +44,7 @@ const OPS = Number(values.ops);
 const IN_FLIGHT = Number(values['in-flight']);
 const TARGET_RATIO = 5;
 
-async function startDaemon(): Promise<{ socket: string; stop(): void }> {
+async function startDaemon(): Promise<{ socket: string; pid: number; stop(): void }> {
   const dir = mkdtempSync(join(tmpdir(), 'xsbench-'));
   const socket = join(dir, 'socket');
   const cli = fileURLToPath(new URL('../src/sim/cli.js', import.meta.url));
@@ -55,6 +55,7 @@ async function startDaemon(): Promise<{ socket: string; stop(): void }> {
   });
   return {
     socket,
+    pid: proc.pid!,
     stop: () => {
       proc.kill('SIGTERM');
       rmSync(dir, { recursive: true, force: true });
@@ -63,6 +64,31 @@ async function startDaemon(): Promise<{ socket: string; stop(): void }> {
 }
 
 type Op = (i: number) => Promise<unknown>;
+
+/** CPU seconds a process has used, from /proc (null where there is none). */
+function cpuOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return null;
+  }
+}
+
+/** Runs `phase` and says how much CPU this process and the daemon spent on each operation, in µs. */
+async function measured(pid: number | undefined, n: number, phase: () => Promise<number>): Promise<{ seconds: number; client: number; daemon: number | null }> {
+  const c0 = process.cpuUsage();
+  const d0 = pid === undefined ? null : cpuOf(pid);
+  const seconds = await phase();
+  const c = process.cpuUsage(c0);
+  const d1 = pid === undefined ? null : cpuOf(pid);
+  return {
+    seconds,
+    client: Math.round(((c.user + c.system) / n) * 10) / 10,
+    daemon: d0 === null || d1 === null ? null : Math.round(((d1 - d0) * 1e6 / n) * 10) / 10,
+  };
+}
 
 async function serial(op: Op, n: number): Promise<number> {
   const t0 = process.hrtime.bigint();
@@ -81,14 +107,14 @@ async function concurrent(op: Op, n: number, k: number): Promise<number> {
 }
 
 /** The transport the options name, and how to let go of what was started for it. */
-async function connect(): Promise<{ stream: ByteStream | MessageStream; target: string; stop(): void }> {
+async function connect(): Promise<{ stream: ByteStream | MessageStream; target: string; daemonPid?: number; stop(): void }> {
   if (values.xenbus !== undefined) {
     const files = Number(values.files);
     return { stream: await openXenbusDevice(values.xenbus, { files }), target: `${values.xenbus} (${files} files)`, stop: () => undefined };
   }
   if (values.socket !== undefined) return { stream: await connectUnixSocket(values.socket), target: values.socket, stop: () => undefined };
   const daemon = await startDaemon();
-  return { stream: await connectUnixSocket(daemon.socket), target: 'the simulated xenstored', stop: () => daemon.stop() };
+  return { stream: await connectUnixSocket(daemon.socket), target: 'the simulated xenstored', daemonPid: daemon.pid, stop: () => daemon.stop() };
 }
 
 async function main(): Promise<void> {
@@ -102,14 +128,23 @@ async function main(): Promise<void> {
       read_1b: () => xs.read(`${base}/small`),
       write_2000b: (i) => xs.write(`${base}/large/${i % 256}`, large),
     };
-    const out: Record<string, { serial_ops_per_s: number; concurrent_ops_per_s: number; ratio: number }> = {};
+    const out: Record<string, {
+      serial_ops_per_s: number; concurrent_ops_per_s: number; ratio: number;
+      /** CPU per operation, µs: this client's and (the simulated daemon only) the daemon's, one at a time and concurrent. */
+      cpu_us_per_op: { serial: { client: number; daemon: number | null }; concurrent: { client: number; daemon: number | null } };
+    }> = {};
     for (const [name, op] of Object.entries(cases)) {
       // Warm up both paths (JIT, socket buffers, the daemon's tree).
       await serial(op, Math.min(2000, OPS));
       await concurrent(op, Math.min(2000, OPS), IN_FLIGHT);
-      const s = OPS / (await serial(op, OPS));
-      const k = OPS / (await concurrent(op, OPS, IN_FLIGHT));
-      out[name] = { serial_ops_per_s: Math.round(s), concurrent_ops_per_s: Math.round(k), ratio: Number((k / s).toFixed(2)) };
+      const sm = await measured(c.daemonPid, OPS, () => serial(op, OPS));
+      const km = await measured(c.daemonPid, OPS, () => concurrent(op, OPS, IN_FLIGHT));
+      const s = OPS / sm.seconds;
+      const k = OPS / km.seconds;
+      out[name] = {
+        serial_ops_per_s: Math.round(s), concurrent_ops_per_s: Math.round(k), ratio: Number((k / s).toFixed(2)),
+        cpu_us_per_op: { serial: { client: sm.client, daemon: sm.daemon }, concurrent: { client: km.client, daemon: km.daemon } },
+      };
     }
     await xs.rm(base);
     const met = Object.values(out).every((r) => r.ratio >= TARGET_RATIO);
