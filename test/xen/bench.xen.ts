@@ -21,7 +21,7 @@ import { GNTALLOC_LIMIT } from '../../src/gnttab/gntshr.js';
 
 const BLKBENCH = fileURLToPath(new URL('../../examples/blkbench/cli.js', import.meta.url));
 const KBENCH = '/usr/bin/kbench';
-const RUNTIME_S = 3;
+const RUNTIME_S = 2;
 const RAMP_S = 1;
 
 export interface Workload { name: string; rw: 'read' | 'write' | 'randread' | 'randwrite'; bs: number; depth: number }

@@ -32,10 +32,11 @@ const CASES: Array<{ name: string; args: string[] }> = [
 ];
 
 const VARIANTS: Array<{ name: string; args: string[] }> = [
-  { name: 'wake-ups through a worker thread', args: ['--wakeup', 'thread'] },
-  { name: 'wake-ups on the event loop', args: [] },
-  { name: 'event loop, device buffers', args: ['--zero-copy'] },
-  { name: 'event loop, one queue', args: ['--queues', '1'] },
+  { name: 'bounced, wake-ups through a worker thread', args: ['--wakeup', 'thread'] },
+  { name: 'bounced, wake-ups on the event loop', args: [] },
+  { name: 'device buffers, wake-ups through a worker thread', args: ['--zero-copy', '--wakeup', 'thread'] },
+  { name: 'device buffers, wake-ups on the event loop', args: ['--zero-copy'] },
+  { name: 'device buffers, one queue', args: ['--zero-copy', '--queues', '1'] },
 ];
 
 test('profile: the guest\'s clock source', () => {
@@ -51,7 +52,7 @@ for (const c of CASES) {
         `cpu ${JSON.stringify(r.cpu)}, ring ${JSON.stringify(r.ring)}, pool ${JSON.stringify(r.pool)}`);
     }
     const file = `/tmp/profile-${process.pid}.cpuprofile`;
-    run([...c.args, '--cpu-profile', file]);
+    run([...c.args, '--zero-copy', '--cpu-profile', file]);
     const lines = describe(summarize(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile), 20);
     console.log(lines.map((l) => `# xen-profile ${c.name}: ${l}`).join('\n'));
   }));
