@@ -17,7 +17,7 @@ export interface Figures {
   bandwidth_bytes_per_s: number;
   lat_ns: { mean: number; p50: number; p99: number; p999: number; min: number; max: number };
   /** CPU time of the whole process (the simulated backend's threads included) over the measured phase. */
-  cpu: { user_s: number; system_s: number; percent: number };
+  cpu: { user_s: number; system_s: number; percent: number; by_thread: Record<string, number> | null };
   /**
    * CPU per I/O in microseconds: this process's, the driver's own thread's
    * (null without /proc/thread-self), and the whole machine's
@@ -66,7 +66,10 @@ export function figures(r: JobResult): Figures {
       mean: round(r.lat.mean), p50: r.lat.quantile(0.5), p99: r.lat.quantile(0.99), p999: r.lat.quantile(0.999),
       min: r.lat.count === 0 ? 0 : r.lat.min, max: r.lat.max,
     },
-    cpu: { user_s: round(r.cpu.user, 3), system_s: round(r.cpu.system, 3), percent: round((100 * (r.cpu.user + r.cpu.system)) / r.seconds, 1) },
+    cpu: {
+      user_s: round(r.cpu.user, 3), system_s: round(r.cpu.system, 3), percent: round((100 * (r.cpu.user + r.cpu.system)) / r.seconds, 1),
+      by_thread: r.threads,
+    },
     cpu_us_per_io: {
       process: r.ios === 0 ? 0 : round((1e6 * (r.cpu.user + r.cpu.system)) / r.ios, 2),
       thread: r.threadCpu === null || r.ios === 0 ? null : round((1e6 * r.threadCpu) / r.ios, 2),

@@ -5,7 +5,7 @@
  * into a fixed histogram, so the harness allocates nothing per I/O beyond
  * the engine's own promise.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { Histogram } from './histogram.js';
 import { Workload, checkPattern, fillPattern, type Mismatch } from './workload.js';
 import type { BenchOptions } from './options.js';
@@ -59,6 +59,8 @@ export interface JobResult {
   machineBusy: number | null;
   /** This (the driver's) thread's CPU seconds over the measured phase, when /proc/thread-self is there. */
   threadCpu: number | null;
+  /** CPU seconds over the measured phase by thread name (the process's threads: V8's, libuv's, the backend's), when /proc is there. */
+  threads: Record<string, number> | null;
   /** Counter increase over the measured phase (null for engines without counters). */
   counters: EngineCounters | null;
   /** Blocks found not to hold what was last written (null without --verify). */
@@ -211,6 +213,7 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
   const cpu0 = process.cpuUsage();
   const busy0 = machineBusySeconds();
   const thread0 = threadCpuSeconds();
+  const tasks0 = taskCpuSeconds();
   const t0 = performance.now();
   let timer: NodeJS.Timeout | undefined;
   if (hooks.progress !== undefined) {
@@ -231,6 +234,7 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
   const cpu = process.cpuUsage(cpu0);
   const busy1 = machineBusySeconds();
   const thread1 = threadCpuSeconds();
+  const tasks1 = taskCpuSeconds();
   const counters = diff(engine.counters(), c0);
 
   await hooks.afterRun?.();
@@ -240,6 +244,7 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
     cpu: { user: cpu.user / 1e6, system: cpu.system / 1e6 },
     machineBusy: busy0 === null || busy1 === null ? null : busy1 - busy0,
     threadCpu: thread0 === null || thread1 === null ? null : thread1 - thread0,
+    threads: tasks0 === null || tasks1 === null ? null : byName(tasks0, tasks1),
     counters,
     verifyMismatches: o.verify ? mismatches : null,
     verifyChecked: checked,
@@ -287,4 +292,39 @@ export function threadCpuSeconds(): number | null {
   const utime = Number(f[11]);
   const stime = Number(f[12]);
   return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / USER_HZ : null;
+}
+
+interface Task { name: string; cpu: number }
+
+/** Each thread of this process, by id: its name and CPU seconds so far (null without /proc). */
+function taskCpuSeconds(): Map<string, Task> | null {
+  let ids: string[];
+  try {
+    ids = readdirSync('/proc/self/task');
+  } catch {
+    return null;
+  }
+  const out = new Map<string, Task>();
+  for (const id of ids) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${id}/stat`, 'latin1');
+      // The main thread (the driver's, on the simulated host the backend's workers are others) by role; the rest by name.
+      const name = id === String(process.pid) ? 'main' : `${stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))} (other threads)`;
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(id, { name, cpu: (Number(f[11]) + Number(f[12])) / USER_HZ });
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return out;
+}
+
+/** CPU spent between two samples, summed by thread name; threads born in between count from zero. */
+function byName(a: Map<string, Task>, b: Map<string, Task>): Record<string, number> {
+  const sums: Record<string, number> = {};
+  for (const [id, t] of b) {
+    const d = t.cpu - (a.get(id)?.cpu ?? 0);
+    if (d > 0) sums[t.name] = Math.round(((sums[t.name] ?? 0) + d) * 100) / 100;
+  }
+  return sums;
 }
