@@ -18,10 +18,10 @@ import { withGrantLimit } from './bench.xen.js';
 
 const BLKBENCH = fileURLToPath(new URL('../../examples/blkbench/cli.js', import.meta.url));
 
-function run(args: string[]): Record<string, unknown> {
+function run(args: string[], node: string[] = []): Record<string, unknown> {
   // A variant may bring its own --ramp-time.
   const ramp = args.includes('--ramp-time') ? [] : ['--ramp-time', '2'];
-  const r = spawnSync(process.execPath, [BLKBENCH, '--xen', '--vdev', String(XVDB), '--json', '--no-latency',
+  const r = spawnSync(process.execPath, [...node, BLKBENCH, '--xen', '--vdev', String(XVDB), '--json', '--no-latency',
     '--runtime', '3', ...ramp, ...args], { encoding: 'utf8', timeout: 180_000 });
   assert.equal(r.status, 0, `blkbench failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as Record<string, unknown>;
@@ -33,7 +33,7 @@ const CASES: Array<{ name: string; args: string[] }> = [
   { name: '1 MiB sequential read, 8 in flight', args: ['--rw', 'read', '--bs', String(MiB), '--iodepth', '8'] },
 ];
 
-const VARIANTS: Array<{ name: string; args: string[] }> = [
+const VARIANTS: Array<{ name: string; args: string[]; node?: string[] }> = [
   { name: 'bounced, wake-ups through a worker thread', args: ['--wakeup', 'thread'] },
   { name: 'bounced, wake-ups on the event loop', args: [] },
   { name: 'device buffers, wake-ups through a worker thread', args: ['--zero-copy', '--wakeup', 'thread'] },
@@ -41,6 +41,9 @@ const VARIANTS: Array<{ name: string; args: string[] }> = [
   { name: 'device buffers, one queue', args: ['--zero-copy', '--queues', '1'] },
   // Under emulation V8's optimising compiler is slow: how much of the cost is a warm-up still going on after 2 s?
   { name: 'device buffers, one queue, 12 s ramp', args: ['--zero-copy', '--queues', '1', '--ramp-time', '12'] },
+  // V8's helper threads (parallel scavenges, concurrent compiles) take half the process's CPU here: without them?
+  { name: 'device buffers, one queue, node --single-threaded-gc', args: ['--zero-copy', '--queues', '1'], node: ['--single-threaded-gc'] },
+  { name: 'device buffers, one queue, node --single-threaded', args: ['--zero-copy', '--queues', '1'], node: ['--single-threaded'] },
 ];
 
 test('profile: the guest\'s clock source', () => {
@@ -51,7 +54,7 @@ test('profile: the guest\'s clock source', () => {
 for (const c of CASES) {
   test(`profile: ${c.name}`, { timeout: 600_000 }, () => withGrantLimit(16384, () => {
     for (const v of VARIANTS) {
-      const r = run([...c.args, ...v.args]);
+      const r = run([...c.args, ...v.args], v.node);
       console.log(`# xen-profile ${c.name}, ${v.name}: ${r.iops} IOPS, per I/O ${JSON.stringify(r.cpu_us_per_io)} µs, ` +
         `cpu ${JSON.stringify(r.cpu)}, ring ${JSON.stringify(r.ring)}, pool ${JSON.stringify(r.pool)}`);
     }
