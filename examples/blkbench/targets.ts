@@ -120,7 +120,7 @@ const GNTALLOC_LIMIT_PATH = '/sys/module/xen_gntalloc/parameters/limit';
  * --zero-copy, a clear refusal up front when the device buffers cannot all
  * be granted, rather than a failure part-way through.
  */
-function grantRoom(platform: XenPlatform, device: BlockDevice, o: BenchOptions): string {
+export function grantRoom(platform: Pick<XenPlatform, 'grants'>, device: Pick<BlockDevice, 'stats'>, o: Pick<BenchOptions, 'zeroCopy' | 'iodepth' | 'bs'>): string {
   const limit = platform.grants.limit?.();
   const inUse = platform.grants.stats().sharedPages;
   const pools = device.stats().pool.size;

@@ -78,6 +78,25 @@ describe('real-Xen event channels (libxenevtchn through koffi)', () => {
   });
 });
 
+describe('the event loop\'s watch failing', () => {
+  it('falls back to a poll on a worker thread, with a warning, and loses no event', async () => {
+    const lib = pipeLib();
+    const chans = new XenEventChannels(lib, loadLibc(), { wakeup: 'event-loop' });
+    const a = chans.allocUnbound(0);
+    let calls = 0;
+    a.onEvent(() => calls++);
+    const warned = new Promise<Error>((resolve) => process.once('warning', resolve));
+    // What a read error on the device would do: the watcher's stream fails.
+    (chans as unknown as { loop: { socket: { destroy(e: Error): void } } }).loop.socket.destroy(new Error('EIO'));
+    expect((await warned).message).toMatch(/polling on a worker thread instead: EIO/);
+    expect(chans.wakeup).toBe('thread');
+    lib.raise(a.port);
+    await until(() => calls === 1);
+    chans.close();
+    await until(() => lib.closed === 1, 2000);
+  });
+});
+
 describe.each(['event-loop', 'thread'] as const)('real-Xen event channels, waking through the %s', (wakeup) => {
   const open = (lib: EvtchnLib) => new XenEventChannels(lib, loadLibc(), { wakeup });
 

@@ -16,6 +16,7 @@ import { runBench } from '../../examples/blkbench/bench.js';
 import { Histogram } from '../../examples/blkbench/histogram.js';
 import { Workload, checkPattern, fillPattern } from '../../examples/blkbench/workload.js';
 import type { Report } from '../../examples/blkbench/report.js';
+import { grantRoom } from '../../examples/blkbench/targets.js';
 import { describe as describeProfile, summarize, type CpuProfile } from '../../bench/cpuprofile.js';
 
 const CLI = fileURLToPath(new URL('../../dist/examples/blkbench/cli.js', import.meta.url));
@@ -353,5 +354,25 @@ describe('blkbench parts', () => {
     expect(checkPattern(buf, 1 << 20, 5, 7, scratch)).toMatchObject({ sectorOffset: (1 << 20) + 4096 + 512, found: { seedOk: true } });
     buf.fill(0);
     expect(checkPattern(buf, 1 << 20, 5, 7, scratch)).toMatchObject({ sectorOffset: 1 << 20, found: { seedOk: false } });
+  });
+});
+
+describe('blkbench on a real Xen: the grant limit', () => {
+  const platform = (limit: number | undefined, shared: number) =>
+    ({ grants: { limit: () => limit, stats: () => ({ sharedPages: shared }) } }) as unknown as Parameters<typeof grantRoom>[0];
+  const device = (pool: number) => ({ stats: () => ({ pool: { size: pool } }) }) as unknown as Parameters<typeof grantRoom>[1];
+
+  it('says which limit it found and what the pools took', () => {
+    expect(grantRoom(platform(1024, 508), device(508), { zeroCopy: false, iodepth: 32, bs: 1 << 20 }))
+      .toBe('grants: gntalloc limit 1024, 508 pages in the device\'s pools');
+    expect(grantRoom(platform(undefined, 0), device(0), { zeroCopy: true, iodepth: 4, bs: 4096 }))
+      .toBe('grants: gntalloc limit none, 0 pages in the device\'s pools, 4 for device buffers');
+  });
+
+  it('refuses device buffers that cannot all be granted before the run, with the limit to ask for', () => {
+    expect(() => grantRoom(platform(1024, 508), device(508), { zeroCopy: true, iodepth: 32, bs: 1 << 20 }))
+      .toThrow(/--zero-copy: 32 device buffers of 1048576 bytes need 8192 grant pages, and only 516 of gntalloc's limit of 1024 are left .*echo 8700 > \/sys\/module\/xen_gntalloc\/parameters\/limit/);
+    // Exactly what is left is enough.
+    expect(grantRoom(platform(1024, 508), device(508), { zeroCopy: true, iodepth: 2, bs: 258 * 4096 })).toContain('516 for device buffers');
   });
 });
