@@ -34,7 +34,9 @@ describe('kbench', () => {
     const r = spawnSync(bin, [file, rw, String(bs), String(depth), String(4 << 20), '0.3', '0.1'], { encoding: 'utf8' });
     if (r.status === 1 && /Invalid argument/.test(r.stderr)) return; // a filesystem without O_DIRECT: nothing to measure here
     expect(r.status, r.stderr).toBe(0);
-    const j = JSON.parse(r.stdout) as Record<string, number>;
+    const j = JSON.parse(r.stdout) as {
+      ios: number; seconds: number; iops: number; bandwidth_bytes_per_s: number; process_cpu_s: number; machine_busy_s: number; machine_total_s: number;
+    };
     expect(Object.keys(j).sort()).toEqual(['bandwidth_bytes_per_s', 'iops', 'ios', 'machine_busy_s', 'machine_total_s', 'process_cpu_s', 'seconds']);
     expect(j.ios).toBeGreaterThan(depth);
     // The measured phase is the runtime (the ramp left out), plus the last I/Os draining.
