@@ -102,13 +102,18 @@ export function kernelDriverFor(vdev: number, name: string): string {
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
 const rate = (w: Workload, s: Side) => (w.bs >= MiB ? `${(s.bytesPerS / MiB).toFixed(1)} MiB/s` : `${int(s.iops)} IOPS`);
 
-/** Runs both sides twice, alternating, keeps each side's better run, and reports the line. */
-export function compare(w: Workload, ours: () => Side, theirs: () => Side, label = '', how = ''): void {
+/**
+ * Runs both sides `rounds` times, alternating, keeps each side's better run,
+ * and reports the line.
+ */
+export function compare(w: Workload, ours: () => Side, theirs: () => Side, label = '', how = '', rounds = 2): void {
   const best = (a: Side, b: Side) => (a.iops >= b.iops ? a : b);
-  const o1 = ours();
-  const k1 = theirs();
-  const o = best(o1, ours());
-  const k = best(k1, theirs());
+  let o = ours();
+  let k = theirs();
+  for (let i = 1; i < rounds; i++) {
+    o = best(o, ours());
+    k = best(k, theirs());
+  }
   report(`${w.name}${label}: blkbench ${rate(w, o)}, ${o.cpuUsPerIo.toFixed(0)} µs CPU/IO (${how === '' ? '' : `${how}, `}${o.detail}); ` +
     `kernel ${rate(w, k)}, ${k.cpuUsPerIo.toFixed(0)} µs CPU/IO; ratio ${(o.iops / k.iops).toFixed(2)}, CPU/IO ratio ${(o.cpuUsPerIo / k.cpuUsPerIo).toFixed(2)}`);
 }
