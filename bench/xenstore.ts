@@ -18,7 +18,7 @@
  * the figure, since both runs share the machine and the process.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +26,7 @@ import { parseArgs } from 'node:util';
 import { XenstoreClient } from '../src/xenbus/client.js';
 import { connectUnixSocket } from '../src/transport/socket.js';
 import { openXenbusDevice } from '../src/transport/xenbus_device.js';
+import { statCpuSeconds } from '../examples/blkbench/run.js';
 import type { MessageStream } from '../src/transport/message_stream.js';
 import type { ByteStream } from '../src/transport/byte_stream.js';
 
@@ -65,24 +66,13 @@ async function startDaemon(): Promise<{ socket: string; pid: number; stop(): voi
 
 type Op = (i: number) => Promise<unknown>;
 
-/** CPU seconds a process has used, from /proc (null where there is none). */
-function cpuOf(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return null;
-  }
-}
-
 /** Runs `phase` and says how much CPU this process and the daemon spent on each operation, in µs. */
 async function measured(pid: number | undefined, n: number, phase: () => Promise<number>): Promise<{ seconds: number; client: number; daemon: number | null }> {
   const c0 = process.cpuUsage();
-  const d0 = pid === undefined ? null : cpuOf(pid);
+  const d0 = pid === undefined ? null : statCpuSeconds(`/proc/${pid}/stat`);
   const seconds = await phase();
   const c = process.cpuUsage(c0);
-  const d1 = pid === undefined ? null : cpuOf(pid);
+  const d1 = pid === undefined ? null : statCpuSeconds(`/proc/${pid}/stat`);
   return {
     seconds,
     client: Math.round(((c.user + c.system) / n) * 10) / 10,

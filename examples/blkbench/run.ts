@@ -57,7 +57,7 @@ export interface JobResult {
   cpu: { user: number; system: number };
   /** The whole machine's busy CPU seconds over the measured phase (all processes, interrupts included), when /proc/stat is there. */
   machineBusy: number | null;
-  /** This (the driver's) thread's CPU seconds over the measured phase, when /proc/thread-self is there. */
+  /** The main (the driver's) thread's CPU seconds over the measured phase, when /proc is there. */
   threadCpu: number | null;
   /** CPU seconds over the measured phase by thread name (the process's threads: V8's, libuv's, the backend's), when /proc is there. */
   threads: Record<string, number> | null;
@@ -212,7 +212,6 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
   const c0 = engine.counters();
   const cpu0 = process.cpuUsage();
   const busy0 = machineBusySeconds();
-  const thread0 = threadCpuSeconds();
   const tasks0 = taskCpuSeconds();
   const t0 = performance.now();
   let timer: NodeJS.Timeout | undefined;
@@ -233,7 +232,6 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
   const seconds = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   const busy1 = machineBusySeconds();
-  const thread1 = threadCpuSeconds();
   const tasks1 = taskCpuSeconds();
   const counters = diff(engine.counters(), c0);
 
@@ -243,7 +241,7 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
     ios, reads, writes, bytes: ios * o.bs, seconds, lat,
     cpu: { user: cpu.user / 1e6, system: cpu.system / 1e6 },
     machineBusy: busy0 === null || busy1 === null ? null : busy1 - busy0,
-    threadCpu: thread0 === null || thread1 === null ? null : thread1 - thread0,
+    threadCpu: mainThreadCpu(tasks0, tasks1),
     threads: tasks0 === null || tasks1 === null ? null : byName(tasks0, tasks1),
     counters,
     verifyMismatches: o.verify ? mismatches : null,
@@ -275,18 +273,19 @@ export function machineBusySeconds(): number | null {
 }
 
 /**
- * CPU seconds (user and system) of the calling thread, from
- * /proc/thread-self/stat, or null where there is none. On the simulated host
- * the backend runs in worker threads of the same process: this is the
- * driver's share alone.
+ * CPU seconds (user and system) in a /proc `stat` file (a process's or a
+ * thread's), or null where there is none.
  */
-export function threadCpuSeconds(): number | null {
-  let stat: string;
+export function statCpuSeconds(path: string): number | null {
   try {
-    stat = readFileSync('/proc/thread-self/stat', 'latin1');
+    return cpuOfStat(readFileSync(path, 'latin1'));
   } catch {
     return null;
   }
+}
+
+/** The user and system time a /proc `stat` line holds, in seconds. */
+function cpuOfStat(stat: string): number | null {
   // The command name, in parentheses, may hold spaces: the fields start after its last ')'.
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const utime = Number(f[11]);
@@ -295,6 +294,9 @@ export function threadCpuSeconds(): number | null {
 }
 
 interface Task { name: string; cpu: number }
+
+/** The main thread's id is the process's: blkbench runs the driver there. */
+const MAIN_TID = String(process.pid);
 
 /** Each thread of this process, by id: its name and CPU seconds so far (null without /proc). */
 function taskCpuSeconds(): Map<string, Task> | null {
@@ -306,17 +308,25 @@ function taskCpuSeconds(): Map<string, Task> | null {
   }
   const out = new Map<string, Task>();
   for (const id of ids) {
+    let stat: string;
     try {
-      const stat = readFileSync(`/proc/self/task/${id}/stat`, 'latin1');
-      // The main thread (the driver's, on the simulated host the backend's workers are others) by role; the rest by name.
-      const name = id === String(process.pid) ? 'main' : `${stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))} (other threads)`;
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out.set(id, { name, cpu: (Number(f[11]) + Number(f[12])) / USER_HZ });
+      stat = readFileSync(`/proc/self/task/${id}/stat`, 'latin1');
     } catch {
-      // The thread ended between the listing and the read.
+      continue; // the thread ended between the listing and the read
     }
+    // The main thread (the driver's; on the simulated host the backend's workers are others) by role; the rest by name.
+    const name = id === MAIN_TID ? 'main' : `${stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))} (other threads)`;
+    const cpu = cpuOfStat(stat);
+    if (cpu !== null) out.set(id, { name, cpu });
   }
   return out;
+}
+
+/** The main (the driver's) thread's CPU seconds between two samples, or null without them. */
+function mainThreadCpu(a: Map<string, Task> | null, b: Map<string, Task> | null): number | null {
+  const t0 = a?.get(MAIN_TID);
+  const t1 = b?.get(MAIN_TID);
+  return t0 === undefined || t1 === undefined ? null : t1.cpu - t0.cpu;
 }
 
 /** CPU spent between two samples, summed by thread name; threads born in between count from zero. */

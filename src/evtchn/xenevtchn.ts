@@ -295,7 +295,6 @@ export class XenEventChannels implements EventChannels {
       if (res > 0) {
         if ((this.pollfds.readInt16LE(POLLFD_SIZE + 6) & POLLIN) !== 0) this.drainWake();
         this.drain();
-        if (this.handle === null) return;
       }
       if (this.channels.size > 0) this.arm();
     });
