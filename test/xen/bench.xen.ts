@@ -15,11 +15,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { MiB, XVDB, XVDD, report } from './env.js';
+import { MiB, XVDB, XVDD, blkbenchJson, report } from './env.js';
 import { GNTALLOC_LIMIT } from '../../src/gnttab/gntshr.js';
 
-const BLKBENCH = fileURLToPath(new URL('../../examples/blkbench/cli.js', import.meta.url));
 const KBENCH = '/usr/bin/kbench';
 const RUNTIME_S = 2;
 /**
@@ -50,15 +48,11 @@ export interface Side { iops: number; bytesPerS: number; cpuUsPerIo: number; det
 
 /** blkbench on the driver's vbd. `extra`: more blkbench options (e.g. --zero-copy, --cpu-profile). */
 export function blkbench(w: Workload, vdev = XVDB, extra: string[] = []): Side {
-  const r = spawnSync(process.execPath, [BLKBENCH, '--xen', '--vdev', String(vdev), '--rw', w.rw,
-    '--bs', String(w.bs), '--iodepth', String(w.depth), '--runtime', String(RUNTIME_S), '--ramp-time', String(RAMP_S),
-    '--json', '--no-latency', ...extra],
-  { encoding: 'utf8', timeout: 120_000 });
-  assert.equal(r.status, 0, `blkbench failed: ${r.stderr}`);
-  const out = JSON.parse(r.stdout) as {
+  const out = blkbenchJson<{
     ios: number; iops: number; bandwidth_bytes_per_s: number; cpu_us_per_io: { process: number; thread: number | null; machine: number | null };
     ring: { notifications: number; responses_per_interrupt: number; requests: number } | null;
-  };
+  }>(vdev, ['--rw', w.rw, '--bs', String(w.bs), '--iodepth', String(w.depth), '--runtime', String(RUNTIME_S), '--ramp-time', String(RAMP_S),
+    '--no-latency', ...extra], { timeoutMs: 120_000 });
   assert.ok(out.ios > 0, 'blkbench did some I/O');
   assert.ok(out.cpu_us_per_io.machine !== null, 'the guest has /proc/stat');
   const ring = out.ring;

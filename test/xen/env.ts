@@ -3,6 +3,9 @@
  * vbds dom0 attached, the marker it wrote, and how to ask dom0 for things
  * only it can do (a backing file's checksum, `xl block-detach`).
  */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { openXenPlatform, type XenPlatform, type XenstoreClient } from '../../src/index.js';
 
 /** xvdb: read-write, 64 MiB, dom0 wrote the marker at both ends. */
@@ -59,4 +62,19 @@ export async function askDom0Within(ms: number, xs: XenstoreClient, command: str
 /** One line the host's test:xen picks out of the console and repeats in its summary. */
 export function report(line: string): void {
   console.log(`# xen-bench ${line}`);
+}
+
+/** blkbench's binary, for the tests that run it in its own process. */
+export const BLKBENCH = fileURLToPath(new URL('../../examples/blkbench/cli.js', import.meta.url));
+
+/**
+ * Runs blkbench on one of this guest's vbds (`--xen --json` and `args`,
+ * `node`'s own flags first), fails the test on a non-zero exit, and returns
+ * its JSON report.
+ */
+export function blkbenchJson<T>(vdev: number, args: string[], opts: { node?: string[]; timeoutMs?: number } = {}): T {
+  const r = spawnSync(process.execPath, [...(opts.node ?? []), BLKBENCH, '--xen', '--vdev', String(vdev), '--json', ...args],
+    { encoding: 'utf8', timeout: opts.timeoutMs ?? 180_000 });
+  assert.equal(r.status, 0, `blkbench ${args.join(' ')} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
 }

@@ -8,23 +8,15 @@
  *   XEN_SUITE_ARGS="suite=profile" npm run test:xen
  */
 import { test } from 'node:test';
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import assert from 'node:assert/strict';
 import { describe, summarize, type CpuProfile } from '../../bench/cpuprofile.js';
-import { MiB, XVDB } from './env.js';
+import { MiB, XVDB, blkbenchJson } from './env.js';
 import { withGrantLimit } from './bench.xen.js';
-
-const BLKBENCH = fileURLToPath(new URL('../../examples/blkbench/cli.js', import.meta.url));
 
 function run(args: string[], node: string[] = []): Record<string, unknown> {
   // A variant may bring its own --ramp-time.
   const ramp = args.includes('--ramp-time') ? [] : ['--ramp-time', '2'];
-  const r = spawnSync(process.execPath, [...node, BLKBENCH, '--xen', '--vdev', String(XVDB), '--json', '--no-latency',
-    '--runtime', '3', ...ramp, ...args], { encoding: 'utf8', timeout: 180_000 });
-  assert.equal(r.status, 0, `blkbench failed: ${r.stderr}`);
-  return JSON.parse(r.stdout) as Record<string, unknown>;
+  return blkbenchJson(XVDB, ['--no-latency', '--runtime', '3', ...ramp, ...args], { node });
 }
 
 const CASES: Array<{ name: string; args: string[] }> = [

@@ -7,19 +7,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { MiB, XVDE, XVDF } from './env.js';
+import { MiB, XVDE, XVDF, blkbenchJson } from './env.js';
 import { blkbench, compare, kbench, kernelDriverFor, withGrantLimit, type Workload } from './bench.xen.js';
 
-const BLKBENCH = fileURLToPath(new URL('../../examples/blkbench/cli.js', import.meta.url));
 
 test('qdisk: mixed writes and reads through QEMU\'s backend, every block checked, and what it offered', { timeout: 300_000 }, () => {
-  const r = spawnSync(process.execPath, [BLKBENCH, '--xen', '--vdev', String(XVDE), '--rw', 'randrw', '--bs', '16k', '--iodepth', '16',
-    '--size', '16m', '--runtime', '3', '--verify', '--json'], { encoding: 'utf8', timeout: 180_000 });
-  assert.equal(r.status, 0, `blkbench --verify on qdisk: ${r.stderr}`);
-  const out = JSON.parse(r.stdout) as { ios: number; writes: number; verify_mismatches: number; verify_checked: number; features: string };
+  const out = blkbenchJson<{ ios: number; writes: number; verify_mismatches: number; verify_checked: number; features: string }>(XVDE,
+    ['--rw', 'randrw', '--bs', '16k', '--iodepth', '16', '--size', '16m', '--runtime', '3', '--verify']);
   console.log(`# qdisk: ${out.features}; ${out.ios} I/Os (${out.writes} writes), ${out.verify_checked} blocks checked`);
   assert.equal(out.verify_mismatches, 0);
   assert.ok(out.writes > 0 && out.verify_checked >= 1024, 'every block was written and read back');

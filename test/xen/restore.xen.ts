@@ -11,9 +11,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BlkifError, openBlockDevice } from '../../src/index.js';
 import { spawn, spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { MiB, XVDB, askDom0Within, platform } from './env.js';
+import { BLKBENCH, MiB, XVDB, askDom0Within, platform } from './env.js';
 
 /** The control: the kernel's xen-blkfront on xvdd (bound by the bench test), through dd with O_DIRECT. */
 function kernelIo(kind: 'write' | 'read', data: Buffer | number, atMiB: number): Buffer {
@@ -113,7 +112,6 @@ test('restore: xl save and xl restore with writes in flight: the device resumes,
   }
 });
 
-const BLKBENCH = fileURLToPath(new URL('../../examples/blkbench/cli.js', import.meta.url));
 
 test('restore: blkbench --verify across xl save -D (the domain keeps its id): exit 0, no mismatch', { timeout: 420_000 }, async () => {
   const p = await platform();
