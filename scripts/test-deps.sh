@@ -3,6 +3,8 @@
 #   gcc + libxen-dev   the C layout probe, compiled against Xen's own headers
 #   gcc-multilib       the layout checks compiled -m32 (compile-only), for the x86_32 blkif ABI
 #   xenstore-utils     Debian's xenstore tools, run against our xenstored
+#   e2fsprogs, fdisk, gdisk   file-system images made and checked by the real
+#                      tools (mkfs.ext4 -d, e2fsck, debugfs, sfdisk, sgdisk)
 # and, for npm run test:xen (a real Xen under QEMU, scripts/xen):
 #   qemu-system-x86    the emulated machine
 #   debootstrap, cpio  dom0's root and both domains' initramfs
@@ -13,6 +15,9 @@ need=()
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/include/xen/io/blkif.h ] || need+=(libxen-dev)
 command -v xenstore-write >/dev/null 2>&1 || need+=(xenstore-utils)
+command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || need+=(e2fsprogs)
+command -v sfdisk >/dev/null 2>&1 || [ -x /usr/sbin/sfdisk ] || need+=(fdisk)
+command -v sgdisk >/dev/null 2>&1 || [ -x /usr/sbin/sgdisk ] || need+=(gdisk)
 if ! printf '#include <stdint.h>\nint x;\n' | gcc -m32 -fsyntax-only -x c - >/dev/null 2>&1; then
   need+=(gcc-multilib)
 fi
@@ -24,7 +29,7 @@ command -v depmod >/dev/null 2>&1 || [ -x /usr/sbin/depmod ] || need+=(kmod)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "test-deps: gcc, libxen-dev, gcc-multilib, xenstore-utils and the Xen testbed's tools are present"
+  echo "test-deps: gcc, libxen-dev, gcc-multilib, xenstore-utils, e2fsprogs, fdisk, gdisk and the Xen testbed's tools are present"
   exit 0
 fi
 

@@ -65,8 +65,31 @@ export type BlkifErrorCode =
   /** The device was closed. */
   | 'BLKIF_CLOSED';
 
+/** Codes raised when reading a disk's partition table. */
+export type PartitionErrorCode =
+  /** The disk has no partition table (no MBR signature, no GPT header). */
+  | 'PART_ENOTABLE'
+  /** A table is there but broken: bad CRC, overlapping or impossible entries. */
+  | 'PART_EBADTABLE'
+  /** No partition with that number. */
+  | 'PART_ENOENT'
+  /** A partition reaches past the end of the disk, or an I/O past a partition's end. */
+  | 'PART_ERANGE';
+
+/** Codes raised by the file-system layer (ext2/3/4). */
+export type FsErrorCode =
+  | 'FS_ENOENT' | 'FS_EEXIST' | 'FS_ENOTDIR' | 'FS_EISDIR' | 'FS_ENOTEMPTY' | 'FS_EINVAL'
+  /** A write to a file system mounted read-only (or on a read-only disk). */
+  | 'FS_EROFS'
+  /** No ext2/3/4 file system on the device (no superblock magic), or one with features it cannot handle. */
+  | 'FS_ENOFS'
+  /** The library or the device failed under a file operation. */
+  | 'FS_EIO'
+  /** The file system was unmounted. */
+  | 'FS_CLOSED';
+
 /** Every code the driver can raise. */
-export type XenErrorCode = XenstoreErrorCode | PlatformErrorCode | BlkifErrorCode;
+export type XenErrorCode = XenstoreErrorCode | PlatformErrorCode | BlkifErrorCode | PartitionErrorCode | FsErrorCode;
 
 /** Base class: everything the driver throws on purpose is a `XenError`. */
 export class XenError extends Error {
@@ -147,6 +170,27 @@ export class BlkifError extends XenError {
     super(code, message, options);
     this.name = 'BlkifError';
     this.status = options?.status;
+  }
+}
+
+/** A partition table that is missing or broken, or an I/O outside a partition. */
+export class PartitionError extends XenError {
+  declare readonly code: PartitionErrorCode;
+  constructor(code: PartitionErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.name = 'PartitionError';
+  }
+}
+
+/** A file operation that failed, with the path it was about. */
+export class FsError extends XenError {
+  declare readonly code: FsErrorCode;
+  /** The path the operation was about, when there was one. */
+  readonly path: string | undefined;
+  constructor(code: FsErrorCode, message: string, options?: { path?: string; cause?: unknown }) {
+    super(code, message, options);
+    this.name = 'FsError';
+    this.path = options?.path;
   }
 }
 

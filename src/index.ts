@@ -4,12 +4,25 @@
  * This is the package's public surface; everything not exported here is
  * internal. The simulated Xen host is exported separately as `xen-blkfront/sim`.
  */
-export { XenError, XenstoreError, GrantError, BlkifError, isXenError, XS_ERRNO_NAMES } from './errors.js';
-export type { XenErrorCode, XenstoreErrorCode, PlatformErrorCode, BlkifErrorCode, XsErrno } from './errors.js';
+export { XenError, XenstoreError, GrantError, BlkifError, PartitionError, FsError, isXenError, XS_ERRNO_NAMES } from './errors.js';
+export type {
+  XenErrorCode, XenstoreErrorCode, PlatformErrorCode, BlkifErrorCode, PartitionErrorCode, FsErrorCode, XsErrno,
+} from './errors.js';
 
 export { openBlockDevice, BlockDevice } from './blkfront/device.js';
 export type { BlockDeviceEvents, BlockDeviceOptions, BlockDeviceStats } from './blkfront/options.js';
 export type { BlockDeviceInfo, NegotiatedFeatures } from './blkfront/negotiate.js';
+export { listBlockDevices, watchBlockDevices, BlockDeviceWatcher, vdevName } from './blkfront/enumerate.js';
+export type { BlockDeviceSummary, BlockDeviceEvent } from './blkfront/enumerate.js';
+
+export type { BlockTarget } from './disk/types.js';
+export { createReadStream, createWriteStream } from './disk/stream.js';
+export type { BlockReadStreamOptions, BlockWriteStreamOptions } from './disk/stream.js';
+export { readPartitionTable, openPartition, Partition } from './disk/partitions.js';
+export type { PartitionTable, PartitionEntry } from './disk/partitions.js';
+export { mountExt, probeExt, ExtFileSystem } from './fs/ext.js';
+export type { MountOptions, FileStat, DirEntry, FsUsage } from './fs/ext.js';
+export type { AdapterOptions, AdapterStats } from './fs/adapter.js';
 
 export { XenstoreClient } from './xenbus/client.js';
 export { Transaction } from './xenbus/transaction.js';

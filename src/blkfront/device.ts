@@ -11,12 +11,15 @@ import { DeviceCore } from './core.js';
 import { CallKind, checkRange, checkWritable } from './submit.js';
 import type { BlockDeviceInfo } from './negotiate.js';
 import type { BlockDeviceEvents, BlockDeviceOptions, BlockDeviceStats } from './options.js';
+import type { BlockTarget } from '../disk/types.js';
+import { createReadStream, createWriteStream, type BlockReadStreamOptions, type BlockWriteStreamOptions } from '../disk/stream.js';
+import type { Readable, Writable } from 'node:stream';
 
 /**
  * A connected virtual block device. Open one with {@link openBlockDevice};
  * events are typed by {@link BlockDeviceEvents}.
  */
-export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
+export class BlockDevice extends EventEmitter<BlockDeviceEvents> implements BlockTarget {
   private core!: DeviceCore;
 
   private constructor() {
@@ -33,6 +36,43 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   /** Geometry and negotiated features (replaced on resize, reconnect and resume, and when a feature turns out unsupported). */
   get info(): BlockDeviceInfo {
     return this.core.info;
+  }
+
+  /** Size in bytes (`info.size`). */
+  get size(): number {
+    return this.core.info.size;
+  }
+
+  /** Logical sector size (`info.sectorSize`). */
+  get sectorSize(): number {
+    return this.core.info.sectorSize;
+  }
+
+  get readOnly(): boolean {
+    return this.core.info.readOnly;
+  }
+
+  /** Whether discard was negotiated. */
+  get canDiscard(): boolean {
+    return this.core.info.features.discard !== null;
+  }
+
+  /**
+   * A Readable of bytes `start`..`end` (inclusive; any byte, not only whole
+   * sectors), with `depth` requests of `chunkSize` in flight on device
+   * buffers. A failed read destroys it with its typed error.
+   */
+  createReadStream(opts?: BlockReadStreamOptions): Readable {
+    return createReadStream(this, opts);
+  }
+
+  /**
+   * A Writable that writes from byte `start` on, `depth` requests of
+   * `chunkSize` in flight; partial sectors at either end are read, merged
+   * and written whole; flushes before 'finish' unless `flush: false`.
+   */
+  createWriteStream(opts?: BlockWriteStreamOptions): Writable {
+    return createWriteStream(this, opts);
   }
 
   /**

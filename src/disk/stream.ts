@@ -1,0 +1,270 @@
+/**
+ * Node streams over a {@link BlockTarget}: several requests in flight on
+ * device buffers (the backend reads and writes them in place), backpressure
+ * from the stream's consumer or producer, and byte ranges that need not be
+ * whole sectors (the edges are read whole and trimmed on reading, read,
+ * merged and written whole on writing).
+ */
+import { Readable, Writable } from 'node:stream';
+import { BlkifError } from '../errors.js';
+import type { BlockTarget } from './types.js';
+
+export interface BlockReadStreamOptions {
+  /** First byte (default 0). */
+  start?: number;
+  /** Last byte, inclusive as in `fs.createReadStream` (default: the last byte of the disk). */
+  end?: number;
+  /** Bytes per request (default 1 MiB; rounded up to whole sectors). */
+  chunkSize?: number;
+  /** Requests kept in flight (default 4). */
+  depth?: number;
+}
+
+export interface BlockWriteStreamOptions {
+  /** Byte where writing starts (default 0). */
+  start?: number;
+  /** Bytes per request (default 1 MiB; rounded up to whole sectors). */
+  chunkSize?: number;
+  /** Requests kept in flight (default 4). */
+  depth?: number;
+  /** Flush the disk's cache once everything is written, before 'finish' (default true). */
+  flush?: boolean;
+}
+
+const DEFAULT_CHUNK = 1 << 20;
+const DEFAULT_DEPTH = 4;
+
+function chunkOf(target: BlockTarget, chunkSize: number | undefined): number {
+  const c = chunkSize ?? DEFAULT_CHUNK;
+  if (!Number.isSafeInteger(c) || c <= 0) throw new BlkifError('BLKIF_EINVAL', `chunkSize must be a positive integer, not ${c}`);
+  return Math.ceil(c / target.sectorSize) * target.sectorSize;
+}
+
+function depthOf(depth: number | undefined): number {
+  const d = depth ?? DEFAULT_DEPTH;
+  if (!Number.isSafeInteger(d) || d < 1 || d > 256) throw new BlkifError('BLKIF_EINVAL', `depth must be 1–256, not ${d}`);
+  return d;
+}
+
+/** Device buffers where the target has them, else ordinary memory (bounced by the driver). */
+function allocSlot(target: BlockTarget, length: number): { buf: Uint8Array; device: boolean } {
+  try {
+    return { buf: target.allocBuffer(length), device: true };
+  } catch {
+    return { buf: new Uint8Array(length), device: false };
+  }
+}
+
+interface ReadSlot { buf: Uint8Array; device: boolean; offset: number; length: number; done: boolean; error: unknown }
+
+/**
+ * A Readable of the bytes `start`..`end` (inclusive) of `target`. Up to
+ * `depth` reads of `chunkSize` are in flight; chunks are pushed in order,
+ * each a copy the consumer owns; a failed read destroys the stream with its
+ * error (typed, as the target raised it).
+ */
+export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptions = {}): Readable {
+  const ss = target.sectorSize;
+  const chunk = chunkOf(target, opts.chunkSize);
+  const depth = depthOf(opts.depth);
+  const start = opts.start ?? 0;
+  const end = opts.end ?? target.size - 1;
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= target.size || end < start - 1) {
+    throw new BlkifError('BLKIF_ERANGE', `read stream ${start}..${end} is not inside the disk (${target.size} bytes)`);
+  }
+  const stop = end + 1; // exclusive
+  let next = Math.floor(start / ss) * ss; // next aligned byte to request
+  const alignedStop = Math.ceil(stop / ss) * ss;
+  const free: ReadSlot[] = [];
+  const all: ReadSlot[] = [];
+  const inflight: ReadSlot[] = [];
+  let wanted = false;
+  let finished = false;
+
+  const stream = new Readable({
+    highWaterMark: chunk,
+    read() {
+      wanted = true;
+      pump();
+    },
+    destroy(err, cb) {
+      finished = true;
+      // A device buffer is the backend's until its read settles: wait, then give them back.
+      void Promise.allSettled(inflight.map((s) => s.done ? null : waitSlot(s))).then(() => {
+        for (const s of all) if (s.device) {
+          try { target.freeBuffer(s.buf); } catch { /* closed device: its grants are gone already */ }
+        }
+        cb(err);
+      });
+    },
+  });
+  const waiters = new Map<ReadSlot, () => void>();
+  const waitSlot = (s: ReadSlot): Promise<void> => new Promise((r) => waiters.set(s, r));
+
+  function pump(): void {
+    while (wanted && !finished && inflight.length < depth && next < alignedStop) {
+      let s = free.pop();
+      if (s === undefined) {
+        const { buf, device } = allocSlot(target, chunk);
+        s = { buf, device, offset: 0, length: 0, done: false, error: null };
+        all.push(s);
+      }
+      const slot = s;
+      slot.offset = next;
+      slot.length = Math.min(chunk, alignedStop - next);
+      slot.done = false;
+      slot.error = null;
+      next += slot.length;
+      inflight.push(slot);
+      target.readInto(slot.offset, slot.buf.subarray(0, slot.length)).then(() => settle(slot, null), (err: unknown) => settle(slot, err ?? new Error('read failed')));
+    }
+    if (!finished && inflight.length === 0 && next >= alignedStop) {
+      finished = true;
+      stream.push(null);
+    }
+  }
+
+  function settle(slot: ReadSlot, err: unknown): void {
+    slot.done = true;
+    slot.error = err;
+    const w = waiters.get(slot);
+    if (w !== undefined) { waiters.delete(slot); w(); }
+    if (finished) return;
+    // Deliver in order: only the oldest request's data may go out first.
+    while (inflight.length > 0 && inflight[0]!.done) {
+      const s = inflight.shift()!;
+      if (s.error !== null) {
+        stream.destroy(s.error instanceof Error ? s.error : new Error(String(s.error)));
+        return;
+      }
+      const from = Math.max(start, s.offset) - s.offset;
+      const to = Math.min(stop, s.offset + s.length) - s.offset;
+      const out = Buffer.allocUnsafe(to - from);
+      out.set(s.buf.subarray(from, to));
+      free.push(s);
+      if (!stream.push(out)) wanted = false;
+    }
+    pump();
+  }
+
+  return stream;
+}
+
+interface WriteSlot { buf: Uint8Array; device: boolean; busy: Promise<void> | null }
+
+/**
+ * A Writable that writes what it is given to `target` from byte `start` on,
+ * `chunkSize` at a time with up to `depth` writes in flight. A start or end
+ * that is not on a sector boundary is read, merged and written back whole
+ * (the bytes around it are kept). Writing past the end of the target fails
+ * with BLKIF_ERANGE before anything of that chunk is sent; any failure
+ * fails the stream, with what was acknowledged before it written.
+ */
+export function createWriteStream(target: BlockTarget, opts: BlockWriteStreamOptions = {}): Writable {
+  const ss = target.sectorSize;
+  const chunk = chunkOf(target, opts.chunkSize);
+  const depth = depthOf(opts.depth);
+  const start = opts.start ?? 0;
+  if (!Number.isSafeInteger(start) || start < 0 || start > target.size) {
+    throw new BlkifError('BLKIF_ERANGE', `write stream start ${start} is not inside the disk (${target.size} bytes)`);
+  }
+  if (target.readOnly) throw new BlkifError('BLKIF_EROFS', 'write stream on a read-only disk');
+  const slots: WriteSlot[] = [];
+  let cur: WriteSlot | null = null;
+  /** Disk offset of cur.buf[0] (sector-aligned). */
+  let base = Math.floor(start / ss) * ss;
+  /** Bytes of cur.buf that hold data (from base). */
+  let fill = start - base;
+  /** Whether cur.buf[0..fill) still needs the disk's bytes merged under it (an unaligned start). */
+  let headGap = fill;
+  let failure: Error | null = null;
+  let written = start;
+  let ringIdx = 0;
+
+  const take = async (): Promise<WriteSlot> => {
+    if (slots.length < depth) {
+      const { buf, device } = allocSlot(target, chunk);
+      const s: WriteSlot = { buf, device, busy: null };
+      slots.push(s);
+      return s;
+    }
+    // Reuse the slots round-robin: the oldest write is the next to finish, in the common case.
+    const s = slots[ringIdx]!;
+    ringIdx = (ringIdx + 1) % depth;
+    if (s.busy !== null) await s.busy;
+    return s;
+  };
+
+  const submit = async (s: WriteSlot, length: number): Promise<void> => {
+    const at = base;
+    base += length;
+    if (headGap > 0) {
+      // First sector holds bytes before `start` that must not change.
+      const old = new Uint8Array(ss);
+      await target.readInto(at, old);
+      s.buf.set(old.subarray(0, headGap), 0);
+      headGap = 0;
+    }
+    const p = target.write(at, s.buf.subarray(0, length));
+    s.busy = p.then(() => { s.busy = null; }, (err: unknown) => {
+      s.busy = null;
+      failure ??= err instanceof Error ? err : new Error(String(err));
+    });
+  };
+
+  const stream = new Writable({
+    highWaterMark: chunk,
+    write(data: Buffer, _enc, cb) {
+      void (async () => {
+        let at = 0;
+        while (at < data.length) {
+          if (failure !== null) throw failure;
+          if (cur === null) cur = await take();
+          const n = Math.min(chunk - fill, data.length - at);
+          if (base + fill + n > target.size) {
+            throw new BlkifError('BLKIF_ERANGE', `write stream reaches past the end of the disk (${target.size} bytes)`);
+          }
+          cur.buf.set(data.subarray(at, at + n), fill);
+          fill += n;
+          at += n;
+          written += n;
+          if (fill === chunk) {
+            const s = cur;
+            cur = null;
+            fill = 0;
+            await submit(s, chunk);
+          }
+        }
+      })().then(() => cb(), (err: unknown) => cb(err as Error));
+    },
+    final(cb) {
+      void (async () => {
+        if (cur !== null && fill > 0) {
+          const s = cur;
+          cur = null;
+          const length = Math.ceil(fill / ss) * ss;
+          if (length !== fill) {
+            // The last sector holds bytes after the data that must not change.
+            const old = new Uint8Array(ss);
+            await target.readInto(base + length - ss, old);
+            s.buf.set(old.subarray(fill - (length - ss)), fill);
+          }
+          await submit(s, length);
+        }
+        await Promise.all(slots.map((s) => s.busy));
+        if (failure !== null) throw failure;
+        if (opts.flush !== false) await target.flush();
+      })().then(() => cb(), (err: unknown) => cb(err as Error));
+    },
+    destroy(err, cb) {
+      void Promise.all(slots.map((s) => s.busy)).then(() => {
+        for (const s of slots) if (s.device) {
+          try { target.freeBuffer(s.buf); } catch { /* closed device */ }
+        }
+        cb(err);
+      });
+    },
+  });
+  Object.defineProperty(stream, 'bytesWritten', { get: () => written - start });
+  return stream;
+}

@@ -1,0 +1,452 @@
+/**
+ * ext2/3/4 file systems on a {@link BlockTarget} (a virtual disk or one of
+ * its partitions), through libext2fs compiled to WebAssembly (the `ext2fs`
+ * package), read-write, with no kernel and no mount.
+ *
+ * The library is used only where it has been checked here, and guarded
+ * where it is weak:
+ * - its `readFile` decodes the file as UTF-8 by default (a binary file comes
+ *   back shorter); files are read here through a descriptor, in chunks, and
+ *   the length checked against the inode's size;
+ * - its `write` ignores a buffer offset; chunks are always given from 0;
+ * - its calls share one WebAssembly instance and global state between
+ *   concurrent operations, so every operation of every mount runs through
+ *   one queue here, one at a time;
+ * - its `FileHandle.close` does not wait; descriptors are closed here with
+ *   the descriptor call, awaited.
+ */
+import * as ext2fs from 'ext2fs';
+import { Readable, Writable } from 'node:stream';
+import { FsError, isXenError, type FsErrorCode } from '../errors.js';
+import type { BlockTarget } from '../disk/types.js';
+import { SerialQueue } from '../util/serial.js';
+import { DiskAdapter, type AdapterOptions, type AdapterStats } from './adapter.js';
+
+/** One queue for the one WebAssembly instance every mount shares. */
+const lib = new SerialQueue(() => undefined);
+
+const EXT_MAGIC = 0xef53;
+const CHUNK = 1 << 20;
+
+export interface MountOptions extends AdapterOptions {
+  /** Refuse every change (FS_EROFS); forced on a read-only disk. */
+  readOnly?: boolean;
+}
+
+/** What {@link ExtFileSystem.stat} reports. */
+export interface FileStat {
+  readonly type: 'file' | 'directory' | 'symlink' | 'other';
+  readonly size: number;
+  /** Permission bits and type, as st_mode. */
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly links: number;
+  readonly ino: number;
+  /** 512-byte blocks allocated (less than size / 512 for a sparse file). */
+  readonly blocks: number;
+  readonly mtime: Date;
+}
+
+/** A directory entry with its stat. */
+export interface DirEntry extends FileStat {
+  readonly name: string;
+}
+
+/** The superblock's account of space (as of the last flush of the metadata). */
+export interface FsUsage {
+  readonly blockSize: number;
+  readonly blocks: number;
+  readonly freeBlocks: number;
+  readonly inodes: number;
+  readonly freeInodes: number;
+  readonly label: string;
+  readonly uuid: string;
+  /** "ext2", "ext3" or "ext4", from the feature flags. */
+  readonly kind: string;
+}
+
+const ERRNO: Record<string, FsErrorCode> = {
+  ENOENT: 'FS_ENOENT', EEXIST: 'FS_EEXIST', ENOTDIR: 'FS_ENOTDIR', EISDIR: 'FS_EISDIR',
+  ENOTEMPTY: 'FS_ENOTEMPTY', EINVAL: 'FS_EINVAL', EROFS: 'FS_EROFS',
+};
+
+function normalize(path: string): string {
+  if (typeof path !== 'string' || path.includes('\0')) throw new FsError('FS_EINVAL', `bad path ${JSON.stringify(path)}`);
+  const parts: string[] = [];
+  for (const p of path.split('/')) {
+    if (p === '' || p === '.') continue;
+    if (p === '..') parts.pop();
+    else parts.push(p);
+  }
+  return '/' + parts.join('/');
+}
+
+function statOf(s: ext2fs.Ext2Stats): FileStat {
+  const fmt = s.mode & 0o170000;
+  const type = fmt === 0o100000 ? 'file' : fmt === 0o040000 ? 'directory' : fmt === 0o120000 ? 'symlink' : 'other';
+  // The library reports sizes as signed 32-bit numbers: a file of 2 GiB or more would look negative.
+  const size = s.size < 0 ? s.size + 2 ** 32 : s.size;
+  return { type, size, mode: s.mode, uid: s.uid, gid: s.gid, links: s.nlink, ino: s.ino, blocks: s.blocks, mtime: s.mtime };
+}
+
+/** Reads the ext superblock (1024 bytes at byte 1024) of `target`, or null when there is none. */
+async function readSuperblock(target: BlockTarget): Promise<DataView | null> {
+  const ss = target.sectorSize;
+  const start = Math.floor(1024 / ss) * ss;
+  const end = Math.ceil(2048 / ss) * ss;
+  if (target.size < end) return null;
+  const buf = new Uint8Array(end - start);
+  await target.readInto(start, buf);
+  const sb = new DataView(buf.buffer, 1024 - start, 1024);
+  return sb.getUint16(56, true) === EXT_MAGIC ? sb : null;
+}
+
+function usageOf(sb: DataView): FsUsage {
+  const lo = (o: number): number => sb.getUint32(o, true);
+  const incompat = lo(0x60);
+  const is64 = (incompat & 0x80) !== 0;
+  const hi = (o: number): number => (is64 ? sb.getUint32(o, true) * 2 ** 32 : 0);
+  const bytes = new Uint8Array(sb.buffer, sb.byteOffset, 1024);
+  const label = Buffer.from(bytes.subarray(0x78, 0x88)).toString('latin1').replace(/\0.*$/s, '');
+  const u = Buffer.from(bytes.subarray(0x68, 0x78)).toString('hex');
+  const compat = lo(0x5c);
+  const kind = (incompat & (0x40 | 0x80 | 0x200)) !== 0 || (lo(0x64) & (0x8 | 0x10 | 0x20 | 0x40)) !== 0 ? 'ext4'
+    : (compat & 0x4) !== 0 ? 'ext3' : 'ext2';
+  return {
+    blockSize: 1024 << lo(0x18), blocks: lo(0x04) + hi(0x150), freeBlocks: lo(0x0c) + hi(0x158),
+    inodes: lo(0x00), freeInodes: lo(0x10), label,
+    uuid: `${u.slice(0, 8)}-${u.slice(8, 12)}-${u.slice(12, 16)}-${u.slice(16, 20)}-${u.slice(20)}`, kind,
+  };
+}
+
+/**
+ * Mounts the ext2/3/4 file system on `target`: FS_ENOFS when there is none
+ * (no superblock magic) or libext2fs refuses it. Unmount with
+ * {@link ExtFileSystem.unmount}, which writes the metadata back and
+ * flushes the disk.
+ */
+export async function mountExt(target: BlockTarget, opts: MountOptions = {}): Promise<ExtFileSystem> {
+  const sb = await readSuperblock(target);
+  if (sb === null) throw new FsError('FS_ENOFS', 'no ext2/3/4 file system found (no superblock magic at byte 1080)');
+  const readOnly = opts.readOnly === true || target.readOnly;
+  const adapter = new DiskAdapter(target, readOnly, opts);
+  let fs: ext2fs.Ext2Fs;
+  try {
+    fs = await lib.run(() => ext2fs.mount(adapter));
+  } catch (err) {
+    throw new FsError('FS_ENOFS', `libext2fs could not open the file system: ${describe(err, adapter)}`, { cause: adapter.lastError ?? err });
+  }
+  return new ExtFileSystem(fs, adapter, target, readOnly, usageOf(sb));
+}
+
+function describe(err: unknown, adapter: DiskAdapter): string {
+  const dev = adapter.lastError;
+  const msg = err instanceof Error ? err.message.split('\n')[0]! : String(err);
+  return dev instanceof Error ? `${msg} (device: ${dev.message})` : msg;
+}
+
+/** A mounted ext2/3/4 file system. Paths are absolute ("/etc/hostname"). */
+export class ExtFileSystem {
+  private closed = false;
+
+  /** @internal See {@link mountExt}. */
+  constructor(
+    private readonly fs: ext2fs.Ext2Fs,
+    private readonly adapter: DiskAdapter,
+    /** The disk or partition it lives on. */
+    readonly target: BlockTarget,
+    /** True when mounted read-only (asked for, or the disk is). */
+    readonly readOnly: boolean,
+    private readonly mounted: FsUsage,
+  ) {}
+
+  /** What the adapter did: reads, writes, readahead hits. */
+  stats(): AdapterStats {
+    return { ...this.adapter.counts };
+  }
+
+  private op<T>(what: string, path: string | undefined, fn: (p: ext2fs.Ext2Promises) => Promise<T>, mutates = false): Promise<T> {
+    if (this.closed) return Promise.reject(new FsError('FS_CLOSED', `${what}: the file system is unmounted`, { path }));
+    if (mutates && this.readOnly) return Promise.reject(new FsError('FS_EROFS', `${what} ${path ?? ''}: the file system is mounted read-only`.trim(), { path }));
+    this.adapter.lastError = null;
+    return lib.run(() => fn(this.fs.promises)).catch((err: unknown) => {
+      throw this.wrap(err, what, path);
+    });
+  }
+
+  private wrap(err: unknown, what: string, path: string | undefined): FsError {
+    if (err instanceof FsError) return err;
+    const code = (err as { code?: unknown } | null)?.code;
+    const dev = this.adapter.lastError;
+    if (dev !== null) {
+      // The device failed under the library: say so, with the device's own typed error as the cause.
+      const devCode = isXenError(dev) ? ` [${dev.code}]` : '';
+      return new FsError('FS_EIO', `${what} ${path ?? ''}: the disk failed${devCode}: ${dev instanceof Error ? dev.message : String(dev)}`.replace('  ', ' '), { path, cause: dev });
+    }
+    const mapped = typeof code === 'string' ? ERRNO[code] : undefined;
+    const name = typeof code === 'string' ? code : 'EIO';
+    const text = { FS_ENOENT: 'no such file or directory', FS_EEXIST: 'already exists', FS_ENOTDIR: 'not a directory', FS_EISDIR: 'is a directory', FS_ENOTEMPTY: 'directory not empty' }[mapped as string];
+    return new FsError(mapped ?? 'FS_EIO', `${what} ${path ?? ''}: ${text ?? name}`.replace('  ', ' '), { path, cause: err });
+  }
+
+  /** Names in a directory (without "." and ".."). */
+  async readdir(path: string): Promise<string[]> {
+    const p = normalize(path);
+    const names = await this.op('readdir', p, (fs) => fs.readdir(p));
+    return names.filter((n) => n !== '.' && n !== '..');
+  }
+
+  /** A directory's entries with their stats, sorted by name. */
+  async list(path: string): Promise<DirEntry[]> {
+    const p = normalize(path);
+    const names = await this.readdir(p);
+    const out: DirEntry[] = [];
+    for (const name of names.sort()) out.push({ name, ...(await this.lstat(`${p === '/' ? '' : p}/${name}`)) });
+    return out;
+  }
+
+  /** Stat, following a final symlink. */
+  async stat(path: string): Promise<FileStat> {
+    const p = normalize(path);
+    return statOf(await this.op('stat', p, (fs) => fs.stat(p)));
+  }
+
+  /** Stat of the link itself. */
+  async lstat(path: string): Promise<FileStat> {
+    const p = normalize(path);
+    return statOf(await this.op('stat', p, (fs) => fs.lstat(p)));
+  }
+
+  /** Whether the path exists. */
+  async exists(path: string): Promise<boolean> {
+    try {
+      await this.lstat(path);
+      return true;
+    } catch (err) {
+      if (isXenError(err, 'FS_ENOENT') || isXenError(err, 'FS_ENOTDIR')) return false;
+      throw err;
+    }
+  }
+
+  /** A symlink's target. */
+  async readlink(path: string): Promise<string> {
+    const p = normalize(path);
+    return this.op('readlink', p, (fs) => fs.readlink(p));
+  }
+
+  /** A file's bytes (FS_EISDIR for a directory). */
+  async readFile(path: string): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    for await (const c of this.createReadStream(path)) {
+      chunks.push(c as Buffer);
+      n += (c as Buffer).length;
+    }
+    return Buffer.concat(chunks, n);
+  }
+
+  /** Writes a whole file (created, or truncated first). */
+  async writeFile(path: string, data: Uint8Array | string, opts: { mode?: number } = {}): Promise<void> {
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    const p = normalize(path);
+    const fd = await this.open(p, 'w', opts.mode ?? 0o644);
+    try {
+      for (let at = 0; at < buf.byteLength; at += CHUNK) await this.writeAt(fd, p, buf.subarray(at, Math.min(at + CHUNK, buf.byteLength)), at);
+    } finally {
+      await this.closeFd(fd, p);
+    }
+  }
+
+  private async open(p: string, flags: string, mode = 0o644): Promise<number> {
+    const mutates = flags !== 'r';
+    const h = await this.op('open', p, (fs) => fs.open(p, flags, mode), mutates);
+    return h.fd;
+  }
+
+  private closeFd(fd: number, p: string): Promise<void> {
+    return this.op('close', p, (fs) => fs.close(fd));
+  }
+
+  private async writeAt(fd: number, p: string, data: Uint8Array, position: number): Promise<void> {
+    // The library copies from offset 0 of the buffer it is given, whatever offset it is told.
+    const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    let done = 0;
+    while (done < b.length) {
+      const part = done === 0 ? b : b.subarray(done);
+      const { bytesWritten } = await this.op('write', p, (fs) => fs.write(fd, part, 0, part.length, position + done), true);
+      if (bytesWritten <= 0) throw new FsError('FS_EIO', `write ${p}: the library wrote nothing`, { path: p });
+      done += bytesWritten;
+    }
+  }
+
+  /** Creates a directory; with `recursive`, its parents too, and no error if it exists. */
+  async mkdir(path: string, opts: { recursive?: boolean; mode?: number } = {}): Promise<void> {
+    const p = normalize(path);
+    if (opts.recursive === true) {
+      const parts = p.split('/').filter(Boolean);
+      for (let i = 1; i <= parts.length; i++) {
+        const sub = '/' + parts.slice(0, i).join('/');
+        const st = await this.lstat(sub).catch((err: unknown) => { if (isXenError(err, 'FS_ENOENT')) return null; throw err; });
+        if (st === null) await this.op('mkdir', sub, (fs) => fs.mkdir(sub, opts.mode ?? 0o755), true);
+        else if (st.type !== 'directory') throw new FsError('FS_ENOTDIR', `mkdir ${sub}: not a directory`, { path: sub });
+      }
+      return;
+    }
+    await this.op('mkdir', p, (fs) => fs.mkdir(p, opts.mode ?? 0o755), true);
+  }
+
+  /** Removes a file or symlink. */
+  unlink(path: string): Promise<void> {
+    const p = normalize(path);
+    return this.op('unlink', p, (fs) => fs.unlink(p), true);
+  }
+
+  /** Removes an empty directory. */
+  rmdir(path: string): Promise<void> {
+    const p = normalize(path);
+    return this.op('rmdir', p, (fs) => fs.rmdir(p), true);
+  }
+
+  /** Removes a file, or a directory with `recursive`. */
+  async rm(path: string, opts: { recursive?: boolean } = {}): Promise<void> {
+    const p = normalize(path);
+    if (p === '/') throw new FsError('FS_EINVAL', 'rm: refusing to remove /', { path: p });
+    const st = await this.lstat(p);
+    if (st.type !== 'directory') return this.unlink(p);
+    if (opts.recursive !== true) throw new FsError('FS_EISDIR', `rm ${p}: is a directory`, { path: p });
+    for (const name of await this.readdir(p)) await this.rm(`${p}/${name}`, opts);
+    await this.rmdir(p);
+  }
+
+  rename(from: string, to: string): Promise<void> {
+    const a = normalize(from);
+    const b = normalize(to);
+    return this.op('rename', a, (fs) => fs.rename(a, b), true);
+  }
+
+  symlink(target: string, path: string): Promise<void> {
+    const p = normalize(path);
+    return this.op('symlink', p, (fs) => fs.symlink(target, p), true);
+  }
+
+  /**
+   * A Readable of a file's bytes, read `chunkSize` at a time through a
+   * descriptor (the descriptor is closed at the end, on error and on
+   * destroy). Fails with FS_EIO if the file ends before its size says.
+   */
+  createReadStream(path: string, opts: { chunkSize?: number; start?: number; end?: number } = {}): Readable {
+    const p = normalize(path);
+    const chunk = opts.chunkSize ?? CHUNK;
+    let fd = -1;
+    let pos = opts.start ?? 0;
+    let stop = Infinity;
+    const self = this;
+    return new Readable({
+      highWaterMark: chunk,
+      async construct(cb) {
+        try {
+          const st = await self.stat(p);
+          if (st.type === 'directory') throw new FsError('FS_EISDIR', `read ${p}: is a directory`, { path: p });
+          stop = Math.min(st.size, opts.end === undefined ? Infinity : opts.end + 1);
+          fd = await self.open(p, 'r');
+          cb();
+        } catch (err) {
+          cb(err as Error);
+        }
+      },
+      async read() {
+        try {
+          if (pos >= stop) {
+            this.push(null);
+            return;
+          }
+          const want = Math.min(chunk, stop - pos);
+          const buf = Buffer.allocUnsafe(want);
+          const { bytesRead } = await self.op('read', p, (fs) => fs.read(fd, buf, 0, want, pos));
+          if (bytesRead <= 0) throw new FsError('FS_EIO', `read ${p}: the file ended at byte ${pos}, before its size (${stop})`, { path: p });
+          pos += bytesRead;
+          this.push(bytesRead === want ? buf : buf.subarray(0, bytesRead));
+        } catch (err) {
+          this.destroy(err as Error);
+        }
+      },
+      destroy(err, cb) {
+        if (fd < 0) return cb(err);
+        const f = fd;
+        fd = -1;
+        self.closeFd(f, p).then(() => cb(err), (e: unknown) => cb(err ?? (e as Error)));
+      },
+    });
+  }
+
+  /**
+   * A Writable into a file (created, or truncated first), written as it
+   * comes; the descriptor is closed (and the inode written) before 'finish'.
+   */
+  createWriteStream(path: string, opts: { mode?: number } = {}): Writable {
+    const p = normalize(path);
+    let fd = -1;
+    let pos = 0;
+    const self = this;
+    return new Writable({
+      highWaterMark: CHUNK,
+      async construct(cb) {
+        try {
+          fd = await self.open(p, 'w', opts.mode ?? 0o644);
+          cb();
+        } catch (err) {
+          cb(err as Error);
+        }
+      },
+      write(data: Buffer, _enc, cb) {
+        self.writeAt(fd, p, data, pos).then(() => { pos += data.length; cb(); }, (err: unknown) => cb(err as Error));
+      },
+      final(cb) {
+        const f = fd;
+        fd = -1;
+        self.closeFd(f, p).then(() => cb(), (err: unknown) => cb(err as Error));
+      },
+      destroy(err, cb) {
+        if (fd < 0) return cb(err);
+        const f = fd;
+        fd = -1;
+        self.closeFd(f, p).then(() => cb(err), () => cb(err));
+      },
+    });
+  }
+
+  /**
+   * Space and inodes, from the superblock on the disk (the library writes
+   * its counts back on unmount: until then these are the counts at mount).
+   */
+  async usage(): Promise<FsUsage> {
+    if (this.closed) throw new FsError('FS_CLOSED', 'usage: the file system is unmounted');
+    const sb = await readSuperblock(this.target);
+    return sb === null ? this.mounted : usageOf(sb);
+  }
+
+  /**
+   * Closes what is open, writes the metadata back, flushes the disk.
+   * Further calls fail with FS_CLOSED. The disk itself stays open.
+   */
+  async unmount(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.adapter.lastError = null;
+    try {
+      await lib.run(() => ext2fs.umount(this.fs));
+    } catch (err) {
+      throw this.wrap(err, 'unmount', undefined);
+    }
+    if (this.adapter.lastError !== null) throw this.wrap(this.adapter.lastError, 'unmount', undefined);
+    await this.adapter.flush().catch((err: unknown) => { throw this.wrap(err, 'unmount (flush)', undefined); });
+  }
+}
+
+/** Reads the superblock of `target` without mounting: its usage, or FS_ENOFS. */
+export async function probeExt(target: BlockTarget): Promise<FsUsage> {
+  const sb = await readSuperblock(target);
+  if (sb === null) throw new FsError('FS_ENOFS', 'no ext2/3/4 file system found (no superblock magic at byte 1080)');
+  return usageOf(sb);
+}
