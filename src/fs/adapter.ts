@@ -28,6 +28,8 @@ export interface AdapterStats {
   windows: number;
   bytesRead: number;
   bytesWritten: number;
+  /** Writes the library made while mounted read-only (access times): not sent to the disk. */
+  droppedWrites: number;
 }
 
 interface Window { buf: Uint8Array; ready: Promise<Uint8Array> }
@@ -39,7 +41,7 @@ export class DiskAdapter {
   private lastEnd = -1;
   /** The last failure of the device, kept so a file error can name its cause (libext2fs reduces it to EIO). */
   lastError: unknown = null;
-  readonly counts: AdapterStats = { reads: 0, writes: 0, cacheHits: 0, windows: 0, bytesRead: 0, bytesWritten: 0 };
+  readonly counts: AdapterStats = { reads: 0, writes: 0, cacheHits: 0, windows: 0, bytesRead: 0, bytesWritten: 0, droppedWrites: 0 };
 
   constructor(private readonly target: BlockTarget, private readonly readOnly: boolean, opts: AdapterOptions = {}) {
     const ss = target.sectorSize;
@@ -119,7 +121,12 @@ export class DiskAdapter {
   }
 
   async write(buffer: Uint8Array, bufferOffset: number, length: number, fileOffset: number): Promise<{ bytesWritten: number }> {
-    if (this.readOnly) throw new Error('write to a file system mounted read-only');
+    if (this.readOnly) {
+      // Mounted read-only, every change is refused before it reaches the library; what is left
+      // are its own bookkeeping writes (access times, the mount count): they never reach the disk.
+      this.counts.droppedWrites++;
+      return { bytesWritten: length };
+    }
     this.counts.writes++;
     this.counts.bytesWritten += length;
     const src = buffer.subarray(bufferOffset, bufferOffset + length);
