@@ -293,6 +293,9 @@ export class ExtFileSystem {
       }
       return;
     }
+    // libext2fs answers an existing name with its own error number, not EEXIST: look first.
+    if (this.readOnly) throw new FsError('FS_EROFS', `mkdir ${p}: the file system is mounted read-only`, { path: p });
+    if (await this.exists(p)) throw new FsError('FS_EEXIST', `mkdir ${p}: already exists`, { path: p });
     await this.op('mkdir', p, (fs) => fs.mkdir(p, opts.mode ?? 0o755), true);
   }
 

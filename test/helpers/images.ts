@@ -76,11 +76,13 @@ export function mkfsExt4(image: string, tree: string, opts: { offsetBytes?: numb
   run('mkfs.ext4', args);
 }
 
+/** e2fsprogs' unix I/O manager takes a file system at an offset as `image?offset=N`. */
+const at = (image: string, offsetBytes: number): string => (offsetBytes === 0 ? image : `${image}?offset=${offsetBytes}`);
+
 /** `e2fsck -fn` on the image (at `offsetBytes`): its exit status and output. */
 export function e2fsck(image: string, offsetBytes = 0): { status: number; output: string } {
-  const target = offsetBytes === 0 ? image : `${image}?offset=${offsetBytes}`;
   try {
-    return { status: 0, output: run('e2fsck', ['-fn', target]) };
+    return { status: 0, output: run('e2fsck', ['-fn', at(image, offsetBytes)]) };
   } catch (err) {
     const e = err as { status?: number; stdout?: Buffer; stderr?: Buffer };
     return { status: e.status ?? -1, output: `${e.stdout?.toString() ?? ''}${e.stderr?.toString() ?? ''}` };
@@ -89,14 +91,12 @@ export function e2fsck(image: string, offsetBytes = 0): { status: number; output
 
 /** A file's bytes as debugfs reads them from the image (at `offsetBytes`). */
 export function debugfsCat(image: string, path: string, offsetBytes = 0): Buffer {
-  const args = offsetBytes === 0 ? [] : ['-o', `offset=${offsetBytes}`];
-  return execFileSync('debugfs', [...args, '-R', `cat "${path}"`, image], { env: { ...process.env, ...SBIN }, stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 1 << 28 });
+  return execFileSync('debugfs', ['-R', `cat "${path}"`, at(image, offsetBytes)], { env: { ...process.env, ...SBIN }, stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 1 << 28 });
 }
 
 /** debugfs `ls -p` of a directory: the names in it. */
 export function debugfsLs(image: string, path: string, offsetBytes = 0): string[] {
-  const args = offsetBytes === 0 ? [] : ['-o', `offset=${offsetBytes}`];
-  const out = execFileSync('debugfs', [...args, '-R', `ls -p "${path}"`, image], { env: { ...process.env, ...SBIN }, stdio: ['pipe', 'pipe', 'pipe'] }).toString();
+  const out = execFileSync('debugfs', ['-R', `ls -p "${path}"`, at(image, offsetBytes)], { env: { ...process.env, ...SBIN }, stdio: ['pipe', 'pipe', 'pipe'] }).toString();
   // ls -p: /inode/mode/uid/gid/name/size/
   return out.split('\n').filter((l) => l.startsWith('/')).map((l) => l.split('/')[5]!).filter((n) => n !== '.' && n !== '..');
 }
