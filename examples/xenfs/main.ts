@@ -130,19 +130,19 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
     status = 1;
   };
   const run = (fn: () => Promise<void>): Promise<void> => fn().catch(fail);
+  if (args.some((a) => a === '--image' || a.startsWith('--image=')) && args.includes('--xen')) {
+    err.write('xenfs: --image and --xen are two different disks: give one\nTry \'xenfs --help\'.\n');
+    return 2;
+  }
   const parser = yargs(args)
     .scriptName('xenfs')
     .usage('$0 <command> [options]\n\nFiles on an ext2/3/4 file system on a Xen virtual disk, through the xen-blkfront driver.')
     .option('image', { type: 'string', describe: 'serve this image file from the embedded simulated Xen host' })
     .option('xen', { type: 'boolean', describe: 'use the real guest: this domain\'s vbd --vdev' })
     .option('vdev', { type: 'number', default: 51712, describe: 'virtual-device number (51712 is xvda, 51728 xvdb)' })
-    .option('partition', { alias: 'p', type: 'number', describe: '1-based partition (as xvda1); without it, the whole disk' })
+    .option('partition', { type: 'number', describe: '1-based partition (as xvda1); without it, the whole disk' })
     .option('read-only', { type: 'boolean', default: false, describe: 'mount read-only (and, on --image, plug the disk read-only)' })
     .option('progress', { type: 'boolean', describe: 'a progress bar on copies (default: when stderr is a terminal and the file is over 8 MiB)' })
-    .check((a) => {
-      if (a.image !== undefined && a.xen === true) throw new Error('--image and --xen are two different disks: give one');
-      return true;
-    })
     .command('ls [path]', 'list a directory', (y) => y.positional('path', { type: 'string', default: '/' })
       .option('long', { alias: 'l', type: 'boolean', default: false, describe: 'mode, size, date' }), (a) => run(() =>
       withFs(a as unknown as Common, false, async (fs) => {
@@ -223,12 +223,12 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
     .demandCommand(1, 'give a command: ls, cat, get, put, mkdir, rm, stat, df, parts, disks')
     .strict()
     .example('$0 --image disk.img ls -l /', 'list the root of an image\'s file system')
-    .example('$0 --image disk.img -p 1 cat /etc/hostname', 'a file of partition 1, to stdout')
+    .example('$0 --image disk.img --partition 1 cat /etc/hostname', 'a file of partition 1, to stdout')
     .example('$0 --xen --vdev 51728 put ./report.csv /data/report.csv', 'copy into the guest\'s xvdb')
     .epilog(`vdev names: 51712 ${vdevName(51712).name}, 51728 ${vdevName(51728).name}, 51744 ${vdevName(51744).name}`)
     .fail((msg, e) => {
-      if (e) throw e;
-      err.write(`xenfs: ${msg}\nTry 'xenfs --help'.\n`);
+      // Only parsing and validation reach here: the commands report their own failures.
+      err.write(`xenfs: ${msg ?? e?.message}\nTry 'xenfs --help'.\n`);
       status = 2;
     })
     .exitProcess(false)
