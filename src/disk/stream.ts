@@ -85,6 +85,7 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
     highWaterMark: chunk,
     read() {
       wanted = true;
+      deliver();
       pump();
     },
     destroy(err, cb) {
@@ -101,8 +102,11 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
   const waiters = new Map<ReadSlot, () => void>();
   const waitSlot = (s: ReadSlot): Promise<void> => new Promise((r) => waiters.set(s, r));
 
+  // Reads are issued whether or not the consumer wants more: `depth` of them stay in flight, and
+  // a finished one waits in order until the consumer asks. That bounds what is held (depth chunks,
+  // plus the stream's own buffer) and keeps the ring busy while the consumer catches up.
   function pump(): void {
-    while (wanted && !finished && inflight.length < depth && next < alignedStop) {
+    while (!finished && inflight.length < depth && next < alignedStop) {
       let s = free.pop();
       if (s === undefined) {
         const { buf, device } = allocSlot(target, chunk);
@@ -118,6 +122,24 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
       inflight.push(slot);
       target.readInto(slot.offset, slot.buf.subarray(0, slot.length)).then(() => settle(slot, null), (err: unknown) => settle(slot, err ?? new Error('read failed')));
     }
+  }
+
+  /** Pushes finished reads, oldest first, while the consumer wants them; ends the stream after the last. */
+  function deliver(): void {
+    while (wanted && !finished && inflight.length > 0 && inflight[0]!.done) {
+      const s = inflight.shift()!;
+      if (s.error !== null) {
+        stream.destroy(s.error instanceof Error ? s.error : new Error(String(s.error)));
+        return;
+      }
+      const from = Math.max(start, s.offset) - s.offset;
+      const to = Math.min(stop, s.offset + s.length) - s.offset;
+      // The consumer owns what it is given; the slot goes back to the ring.
+      const out = Buffer.allocUnsafe(to - from);
+      out.set(s.buf.subarray(from, to));
+      free.push(s);
+      if (!stream.push(out)) wanted = false;
+    }
     if (!finished && inflight.length === 0 && next >= alignedStop) {
       finished = true;
       stream.push(null);
@@ -130,20 +152,7 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
     const w = waiters.get(slot);
     if (w !== undefined) { waiters.delete(slot); w(); }
     if (finished) return;
-    // Deliver in order: only the oldest request's data may go out first.
-    while (inflight.length > 0 && inflight[0]!.done) {
-      const s = inflight.shift()!;
-      if (s.error !== null) {
-        stream.destroy(s.error instanceof Error ? s.error : new Error(String(s.error)));
-        return;
-      }
-      const from = Math.max(start, s.offset) - s.offset;
-      const to = Math.min(stop, s.offset + s.length) - s.offset;
-      const out = Buffer.allocUnsafe(to - from);
-      out.set(s.buf.subarray(from, to));
-      free.push(s);
-      if (!stream.push(out)) wanted = false;
-    }
+    deliver();
     pump();
   }
 

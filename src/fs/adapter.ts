@@ -2,10 +2,12 @@
  * The disk as libext2fs (WebAssembly) sees it: byte reads and writes of
  * whole file-system blocks, one at a time, each awaited. On a virtual disk
  * every one of them is a ring round trip, so this adapter does what a
- * kernel's page cache does for sequential reads: when a read continues the
- * previous one it fetches whole windows and keeps the next ones coming
+ * kernel's page cache does: a small read fetches the whole window around
+ * it and keeps it (16 MiB of them, least recently used dropped), and a read
+ * that continues the previous one keeps the next windows coming
  * (readahead), so a large file streams at the ring's depth rather than one
- * block per round trip. Writes go through at once (the library orders its
+ * block per round trip, and a tree of small files costs a round trip per
+ * window rather than per block. Writes go through at once (the library orders its
  * own writes) and drop any cached window they touch, so what is read
  * afterwards is what was written. Offsets that are not sector-aligned (a
  * 1 KiB-block file system on 4 KiB sectors) are read whole and merged.
@@ -17,6 +19,8 @@ export interface AdapterOptions {
   readahead?: number;
   /** Windows fetched ahead of the reader (default 4). */
   ahead?: number;
+  /** Bytes of windows kept for reuse (default 16 MiB). */
+  cacheBytes?: number;
 }
 
 export interface AdapterStats {
@@ -37,6 +41,8 @@ interface Window { buf: Uint8Array; ready: Promise<Uint8Array> }
 export class DiskAdapter {
   private readonly window: number;
   private readonly ahead: number;
+  /** Windows kept (least recently used dropped first). */
+  private readonly cached: number;
   private readonly cache = new Map<number, Window>();
   private lastEnd = -1;
   /** The last failure of the device, kept so a file error can name its cause (libext2fs reduces it to EIO). */
@@ -48,6 +54,7 @@ export class DiskAdapter {
     const w = opts.readahead ?? 256 << 10;
     this.window = w <= 0 ? 0 : Math.ceil(w / ss) * ss;
     this.ahead = opts.ahead ?? 4;
+    this.cached = Math.max(1, Math.ceil((opts.cacheBytes ?? 16 << 20) / Math.max(this.window, 1)));
   }
 
   private note<T>(p: Promise<T>): Promise<T> {
@@ -73,7 +80,7 @@ export class DiskAdapter {
     this.counts.windows++;
     this.cache.set(idx, w);
     ready.catch(() => { if (this.cache.get(idx) === w) this.cache.delete(idx); });
-    const max = this.ahead * 2 + 2;
+    const max = Math.max(this.ahead * 2 + 2, this.cached);
     while (this.cache.size > max) this.cache.delete(this.cache.keys().next().value!);
     return w;
   }
@@ -85,7 +92,10 @@ export class DiskAdapter {
     const sequential = fileOffset === this.lastEnd;
     this.lastEnd = fileOffset + length;
     const first = this.window > 0 ? Math.floor(fileOffset / this.window) : 0;
-    if (this.window > 0 && (sequential || this.cache.has(first)) && length < this.window) {
+    // Small reads go through windows: a miss fetches the whole window around it (files and their
+    // metadata sit close together, as mkfs and the allocator lay them out), and a read that
+    // continues the previous one keeps `ahead` windows coming.
+    if (this.window > 0 && length < this.window) {
       const last = Math.floor((fileOffset + length - 1) / this.window);
       let hit = true;
       for (let i = first; i <= last; i++) {
@@ -97,9 +107,11 @@ export class DiskAdapter {
         dst.set(buf.subarray(from - i * this.window, to - i * this.window), from - fileOffset);
       }
       if (hit) this.counts.cacheHits++;
-      const end = Math.floor(this.target.size / this.window);
-      for (let i = last + 1; i <= Math.min(last + this.ahead, end); i++) {
-        if (i * this.window < this.target.size) this.fetch(i);
+      if (sequential) {
+        const end = Math.floor(this.target.size / this.window);
+        for (let i = last + 1; i <= Math.min(last + this.ahead, end); i++) {
+          if (i * this.window < this.target.size) this.fetch(i);
+        }
       }
       return { bytesRead: length };
     }

@@ -235,15 +235,38 @@ export class ExtFileSystem {
     return this.op('readlink', p, (fs) => fs.readlink(p));
   }
 
-  /** A file's bytes (FS_EISDIR for a directory). */
+  /** A file's bytes (FS_EISDIR for a directory); the length is checked against the inode's size. */
   async readFile(path: string): Promise<Buffer> {
-    const chunks: Buffer[] = [];
-    let n = 0;
-    for await (const c of this.createReadStream(path)) {
-      chunks.push(c as Buffer);
-      n += (c as Buffer).length;
+    const p = normalize(path);
+    const { fd, size } = await this.openForRead(p);
+    try {
+      const out = Buffer.allocUnsafe(size);
+      let pos = 0;
+      while (pos < size) {
+        const want = Math.min(CHUNK, size - pos);
+        // Read into a view of the result: no chunk list, no second copy.
+        const view = out.subarray(pos, pos + want);
+        const { bytesRead } = await this.op('read', p, (fs) => fs.read(fd, view, 0, want, pos));
+        if (bytesRead <= 0) throw new FsError('FS_EIO', `read ${p}: the file ended at byte ${pos}, before its size (${size})`, { path: p });
+        pos += bytesRead;
+      }
+      return out;
+    } finally {
+      await this.closeFd(fd, p);
     }
-    return Buffer.concat(chunks, n);
+  }
+
+  /** Opens a regular file for reading: its descriptor and size (FS_EISDIR for a directory). */
+  private async openForRead(p: string): Promise<{ fd: number; size: number }> {
+    const fd = await this.open(p, 'r');
+    try {
+      const st = statOf(await this.op('stat', p, (fs) => fs.fstat(fd)));
+      if (st.type === 'directory') throw new FsError('FS_EISDIR', `read ${p}: is a directory`, { path: p });
+      return { fd, size: st.size };
+    } catch (err) {
+      await this.closeFd(fd, p).catch(() => undefined);
+      throw err;
+    }
   }
 
   /** Writes a whole file (created, or truncated first). */
@@ -349,10 +372,9 @@ export class ExtFileSystem {
       highWaterMark: chunk,
       async construct(cb) {
         try {
-          const st = await self.stat(p);
-          if (st.type === 'directory') throw new FsError('FS_EISDIR', `read ${p}: is a directory`, { path: p });
-          stop = Math.min(st.size, opts.end === undefined ? Infinity : opts.end + 1);
-          fd = await self.open(p, 'r');
+          const r = await self.openForRead(p);
+          fd = r.fd;
+          stop = Math.min(r.size, opts.end === undefined ? Infinity : opts.end + 1);
           cb();
         } catch (err) {
           cb(err as Error);
