@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import * as ext2fs from 'ext2fs';
+import { ext2fs, type Ext2Disk } from '../src/fs/ext2fs.js';
 import { FileDisk } from 'file-disk';
 import { mountExt, openBlockDevice, type BlockDevice } from '../src/index.js';
 import { createSimHost, type SimHost } from '../src/sim/index.js';
@@ -77,7 +77,7 @@ const smallPaths = (): string[] => Array.from({ length: nFiles }, (_, i) => `/sm
 /** The baseline: the library itself on the image file (file-disk), files read through descriptors in 1 MiB chunks. */
 async function direct(kind: 'large' | 'small'): Promise<Side> {
   const handle = await openFile(image, 'r');
-  const fs = await ext2fs.mount(new FileDisk(handle, true) as unknown as ext2fs.Ext2Disk);
+  const fs = await ext2fs.mount(new FileDisk(handle, true) as unknown as Ext2Disk);
   const p = fs.promises;
   const readAll = async (path: string, each: (b: Buffer) => void): Promise<number> => {
     const h = await p.open(path, 'r');

@@ -32,7 +32,7 @@ for p in "${pkgs[@]}"; do
   versions+="$p=$v "
 done
 node_id="node $(node -v) $(stat -c %s /usr/bin/node)"
-layout_rev=3   # bump when this script's output changes shape
+layout_rev=4   # bump when this script's output changes shape
 key=$(printf '%s\n' "$versions" "$node_id" "rev $layout_rev" | sha256sum | cut -c1-16)
 dir="$cache_root/$key"
 if [ -f "$dir/complete" ]; then
@@ -105,7 +105,7 @@ if [ -z "$mirror" ]; then
   mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
 fi
 debootstrap --variant=minbase \
-  --include=xen-utils-4.17,xenstore-utils,busybox,kmod,util-linux,iproute2,procps,qemu-system-xen,qemu-system-data \
+  --include=xen-utils-4.17,xenstore-utils,busybox,kmod,util-linux,iproute2,procps,qemu-system-xen,qemu-system-data,e2fsprogs,gdisk \
   bookworm "$work/dom0" ${mirror:+"$mirror"} >"$work/debootstrap.log" 2>&1 ||
   { tail -n 20 "$work/debootstrap.log" >&2; exit 1; }
 install_modules "$work/dom0" xen-evtchn xen-gntalloc xen-gntdev xen-privcmd xenfs xen-blkback loop

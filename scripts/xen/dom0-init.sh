@@ -1,7 +1,8 @@
 #!/bin/bash
 # dom0's /init in the Xen testbed: brings up the toolstack, makes the backing
 # files, starts the PV domU that runs the Xen suite, serves the suite's
-# requests (checksums of a backing file, detaching a vbd), streams the domU's
+# requests (checksums of a backing file, detaching a vbd, a file-system disk
+# plugged in and checked afterwards), streams the domU's
 # console, and powers the machine off. Every line meant for the host starts
 # with "dom0|" or "domU|"; the verdict is one "XEN-TESTBED-RESULT" line.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-4.17/bin
@@ -95,7 +96,7 @@ serve() {
   local n=$1 cmd=$2 a1=${3:-} a2=${4:-} file
   case "$a1" in
     xvdb) file=/tmp/disk.img ;; xvdc) file=/tmp/ro.img ;; xvdd) file=/tmp/kdisk.img ;;
-    xvde) file=/tmp/qdisk.img ;; xvdf) file=/tmp/kqdisk.img ;; *) file= ;;
+    xvde) file=/tmp/qdisk.img ;; xvdf) file=/tmp/kqdisk.img ;; xvdg) file=/tmp/files.img ;; *) file= ;;
   esac
   case "$cmd" in
     checksum)   # the backing file's sha256, as dom0 sees it
@@ -118,6 +119,28 @@ serve() {
       rm -f /tmp/suite.save
       say "xl save from ${t0}s to ${t1}s; restored as domain $(xl domid suite) at $(cut -d' ' -f1 /proc/uptime)s" >&3
       echo "$n restored $(xl domid suite)" ;;
+    files-attach)  # a GPT disk whose partition 1 is ext4 made by mkfs.ext4 -d, plugged in as xvdg while the suite runs
+      rm -rf /tmp/tree && mkdir -p /tmp/tree/docs/deeper/still /tmp/tree/empty-dir
+      head -c 3000001 /dev/urandom > /tmp/tree/large.bin
+      head -c 4096 /dev/urandom > /tmp/tree/docs/block.bin
+      echo "made in dom0 by mkfs.ext4 -d" > /tmp/tree/docs/deeper/still/note.txt
+      printf 'x' > "/tmp/tree/docs/$(printf 'n%.0s' $(seq 200)).txt"
+      truncate -s 8M /tmp/tree/sparse.bin && echo tail >> /tmp/tree/sparse.bin
+      truncate -s 48M /tmp/files.img
+      if ! { sgdisk -n 1:2048:+40M -t 1:8300 -c 1:files /tmp/files.img &&
+             mkfs.ext4 -q -F -b 4096 -L files -E offset=1048576 -d /tmp/tree /tmp/files.img 40M; } >/tmp/files.log 2>&1; then
+        echo "$n error making the image: $(tr '\n' ' ' </tmp/files.log)"; return
+      fi
+      if ! xl block-attach suite 'format=raw, vdev=xvdg, access=rw, backendtype=phy, target=/tmp/files.img' >/tmp/attach.log 2>&1; then
+        echo "$n error xl block-attach: $(tr '\n' ' ' </tmp/attach.log)"; return
+      fi
+      say "xl block-attach xvdg: GPT, partition 1 ext4 from mkfs.ext4 -d" >&3
+      echo "$n $(cd /tmp/tree && find . -type f | sort | while read -r f; do printf '%s=%s ' "${f#.}" "$(sha256sum "$f" | cut -c1-64)"; done)" ;;
+    files-check)   # after the detach: e2fsck -fn, and the file the domU wrote as debugfs reads it
+      local rc=0
+      e2fsck -fn '/tmp/files.img?offset=1048576' >/tmp/fsck.log 2>&1 || rc=$?
+      [ "$rc" = 0 ] || say "e2fsck: $(tr '\n' ' ' </tmp/fsck.log)" >&3
+      echo "$n fsck=$rc new=$(debugfs -R "cat $a1" '/tmp/files.img?offset=1048576' 2>/dev/null | sha256sum | cut -c1-64)" ;;
     detach)     # xl block-detach, in the background: it waits for the frontend
       ( if xl block-detach suite "$a1" >/tmp/detach.log 2>&1; then
           say "xl block-detach $a1: done"; else say "xl block-detach $a1: failed: $(tr '\n' ' ' </tmp/detach.log)"; fi ) >&3 2>&3 &

@@ -15,7 +15,7 @@
  * - its `FileHandle.close` does not wait; descriptors are closed here with
  *   the descriptor call, awaited.
  */
-import * as ext2fs from 'ext2fs';
+import { ext2fs, type Ext2Fs, type Ext2Promises, type Ext2Stats } from './ext2fs.js';
 import { Readable, Writable } from 'node:stream';
 import { FsError, isXenError, type FsErrorCode } from '../errors.js';
 import type { BlockTarget } from '../disk/types.js';
@@ -82,7 +82,7 @@ function normalize(path: string): string {
   return '/' + parts.join('/');
 }
 
-function statOf(s: ext2fs.Ext2Stats): FileStat {
+function statOf(s: Ext2Stats): FileStat {
   const fmt = s.mode & 0o170000;
   const type = fmt === 0o100000 ? 'file' : fmt === 0o040000 ? 'directory' : fmt === 0o120000 ? 'symlink' : 'other';
   // The library reports sizes as signed 32-bit numbers: a file of 2 GiB or more would look negative.
@@ -131,7 +131,7 @@ export async function mountExt(target: BlockTarget, opts: MountOptions = {}): Pr
   if (sb === null) throw new FsError('FS_ENOFS', 'no ext2/3/4 file system found (no superblock magic at byte 1080)');
   const readOnly = opts.readOnly === true || target.readOnly;
   const adapter = new DiskAdapter(target, readOnly, opts);
-  let fs: ext2fs.Ext2Fs;
+  let fs: Ext2Fs;
   try {
     fs = await lib.run(() => ext2fs.mount(adapter));
   } catch (err) {
@@ -152,7 +152,7 @@ export class ExtFileSystem {
 
   /** @internal See {@link mountExt}. */
   constructor(
-    private readonly fs: ext2fs.Ext2Fs,
+    private readonly fs: Ext2Fs,
     private readonly adapter: DiskAdapter,
     /** The disk or partition it lives on. */
     readonly target: BlockTarget,
@@ -166,7 +166,7 @@ export class ExtFileSystem {
     return { ...this.adapter.counts };
   }
 
-  private op<T>(what: string, path: string | undefined, fn: (p: ext2fs.Ext2Promises) => Promise<T>, mutates = false): Promise<T> {
+  private op<T>(what: string, path: string | undefined, fn: (p: Ext2Promises) => Promise<T>, mutates = false): Promise<T> {
     if (this.closed) return Promise.reject(new FsError('FS_CLOSED', `${what}: the file system is unmounted`, { path }));
     if (mutates && this.readOnly) return Promise.reject(new FsError('FS_EROFS', `${what} ${path ?? ''}: the file system is mounted read-only`.trim(), { path }));
     this.adapter.lastError = null;

@@ -5,6 +5,9 @@ import { openPartition, readPartitionTable, Partition, PartitionError, isXenErro
 import { MemoryTarget, blankImage, run, scratch, sfdiskJson } from '../helpers/images.js';
 import { diskFixture, rng } from '../helpers/blk.js';
 
+/** Inverts one byte of the image (a damaged field). */
+const flip = (t: MemoryTarget, at: number): void => { t.bytes[at] = t.bytes[at]! ^ 0xff; };
+
 const EXTENDED = new Set(['5', 'f', '85']);
 /** Byte ranges [start, length] that hold table fields: MBR entries and signature, GPT header, GPT entries 1–4. */
 const REGIONS: Array<[number, number]> = [[446, 66], [512, 92], [1024, 512]];
@@ -51,15 +54,15 @@ describe('partition tables against util-linux and gdisk', () => {
 
   it('GPT whose primary header is broken: the backup at the last LBA is used, with a warning; both broken: PART_EBADTABLE', async () => {
     const t = MemoryTarget.fromFile(gpt);
-    t.bytes[512 + 40] ^= 0xff; // first-usable LBA: the header CRC no longer matches
+    flip(t, 512 + 40); // first-usable LBA: the header CRC no longer matches
     const table = await readPartitionTable(t);
     expect(table.partitions.map((p) => p.number)).toEqual([1, 2, 4]);
     expect(table.warnings.join()).toMatch(/primary GPT unusable \(header CRC mismatch/);
-    t.bytes[t.size - 512 + 40] ^= 0xff;
+    flip(t, t.size - 512 + 40);
     await expect(readPartitionTable(t)).rejects.toMatchObject({ code: 'PART_EBADTABLE' });
     // Entries corrupted (header fine): the entry-array CRC catches it, the backup's copy is used.
     const u = MemoryTarget.fromFile(gpt);
-    u.bytes[1024 + 60] ^= 1;
+    flip(u, 1024 + 60);
     expect((await readPartitionTable(u)).warnings.join()).toMatch(/entry array CRC mismatch/);
   });
 

@@ -66,7 +66,7 @@ describe('xenfs on images made by mkfs.ext4 -d, on the embedded simulated host',
 
   it('clear one-line errors with their codes: no such file, no such partition, read-only, no file system, no table, bad usage', async () => {
     const cases: Array<[string[], RegExp]> = [
-      [['--image', img, 'cat', '/nope'], /^xenfs: stat \/nope: no such file or directory \[FS_ENOENT\]\n$/],
+      [['--image', img, 'cat', '/nope'], /^xenfs: open \/nope: no such file or directory \[FS_ENOENT\]\n$/],
       [['--image', gpt, '--partition', '7', 'ls'], /^xenfs: no partition 7 \(the GPT has: 1, 2\) \[PART_ENOENT\]\n$/],
       [['--image', img, '--read-only', 'put', join(tmp.dir, 'up.bin'), '/x'], /^xenfs: open \/x: the file system is mounted read-only \[FS_EROFS\]\n$/],
       [['--image', gpt, '--partition', '1', 'ls'], /^xenfs: no ext2\/3\/4 file system found .* \[FS_ENOFS\]\n$/],
