@@ -8,7 +8,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -20,10 +21,19 @@ const XVDG = 51808;
 const XENFS = fileURLToPath(new URL('../../examples/xenfs/cli.js', import.meta.url));
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-function xenfs(...args: string[]): Buffer {
-  const r = spawnSync(process.execPath, [XENFS, '--xen', '--vdev', String(XVDG), '--partition', '1', ...args], { timeout: 120_000, maxBuffer: 1 << 26 });
-  assert.equal(r.status, 0, `xenfs ${args.join(' ')}: ${r.stderr?.toString()}`);
-  return r.stdout;
+/**
+ * Runs xenfs on xvdg's partition 1 in its own process; its stdout. Asynchronously: this process's
+ * xenstore watches (the watcher's) must keep being served while xenfs runs.
+ */
+async function xenfs(...args: string[]): Promise<Buffer> {
+  try {
+    const r = await promisify(execFile)(process.execPath, [XENFS, '--xen', '--vdev', String(XVDG), '--partition', '1', ...args],
+      { timeout: 120_000, maxBuffer: 1 << 26, encoding: 'buffer' });
+    return r.stdout;
+  } catch (err) {
+    const e = err as { stderr?: Buffer; message: string };
+    assert.fail(`xenfs ${args.join(' ')}: ${e.stderr?.toString() || e.message}`);
+  }
 }
 
 test('files: a GPT disk with ext4 plugged in while the program runs, read and written through the driver, clean in dom0 after the detach', { timeout: 600_000 }, async () => {
@@ -56,15 +66,15 @@ test('files: a GPT disk with ext4 plugged in while the program runs, read and wr
     }
 
     // Through the CLI, in its own processes: ls, cat (raw bytes), mkdir, put.
-    const names = xenfs('ls', '/').toString().trim().split('\n').sort();
+    const names = (await xenfs('ls', '/')).toString().trim().split('\n').sort();
     assert.deepEqual(names, ['docs/', 'empty-dir/', 'large.bin', 'lost+found/', 'sparse.bin']);
-    assert.equal(sha(xenfs('cat', '/large.bin')), tree.get('/large.bin'));
-    assert.equal(sha(xenfs('cat', '/docs/deeper/still/note.txt')), tree.get('/docs/deeper/still/note.txt'));
+    assert.equal(sha(await xenfs('cat', '/large.bin')), tree.get('/large.bin'));
+    assert.equal(sha(await xenfs('cat', '/docs/deeper/still/note.txt')), tree.get('/docs/deeper/still/note.txt'));
     const data = randomBytes(1_500_007);
     writeFileSync('/tmp/new.bin', data);
-    xenfs('mkdir', '-p', '/from-domU');
-    xenfs('put', '/tmp/new.bin', '/from-domU/new.bin');
-    assert.equal(sha(xenfs('cat', '/from-domU/new.bin')), sha(data));
+    await xenfs('mkdir', '-p', '/from-domU');
+    await xenfs('put', '/tmp/new.bin', '/from-domU/new.bin');
+    assert.equal(sha(await xenfs('cat', '/from-domU/new.bin')), sha(data));
 
     // Pulled out: the watcher says so; dom0 checks what was written.
     assert.equal(await askDom0(p.xenstore, 'detach', 'xvdg'), 'started');
