@@ -82,7 +82,9 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
   let finished = false;
 
   const stream = new Readable({
-    highWaterMark: chunk,
+    // Finished reads wait in `inflight`, not in the stream's buffer: a reader that calls read()
+    // (for await does) gets everything buffered concatenated, one more copy per chunk.
+    highWaterMark: 0,
     read() {
       wanted = true;
       deliver();
