@@ -51,7 +51,9 @@ describe('xenfs on images made by mkfs.ext4 -d, on the embedded simulated host',
     const put = await xenfs('--image', gpt, '--partition', '2', 'put', local, '/up/load/file.bin');
     expect(put.status, put.err).toBe(0);
     const back = join(tmp.dir, 'back.bin');
-    expect((await xenfs('--image', gpt, '--partition', '2', 'get', '/up/load/file.bin', back)).status).toBe(0);
+    const get = await xenfs('--image', gpt, '--partition', '2', '--progress', 'get', '/up/load/file.bin', back);
+    expect(get.status).toBe(0);
+    expect(get.err).toMatch(/\[#{30}\] 100% 2\.2 MiB \/ 2\.2 MiB .*\/s\n$/); // the progress bar, finished
     expect(sha(readFileSync(back))).toBe(sha(data));
     const st = JSON.parse((await xenfs('--image', gpt, '--partition', '2', 'stat', '/up/load/file.bin')).out.toString()) as { size: number; type: string };
     expect(st).toMatchObject({ size: data.length, type: 'file' });
