@@ -4,7 +4,10 @@
  * through the driver: on the embedded simulated host serving an image
  * (`--image FILE`), or on the real guest (`--xen --vdev N`).
  */
-import { createReadStream as fsReadStream, createWriteStream as fsWriteStream, statSync } from 'node:fs';
+import {
+  createReadStream as fsReadStream, createWriteStream as fsWriteStream, mkdirSync, readdirSync, readlinkSync, statSync, symlinkSync,
+} from 'node:fs';
+import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import { EventEmitter, once } from 'node:events';
@@ -120,6 +123,44 @@ function progress(total: number, err: Output, on: boolean | undefined): Transfor
   });
 }
 
+interface Copied { files: number; dirs: number; bytes: number }
+
+/** Copies the tree under `from` (on the disk) to the local folder `to`: folders, files and symlinks. */
+async function getTree(fs: ExtFileSystem, from: string, to: string, n: Copied = { files: 0, dirs: 0, bytes: 0 }): Promise<Copied> {
+  mkdirSync(to, { recursive: true });
+  n.dirs++;
+  for (const e of await fs.list(from)) {
+    const src = `${from === '/' ? '' : from.replace(/\/+$/, '')}/${e.name}`;
+    const dst = join(to, e.name);
+    if (e.type === 'directory') await getTree(fs, src, dst, n);
+    else if (e.type === 'symlink') symlinkSync(await fs.readlink(src), dst);
+    else if (e.type === 'file') {
+      await pipeline(fs.createReadStream(src), fsWriteStream(dst));
+      n.files++;
+      n.bytes += e.size;
+    }
+  }
+  return n;
+}
+
+/** Copies the local folder `from` into the disk at `to` (made with its parents when missing). */
+async function putTree(fs: ExtFileSystem, from: string, to: string, n: Copied = { files: 0, dirs: 0, bytes: 0 }): Promise<Copied> {
+  await fs.mkdir(to, { recursive: true });
+  n.dirs++;
+  for (const e of readdirSync(from, { withFileTypes: true }).sort((x, y) => (x.name < y.name ? -1 : 1))) {
+    const src = join(from, e.name);
+    const dst = `${to === '/' ? '' : to.replace(/\/+$/, '')}/${e.name}`;
+    if (e.isDirectory()) await putTree(fs, src, dst, n);
+    else if (e.isSymbolicLink()) await fs.symlink(readlinkSync(src), dst);
+    else if (e.isFile()) {
+      await pipeline(fsReadStream(src, { highWaterMark: 1 << 20 }), fs.createWriteStream(dst));
+      n.files++;
+      n.bytes += statSync(src).size;
+    }
+  }
+  return n;
+}
+
 /** Runs xenfs with `args`; resolves to the exit status. */
 export async function main(args: string[], out: Output = process.stdout, err: Output = process.stderr): Promise<number> {
   let status = 0;
@@ -161,17 +202,31 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
           if (out.write(c as Buffer) === false && out instanceof EventEmitter) await once(out, 'drain');
         }
       })))
-    .command('get <path> <local>', 'copy a file out of the disk', (y) => y.positional('path', { type: 'string', demandOption: true })
-      .positional('local', { type: 'string', demandOption: true }), (a) => run(() =>
+    .command('get <path> <local>', 'copy a file out of the disk (a directory\'s tree with -r)', (y) => y.positional('path', { type: 'string', demandOption: true })
+      .positional('local', { type: 'string', demandOption: true })
+      .option('recursive', { alias: 'r', type: 'boolean', default: false }), (a) => run(() =>
       withFs(a as unknown as Common, false, async (fs) => {
         const st = await fs.stat(a.path);
-        await pipeline(fs.createReadStream(a.path), progress(st.size, err, a.progress), fsWriteStream(a.local));
+        if (st.type !== 'directory') {
+          await pipeline(fs.createReadStream(a.path), progress(st.size, err, a.progress), fsWriteStream(a.local));
+          return;
+        }
+        if (!a.recursive) throw new Error(`get ${a.path}: is a directory (give -r to copy its tree)`);
+        const n = await getTree(fs, a.path, a.local);
+        err.write(`xenfs: ${n.files} files, ${n.dirs} folders, ${human(n.bytes)} copied out\n`);
       })))
-    .command('put <local> <path>', 'copy a file into the disk', (y) => y.positional('local', { type: 'string', demandOption: true })
-      .positional('path', { type: 'string', demandOption: true }), (a) => run(async () => {
-      const size = statSync(a.local).size;
+    .command('put <local> <path>', 'copy a file into the disk (a directory\'s tree with -r)', (y) => y.positional('local', { type: 'string', demandOption: true })
+      .positional('path', { type: 'string', demandOption: true })
+      .option('recursive', { alias: 'r', type: 'boolean', default: false }), (a) => run(async () => {
+      const st = statSync(a.local);
+      if (st.isDirectory() && !a.recursive) throw new Error(`put ${a.local}: is a directory (give -r to copy its tree)`);
       await withFs(a as unknown as Common, true, async (fs) => {
-        await pipeline(fsReadStream(a.local, { highWaterMark: 1 << 20 }), progress(size, err, a.progress), fs.createWriteStream(a.path));
+        if (!st.isDirectory()) {
+          await pipeline(fsReadStream(a.local, { highWaterMark: 1 << 20 }), progress(st.size, err, a.progress), fs.createWriteStream(a.path));
+          return;
+        }
+        const n = await putTree(fs, a.local, a.path);
+        err.write(`xenfs: ${n.files} files, ${n.dirs} folders, ${human(n.bytes)} copied in\n`);
       });
     }))
     .command('mkdir <path>', 'make a directory', (y) => y.positional('path', { type: 'string', demandOption: true })
@@ -225,6 +280,7 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
     .example('$0 --image disk.img ls -l /', 'list the root of an image\'s file system')
     .example('$0 --image disk.img --partition 1 cat /etc/hostname', 'a file of partition 1, to stdout')
     .example('$0 --xen --vdev 51728 put ./report.csv /data/report.csv', 'copy into the guest\'s xvdb')
+    .example('$0 --image disk.img get -r /etc ./etc', 'copy a folder\'s tree out')
     .epilog(`vdev names: 51712 ${vdevName(51712).name}, 51728 ${vdevName(51728).name}, 51744 ${vdevName(51744).name}`)
     .fail((msg, e) => {
       // Only parsing and validation reach here: the commands report their own failures.

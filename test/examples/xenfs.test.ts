@@ -39,6 +39,13 @@ describe('xenfs on images made by mkfs.ext4 -d, on the embedded simulated host',
       expect(cat.status, cat.err).toBe(0);
       expect(sha(cat.out), path).toBe(hash);
     }
+    // The whole tree copied out in one run.
+    const out = join(tmp.dir, 'out');
+    const get = await xenfs('--image', img, 'get', '-r', '/', out);
+    expect(get.status, get.err).toBe(0);
+    expect(get.err).toMatch(new RegExp(`^xenfs: ${tree.size} files, \\d+ folders, .* copied out\n$`));
+    for (const [path, hash] of tree) expect(sha(readFileSync(join(out, path))), path).toBe(hash);
+    expect((await xenfs('--image', img, 'get', '/a', join(tmp.dir, 'x'))).err).toMatch(/is a directory \(give -r/);
     const long = await xenfs('--image', img, 'ls', '-l', '/a/b');
     expect(long.out.toString()).toMatch(/^-rw-r--r-- +1 +4096 \d{4}-\d\d-\d\d \d\d:\d\d block-4096\n/m);
   });
@@ -58,6 +65,12 @@ describe('xenfs on images made by mkfs.ext4 -d, on the embedded simulated host',
     const st = JSON.parse((await xenfs('--image', gpt, '--partition', '2', 'stat', '/up/load/file.bin')).out.toString()) as { size: number; type: string };
     expect(st).toMatchObject({ size: data.length, type: 'file' });
     expect((await xenfs('--image', gpt, '--partition', '2', 'rm', '-r', '/docs')).status).toBe(0);
+    // A local tree copied in, then out again: the same files.
+    const putTree = await xenfs('--image', gpt, '--partition', '2', 'put', '-r', join(tmp.dir, 'tree', 'a'), '/copied/a');
+    expect(putTree.status, putTree.err).toBe(0);
+    const again = join(tmp.dir, 'again');
+    expect((await xenfs('--image', gpt, '--partition', '2', 'get', '-r', '/copied', again)).status).toBe(0);
+    for (const [path, hash] of tree) if (path.startsWith('/a/')) expect(sha(readFileSync(join(again, path))), path).toBe(hash);
     const df = await xenfs('--image', gpt, '--partition', '2', 'df');
     expect(df.out.toString()).toMatch(/^ext4 "xenfs-test" [0-9a-f-]{36}: 32\.0 MiB, .* used, .* free; \d+ of \d+ inodes used; block size \d+\n$/);
     const parts = await xenfs('--image', gpt, 'parts');
