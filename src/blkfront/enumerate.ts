@@ -130,6 +130,11 @@ export function watchBlockDevices(platform: XenPlatform): BlockDeviceWatcher {
   return new BlockDeviceWatcher(platform);
 }
 
+/**
+ * What {@link watchBlockDevices} returns: an async iterator of
+ * {@link BlockDeviceEvent}s, with {@link waitFor} for one event in
+ * particular and {@link devices} for the disks known now.
+ */
 export class BlockDeviceWatcher implements AsyncIterableIterator<BlockDeviceEvent> {
   private readonly known = new Map<number, BlockDeviceSummary>();
   private readonly queued: BlockDeviceEvent[] = [];
@@ -234,9 +239,8 @@ export class BlockDeviceWatcher implements AsyncIterableIterator<BlockDeviceEven
   }
 
   /**
-   * The next event that `match` accepts (skipping others), or the first one
-   * when no predicate is given; rejects with XEN_CLOSED-like end when the
-   * watcher closes first.
+   * The next event that `match` accepts (the others are consumed); rejects
+   * when the watcher closes first or `timeoutMs` passes.
    */
   async waitFor(match: (e: BlockDeviceEvent) => boolean, timeoutMs?: number): Promise<BlockDeviceEvent> {
     let timer: NodeJS.Timeout | undefined;
