@@ -2,13 +2,15 @@
  * The Xen suite: run inside the testbed's domU (scripts/xen/test-xen.sh) as
  * `node --test-reporter=tap dist/test/xen/suite.js`. node:test runs the
  * files' tests in the order of FILES, which matters: the kernel's xen-blkfront is
- * loaded only after the driver's own tests, the save/restore changes the
- * domain's id (dom0 follows it), and the detach comes last.
+ * loaded only after the driver's own tests (with autoprobe off, so the disk the
+ * files test plugs in later stays the driver's), the comparisons run before
+ * anything is plugged in or out, the save/restore changes the domain's id (dom0
+ * follows it), and the detach comes last.
  */
 import { liveTimers, runningPolls, testStarted } from './leaks.js';
 
 /** The files, in order. `profile` (a CPU profile of the driver on real Xen) runs only when named. */
-const FILES = ['xenstore', 'gnttab', 'blkfront', 'files', 'bench', 'qdisk', 'restore', 'detach'];
+const FILES = ['xenstore', 'gnttab', 'blkfront', 'bench', 'qdisk', 'files', 'restore', 'detach'];
 // XEN_SUITE_ONLY (from suite= on the domU's command line: XEN_SUITE_ARGS="suite=bench,profile") runs some alone.
 const only = process.env.XEN_SUITE_ONLY;
 for (const f of only ? only.split(',') : FILES) await import(`./${f}.xen.js`);
