@@ -12,7 +12,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, createWriteStream, statSync } from 'node:fs';
+import { closeSync, createWriteStream, mkdirSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -48,17 +48,19 @@ const say = (s: string): void => { if (!values.json) process.stdout.write(s); };
 /** The tree: one large file, and `nFiles` small ones (1–16 KiB) in 40 folders. */
 function layOutTree(): void {
   mkdirSync(tree, { recursive: true });
-  const fd = join(tree, 'large.bin');
+  // Each MiB of the large file starts with its number (mod 256), so neighbouring ones differ.
   const chunk = randomBytes(1 << 20);
-  writeFileSync(fd, '');
-  const ws: Buffer[] = [];
-  for (let i = 0; i < largeBytes >> 20; i++) { chunk[0] = i & 255; ws.push(Buffer.from(chunk)); if (ws.length === 64) { writeFileSync(fd, Buffer.concat(ws), { flag: 'a' }); ws.length = 0; } }
-  if (ws.length > 0) writeFileSync(fd, Buffer.concat(ws), { flag: 'a' });
+  const fd = openSync(join(tree, 'large.bin'), 'w');
+  for (let i = 0; i < largeBytes >> 20; i++) {
+    chunk[0] = i & 255;
+    writeSync(fd, chunk);
+  }
+  closeSync(fd);
   for (let d = 0; d < 40; d++) mkdirSync(join(tree, 'small', `d${d}`), { recursive: true });
   for (let i = 0; i < nFiles; i++) writeFileSync(join(tree, 'small', `d${i % 40}`, `f${i}.dat`), randomBytes(1024 + ((i * 7919) % 15360)));
   const bytes = largeBytes + nFiles * 16384 + (64 << 20);
   writeFileSync(image, '');
-  execFileSync('truncate', ['-s', String(Math.ceil(bytes * 1.15 / (1 << 20)) << 20), image]);
+  truncateSync(image, Math.ceil(bytes * 1.15 / (1 << 20)) << 20);
   execFileSync('mkfs.ext4', ['-q', '-F', '-b', '4096', '-d', tree, image], { env: { ...process.env, PATH: `/usr/sbin:/sbin:${process.env.PATH ?? ''}` } });
 }
 

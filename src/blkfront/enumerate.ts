@@ -143,7 +143,10 @@ export class BlockDeviceWatcher implements AsyncIterableIterator<BlockDeviceEven
   private done = false;
   private scanning: Promise<void> | null = null;
   private again = false;
-  private readonly watches: Promise<Watch[]>;
+  /** The watch on the frontend directory. */
+  private readonly watch: Promise<Watch>;
+  /** A watch on each known backend's state key, by backend path (null when it could not be set). */
+  private readonly backendWatches = new Map<string, Promise<Watch | null>>();
 
   constructor(private readonly platform: XenPlatform) {
     const xs = platform.xenstore;
@@ -151,11 +154,9 @@ export class BlockDeviceWatcher implements AsyncIterableIterator<BlockDeviceEven
     // The frontend directories say what exists; the backends' state keys say how each is doing.
     // One watch on the backend area would need read access to dom0's tree, which a guest has
     // only for its own backends: their state keys are watched one by one as they appear.
-    this.watches = Promise.all([xs.watch(`/local/domain/${platform.domid}/device/vbd`, rescan, { group: 'blkfront:enumerate' })]);
-    this.watches.catch((err: unknown) => this.fail(err));
+    this.watch = xs.watch(`/local/domain/${platform.domid}/device/vbd`, rescan, { group: 'blkfront:enumerate' });
+    this.watch.catch((err: unknown) => this.fail(err));
   }
-
-  private readonly backendWatches = new Map<string, Promise<Watch | null>>();
 
   private rescan(): void {
     if (this.done) return;
@@ -270,8 +271,7 @@ export class BlockDeviceWatcher implements AsyncIterableIterator<BlockDeviceEven
     const w = this.waiter;
     this.waiter = null;
     w?.resolve({ value: undefined, done: true });
-    const ws = await this.watches.catch(() => [] as Watch[]);
-    const bw = await Promise.all(this.backendWatches.values());
-    await Promise.all([...ws, ...bw].map((x) => x?.unwatch().catch(() => undefined)));
+    const all = await Promise.all([this.watch.catch(() => null), ...this.backendWatches.values()]);
+    await Promise.all(all.map((x) => x?.unwatch().catch(() => undefined)));
   }
 }

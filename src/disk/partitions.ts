@@ -12,7 +12,7 @@
  */
 import { crc32 } from 'node:zlib';
 import { PartitionError } from '../errors.js';
-import type { BlockTarget } from './types.js';
+import { readRangeInto, type BlockTarget } from './types.js';
 import { createReadStream, createWriteStream, type BlockReadStreamOptions, type BlockWriteStreamOptions } from './stream.js';
 import type { Readable, Writable } from 'node:stream';
 
@@ -67,13 +67,11 @@ const MAX_LOGICAL = 128;
 const MAX_GPT_ENTRY_BYTES = 4 << 20;
 
 async function readBytes(disk: BlockTarget, offset: number, length: number): Promise<Uint8Array> {
-  const ss = disk.sectorSize;
-  const start = Math.floor(offset / ss) * ss;
-  const end = Math.ceil((offset + length) / ss) * ss;
+  const end = Math.ceil((offset + length) / disk.sectorSize) * disk.sectorSize;
   if (end > disk.size) throw new PartitionError('PART_EBADTABLE', `the table points past the end of the disk (byte ${offset + length} of ${disk.size})`);
-  const buf = new Uint8Array(end - start);
-  await disk.readInto(start, buf);
-  return buf.subarray(offset - start, offset - start + length);
+  const buf = new Uint8Array(length);
+  await readRangeInto(disk, offset, buf);
+  return buf;
 }
 
 function guid(b: Uint8Array, at: number): string {

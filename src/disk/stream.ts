@@ -55,7 +55,11 @@ function allocSlot(target: BlockTarget, length: number): { buf: Uint8Array; devi
   }
 }
 
-interface ReadSlot { buf: Uint8Array; device: boolean; offset: number; length: number; done: boolean; error: unknown }
+interface ReadSlot {
+  buf: Uint8Array; device: boolean; offset: number; length: number; done: boolean; error: unknown;
+  /** The read under way, settled once its outcome is recorded. */
+  read: Promise<void> | null;
+}
 
 /**
  * A Readable of the bytes `start`..`end` (inclusive) of `target`. Up to
@@ -93,7 +97,7 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
     destroy(err, cb) {
       finished = true;
       // A device buffer is the backend's until its read settles: wait, then give them back.
-      void Promise.allSettled(inflight.map((s) => s.done ? null : waitSlot(s))).then(() => {
+      void Promise.allSettled(inflight.map((s) => s.read)).then(() => {
         for (const s of all) if (s.device) {
           try { target.freeBuffer(s.buf); } catch { /* closed device: its grants are gone already */ }
         }
@@ -101,9 +105,6 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
       });
     },
   });
-  const waiters = new Map<ReadSlot, () => void>();
-  const waitSlot = (s: ReadSlot): Promise<void> => new Promise((r) => waiters.set(s, r));
-
   // Reads are issued whether or not the consumer wants more: `depth` of them stay in flight, and
   // a finished one waits in order until the consumer asks. That bounds what is held (depth chunks,
   // plus the stream's own buffer) and keeps the ring busy while the consumer catches up.
@@ -112,7 +113,7 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
       let s = free.pop();
       if (s === undefined) {
         const { buf, device } = allocSlot(target, chunk);
-        s = { buf, device, offset: 0, length: 0, done: false, error: null };
+        s = { buf, device, offset: 0, length: 0, done: false, error: null, read: null };
         all.push(s);
       }
       const slot = s;
@@ -122,7 +123,8 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
       slot.error = null;
       next += slot.length;
       inflight.push(slot);
-      target.readInto(slot.offset, slot.buf.subarray(0, slot.length)).then(() => settle(slot, null), (err: unknown) => settle(slot, err ?? new Error('read failed')));
+      slot.read = target.readInto(slot.offset, slot.buf.subarray(0, slot.length))
+        .then(() => settle(slot, null), (err: unknown) => settle(slot, err ?? new Error('read failed')));
     }
   }
 
@@ -151,8 +153,6 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
   function settle(slot: ReadSlot, err: unknown): void {
     slot.done = true;
     slot.error = err;
-    const w = waiters.get(slot);
-    if (w !== undefined) { waiters.delete(slot); w(); }
     if (finished) return;
     deliver();
     pump();

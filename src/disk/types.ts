@@ -26,3 +26,21 @@ export interface BlockTarget {
   allocBuffer(length: number): Uint8Array;
   freeBuffer(buf: Uint8Array): void;
 }
+
+/**
+ * Reads `dst.byteLength` bytes at byte `offset` of `target`, wherever they
+ * fall: an aligned range goes straight into `dst`; any other is read as the
+ * whole sectors around it and the bytes wanted copied out.
+ */
+export async function readRangeInto(target: BlockTarget, offset: number, dst: Uint8Array): Promise<void> {
+  const ss = target.sectorSize;
+  if (offset % ss === 0 && dst.byteLength % ss === 0) {
+    await target.readInto(offset, dst);
+    return;
+  }
+  const start = Math.floor(offset / ss) * ss;
+  const end = Math.ceil((offset + dst.byteLength) / ss) * ss;
+  const tmp = new Uint8Array(end - start);
+  await target.readInto(start, tmp);
+  dst.set(tmp.subarray(offset - start, offset - start + dst.byteLength));
+}

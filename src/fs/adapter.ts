@@ -12,7 +12,7 @@
  * afterwards is what was written. Offsets that are not sector-aligned (a
  * 1 KiB-block file system on 4 KiB sectors) are read whole and merged.
  */
-import type { BlockTarget } from '../disk/types.js';
+import { readRangeInto, type BlockTarget } from '../disk/types.js';
 
 export interface AdapterOptions {
   /** Readahead window in bytes (default 256 KiB; 0 turns readahead off). */
@@ -108,28 +108,13 @@ export class DiskAdapter {
       }
       if (hit) this.counts.cacheHits++;
       if (sequential) {
-        const end = Math.floor(this.target.size / this.window);
-        for (let i = last + 1; i <= Math.min(last + this.ahead, end); i++) {
-          if (i * this.window < this.target.size) this.fetch(i);
-        }
+        const lastWindow = Math.ceil(this.target.size / this.window) - 1;
+        for (let i = last + 1; i <= Math.min(last + this.ahead, lastWindow); i++) this.fetch(i);
       }
       return { bytesRead: length };
     }
-    await this.note(this.readAligned(fileOffset, dst));
+    await this.note(readRangeInto(this.target, fileOffset, dst));
     return { bytesRead: length };
-  }
-
-  private async readAligned(offset: number, dst: Uint8Array): Promise<void> {
-    const ss = this.target.sectorSize;
-    if (offset % ss === 0 && dst.byteLength % ss === 0) {
-      await this.target.readInto(offset, dst);
-      return;
-    }
-    const start = Math.floor(offset / ss) * ss;
-    const end = Math.ceil((offset + dst.byteLength) / ss) * ss;
-    const tmp = new Uint8Array(end - start);
-    await this.target.readInto(start, tmp);
-    dst.set(tmp.subarray(offset - start, offset - start + dst.byteLength));
   }
 
   async write(buffer: Uint8Array, bufferOffset: number, length: number, fileOffset: number): Promise<{ bytesWritten: number }> {
@@ -153,7 +138,7 @@ export class DiskAdapter {
       tmp.set(src, fileOffset - start);
       await this.note(this.target.write(start, tmp));
     }
-    if (this.window > 0) this.update(fileOffset, src);
+    if (this.window > 0) this.dropWindows(fileOffset, src.byteLength);
     return { bytesWritten: length };
   }
 
@@ -162,9 +147,9 @@ export class DiskAdapter {
    * dropped, fetches under way included (the library does one thing at a
    * time, so no reader is waiting on one of them now).
    */
-  private update(offset: number, src: Uint8Array): void {
+  private dropWindows(offset: number, length: number): void {
     const first = Math.floor(offset / this.window);
-    const last = Math.floor((offset + src.byteLength - 1) / this.window);
+    const last = Math.floor((offset + length - 1) / this.window);
     for (let i = first; i <= last; i++) this.cache.delete(i);
   }
 
@@ -179,11 +164,5 @@ export class DiskAdapter {
   async flush(): Promise<void> {
     if (this.readOnly) return;
     await this.note(this.target.flush());
-  }
-
-  /** Drops the cached windows (the disk may have changed under them). */
-  drop(): void {
-    this.cache.clear();
-    this.lastEnd = -1;
   }
 }

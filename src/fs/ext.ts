@@ -18,7 +18,7 @@
 import { ext2fs, type Ext2Fs, type Ext2Promises, type Ext2Stats } from './ext2fs.js';
 import { Readable, Writable } from 'node:stream';
 import { FsError, isXenError, type FsErrorCode } from '../errors.js';
-import type { BlockTarget } from '../disk/types.js';
+import { readRangeInto, type BlockTarget } from '../disk/types.js';
 import { SerialQueue } from '../util/serial.js';
 import { DiskAdapter, type AdapterOptions, type AdapterStats } from './adapter.js';
 
@@ -66,10 +66,15 @@ export interface FsUsage {
   readonly kind: string;
 }
 
-const ERRNO: Record<string, FsErrorCode> = {
-  ENOENT: 'FS_ENOENT', EEXIST: 'FS_EEXIST', ENOTDIR: 'FS_ENOTDIR', EISDIR: 'FS_EISDIR',
-  ENOTEMPTY: 'FS_ENOTEMPTY', EINVAL: 'FS_EINVAL', EROFS: 'FS_EROFS',
+/** The library's errno names: the code each becomes, and the words for it. */
+const ERRNO: Record<string, readonly [FsErrorCode, string]> = {
+  ENOENT: ['FS_ENOENT', 'no such file or directory'], EEXIST: ['FS_EEXIST', 'already exists'],
+  ENOTDIR: ['FS_ENOTDIR', 'not a directory'], EISDIR: ['FS_EISDIR', 'is a directory'],
+  ENOTEMPTY: ['FS_ENOTEMPTY', 'directory not empty'], EINVAL: ['FS_EINVAL', 'EINVAL'], EROFS: ['FS_EROFS', 'EROFS'],
 };
+
+/** What an error message is about: the operation, and its path when there is one. */
+const subject = (what: string, path: string | undefined): string => (path === undefined ? what : `${what} ${path}`);
 
 function normalize(path: string): string {
   if (typeof path !== 'string' || path.includes('\0')) throw new FsError('FS_EINVAL', `bad path ${JSON.stringify(path)}`);
@@ -92,13 +97,10 @@ function statOf(s: Ext2Stats): FileStat {
 
 /** Reads the ext superblock (1024 bytes at byte 1024) of `target`, or null when there is none. */
 async function readSuperblock(target: BlockTarget): Promise<DataView | null> {
-  const ss = target.sectorSize;
-  const start = Math.floor(1024 / ss) * ss;
-  const end = Math.ceil(2048 / ss) * ss;
-  if (target.size < end) return null;
-  const buf = new Uint8Array(end - start);
-  await target.readInto(start, buf);
-  const sb = new DataView(buf.buffer, 1024 - start, 1024);
+  if (target.size < 2048) return null;
+  const buf = new Uint8Array(1024);
+  await readRangeInto(target, 1024, buf);
+  const sb = new DataView(buf.buffer);
   return sb.getUint16(56, true) === EXT_MAGIC ? sb : null;
 }
 
@@ -168,7 +170,7 @@ export class ExtFileSystem {
 
   private op<T>(what: string, path: string | undefined, fn: (p: Ext2Promises) => Promise<T>, mutates = false): Promise<T> {
     if (this.closed) return Promise.reject(new FsError('FS_CLOSED', `${what}: the file system is unmounted`, { path }));
-    if (mutates && this.readOnly) return Promise.reject(new FsError('FS_EROFS', `${what} ${path ?? ''}: the file system is mounted read-only`.trim(), { path }));
+    if (mutates && this.readOnly) return Promise.reject(new FsError('FS_EROFS', `${subject(what, path)}: the file system is mounted read-only`, { path }));
     this.adapter.lastError = null;
     return lib.run(() => fn(this.fs.promises)).catch((err: unknown) => {
       throw this.wrap(err, what, path);
@@ -177,17 +179,16 @@ export class ExtFileSystem {
 
   private wrap(err: unknown, what: string, path: string | undefined): FsError {
     if (err instanceof FsError) return err;
-    const code = (err as { code?: unknown } | null)?.code;
     const dev = this.adapter.lastError;
     if (dev !== null) {
       // The device failed under the library: say so, with the device's own typed error as the cause.
       const devCode = isXenError(dev) ? ` [${dev.code}]` : '';
-      return new FsError('FS_EIO', `${what} ${path ?? ''}: the disk failed${devCode}: ${dev instanceof Error ? dev.message : String(dev)}`.replace('  ', ' '), { path, cause: dev });
+      return new FsError('FS_EIO', `${subject(what, path)}: the disk failed${devCode}: ${dev instanceof Error ? dev.message : String(dev)}`, { path, cause: dev });
     }
-    const mapped = typeof code === 'string' ? ERRNO[code] : undefined;
+    const code = (err as { code?: unknown } | null)?.code;
+    const known = typeof code === 'string' ? ERRNO[code] : undefined;
     const name = typeof code === 'string' ? code : 'EIO';
-    const text = { FS_ENOENT: 'no such file or directory', FS_EEXIST: 'already exists', FS_ENOTDIR: 'not a directory', FS_EISDIR: 'is a directory', FS_ENOTEMPTY: 'directory not empty' }[mapped as string];
-    return new FsError(mapped ?? 'FS_EIO', `${what} ${path ?? ''}: ${text ?? name}`.replace('  ', ' '), { path, cause: err });
+    return new FsError(known?.[0] ?? 'FS_EIO', `${subject(what, path)}: ${known?.[1] ?? name}`, { path, cause: err });
   }
 
   /** Names in a directory (without "." and ".."). */
