@@ -35,6 +35,11 @@ export type PlatformErrorCode =
   | 'XEN_ENOLIB'
   /** A /dev/xen device is missing: not a Xen guest, or xen-gntalloc / xen-evtchn not loaded. */
   | 'XEN_ENODEV'
+  /**
+   * This process may not open a /dev/xen node (or the vbd lock directory):
+   * the message names the node and how to grant access (docs/guest.md).
+   */
+  | 'XEN_EACCES'
   /** A system call behind the Xen libraries failed; the message carries its errno. */
   | 'XEN_ESYS'
   /** A grant-table operation was refused (see {@link GrantError}). */
@@ -62,6 +67,12 @@ export type BlkifErrorCode =
   | 'BLKIF_EPROTO'
   /** The device or its backend is gone: no such vdev, the backend was removed, or it did not come back. */
   | 'BLKIF_ENODEV'
+  /**
+   * The vbd belongs to someone else: the guest's kernel has bound it, or
+   * another process (or another BlockDevice of this one) holds it. Nothing
+   * was written to its xenstore directory.
+   */
+  | 'BLKIF_EBUSY'
   /** The device was closed. */
   | 'BLKIF_CLOSED';
 

@@ -107,7 +107,9 @@ export function featureLine(info: BlockDeviceInfo): string {
   const f = info.features;
   return `${f.queues} queue${f.queues === 1 ? '' : 's'} x ${f.ringPages}-page ring${f.ringPages === 1 ? '' : 's'}, ` +
     `persistent grants ${f.persistentGrants ? 'on' : 'off'}, ` +
-    `${f.indirectSegments > 0 ? `${f.indirectSegments} indirect segments` : 'no indirect descriptors'}`;
+    `${f.indirectSegments > 0 ? `${f.indirectSegments} indirect segments` : 'no indirect descriptors'}` +
+    (info.trusted ? '' : ', backend untrusted (everything bounced)') +
+    (info.takenOver === null ? '' : `, took over a vbd left ${info.takenOver.state} by ${info.takenOver.pid === null ? 'a killed process' : `killed process ${info.takenOver.pid}`}`);
 }
 
 const PAGE = 4096;

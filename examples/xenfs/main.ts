@@ -269,7 +269,9 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
       const platform = await openXenPlatform();
       try {
         for (const d of await listBlockDevices(platform)) {
-          out.write(`${d.name.padEnd(6)} vdev ${d.vdev}  ${d.size === null ? 'size unknown' : human(d.size)}  ${d.readOnly ? 'ro' : 'rw'}  backend ${d.backend} state ${d.backendState}\n`);
+          const owner = d.owner === 'kernel' ? 'kernel' : d.owner === 'process' ? `pid ${d.ownerPid ?? '?'}` : 'free';
+          out.write(`${d.name.padEnd(6)} vdev ${d.vdev}  ${d.size === null ? 'size unknown' : human(d.size)}  ${d.readOnly ? 'ro' : 'rw'}  ` +
+            `owner ${owner}  backend ${d.backend} state ${d.backendState}\n`);
         }
       } finally {
         await platform.close();

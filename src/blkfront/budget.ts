@@ -25,6 +25,8 @@ export interface PoolPlan {
   /** Segments per ring request as negotiated (11, or the indirect maximum). */
   maxSegments: number;
   persistent: boolean;
+  /** Zero pages before their first grant (an untrusted backend). */
+  zero: boolean;
 }
 
 /** Pages each queue's pool may take: half of what the grant table has free, split by queue. */
@@ -37,7 +39,7 @@ export function grantBudget(grants: GrantSharer, queues: number): number {
 
 /** A queue's pool within `budget` pages; XEN_ENOSPC when not even one 11-segment request fits. */
 export function makePool(grants: GrantSharer, domid: number, plan: PoolPlan, budget: number): GrantPool {
-  if (!plan.pool) return new GrantPool(grants, domid, { pages: 0 });
+  if (!plan.pool) return new GrantPool(grants, domid, { pages: 0, zero: plan.zero });
   const perRequest = plan.maxSegments + Math.ceil(plan.maxSegments / SEGS_PER_INDIRECT_FRAME);
   const pages = Math.min(plan.poolPages ?? plan.entries * BLKIF_MAX_SEGMENTS_PER_REQUEST, budget);
   if (pages < BLKIF_MAX_SEGMENTS_PER_REQUEST + 1) {
@@ -51,6 +53,7 @@ export function makePool(grants: GrantSharer, domid: number, plan: PoolPlan, bud
     maxPages: Math.min(plan.entries * perRequest, MAX_POOL_PAGES, budget),
     // Fresh grants beyond the pool may use the other half of what was free.
     maxFallbackPages: budget,
+    zero: plan.zero,
   });
 }
 

@@ -36,6 +36,9 @@ export class DeviceBuffers {
   private readonly spare = new Map<number, BufferRegion[]>();
   private pagesShared = 0;
   private homes = 0;
+  /** Plain memory handed out instead while the backend is not trusted. */
+  private readonly plain = new WeakSet<ArrayBufferLike>();
+  private inPlace = true;
 
   constructor(private readonly grants: GrantSharer, private readonly domid: number) {}
 
@@ -43,10 +46,31 @@ export class DeviceBuffers {
     return this.pagesShared;
   }
 
+  /** Whether buffers are granted in place (true), or plain memory bounced through the pool (an untrusted backend). */
+  get granted(): boolean {
+    return this.inPlace;
+  }
+
+  /**
+   * The toolstack says the backend is not trusted (`trusted` = 0, XSA-403):
+   * nothing of the caller's memory is granted from now on. Buffers shared
+   * before become stale (bounced) and new ones are plain memory.
+   */
+  distrust(): void {
+    if (!this.inPlace) return;
+    this.inPlace = false;
+    this.invalidate();
+  }
+
   /** A buffer of at least `length` bytes (whole pages), granted to the backend read-write. */
   alloc(length: number): Uint8Array {
     if (!Number.isSafeInteger(length) || length <= 0) throw new BlkifError('BLKIF_EINVAL', `allocBuffer: bad length ${length}`);
     const pages = Math.ceil(length / PAGE_SIZE);
+    if (!this.inPlace) {
+      const mem = new Uint8Array(pages * PAGE_SIZE);
+      this.plain.add(mem.buffer);
+      return mem.subarray(0, length);
+    }
     const reuse = this.spare.get(pages)?.pop();
     if (reuse !== undefined) {
       reuse.free = false;
@@ -65,6 +89,10 @@ export class DeviceBuffers {
   /** Gives a buffer back (the one alloc returned, not a part of it). */
   free(buf: Uint8Array): void {
     if (!(buf instanceof Uint8Array)) throw new BlkifError('BLKIF_EINVAL', 'freeBuffer: not a buffer this device allocated');
+    if (this.plain.has(buf.buffer) && buf.byteOffset === 0) {
+      this.plain.delete(buf.buffer);
+      return;
+    }
     const r = this.region(buf);
     if (r === null || r.start !== buf.byteOffset || r.free) throw new BlkifError('BLKIF_EINVAL', 'freeBuffer: not a buffer this device allocated, or already freed');
     if (r.inflight > 0) throw new BlkifError('BLKIF_EINVAL', `freeBuffer: ${r.inflight} call(s) still use it`);

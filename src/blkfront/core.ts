@@ -27,9 +27,11 @@ import { grantBudget, makePool, segmentCap, sumPoolStats } from './budget.js';
 import { CLOSED, CONNECTED, refusal, type DeviceState } from './state.js';
 import { QueueChooser, Submitter } from './submit.js';
 import {
-  backendEngaged, closeHandshake, locateDevice, offers, readDiskInfo, resetFrontend, talkToBackend, waitForBackend, withoutFeature,
-  type BlockDeviceInfo, type DeviceLocation, type Negotiated, type RingSetup,
+  backendEngaged, closeHandshake, locateDevice, offers, readDiskInfo, resetFrontend, takeOver, talkToBackend, waitForBackend, withoutFeature,
+  type BlockDeviceInfo, type DeviceLocation, type Negotiated, type RingSetup, type TakeOver,
 } from './negotiate.js';
+import { vdevName } from './enumerate.js';
+import type { VbdClaim } from '../platform/ownership.js';
 import {
   resolveOptions, type BlockDeviceEvents, type BlockDeviceOptions, type BlockDeviceStats, type DeviceSettings,
 } from './options.js';
@@ -59,6 +61,9 @@ export class DeviceCore {
   private readonly past = zeroQueueStats();
   private readonly counts = { bytesRead: 0, bytesWritten: 0, reconnects: 0, resumes: 0, replayed: 0 };
   private closing: Promise<void> | null = null;
+  /** This process's hold on the vbd, from before the first write until the close has settled. */
+  private claim: VbdClaim | null = null;
+  private takenOver: TakeOver | null = null;
 
   /** Restores of the platform this device has resumed from. */
   private seenRestores: number;
@@ -82,8 +87,12 @@ export class DeviceCore {
     const wish = resolveOptions(options);
     const loc = await locateDevice(options.platform, options.vdev);
     const dev = new DeviceCore(options.platform, loc, wish, options.vdev, events);
+    // Nothing is written to the vbd's directory before it is ours: a vbd the
+    // guest's kernel or another opener drives is refused with BLKIF_EBUSY.
+    dev.claim = await options.platform.vbds.claim(String(options.vdev), vdevName(loc.vdev).name);
     let negotiated = false;
     try {
+      dev.takenOver = await takeOver(dev.platform, loc, dev.claim.abandonedBy, wish.timeoutMs);
       await resetFrontend(dev.platform, loc);
       await talkToBackend(dev.platform, loc, wish, (n) => dev.build(n));
       negotiated = true;
@@ -101,6 +110,7 @@ export class DeviceCore {
       const engaged = await backendEngaged(dev.platform, loc);
       await closeHandshake(dev.platform, loc, engaged, wish.timeoutMs).catch(() => undefined);
       await dev.release();
+      dev.claim.release();
       throw err;
     }
     return dev;
@@ -113,13 +123,15 @@ export class DeviceCore {
 
   /** Builds the queues over freshly negotiated rings; pools are kept across reconnects. */
   private build(n: Negotiated): void {
-    this.infoNow = n.info;
+    this.infoNow = { ...n.info, takenOver: this.takenOver };
     this.rings = n.rings;
+    // An untrusted backend gets none of the caller's memory (Linux's blkfront bounces likewise).
+    if (!n.info.trusted) this.buffers.distrust();
     const f = n.info.features;
     const negotiated = f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
     const plan = {
       pool: this.wish.pool, poolPages: this.wish.poolPages, maxSegments: negotiated, persistent: f.persistentGrants,
-      entries: ringEntries(f.ringPages * PAGE_SIZE, BLKIF_NATIVE_ABI.entrySize),
+      entries: ringEntries(f.ringPages * PAGE_SIZE, BLKIF_NATIVE_ABI.entrySize), zero: !n.info.trusted,
     };
     const nq = n.rings.length;
     const budget = grantBudget(this.platform.grants, nq);
@@ -145,7 +157,7 @@ export class DeviceCore {
     if (s === XenbusState.Connected) {
       const info = await readDiskInfo(this.platform, this.loc, this.wish, { ringPages: this.infoNow.features.ringPages, queues: this.queues.length });
       if (info.sectors !== this.infoNow.sectors) {
-        this.infoNow = { ...info, features: this.infoNow.features };
+        this.infoNow = { ...this.infoNow, ...info, features: this.infoNow.features };
         this.events.emit('resize', this.infoNow);
       }
     } else if (RESTART_STATES.includes(s)) {
@@ -347,8 +359,12 @@ export class DeviceCore {
     this.state = CLOSED;
     if (before.kind === 'connected') for (const q of this.queues) q.fail(closedErr, this.quarantine);
     if (before.kind === 'reconnecting') for (const op of before.held) op.fail(closedErr);
-    await closeHandshake(this.platform, this.loc, wasConnected, this.wish.timeoutMs);
-    await this.release();
+    try {
+      await closeHandshake(this.platform, this.loc, wasConnected, this.wish.timeoutMs);
+      await this.release();
+    } finally {
+      this.claim?.release();
+    }
   }
 
   /** Unbinds the channels and ends every grant (the backend is disconnected). */

@@ -31,6 +31,14 @@ export interface BlockDeviceSummary {
   readonly readOnly: boolean;
   /** "disk" or "cdrom" (the backend's device-type key; "disk" when absent). */
   readonly deviceType: string;
+  /**
+   * Who drives it now: the guest's kernel (its xen-blkfront bound it), a
+   * process of ours (with its pid when known; `self` for this one), or
+   * nobody (null): only then can {@link openBlockDevice} take it.
+   */
+  readonly owner: 'kernel' | 'process' | null;
+  /** The holder's pid when `owner` is 'process' and it said; else null. */
+  readonly ownerPid: number | null;
 }
 
 const letters = (n: number): string => {
@@ -85,6 +93,7 @@ async function describe(platform: XenPlatform, key: string): Promise<BlockDevice
   })));
   const vdev = num(virt) ?? num(key) ?? 0;
   const { name, partition } = vdevName(vdev);
+  const owner = await platform.vbds.owner(key).catch(() => null);
   const secs = num(sectors);
   const ss = num(sectorSize);
   return {
@@ -93,6 +102,7 @@ async function describe(platform: XenPlatform, key: string): Promise<BlockDevice
     frontendState: (num(feState) ?? XenbusState.Unknown) as XenbusState,
     // `sectors` counts 512-byte units whatever the logical sector size.
     size: secs === null ? null : secs * 512, sectorSize: ss, readOnly: mode === 'r', deviceType: deviceType ?? 'disk',
+    owner: owner?.kind ?? null, ownerPid: owner?.kind === 'process' ? owner.pid : null,
   };
 }
 

@@ -52,7 +52,28 @@ export interface BlockDeviceInfo {
   readonly readOnly: boolean;
   readonly removable: boolean;
   readonly cdrom: boolean;
+  /**
+   * The toolstack trusts the backend (the frontend's `trusted` key, 1 when
+   * absent, as Linux reads it since XSA-403). When false, none of the
+   * caller's memory is granted: device buffers are plain memory and every
+   * I/O is bounced through pool pages zeroed before their first grant.
+   */
+  readonly trusted: boolean;
+  /**
+   * Set when the vbd was found still engaged by a frontend whose process
+   * ended without closing it (killed), and this device took it over: the
+   * state that frontend left, and its pid when known.
+   */
+  readonly takenOver: TakeOver | null;
   readonly features: NegotiatedFeatures;
+}
+
+/** What {@link BlockDeviceInfo.takenOver} says. */
+export interface TakeOver {
+  /** The frontend state it was found in (Connected, Initialised, Closing). */
+  readonly state: string;
+  /** The pid of the process that left it, when its lock file said. */
+  readonly pid: number | null;
 }
 
 export interface NegotiatedFeatures {
@@ -75,7 +96,7 @@ export interface NegotiatedFeatures {
 
 export interface Negotiated {
   rings: RingSetup[];
-  info: BlockDeviceInfo;
+  info: Omit<BlockDeviceInfo, 'takenOver'>;
 }
 
 /** Ring keys (`ring-ref`, `ring-refN`) in a ring's directory that 2^order-page rings do not use. */
@@ -228,7 +249,7 @@ export async function talkToBackend(
 /** blkfront_connect's reads: geometry and the features both ends agreed on. */
 export async function readDiskInfo(
   platform: XenPlatform, loc: DeviceLocation, wish: NegotiationWishes, rings: { ringPages: number; queues: number },
-): Promise<BlockDeviceInfo> {
+): Promise<Omit<BlockDeviceInfo, 'takenOver'>> {
   const xs = platform.xenstore;
   const be = loc.backend;
   const sectorsText = await xs.read(`${be}/sectors`);
@@ -261,6 +282,7 @@ export async function readDiskInfo(
     readOnly: (info & VDISK_READONLY) !== 0,
     removable: (info & VDISK_REMOVABLE) !== 0,
     cdrom: (info & VDISK_CDROM) !== 0,
+    trusted: await xs.readBool(`${loc.frontend}/trusted`, { fallback: true }),
     features: {
       persistentGrants: persistent,
       indirectSegments: indirect,
@@ -310,6 +332,24 @@ export async function resetFrontend(platform: XenPlatform, loc: DeviceLocation):
   if (s !== XenbusState.Initialising) await switchState(xs, loc.frontend, XenbusState.Initialising);
 }
 
+
+/** Frontend states a frontend leaves behind while it drives the vbd. */
+const ENGAGED_STATES: readonly XenbusState[] = [XenbusState.Initialised, XenbusState.Connected, XenbusState.Closing, XenbusState.Reconfiguring, XenbusState.Reconfigured];
+
+/**
+ * Before the reset, with the vbd claimed: a frontend state that says a
+ * frontend still drives the vbd was left by a process that ended without
+ * closing (the claim proves nobody holds it). The backend may still have
+ * its rings mapped and would not answer a new Initialising, so the close is
+ * handshaken first (Closing, then Closed, as Linux's blkfront does before
+ * it starts over). Returns what was found, or null when the vbd was idle.
+ */
+export async function takeOver(platform: XenPlatform, loc: DeviceLocation, abandonedBy: number | null, timeoutMs: number): Promise<TakeOver | null> {
+  const s = await readState(platform.xenstore, loc.frontend).catch(() => XenbusState.Unknown);
+  if (!ENGAGED_STATES.includes(s)) return null;
+  await closeHandshake(platform, loc, await backendEngaged(platform, loc), timeoutMs);
+  return { state: xenbusStateName(s), pid: abandonedBy };
+}
 
 /** True when the backend has gone past waiting for us (InitWait or later, and not Closed): a close must be handshaken. */
 export async function backendEngaged(platform: XenPlatform, loc: DeviceLocation): Promise<boolean> {

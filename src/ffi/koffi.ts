@@ -57,7 +57,17 @@ export function deviceOpenError(what: string, device: string, module: string, er
   if (name === 'ENOENT' || name === 'ENODEV' || name === 'ENXIO') {
     return new XenError('XEN_ENODEV', `${what}: ${device} is missing (${name}): not a Xen guest, or ${module} not loaded`);
   }
+  if (name === 'EACCES' || name === 'EPERM') return accessError(device);
   return new XenError('XEN_ESYS', `${what}: opening ${device} failed (${name})`);
+}
+
+/**
+ * The error for a Xen device node this process may not open: which node,
+ * and the two usual ways to grant it (docs/guest.md, "Permissions").
+ */
+export function accessError(device: string, cause?: unknown): XenError {
+  return new XenError('XEN_EACCES', `${device}: permission denied (uid ${process.getuid?.() ?? '?'}); run as root, or give this user ` +
+    `the nodes /dev/xen/xenbus, /dev/xen/gntalloc and /dev/xen/evtchn (a udev rule or chgrp + chmod g+rw: see docs/guest.md)`, { cause });
 }
 
 /** libc, for the few calls Node does not offer (poll, eventfd, fcntl, dup). */
@@ -68,6 +78,8 @@ export interface Libc {
   setNonBlocking(fd: number): void;
   /** dup(2): a second descriptor for the same open file, or -1. */
   dup(fd: number): number;
+  /** flock(2): 0, or -1 with errno set. */
+  flock(fd: number, op: number): number;
   errno(): number;
 }
 
@@ -81,6 +93,7 @@ export function loadLibc(): Libc {
   const eventfd = lib.func('int eventfd(unsigned int initval, int flags)');
   const fcntl = lib.func('int fcntl(int fd, int cmd, ...)');
   const dup = lib.func('int dup(int fd)');
+  const flock = lib.func('int flock(int fd, int op)');
   const F_GETFL = 3;
   const F_SETFL = 4;
   const O_NONBLOCK = 0o4000;
@@ -95,6 +108,7 @@ export function loadLibc(): Libc {
       }
     },
     dup: (fd) => dup(fd) as number,
+    flock: (fd, op) => flock(fd, op) as number,
     errno: () => koffi.errno(),
   };
   return libc;

@@ -33,6 +33,12 @@ export interface GrantPoolOptions {
   keepFresh?: boolean;
   /** Largest the pool may grow to by keeping fresh pages (default unlimited). */
   maxPages?: number;
+  /**
+   * Zero every page when it is shared, before any ref of it reaches a
+   * request (default false): for a backend the toolstack does not trust,
+   * which must never see what memory held before.
+   */
+  zero?: boolean;
 }
 
 export interface GrantPoolStats {
@@ -87,6 +93,7 @@ export class GrantPool {
   private closedErr: XenError | null = null;
   private closeDone: (() => void) | null = null;
   private readonly closePromise: Promise<void>;
+  private readonly zero: boolean;
   private counts = { hits: 0, fallbacks: 0, inUse: 0, freshInUse: 0, highWater: 0, waits: 0, kept: 0 };
 
   constructor(private readonly sharer: GrantSharer, readonly domid: number, opts: GrantPoolOptions) {
@@ -96,8 +103,9 @@ export class GrantPool {
     this.maxFallback = opts.maxFallbackPages ?? Infinity;
     this.keepFresh = opts.keepFresh ?? false;
     this.maxPages = opts.maxPages ?? Infinity;
+    this.zero = opts.zero ?? false;
     this.sem = new Semaphore(0);
-    if (n > 0) this.adopt(sharer.share(domid, n, opts.writable ?? true));
+    if (n > 0) this.adopt(this.shareZeroed(n, opts.writable ?? true));
     this.closePromise = new Promise((r) => (this.closeDone = r));
   }
 
@@ -123,7 +131,7 @@ export class GrantPool {
         return null;
       }
       try {
-        freshPages = this.sharer.share(this.domid, fresh, writable);
+        freshPages = this.shareZeroed(fresh, writable);
       } catch (err) {
         this.sem.release(k);
         if (isXenError(err, 'XEN_ENOSPC')) return null;
@@ -160,6 +168,12 @@ export class GrantPool {
       } else this.sharer.unshare(l.fresh);
     }
     if (this.closedErr !== null) this.finishClose();
+  }
+
+  private shareZeroed(n: number, writable: boolean): SharedPages {
+    const pages = this.sharer.share(this.domid, n, writable);
+    if (this.zero) pages.bytes.fill(0);
+    return pages;
   }
 
   /** Makes a block of shared pages part of the pool, free. */

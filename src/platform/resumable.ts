@@ -7,11 +7,13 @@ import type { XenstoreClient } from '../xenbus/client.js';
 import type { GrantSharer } from '../gnttab/types.js';
 import type { EventChannels } from '../evtchn/types.js';
 import type { XenPlatform } from './types.js';
+import type { VbdOwnership } from './ownership.js';
 
 export interface PlatformParts {
   domid: number;
   xenstore: XenstoreClient;
   grants: GrantSharer;
+  vbds: VbdOwnership;
   /** Opens a new set of event channels for `domid` (at start, and after each restore). */
   openEvtchn(domid: number): EventChannels;
   /** Releases what the platform owns beyond xenstore, grants and event channels. */
@@ -36,6 +38,7 @@ export function resumablePlatform(parts: PlatformParts): XenPlatform {
     },
     xenstore: parts.xenstore,
     grants: parts.grants,
+    vbds: parts.vbds,
     domidChanged: async () => (await readDomid()) !== domid,
     resume: async (seen) => {
       if (seen !== restores) return;

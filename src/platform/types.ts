@@ -7,6 +7,7 @@
 import type { XenstoreClient } from '../xenbus/client.js';
 import type { GrantSharer } from '../gnttab/types.js';
 import type { EventChannels } from '../evtchn/types.js';
+import type { VbdOwnership } from './ownership.js';
 
 export interface XenPlatform {
   /** This domain's id (a restore may change it: see {@link resume}). */
@@ -17,6 +18,11 @@ export interface XenPlatform {
   readonly grants: GrantSharer;
   /** Event channels to other domains (a new set after each {@link resume}). */
   readonly evtchn: EventChannels;
+  /**
+   * Who holds each of this domain's vbds (the guest's kernel, or a process
+   * of ours), and the claim a frontend takes before its first xenstore write.
+   */
+  readonly vbds: VbdOwnership;
   /** Save/restores this platform has resumed from. */
   readonly restores: number;
   /**

@@ -9,8 +9,9 @@ import { XenstoreClient, type XenstoreClientOptions } from '../xenbus/client.js'
 import { DEFAULT_XENBUS_DEVICE, openXenbusDevice } from '../transport/xenbus_device.js';
 import { XenGrantSharer, loadGntshrLib, type GntshrLib } from '../gnttab/gntshr.js';
 import { XenEventChannels, loadEvtchnLib, type EvtchnLib, type EvtchnWakeup } from '../evtchn/xenevtchn.js';
-import { loadLibc } from '../ffi/koffi.js';
+import { accessError, loadLibc } from '../ffi/koffi.js';
 import type { XenPlatform } from './types.js';
+import { HostVbdOwnership, type HostVbdOwnershipOptions } from './vbd_lock.js';
 
 export interface XenPlatformOptions {
   /** The xenbus device (default /dev/xen/xenbus). */
@@ -28,6 +29,12 @@ export interface XenPlatformOptions {
    * offers no handle for the first).
    */
   evtchnWakeup?: EvtchnWakeup;
+  /**
+   * Where vbd claims are locked (default /run/lock/xen-blkfront), and the
+   * sysfs directory read for the kernel's bindings: every process that
+   * drives this guest's vbds must use the same lock directory.
+   */
+  vbdLocks?: HostVbdOwnershipOptions;
 }
 
 /**
@@ -46,15 +53,18 @@ export async function openXenPlatform(opts: XenPlatformOptions = {}): Promise<Xe
     const evtchnOpts = { wakeup: opts.evtchnWakeup };
     let first: XenEventChannels | null = new XenEventChannels(evtchnLib, loadLibc(), evtchnOpts);
     opened.push(() => first?.close());
-    const stream = await openXenbusDevice(opts.xenbusDevice ?? DEFAULT_XENBUS_DEVICE, { files: opts.xenbusFiles }).catch((cause: unknown) => {
-      throw new XenError('XEN_ENODEV', `${opts.xenbusDevice ?? DEFAULT_XENBUS_DEVICE}: not a Xen guest, or xenfs not mounted`, { cause });
+    const xenbusPath = opts.xenbusDevice ?? DEFAULT_XENBUS_DEVICE;
+    const stream = await openXenbusDevice(xenbusPath, { files: opts.xenbusFiles }).catch((cause: unknown) => {
+      const errno = (cause as { cause?: { code?: string } }).cause?.code;
+      if (errno === 'EACCES' || errno === 'EPERM') throw accessError(xenbusPath, cause);
+      throw new XenError('XEN_ENODEV', `${xenbusPath}: not a Xen guest, or xenfs not mounted`, { cause });
     });
     const xenstore = new XenstoreClient(stream, opts.xenstore);
     opened.push(() => xenstore.close());
     // A guest's relative path "domid" is /local/domain/<id>/domid, written by the toolstack.
     const domid = await xenstore.readInt('domid');
     return resumablePlatform({
-      domid, xenstore, grants,
+      domid, xenstore, grants, vbds: new HostVbdOwnership(opts.vbdLocks),
       openEvtchn: () => {
         const e = first ?? new XenEventChannels(evtchnLib, loadLibc(), evtchnOpts);
         first = null;

@@ -11,7 +11,8 @@ export { createMemoryPipe } from '../transport/memory.js';
 export type { MemoryPipeOptions } from '../transport/memory.js';
 
 export { createSimHost, attachSimHost } from './host/host.js';
-export type { SimHost, SimHostOptions, SimDom0, SimGrantCounters } from './host/host.js';
+export type { SimHost, SimHostOptions, SimDom0, SimGrantCounters, SimGuestProcess } from './host/host.js';
+export { SimVbdOwners } from './host/ownership.js';
 export { SimHypervisor, Counter as SimCounter } from './host/hypervisor.js';
 export type { SimHostHandle, SimDomainHandle, DomainOptions } from './host/hypervisor.js';
 export { SimEventChannels } from './host/evtchn.js';

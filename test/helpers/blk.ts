@@ -98,6 +98,7 @@ export function limitedPlatform(guest: XenPlatform, limit: number): { platform: 
     },
     xenstore: guest.xenstore,
     grants,
+    vbds: guest.vbds,
     resume: (seen) => guest.resume(seen),
     domidChanged: () => guest.domidChanged(),
     close: () => guest.close(),

@@ -16,6 +16,24 @@ import { SimGrantMapper, SimGrantSharer } from './grants.js';
 import { linkXenstoreRing, type XenstoreRingLink } from './xenstore_ring.js';
 import { SimBlkback, type SimDiskOptions } from '../blkback/backend.js';
 import { resumablePlatform } from '../../platform/resumable.js';
+import { SimVbdOwners } from './ownership.js';
+
+/**
+ * Another process of the guest: its own xenstore connection and vbd
+ * claims, sharing the guest's grant table and event channels (as processes
+ * of one Linux guest share its gntalloc and evtchn devices).
+ */
+export interface SimGuestProcess {
+  /** Its pid as the guest's claims record it. */
+  readonly pid: number;
+  readonly platform: XenPlatform;
+  /**
+   * Kills it, as SIGKILL would: its claims are dropped, its xenstore
+   * connection (and so its watches) goes, and its frontend directories stay
+   * as it left them, Connected or not.
+   */
+  kill(): void;
+}
 
 export interface SimHostOptions {
   /** The guest's domid (default 1). */
@@ -59,6 +77,14 @@ export interface SimHost {
    * the frontend (InitWait). Closed with the host.
    */
   addDisk(options?: SimDiskOptions): Promise<SimBlkback>;
+  /**
+   * The guest kernel's side of vbd ownership: `kernelBind(vdev, 'xvdb')`
+   * makes the vbd look bound by the kernel's xen-blkfront, so frontends are
+   * refused with BLKIF_EBUSY.
+   */
+  readonly vbdOwners: SimVbdOwners;
+  /** Starts another process in the guest (see {@link SimGuestProcess}). */
+  spawnGuestProcess(): SimGuestProcess;
   /** The disks plugged into the guest now (new backends after a restore). */
   readonly disks: readonly SimBlkback[];
   /**
@@ -118,8 +144,11 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
 
   const guestXs = new XenstoreClient(link.stream);
   let closed = false;
+  const vbdOwners = new SimVbdOwners();
+  const processes = new Set<SimGuestProcess>();
+  let nextPid = 0x40000000; // apart from any real pid: these processes live in this one
   const platform = resumablePlatform({
-    domid: guestDomid, xenstore: guestXs, grants: guestGrants,
+    domid: guestDomid, xenstore: guestXs, grants: guestGrants, vbds: vbdOwners.forProcess(process.pid),
     openEvtchn: (domid) => {
       const e = new SimEventChannels(hypervisor, domid);
       e.listen();
@@ -153,6 +182,39 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
     get disks() {
       return disks;
     },
+    vbdOwners,
+    spawnGuestProcess: () => {
+      if (closed) throw new XenError('XEN_CLOSED', 'simulated host closed');
+      const pid = nextPid++;
+      const xenstore = new XenstoreClient(xenstored.connect({ domid: current }));
+      let alive = true;
+      const end = (): void => {
+        if (!alive) return;
+        alive = false;
+        processes.delete(proc);
+        vbdOwners.kill(pid);
+        xenstore.close();
+      };
+      const domid = current;
+      const proc: SimGuestProcess = {
+        pid,
+        platform: {
+          domid, xenstore, grants: guest.grants, evtchn: guest.evtchn, vbds: vbdOwners.forProcess(pid), restores: 0,
+          resume: async () => undefined,
+          domidChanged: async () => (await xenstore.readInt('domid')) !== domid,
+          // A clean exit releases what it holds (its devices were closed): nothing is left abandoned.
+          close: async () => {
+            if (!alive) return;
+            alive = false;
+            processes.delete(proc);
+            xenstore.close();
+          },
+        },
+        kill: end,
+      };
+      processes.add(proc);
+      return proc;
+    },
     saveRestore: async ({ keepDomid = false } = {}) => {
       if (closed) throw new XenError('XEN_CLOSED', 'simulated host closed');
       const from = current;
@@ -177,6 +239,7 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
     close: async () => {
       if (closed) return;
       closed = true;
+      for (const p of [...processes]) p.kill();
       await Promise.all(disks.map((d) => d.close()));
       await guest.close();
       dom0.xenstore.close();
