@@ -29,6 +29,8 @@ export interface Figures {
   backend: { maps: number; unmaps: number } | null;
   ring: { requests: number; notifications: number; responses_per_interrupt: number } | null;
   notifications_per_request: number | null;
+  /** Reconnects (with replay) during the measured run; null for an engine without a ring. */
+  reconnects: number | null;
   verify_mismatches: number | null;
   verify_checked: number;
   first_mismatch: Mismatch | null;
@@ -82,6 +84,7 @@ export function figures(r: JobResult): Figures {
       responses_per_interrupt: c.interrupts === 0 ? 0 : round(c.responses / c.interrupts, 2),
     },
     notifications_per_request: c === null ? null : c.requests === 0 ? 0 : round(c.notifications / c.requests, 4),
+    reconnects: c === null ? null : c.reconnects,
     verify_mismatches: r.verifyMismatches,
     verify_checked: r.verifyChecked,
     first_mismatch: r.firstMismatch,
@@ -136,7 +139,7 @@ function block(f: Figures): string[] {
     (f.backend === null ? '' : `; backend maps ${int(f.backend.maps)}, unmaps ${int(f.backend.unmaps)}` +
       ` (${f.ring!.requests === 0 ? 0 : (f.backend.maps / f.ring!.requests).toFixed(4)} maps per request)`));
   if (f.ring !== null) lines.push(`  ring       ${int(f.ring.requests)} requests, ${f.notifications_per_request!.toFixed(4)} notifications per request, ` +
-    `${f.ring.responses_per_interrupt} responses per interrupt`);
+    `${f.ring.responses_per_interrupt} responses per interrupt` + (f.reconnects ? `; ${f.reconnects} reconnect(s) with replay` : ''));
   if (f.verify_mismatches !== null) {
     lines.push(`  verify     ${int(f.verify_mismatches)} mismatched blocks (${int(f.verify_checked)} checked)`);
     const m = f.first_mismatch;

@@ -22,6 +22,8 @@ export interface EngineCounters {
   /** Grant map and unmap operations in the backend (the simulated one only). */
   backendMaps: number | null;
   backendUnmaps: number | null;
+  /** Times the backend went away and the device reconnected and replayed. */
+  reconnects: number;
 }
 
 /** Something blkbench can drive: the block device, or a file through Node fs. */
@@ -85,6 +87,7 @@ function diff(a: EngineCounters | null, b: EngineCounters | null): EngineCounter
     interrupts: a.interrupts - b.interrupts, responses: a.responses - b.responses,
     poolHits: a.poolHits - b.poolHits, poolFallbacks: a.poolFallbacks - b.poolFallbacks,
     backendMaps: d(a.backendMaps, b.backendMaps), backendUnmaps: d(a.backendUnmaps, b.backendUnmaps),
+    reconnects: a.reconnects - b.reconnects,
   };
 }
 

@@ -88,6 +88,7 @@ function driverEngine(device: BlockDevice, disk: SimBlkback | null, zeroCopy: bo
         poolHits: s.pool.hits, poolFallbacks: s.pool.fallbacks,
         backendMaps: b === undefined ? null : b.persistentMaps + b.transientMaps,
         backendUnmaps: b === undefined ? null : b.unmaps,
+        reconnects: s.reconnects,
       };
     },
   };

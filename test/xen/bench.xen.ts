@@ -14,8 +14,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { MiB, XVDB, XVDD, blkbenchJson, report } from './env.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { MiB, XVDB, XVDD, blkbenchJson, kernelDriverFor, report } from './env.js';
 import { GNTALLOC_LIMIT } from '../../src/gnttab/gntshr.js';
 
 const KBENCH = '/usr/bin/kbench';
@@ -76,22 +76,7 @@ export function kbench(w: Workload, dev: string, size: number): Side {
   };
 }
 
-/** Loads xen-blkfront for one vbd alone: autoprobe off, then bind that one device. */
-export function kernelDriverFor(vdev: number, name: string): string {
-  const dev = `/dev/${name}`;
-  if (existsSync(dev)) return dev;
-  writeFileSync('/sys/bus/xen/drivers_autoprobe', '0');
-  const mod = spawnSync('modprobe', ['xen-blkfront'], { encoding: 'utf8' });
-  assert.equal(mod.status, 0, `modprobe xen-blkfront: ${mod.stderr}`);
-  writeFileSync('/sys/bus/xen/drivers/vbd/bind', `vbd-${vdev}`);
-  const deadline = Date.now() + 30_000;
-  while (!existsSync(dev)) {
-    assert.ok(Date.now() < deadline, `${dev} did not appear`);
-    spawnSync('sleep', ['0.2']);
-  }
-  assert.ok(!existsSync(`/sys/bus/xen/devices/vbd-${XVDB}/driver`), 'the kernel left the driver\'s vbd alone');
-  return dev;
-}
+export { kernelDriverFor } from './env.js';
 
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
 const rate = (w: Workload, s: Side) => (w.bs >= MiB ? `${(s.bytesPerS / MiB).toFixed(1)} MiB/s` : `${int(s.iops)} IOPS`);

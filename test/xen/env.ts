@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { openXenPlatform, type XenPlatform, type XenstoreClient } from '../../src/index.js';
 
@@ -77,4 +78,21 @@ export function blkbenchJson<T>(vdev: number, args: string[], opts: { node?: str
     { encoding: 'utf8', timeout: opts.timeoutMs ?? 180_000 });
   assert.equal(r.status, 0, `blkbench ${args.join(' ')} failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as T;
+}
+
+/** Loads xen-blkfront for one vbd alone: autoprobe off, then bind that one device. */
+export function kernelDriverFor(vdev: number, name: string): string {
+  const dev = `/dev/${name}`;
+  if (existsSync(dev)) return dev;
+  writeFileSync('/sys/bus/xen/drivers_autoprobe', '0');
+  const mod = spawnSync('modprobe', ['xen-blkfront'], { encoding: 'utf8' });
+  assert.equal(mod.status, 0, `modprobe xen-blkfront: ${mod.stderr}`);
+  writeFileSync('/sys/bus/xen/drivers/vbd/bind', `vbd-${vdev}`);
+  const deadline = Date.now() + 30_000;
+  while (!existsSync(dev)) {
+    assert.ok(Date.now() < deadline, `${dev} did not appear`);
+    spawnSync('sleep', ['0.2']);
+  }
+  assert.ok(!existsSync(`/sys/bus/xen/devices/vbd-${XVDB}/driver`), 'the kernel left the driver\'s vbd alone');
+  return dev;
 }
