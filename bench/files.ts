@@ -12,18 +12,29 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { closeSync, createWriteStream, mkdirSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  createWriteStream,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ext2fs, type Ext2Disk } from '../src/fs/ext2fs.js';
+import { ext2fs } from '../src/fs/ext2fs.js';
 import { FileDisk } from 'file-disk';
-import { mountExt, openBlockDevice, type BlockDevice } from '../src/index.js';
-import { createSimHost, type SimHost } from '../src/sim/index.js';
-import { main as blkbench } from '../examples/blkbench/main.js';
-import { defaultTmpdir } from '../examples/blkbench/targets.js';
+import { createReadStream, mountExt, type BlockDevice } from '../src/index.js';
+import { openDisk } from '../src/cli/common/disk.js';
+import { main as blkbench } from '../src/cli/blkbench/main.js';
+import { defaultTmpdir } from '../src/cli/blkbench/targets.js';
 
 const { values } = parseArgs({
   options: {
@@ -43,7 +54,9 @@ const dir = mkdtempSync(join(defaultTmpdir(), 'bench-files-'));
 const tree = join(dir, 'tree');
 const image = join(dir, 'ext4.img');
 const sink = join(dir, 'copy.bin');
-const say = (s: string): void => { if (!values.json) process.stdout.write(s); };
+const say = (s: string): void => {
+  if (!values.json) process.stdout.write(s);
+};
 
 /** The tree: one large file, and `nFiles` small ones (1–16 KiB) in 40 folders. */
 function layOutTree(): void {
@@ -60,12 +73,19 @@ function layOutTree(): void {
   for (let i = 0; i < nFiles; i++) writeFileSync(join(tree, 'small', `d${i % 40}`, `f${i}.dat`), randomBytes(1024 + ((i * 7919) % 15360)));
   const bytes = largeBytes + nFiles * 16384 + (64 << 20);
   writeFileSync(image, '');
-  truncateSync(image, Math.ceil(bytes * 1.15 / (1 << 20)) << 20);
-  execFileSync('mkfs.ext4', ['-q', '-F', '-b', '4096', '-d', tree, image], { env: { ...process.env, PATH: `/usr/sbin:/sbin:${process.env.PATH ?? ''}` } });
+  truncateSync(image, Math.ceil((bytes * 1.15) / (1 << 20)) << 20);
+  execFileSync('mkfs.ext4', ['-q', '-F', '-b', '4096', '-d', tree, image], {
+    env: { ...process.env, PATH: `/usr/sbin:/sbin:${process.env.PATH ?? ''}` },
+  });
 }
 
 /** What one side does: copy the large file to tmpfs, or read every small file; hashes to compare the sides. */
-interface Side { seconds: number; cpuSeconds: number; hash: string; bytes: number }
+interface Side {
+  seconds: number;
+  cpuSeconds: number;
+  hash: string;
+  bytes: number;
+}
 
 async function timed(fn: () => Promise<{ hash: string; bytes: number }>): Promise<Side> {
   const c0 = process.cpuUsage();
@@ -81,7 +101,7 @@ const smallPaths = (): string[] => Array.from({ length: nFiles }, (_, i) => `/sm
 /** The baseline: the library itself on the image file (file-disk), files read through descriptors in 1 MiB chunks. */
 async function direct(kind: 'large' | 'small'): Promise<Side> {
   const handle = await openFile(image, 'r');
-  const fs = await ext2fs.mount(new FileDisk(handle, true) as unknown as Ext2Disk);
+  const fs = await ext2fs.mount(new FileDisk(handle, true));
   const p = fs.promises;
   const readAll = async (path: string, each: (b: Buffer) => void): Promise<number> => {
     const h = await p.open(path, 'r');
@@ -104,7 +124,10 @@ async function direct(kind: 'large' | 'small'): Promise<Side> {
       let bytes = 0;
       if (kind === 'large') {
         const out = createWriteStream(sink);
-        bytes = await readAll('/large.bin', (b) => { hash.update(b); out.write(b); });
+        bytes = await readAll('/large.bin', (b) => {
+          hash.update(b);
+          out.write(b);
+        });
         await new Promise((r) => out.end(r));
       } else {
         for (const path of smallPaths()) bytes += await readAll(path, (b) => hash.update(b));
@@ -118,17 +141,11 @@ async function direct(kind: 'large' | 'small'): Promise<Side> {
 }
 
 async function withDevice<T>(fn: (dev: BlockDevice) => Promise<T>): Promise<T> {
-  const host: SimHost = await createSimHost({ guestName: 'bench-files' });
+  const d = await openDisk({ kind: 'image', path: image }, 'bench-files');
   try {
-    const disk = await host.addDisk({ image });
-    const dev = await openBlockDevice({ platform: host.guest, vdev: disk.vdev });
-    try {
-      return await fn(dev);
-    } finally {
-      await dev.close();
-    }
+    return await fn(d.device);
   } finally {
-    await host.close();
+    await d.close();
   }
 }
 
@@ -141,7 +158,17 @@ function driver(kind: 'large' | 'small'): Promise<Side> {
         const hash = createHash('sha256');
         let bytes = 0;
         if (kind === 'large') {
-          const tap = new Writable({ write(c: Buffer, _e, cb) { hash.update(c); bytes += c.length; out.write(c) ? cb() : out.once('drain', cb); }, final(cb) { out.end(cb); } });
+          const tap = new Writable({
+            write(c: Buffer, _e, cb) {
+              hash.update(c);
+              bytes += c.length;
+              if (out.write(c)) cb();
+              else out.once('drain', cb);
+            },
+            final(cb) {
+              out.end(cb);
+            },
+          });
           const out = createWriteStream(sink);
           await pipeline(fs.createReadStream('/large.bin'), tap);
         } else {
@@ -167,12 +194,14 @@ function driver(kind: 'large' | 'small'): Promise<Side> {
  */
 function vbdStream(): Promise<{ seconds: number; bytes: number; cpuSeconds: number }> {
   return withDevice(async (dev) => {
-    for await (const _ of dev.createReadStream({ chunkSize: 1 << 20, depth, end: (64 << 20) - 1 })) { /* warm-up */ }
+    for await (const _ of createReadStream(dev, { chunkSize: 1 << 20, depth, end: (64 << 20) - 1 })) {
+      /* warm-up */
+    }
     const c0 = process.cpuUsage();
     const t0 = performance.now();
     let bytes = 0;
     while (performance.now() - t0 < STREAM_S * 1000) {
-      for await (const c of dev.createReadStream({ chunkSize: 1 << 20, depth })) bytes += (c as Buffer).length;
+      for await (const c of createReadStream(dev, { chunkSize: 1 << 20, depth })) bytes += (c as Buffer).length;
     }
     const c = process.cpuUsage(c0);
     return { seconds: (performance.now() - t0) / 1000, bytes, cpuSeconds: (c.user + c.system) / 1e6 };
@@ -182,10 +211,33 @@ function vbdStream(): Promise<{ seconds: number; bytes: number; cpuSeconds: numb
 /** blkbench's sequential 1 MiB reads of the same image at the same depth, for `STREAM_S` seconds, in this process. */
 async function blkbenchSeq(zeroCopy: boolean): Promise<{ bandwidth: number; cpuUsPerIo: number }> {
   let text = '';
-  const args = ['--image', image, '--rw', 'read', '--bs', '1m', '--iodepth', String(depth), '--runtime', String(STREAM_S), '--ramp-time', '0.5',
-    '--json', '--no-latency', '--no-progress'];
+  const args = [
+    '--image',
+    image,
+    '--rw',
+    'read',
+    '--bs',
+    '1m',
+    '--iodepth',
+    String(depth),
+    '--runtime',
+    String(STREAM_S),
+    '--ramp-time',
+    '0.5',
+    '--json',
+    '--no-latency',
+    '--no-progress',
+  ];
   if (zeroCopy) args.push('--zero-copy');
-  const code = await blkbench(args, { write: (t: string) => { text += t; } }, process.stderr);
+  const code = await blkbench(
+    args,
+    {
+      write: (t: string) => {
+        text += t;
+      },
+    },
+    process.stderr,
+  );
   if (code !== 0) throw new Error(`blkbench exited ${code}`);
   const r = JSON.parse(text) as { bandwidth_bytes_per_s: number; cpu_us_per_io: { process: number } };
   return { bandwidth: r.bandwidth_bytes_per_s, cpuUsPerIo: r.cpu_us_per_io.process };
@@ -205,26 +257,51 @@ async function main(): Promise<void> {
   const bb = await blkbenchSeq(false);
   const bz = await blkbenchSeq(true);
   const sbw = s.bytes / s.seconds;
-  out.stream = { bandwidth: sbw, blkbench_bandwidth: bb.bandwidth, ratio: sbw / bb.bandwidth, blkbench_zero_copy_bandwidth: bz.bandwidth, ratio_zero_copy: sbw / bz.bandwidth, target: 0.9 };
-  say(`  vbd read stream, depth ${depth}        ${(sbw / (1 << 20)).toFixed(0)} MiB/s; blkbench sequential 1 MiB reads at depth ${depth}: ` +
-    `${(bb.bandwidth / (1 << 20)).toFixed(0)} MiB/s: ratio ${(sbw / bb.bandwidth).toFixed(2)} (target 0.9) ${sbw / bb.bandwidth >= 0.9 ? 'met' : 'MISSED'}; ` +
-    `against blkbench --zero-copy (no copy to the caller at all, ${(bz.bandwidth / (1 << 20)).toFixed(0)} MiB/s) ${(sbw / bz.bandwidth).toFixed(2)}\n`);
+  out.stream = {
+    bandwidth: sbw,
+    blkbench_bandwidth: bb.bandwidth,
+    ratio: sbw / bb.bandwidth,
+    blkbench_zero_copy_bandwidth: bz.bandwidth,
+    ratio_zero_copy: sbw / bz.bandwidth,
+    target: 0.9,
+  };
+  say(
+    `  vbd read stream, depth ${depth}        ${(sbw / (1 << 20)).toFixed(0)} MiB/s; blkbench sequential 1 MiB reads at depth ${depth}: ` +
+      `${(bb.bandwidth / (1 << 20)).toFixed(0)} MiB/s: ratio ${(sbw / bb.bandwidth).toFixed(2)} (target 0.9) ${sbw / bb.bandwidth >= 0.9 ? 'met' : 'MISSED'}; ` +
+      `against blkbench --zero-copy (no copy to the caller at all, ${(bz.bandwidth / (1 << 20)).toFixed(0)} MiB/s) ${(sbw / bz.bandwidth).toFixed(2)}\n`,
+  );
   for (const kind of ['large', 'small'] as const) {
     const d = best(await direct(kind), await direct(kind));
     const v = best(await driver(kind), await driver(kind));
-    if (d.hash !== v.hash || d.bytes !== v.bytes) throw new Error(`${kind}: the driver read different bytes (${v.bytes}, ${v.hash.slice(0, 12)}) than the file (${d.bytes}, ${d.hash.slice(0, 12)})`);
+    if (d.hash !== v.hash || d.bytes !== v.bytes)
+      throw new Error(
+        `${kind}: the driver read different bytes (${v.bytes}, ${v.hash.slice(0, 12)}) than the file (${d.bytes}, ${d.hash.slice(0, 12)})`,
+      );
     const ratio = d.seconds / v.seconds;
     const target = kind === 'large' ? 0.8 : 0.7;
-    out[kind] = { driver_s: v.seconds, direct_s: d.seconds, ratio, target, driver_cpu_s: v.cpuSeconds, direct_cpu_s: d.cpuSeconds, bytes: v.bytes };
+    out[kind] = {
+      driver_s: v.seconds,
+      direct_s: d.seconds,
+      ratio,
+      target,
+      driver_cpu_s: v.cpuSeconds,
+      direct_cpu_s: d.cpuSeconds,
+      bytes: v.bytes,
+    };
     const what = kind === 'large' ? `copy of a ${largeBytes >> 20} MiB file` : `${nFiles} small files read`;
-    say(`  ${what.padEnd(32)} driver ${v.seconds.toFixed(2)} s (${mbps(v.bytes, v.seconds).toFixed(0)} MiB/s, CPU ${v.cpuSeconds.toFixed(2)} s), ` +
-      `file ${d.seconds.toFixed(2)} s (${mbps(d.bytes, d.seconds).toFixed(0)} MiB/s, CPU ${d.cpuSeconds.toFixed(2)} s): ratio ${ratio.toFixed(2)} (target ${target}) ${ratio >= target ? 'met' : 'MISSED'}\n`);
+    say(
+      `  ${what.padEnd(32)} driver ${v.seconds.toFixed(2)} s (${mbps(v.bytes, v.seconds).toFixed(0)} MiB/s, CPU ${v.cpuSeconds.toFixed(2)} s), ` +
+        `file ${d.seconds.toFixed(2)} s (${mbps(d.bytes, d.seconds).toFixed(0)} MiB/s, CPU ${d.cpuSeconds.toFixed(2)} s): ratio ${ratio.toFixed(2)} (target ${target}) ${ratio >= target ? 'met' : 'MISSED'}\n`,
+    );
   }
   if (values.json) process.stdout.write(`${JSON.stringify(out)}\n`);
 }
 
-main().then(() => rmSync(dir, { recursive: true, force: true }), (err: unknown) => {
-  rmSync(dir, { recursive: true, force: true });
-  process.stderr.write(`bench:files: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-  process.exitCode = 1;
-});
+main().then(
+  () => rmSync(dir, { recursive: true, force: true }),
+  (err: unknown) => {
+    rmSync(dir, { recursive: true, force: true });
+    process.stderr.write(`bench:files: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

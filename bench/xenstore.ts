@@ -26,7 +26,7 @@ import { parseArgs } from 'node:util';
 import { XenstoreClient } from '../src/xenbus/client.js';
 import { connectUnixSocket } from '../src/transport/socket.js';
 import { openXenbusDevice } from '../src/transport/xenbus_device.js';
-import { statCpuSeconds } from '../examples/blkbench/run.js';
+import { statCpuSeconds } from '../src/cli/blkbench/run.js';
 import type { MessageStream } from '../src/transport/message_stream.js';
 import type { ByteStream } from '../src/transport/byte_stream.js';
 
@@ -48,10 +48,10 @@ const TARGET_RATIO = 5;
 async function startDaemon(): Promise<{ socket: string; pid: number; stop(): void }> {
   const dir = mkdtempSync(join(tmpdir(), 'xsbench-'));
   const socket = join(dir, 'socket');
-  const cli = fileURLToPath(new URL('../src/sim/cli.js', import.meta.url));
+  const cli = fileURLToPath(new URL('../src/cli/xensim.js', import.meta.url));
   const proc = spawn(process.execPath, [cli, 'xenstored', '--socket', socket], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
-    proc.stdout!.on('data', (d: Buffer) => d.toString().includes('listening') && resolve());
+    proc.stdout.on('data', (d: Buffer) => d.toString().includes('listening') && resolve());
     proc.once('exit', (c) => reject(new Error(`daemon exited with ${c}`)));
   });
   return {
@@ -67,7 +67,11 @@ async function startDaemon(): Promise<{ socket: string; pid: number; stop(): voi
 type Op = (i: number) => Promise<unknown>;
 
 /** Runs `phase` and says how much CPU this process and the daemon spent on each operation, in µs. */
-async function measured(pid: number | undefined, n: number, phase: () => Promise<number>): Promise<{ seconds: number; client: number; daemon: number | null }> {
+async function measured(
+  pid: number | undefined,
+  n: number,
+  phase: () => Promise<number>,
+): Promise<{ seconds: number; client: number; daemon: number | null }> {
   const c0 = process.cpuUsage();
   const d0 = pid === undefined ? null : statCpuSeconds(`/proc/${pid}/stat`);
   const seconds = await phase();
@@ -76,7 +80,7 @@ async function measured(pid: number | undefined, n: number, phase: () => Promise
   return {
     seconds,
     client: Math.round(((c.user + c.system) / n) * 10) / 10,
-    daemon: d0 === null || d1 === null ? null : Math.round(((d1 - d0) * 1e6 / n) * 10) / 10,
+    daemon: d0 === null || d1 === null ? null : Math.round((((d1 - d0) * 1e6) / n) * 10) / 10,
   };
 }
 
@@ -104,25 +108,35 @@ async function connect(): Promise<{ stream: ByteStream | MessageStream; target: 
   }
   if (values.socket !== undefined) return { stream: await connectUnixSocket(values.socket), target: values.socket, stop: () => undefined };
   const daemon = await startDaemon();
-  return { stream: await connectUnixSocket(daemon.socket), target: 'the simulated xenstored', daemonPid: daemon.pid, stop: () => daemon.stop() };
+  return {
+    stream: await connectUnixSocket(daemon.socket),
+    target: 'the simulated xenstored',
+    daemonPid: daemon.pid,
+    stop: () => daemon.stop(),
+  };
 }
 
 async function main(): Promise<void> {
   const c = await connect();
   try {
     const xs = new XenstoreClient(c.stream);
-    const base = values.base!;
+    const base = values.base;
     const large = 'L'.repeat(2000);
     await xs.write(`${base}/small`, 's');
     const cases: Record<string, Op> = {
       read_1b: () => xs.read(`${base}/small`),
       write_2000b: (i) => xs.write(`${base}/large/${i % 256}`, large),
     };
-    const out: Record<string, {
-      serial_ops_per_s: number; concurrent_ops_per_s: number; ratio: number;
-      /** CPU per operation, µs: this client's and (the simulated daemon only) the daemon's, one at a time and concurrent. */
-      cpu_us_per_op: { serial: { client: number; daemon: number | null }; concurrent: { client: number; daemon: number | null } };
-    }> = {};
+    const out: Record<
+      string,
+      {
+        serial_ops_per_s: number;
+        concurrent_ops_per_s: number;
+        ratio: number;
+        /** CPU per operation, µs: this client's and (the simulated daemon only) the daemon's, one at a time and concurrent. */
+        cpu_us_per_op: { serial: { client: number; daemon: number | null }; concurrent: { client: number; daemon: number | null } };
+      }
+    > = {};
     for (const [name, op] of Object.entries(cases)) {
       // Warm up both paths (JIT, socket buffers, the daemon's tree).
       await serial(op, Math.min(2000, OPS));
@@ -132,7 +146,9 @@ async function main(): Promise<void> {
       const s = OPS / sm.seconds;
       const k = OPS / km.seconds;
       out[name] = {
-        serial_ops_per_s: Math.round(s), concurrent_ops_per_s: Math.round(k), ratio: Number((k / s).toFixed(2)),
+        serial_ops_per_s: Math.round(s),
+        concurrent_ops_per_s: Math.round(k),
+        ratio: Number((k / s).toFixed(2)),
         cpu_us_per_op: { serial: { client: sm.client, daemon: sm.daemon }, concurrent: { client: km.client, daemon: km.daemon } },
       };
     }
@@ -140,10 +156,15 @@ async function main(): Promise<void> {
     const met = Object.values(out).every((r) => r.ratio >= TARGET_RATIO);
     if (values.summary) {
       // One line for people (the Xen testbed's dom0 prints it): each case's rates and ratio.
-      process.stdout.write(`${Object.entries(out).map(([name, r]) =>
-        `${name} ${r.serial_ops_per_s} -> ${r.concurrent_ops_per_s} ops/s, ratio ${r.ratio.toFixed(2)}`).join('; ')}\n`);
+      process.stdout.write(
+        `${Object.entries(out)
+          .map(([name, r]) => `${name} ${r.serial_ops_per_s} -> ${r.concurrent_ops_per_s} ops/s, ratio ${r.ratio.toFixed(2)}`)
+          .join('; ')}\n`,
+      );
     } else {
-      process.stdout.write(`${JSON.stringify({ bench: 'xenstore', target: c.target, ops: OPS, in_flight: IN_FLIGHT, cases: out, target_ratio: TARGET_RATIO, met })}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ bench: 'xenstore', target: c.target, ops: OPS, in_flight: IN_FLIGHT, cases: out, target_ratio: TARGET_RATIO, met })}\n`,
+      );
     }
     xs.close();
   } finally {

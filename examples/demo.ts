@@ -21,12 +21,15 @@ async function main(): Promise<void> {
 
   const dev = await openBlockDevice({ platform: host.guest, vdev: disk.vdev });
   const f = dev.info.features;
-  log('guest', `connected: ${dev.info.sectors} sectors, sector size ${dev.info.sectorSize}; ${f.queues} queues x ${f.ringPages}-page rings, ` +
-    `persistent grants ${f.persistentGrants ? 'on' : 'off'}, ${f.indirectSegments} indirect segments, flush ${f.flush}, discard ${f.discard !== null}`);
+  log(
+    'guest',
+    `connected: ${dev.info.sectors} sectors, sector size ${dev.info.sectorSize}; ${f.queues} queues x ${f.ringPages}-page rings, ` +
+      `persistent grants ${f.persistentGrants ? 'on' : 'off'}, ${f.indirectSegments} indirect segments, flush ${f.flush}, discard ${f.discard !== null}`,
+  );
 
   // Write 8 MiB in 1 MiB calls (indirect requests), read it back, compare.
   const data = new Uint8Array(8 << 20);
-  for (let i = 0; i < data.length; i += 4) new DataView(data.buffer).setUint32(i, i * 2654435761 >>> 0, true);
+  for (let i = 0; i < data.length; i += 4) new DataView(data.buffer).setUint32(i, (i * 2654435761) >>> 0, true);
   let t = performance.now();
   await Promise.all(Array.from({ length: 8 }, (_, i) => dev.write(i << 20, data.subarray(i << 20, (i + 1) << 20))));
   await dev.flush();
@@ -42,9 +45,11 @@ async function main(): Promise<void> {
   const n = 20000;
   let next = 0;
   t = performance.now();
-  await Promise.all(Array.from({ length: 32 }, async () => {
-    while (next++ < n) await dev.read(((next * 7919) % 16384) * 4096, 4096);
-  }));
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (next++ < n) await dev.read(((next * 7919) % 16384) * 4096, 4096);
+    }),
+  );
   const iops = n / ((performance.now() - t) / 1000);
   log('guest', `${n} random 4 KiB reads, 32 in flight: ${Math.round(iops)} IOPS (in-process simulated host)`);
 
@@ -60,10 +65,16 @@ async function main(): Promise<void> {
 
   const s = dev.stats();
   const b = disk.stats();
-  log('guest', `${s.requests} ring requests (${s.indirectRequests} indirect), ${s.notifications} notifications sent ` +
-    `(${(s.notifications / s.requests).toFixed(3)} per request), ${s.responsesPerInterrupt.toFixed(1)} responses per interrupt`);
+  log(
+    'guest',
+    `${s.requests} ring requests (${s.indirectRequests} indirect), ${s.notifications} notifications sent ` +
+      `(${(s.notifications / s.requests).toFixed(3)} per request), ${s.responsesPerInterrupt.toFixed(1)} responses per interrupt`,
+  );
   log('guest', `grant pool: ${s.pool.hits} page hits, ${s.pool.fallbacks} fresh grants`);
-  log('backend', `${b.requests} requests served; grants mapped ${b.persistentMaps} persistently, ${b.transientMaps} per request; ${b.connections} connections`);
+  log(
+    'backend',
+    `${b.requests} requests served; grants mapped ${b.persistentMaps} persistently, ${b.transientMaps} per request; ${b.connections} connections`,
+  );
   await dev.close();
   log('guest', 'closed: grants ended, event channels unbound');
   await host.close();

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs, when they are missing:
 #   gcc + libxen-dev   the C layout probe, compiled against Xen's own headers
+#   libext2fs-dev      the ext superblock's layout, checked against e2fsprogs' ext2_fs.h
 #   gcc-multilib       the layout checks compiled -m32 (compile-only), for the x86_32 blkif ABI
 #   xenstore-utils     Debian's xenstore tools, run against our xenstored
 #   e2fsprogs, fdisk, gdisk   file-system images made and checked by the real
@@ -14,6 +15,7 @@ set -euo pipefail
 need=()
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/include/xen/io/blkif.h ] || need+=(libxen-dev)
+[ -f /usr/include/ext2fs/ext2_fs.h ] || need+=(libext2fs-dev)
 command -v xenstore-write >/dev/null 2>&1 || need+=(xenstore-utils)
 command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || need+=(e2fsprogs)
 command -v sfdisk >/dev/null 2>&1 || [ -x /usr/sbin/sfdisk ] || need+=(fdisk)
@@ -29,7 +31,7 @@ command -v depmod >/dev/null 2>&1 || [ -x /usr/sbin/depmod ] || need+=(kmod)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "test-deps: gcc, libxen-dev, gcc-multilib, xenstore-utils, e2fsprogs, fdisk, gdisk and the Xen testbed's tools are present"
+  echo "test-deps: gcc, libxen-dev, libext2fs-dev, gcc-multilib, xenstore-utils, e2fsprogs, fdisk, gdisk and the Xen testbed's tools are present"
   exit 0
 fi
 

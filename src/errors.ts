@@ -6,8 +6,22 @@
 
 /** Xenstore errno names, in xs_wire.h `xsd_errors` order. */
 export const XS_ERRNO_NAMES = [
-  'EINVAL', 'EACCES', 'EEXIST', 'EISDIR', 'ENOENT', 'ENOMEM', 'ENOSPC', 'EIO',
-  'ENOTEMPTY', 'ENOSYS', 'EROFS', 'EBUSY', 'EAGAIN', 'EISCONN', 'E2BIG', 'EPERM',
+  'EINVAL',
+  'EACCES',
+  'EEXIST',
+  'EISDIR',
+  'ENOENT',
+  'ENOMEM',
+  'ENOSPC',
+  'EIO',
+  'ENOTEMPTY',
+  'ENOSYS',
+  'EROFS',
+  'EBUSY',
+  'EAGAIN',
+  'EISCONN',
+  'E2BIG',
+  'EPERM',
 ] as const;
 export type XsErrno = (typeof XS_ERRNO_NAMES)[number];
 
@@ -73,6 +87,8 @@ export type BlkifErrorCode =
    * was written to its xenstore directory.
    */
   | 'BLKIF_EBUSY'
+  /** A wait for the device or one of its events ran out of time. */
+  | 'BLKIF_ETIMEDOUT'
   /** The device was closed. */
   | 'BLKIF_CLOSED';
 
@@ -84,12 +100,17 @@ export type PartitionErrorCode =
   | 'PART_EBADTABLE'
   /** No partition with that number. */
   | 'PART_ENOENT'
-  /** A partition reaches past the end of the disk, or an I/O past a partition's end. */
+  /** A partition's table entry reaches past the end of the disk (I/O past a partition's end is BLKIF_ERANGE, as on a disk). */
   | 'PART_ERANGE';
 
 /** Codes raised by the file-system layer (ext2/3/4). */
 export type FsErrorCode =
-  | 'FS_ENOENT' | 'FS_EEXIST' | 'FS_ENOTDIR' | 'FS_EISDIR' | 'FS_ENOTEMPTY' | 'FS_EINVAL'
+  | 'FS_ENOENT'
+  | 'FS_EEXIST'
+  | 'FS_ENOTDIR'
+  | 'FS_EISDIR'
+  | 'FS_ENOTEMPTY'
+  | 'FS_EINVAL'
   /** A write to a file system mounted read-only (or on a read-only disk). */
   | 'FS_EROFS'
   /** No ext2/3/4 file system on the device (no superblock magic), or one with features it cannot handle. */
@@ -114,6 +135,15 @@ export class XenError extends Error {
   }
 }
 
+/** A failure of the platform: grant tables, event channels, the Xen libraries and device nodes. */
+export class PlatformError extends XenError {
+  declare readonly code: PlatformErrorCode;
+  constructor(code: PlatformErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.name = 'PlatformError';
+  }
+}
+
 /** A failure from the xenstore layer: an error reply, or the connection itself. */
 export class XenstoreError extends XenError {
   declare readonly code: XenstoreErrorCode;
@@ -122,11 +152,7 @@ export class XenstoreError extends XenError {
   /** The path the request was about, when there was one. */
   readonly path: string | undefined;
 
-  constructor(
-    code: XenstoreErrorCode,
-    message: string,
-    options?: { path?: string; cause?: unknown },
-  ) {
+  constructor(code: XenstoreErrorCode, message: string, options?: { path?: string; cause?: unknown }) {
     super(code, message, options);
     this.name = 'XenstoreError';
     this.path = options?.path;
@@ -149,7 +175,7 @@ export class XenstoreError extends XenError {
  * and the grant it was about. A backend sees this when it maps a grant that is
  * not for it, is read-only and was mapped for writing, or has been ended.
  */
-export class GrantError extends XenError {
+export class GrantError extends PlatformError {
   declare readonly code: 'XEN_EGRANT';
   /** The GNTST_* status Xen would return. */
   readonly status: number;
@@ -203,6 +229,12 @@ export class FsError extends XenError {
     this.name = 'FsError';
     this.path = options?.path;
   }
+}
+
+/** `err` when it is an Error; else an Error saying what was thrown in its place. */
+export function asError(err: unknown): Error {
+  if (err instanceof Error) return err;
+  return new Error(typeof err === 'string' ? err : `a non-Error was thrown: ${JSON.stringify(err) ?? typeof err}`);
 }
 
 /** True when `err` is a {@link XenError} with the given code. */

@@ -6,7 +6,7 @@
  * never asks for more than there is. A request must always fit its queue's
  * pool, so the segments per request are capped by the smallest pool.
  */
-import { XenError } from '../errors.js';
+import { PlatformError } from '../errors.js';
 import { GrantPool } from '../gnttab/pool.js';
 import type { GrantSharer } from '../gnttab/types.js';
 import { BLKIF_MAX_SEGMENTS_PER_REQUEST, SEGS_PER_INDIRECT_FRAME } from '../wire/blkif.js';
@@ -43,8 +43,11 @@ export function makePool(grants: GrantSharer, domid: number, plan: PoolPlan, bud
   const perRequest = plan.maxSegments + Math.ceil(plan.maxSegments / SEGS_PER_INDIRECT_FRAME);
   const pages = Math.min(plan.poolPages ?? plan.entries * BLKIF_MAX_SEGMENTS_PER_REQUEST, budget);
   if (pages < BLKIF_MAX_SEGMENTS_PER_REQUEST + 1) {
-    throw new XenError('XEN_ENOSPC', `only ${budget} grant pages available for each of the device's queues; ` +
-      'raise gntalloc\'s limit (/sys/module/xen_gntalloc/parameters/limit) or close other users');
+    throw new PlatformError(
+      'XEN_ENOSPC',
+      `only ${budget} grant pages available for each of the device's queues; ` +
+        "raise gntalloc's limit (/sys/module/xen_gntalloc/parameters/limit) or close other users",
+    );
   }
   return new GrantPool(grants, domid, {
     pages,

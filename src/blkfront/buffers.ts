@@ -10,7 +10,8 @@
  * the caller still holds would then point at nothing.
  */
 import { BlkifError } from '../errors.js';
-import { PAGE_SIZE, type GrantSharer, type SharedPages } from '../gnttab/types.js';
+import { type GrantSharer, type SharedPages } from '../gnttab/types.js';
+import { PAGE_SIZE } from '../wire/page.js';
 
 export interface BufferRegion {
   readonly shared: SharedPages;
@@ -40,7 +41,10 @@ export class DeviceBuffers {
   private readonly plain = new WeakSet<ArrayBufferLike>();
   private inPlace = true;
 
-  constructor(private readonly grants: GrantSharer, private readonly domid: number) {}
+  constructor(
+    private readonly grants: GrantSharer,
+    private readonly domid: number,
+  ) {}
 
   get pages(): number {
     return this.pagesShared;
@@ -78,7 +82,15 @@ export class DeviceBuffers {
     }
     const shared = this.grants.share(this.domid, pages, true);
     const bytes = shared.bytes;
-    const r: BufferRegion = { shared, start: bytes.byteOffset, end: bytes.byteOffset + pages * PAGE_SIZE, inflight: 0, free: false, stale: false, home: this.homes++ };
+    const r: BufferRegion = {
+      shared,
+      start: bytes.byteOffset,
+      end: bytes.byteOffset + pages * PAGE_SIZE,
+      inflight: 0,
+      free: false,
+      stale: false,
+      home: this.homes++,
+    };
     const list = this.byBuffer.get(bytes.buffer) ?? [];
     list.splice(this.search(list, r.start), 0, r);
     this.byBuffer.set(bytes.buffer, list);
@@ -94,7 +106,8 @@ export class DeviceBuffers {
       return;
     }
     const r = this.region(buf);
-    if (r === null || r.start !== buf.byteOffset || r.free) throw new BlkifError('BLKIF_EINVAL', 'freeBuffer: not a buffer this device allocated, or already freed');
+    if (r === null || r.start !== buf.byteOffset || r.free)
+      throw new BlkifError('BLKIF_EINVAL', 'freeBuffer: not a buffer this device allocated, or already freed');
     if (r.inflight > 0) throw new BlkifError('BLKIF_EINVAL', `freeBuffer: ${r.inflight} call(s) still use it`);
     r.free = true;
     if (r.stale) {

@@ -5,61 +5,79 @@
  * what was in flight, as Linux's blkif_recover does; a restore of our own
  * domain means resume: everything shared anew). A backend that breaks the
  * protocol becomes a typed error for everything in flight instead of
- * corrupt data. Splitting and queue choice live in submit.ts, the grant
- * budget in budget.ts, the data path in queue.ts, the handshake in
- * negotiate.ts; the public calls in device.ts.
+ * corrupt data.
+ *
+ * A call goes one way: device.ts checks it and hands it here, this hands
+ * it to the submitter (submit.ts: split, route, complete, reuse), which
+ * puts its pieces on a queue (queue.ts), which puts them on the ring
+ * (ring.ts). This file only tells the submitter where pieces go as the
+ * state changes. The grant budget is in budget.ts, the handshake in
+ * negotiate.ts.
  */
 import type { EventEmitter } from 'node:events';
 import { BlkifError } from '../errors.js';
-import { BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_NATIVE_ABI, BLKIF_SECTOR_SIZE, BlkifOp } from '../wire/blkif.js';
+import { BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_NATIVE_ABI } from '../wire/blkif.js';
 import { XenbusState } from '../wire/xenbus_state.js';
 import { readState, switchState } from '../xenbus/device.js';
 import type { Watch } from '../xenbus/watch.js';
 import type { XenPlatform } from '../platform/types.js';
 import type { GrantPool } from '../gnttab/pool.js';
-import { PAGE_SIZE } from '../gnttab/types.js';
+import { PAGE_SIZE } from '../wire/page.js';
 import { ringEntries } from '../wire/ring.js';
 import { SerialQueue } from '../util/serial.js';
 import { BlkQueue, addQueueStats, zeroQueueStats } from './queue.js';
 import { DeviceBuffers } from './buffers.js';
-import { IoOp, opName } from './request.js';
+import type { IoOp } from './request.js';
 import { grantBudget, makePool, segmentCap, sumPoolStats } from './budget.js';
 import { CLOSED, CONNECTED, refusal, type DeviceState } from './state.js';
-import { QueueChooser, Submitter } from './submit.js';
+import { Submitter, type CallKind } from './submit.js';
 import {
-  backendEngaged, closeHandshake, locateDevice, offers, readDiskInfo, resetFrontend, takeOver, talkToBackend, waitForBackend, withoutFeature,
-  type BlockDeviceInfo, type DeviceLocation, type Negotiated, type RingSetup, type TakeOver,
+  backendEngaged,
+  closeHandshake,
+  locateDevice,
+  readDiskInfo,
+  resetFrontend,
+  takeOver,
+  talkToBackend,
+  waitForBackend,
+  withoutFeature,
+  type BlockDeviceInfo,
+  type DeviceLocation,
+  type Negotiated,
+  type RingSetup,
+  type TakeOver,
 } from './negotiate.js';
 import { vdevName } from './enumerate.js';
 import type { VbdClaim } from '../platform/ownership.js';
-import {
-  resolveOptions, type BlockDeviceEvents, type BlockDeviceOptions, type BlockDeviceStats, type DeviceSettings,
-} from './options.js';
+import { resolveOptions, type BlockDeviceEvents, type BlockDeviceOptions, type BlockDeviceStats, type DeviceSettings } from './options.js';
 
 /** Backend states after which our rings are dead: closing or gone, or a backend that started over. */
 const RESTART_STATES: readonly XenbusState[] = [
-  XenbusState.Closing, XenbusState.Closed, XenbusState.Unknown, XenbusState.InitWait, XenbusState.Initialising,
+  XenbusState.Closing,
+  XenbusState.Closed,
+  XenbusState.Unknown,
+  XenbusState.InitWait,
+  XenbusState.Initialising,
 ];
 
 /** Where the device's events go: the public BlockDevice. */
 export type DeviceEvents = Pick<EventEmitter<BlockDeviceEvents>, 'emit'>;
 
 export class DeviceCore {
-  state: DeviceState = CONNECTED;
+  private stateNow: DeviceState = CONNECTED;
   private infoNow!: BlockDeviceInfo;
   private queues: BlkQueue[] = [];
   private rings: RingSetup[] = [];
   private readonly pools: GrantPool[] = [];
   /** Pieces that failed while the backend may still write their pages: released once it is disconnected. */
   private readonly quarantine: IoOp[] = [];
-  readonly buffers: DeviceBuffers;
-  readonly submitter: Submitter;
-  private readonly chooser = new QueueChooser();
+  private readonly buffers: DeviceBuffers;
+  private readonly submitter: Submitter;
   private watch: Watch | undefined;
   /** Reactions to the backend's state, one at a time. */
   private readonly steps: SerialQueue;
   private readonly past = zeroQueueStats();
-  private readonly counts = { bytesRead: 0, bytesWritten: 0, reconnects: 0, resumes: 0, replayed: 0 };
+  private readonly counts = { reconnects: 0, resumes: 0, replayed: 0 };
   private closing: Promise<void> | null = null;
   /** This process's hold on the vbd, from before the first write until the close has settled. */
   private claim: VbdClaim | null = null;
@@ -69,16 +87,23 @@ export class DeviceCore {
   private seenRestores: number;
 
   private constructor(
-    private readonly platform: XenPlatform, private loc: DeviceLocation, private readonly wish: DeviceSettings,
+    private readonly platform: XenPlatform,
+    private loc: DeviceLocation,
+    private readonly wish: DeviceSettings,
     /** The key under device/vbd/ it was opened by (found again after a restore). */
     private readonly vdevKey: number | string,
     private readonly events: DeviceEvents,
   ) {
     this.buffers = new DeviceBuffers(platform.grants, loc.backendId);
     this.seenRestores = platform.restores;
-    this.submitter = new Submitter(this.buffers, (op) => this.dispatch(op));
+    this.submitter = new Submitter(this.buffers, (op) => {
+      // As Linux does on EOPNOTSUPP: stop using the feature.
+      this.infoNow = { ...this.infoNow, features: withoutFeature(this.infoNow.features, op) };
+      this.submitter.setFeatures(this.infoNow.features);
+    });
     this.steps = new SerialQueue((err) => {
-      if (this.state.kind !== 'closed') process.emitWarning(`blkfront ${this.loc.vdev}: ${err instanceof Error ? err.message : String(err)}`);
+      if (this.state.kind !== 'closed')
+        process.emitWarning(`blkfront ${this.loc.vdev}: ${err instanceof Error ? err.message : String(err)}`);
     });
   }
 
@@ -95,13 +120,14 @@ export class DeviceCore {
       dev.takenOver = await takeOver(dev.platform, loc, dev.claim.abandonedBy, wish.timeoutMs);
       await resetFrontend(dev.platform, loc);
       await talkToBackend(dev.platform, loc, wish, (n) => dev.build(n));
+      dev.setState(CONNECTED);
       negotiated = true;
       await dev.watchBackend();
     } catch (err) {
       // Leave the vbd as a close() would, ready for the next open: both ends
       // Closed (the backend goes back to InitWait when we start over). A
       // backend that never got going has nothing to undo: we only go Closed.
-      dev.state = CLOSED;
+      dev.setState(CLOSED);
       if (!negotiated) {
         // talkToBackend has unshared the rings and closed their channels itself.
         dev.rings = [];
@@ -121,6 +147,62 @@ export class DeviceCore {
     return this.infoNow;
   }
 
+  get state(): DeviceState {
+    return this.stateNow;
+  }
+
+  /** The state behind a close under way (what the reactions to the backend still follow). */
+  private get live(): DeviceState {
+    return this.stateNow.kind === 'closing' ? this.stateNow.from : this.stateNow;
+  }
+
+  /**
+   * One transition: the state, and where the submitter sends pieces from
+   * now on. While closing, a reconnect or failure still under way changes
+   * the state the close will find, and new calls stay refused.
+   */
+  private setState(s: DeviceState): void {
+    if (this.stateNow.kind === 'closing' && s.kind !== 'closed' && s.kind !== 'closing') this.stateNow = { kind: 'closing', from: s };
+    else this.stateNow = s;
+    switch (s.kind) {
+      case 'connected':
+        this.submitter.follow({ kind: 'send' });
+        break;
+      case 'reconnecting':
+        this.submitter.follow({ kind: 'hold', held: s.held });
+        break;
+      case 'broken':
+      case 'gone':
+        this.submitter.follow({ kind: 'refuse', error: s.error });
+        break;
+      case 'closed':
+        this.submitter.follow({ kind: 'refuse', error: refusal(s, this.loc.vdev)! });
+        break;
+      case 'closing':
+        // What is in flight drains (or stays held) where it is; new calls are refused above.
+        break;
+    }
+  }
+
+  /** A checked call, down to the submitter. */
+  submit(kind: CallKind, op: number, offset: number, length: number, data: Uint8Array | null, flag = 0): Promise<void> {
+    return this.submitter.submit(kind, op, offset, length, data, flag);
+  }
+
+  /** A flush with nothing to flush (the backend has no volatile cache): counted as done. */
+  countFlush(): void {
+    this.submitter.counts.flushes++;
+  }
+
+  allocBuffer(length: number): Uint8Array {
+    this.checkUsable();
+    return this.buffers.alloc(length);
+  }
+
+  freeBuffer(buf: Uint8Array): void {
+    this.buffers.free(buf);
+  }
+
   /** Builds the queues over freshly negotiated rings; pools are kept across reconnects. */
   private build(n: Negotiated): void {
     this.infoNow = { ...n.info, takenOver: this.takenOver };
@@ -130,32 +212,43 @@ export class DeviceCore {
     const f = n.info.features;
     const negotiated = f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
     const plan = {
-      pool: this.wish.pool, poolPages: this.wish.poolPages, maxSegments: negotiated, persistent: f.persistentGrants,
-      entries: ringEntries(f.ringPages * PAGE_SIZE, BLKIF_NATIVE_ABI.entrySize), zero: !n.info.trusted,
+      pool: this.wish.pool,
+      poolPages: this.wish.poolPages,
+      maxSegments: negotiated,
+      persistent: f.persistentGrants,
+      entries: ringEntries(f.ringPages * PAGE_SIZE, BLKIF_NATIVE_ABI.entrySize),
+      zero: !n.info.trusted,
     };
     const nq = n.rings.length;
     const budget = grantBudget(this.platform.grants, nq);
     for (let q = 0; q < nq; q++) this.pools[q] ??= makePool(this.platform.grants, this.loc.backendId, plan, budget);
     const maxSegments = segmentCap(negotiated, this.pools.slice(0, nq));
-    this.submitter.maxSegments = maxSegments;
     const params = { abi: BLKIF_NATIVE_ABI, handle: this.loc.vdev & 0xffff, maxSegments, persistent: f.persistentGrants };
-    const hooks = { completed: this.completed, broken: this.broken, recycle: this.submitter.recycle, oversize: this.oversize };
+    const hooks = { ...this.submitter.hooks, broken: this.broken };
     this.queues = n.rings.map((r, q) => new BlkQueue(q, r.pages.bytes, r.channel, this.pools[q]!, params, hooks));
+    this.submitter.connect(this.queues, f, maxSegments);
   }
 
   private async watchBackend(): Promise<void> {
-    this.watch = await this.platform.xenstore.watch(`${this.loc.backend}/state`, () => {
-      this.steps.push(() => this.backendChanged());
-    }, { group: `blkfront:${this.loc.vdev}` });
+    this.watch = await this.platform.xenstore.watch(
+      `${this.loc.backend}/state`,
+      () => {
+        this.steps.push(() => this.backendChanged());
+      },
+      { group: `blkfront:${this.loc.vdev}` },
+    );
   }
 
   /** The backend's state changed: a resize, or it is closing and we reconnect, or the domain was restored and we resume. */
   private async backendChanged(): Promise<void> {
-    if (this.state.kind !== 'connected') return;
+    if (this.live.kind !== 'connected') return;
     if (await this.restored()) return this.resume();
     const s = await readState(this.platform.xenstore, this.loc.backend).catch(() => XenbusState.Unknown);
     if (s === XenbusState.Connected) {
-      const info = await readDiskInfo(this.platform, this.loc, this.wish, { ringPages: this.infoNow.features.ringPages, queues: this.queues.length });
+      const info = await readDiskInfo(this.platform, this.loc, this.wish, {
+        ringPages: this.infoNow.features.ringPages,
+        queues: this.queues.length,
+      });
       if (info.sectors !== this.infoNow.sectors) {
         this.infoNow = { ...this.infoNow, ...info, features: this.infoNow.features };
         this.events.emit('resize', this.infoNow);
@@ -244,7 +337,7 @@ export class DeviceCore {
    */
   private stopQueues(closeChannels: boolean): { held: IoOp[]; replay: IoOp[] } {
     const held: IoOp[] = [];
-    this.state = { kind: 'reconnecting', held };
+    this.setState({ kind: 'reconnecting', held });
     const replay: IoOp[] = [];
     for (const q of this.queues) {
       addQueueStats(this.past, q.stats);
@@ -256,16 +349,19 @@ export class DeviceCore {
 
   /** Back after a reconnect or resume: counts, then replays in order and sends what was held. */
   private resumed(replay: IoOp[], held: IoOp[]): void {
-    this.state = CONNECTED;
+    this.setState(CONNECTED);
     this.counts.replayed += replay.length;
-    for (const op of replay) this.dispatch(op);
-    for (const op of held) this.dispatch(op);
+    this.submitter.sendAll(replay);
+    this.submitter.sendAll(held);
   }
 
   /** The backend did not come back: every piece waiting fails with BLKIF_ENODEV, and so will every call. */
   private giveUp(err: unknown, why: string, waiting: IoOp[]): void {
-    const e = err instanceof BlkifError ? err : new BlkifError('BLKIF_ENODEV', `${why}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-    this.state = { kind: 'gone', error: e };
+    const e =
+      err instanceof BlkifError
+        ? err
+        : new BlkifError('BLKIF_ENODEV', `${why}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    this.setState({ kind: 'gone', error: e });
     for (const op of waiting) op.fail(e);
     this.events.emit('gone', e);
   }
@@ -277,51 +373,17 @@ export class DeviceCore {
     this.queues = [];
   }
 
-  private readonly completed = (op: IoOp, err: BlkifError | null): void => {
-    if (err === null) {
-      if (op.op === BlkifOp.Read) this.counts.bytesRead += op.sectors * BLKIF_SECTOR_SIZE;
-      else if (op.op === BlkifOp.Write) this.counts.bytesWritten += op.sectors * BLKIF_SECTOR_SIZE;
-    } else if (err.code === 'BLKIF_EOPNOTSUPP') {
-      // As Linux does on EOPNOTSUPP: stop using the feature.
-      this.infoNow = { ...this.infoNow, features: withoutFeature(this.infoNow.features, op.op) };
-    }
-  };
-
-  private readonly oversize = (op: IoOp): void => {
-    for (const piece of this.submitter.split(op)) this.dispatch(piece);
-  };
-
   private readonly broken = (err: BlkifError): void => {
-    if (this.state.kind !== 'connected') return;
-    this.state = { kind: 'broken', error: err };
+    if (this.live.kind !== 'connected') return;
+    this.setState({ kind: 'broken', error: err });
     for (const q of this.queues) q.fail(err, this.quarantine);
     this.events.emit('broken', err);
   };
 
-  /** Sends a piece to a queue, holds it during a reconnect, or fails it. */
-  private dispatch(op: IoOp): void {
-    const state = this.state;
-    if (state.kind === 'reconnecting') {
-      state.held.push(op);
-      return;
-    }
-    if (state.kind !== 'connected') {
-      op.fail(refusal(state, this.loc.vdev)!);
-      return;
-    }
-    const f = this.infoNow.features;
-    if (op.op > BlkifOp.Write && !offers(f, op.op)) {
-      // Replayed onto a backend that no longer offers it.
-      op.fail(new BlkifError('BLKIF_EOPNOTSUPP', `${opName(op.op)}: the backend does not offer it`));
-      return;
-    }
-    this.chooser.choose(this.queues, op, f.persistentGrants).enqueue(op);
-  }
-
   /** Throws what a call made now fails with (BLKIF_CLOSED, or the error that broke the device). */
   checkUsable(): void {
-    if (this.state === CONNECTED && this.closing === null) return; // the hot path: one comparison
-    const err = refusal(this.closing === null ? this.state : CLOSED, this.loc.vdev);
+    if (this.stateNow === CONNECTED) return; // the hot path: one comparison
+    const err = refusal(this.stateNow, this.loc.vdev);
     if (err !== null) throw err;
   }
 
@@ -330,7 +392,11 @@ export class DeviceCore {
     const s = { ...this.past };
     for (const q of this.queues) addQueueStats(s, q.stats);
     return {
-      ...this.submitter.counts, ...this.counts, ...s, pool: sumPoolStats(this.pools), bufferPages: this.buffers.pages,
+      ...this.submitter.counts,
+      ...this.counts,
+      ...s,
+      pool: sumPoolStats(this.pools),
+      bufferPages: this.buffers.pages,
       responsesPerInterrupt: s.interrupts === 0 ? 0 : s.responses / s.interrupts,
       pending: this.submitter.active,
     };
@@ -344,19 +410,21 @@ export class DeviceCore {
   }
 
   private async shutdown(): Promise<void> {
-    const wasConnected = this.state.kind === 'connected' || this.state.kind === 'reconnecting';
+    const from = this.state;
+    const wasConnected = from.kind === 'connected' || from.kind === 'reconnecting';
+    this.setState({ kind: 'closing', from });
     await this.watch?.unwatch().catch(() => undefined);
     this.watch = undefined;
     await this.steps.idle();
     const timeoutMs = this.wish.timeoutMs;
-    if (this.submitter.active > 0 && this.state.kind === 'connected') {
+    if (this.submitter.active > 0 && this.live.kind === 'connected') {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([this.submitter.idle(), new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
       clearTimeout(timer);
     }
     const closedErr = new BlkifError('BLKIF_CLOSED', `block device ${this.loc.vdev} closed`);
-    const before = this.state;
-    this.state = CLOSED;
+    const before = this.live;
+    this.setState(CLOSED);
     if (before.kind === 'connected') for (const q of this.queues) q.fail(closedErr, this.quarantine);
     if (before.kind === 'reconnecting') for (const op of before.held) op.fail(closedErr);
     try {

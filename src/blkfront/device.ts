@@ -8,12 +8,30 @@ import { EventEmitter } from 'node:events';
 import { BlkifError } from '../errors.js';
 import { BLKIF_DISCARD_SECURE, BlkifOp } from '../wire/blkif.js';
 import { DeviceCore } from './core.js';
-import { CallKind, checkRange, checkWritable } from './submit.js';
+import { CallKind } from './submit.js';
 import type { BlockDeviceInfo } from './negotiate.js';
 import type { BlockDeviceEvents, BlockDeviceOptions, BlockDeviceStats } from './options.js';
-import type { BlockTarget } from '../disk/types.js';
-import { createReadStream, createWriteStream, type BlockReadStreamOptions, type BlockWriteStreamOptions } from '../disk/stream.js';
-import type { Readable, Writable } from 'node:stream';
+import type { BlockTarget } from './target.js';
+
+/** BLKIF_EINVAL or BLKIF_ERANGE unless `offset`/`length` is whole sectors inside the disk. */
+function checkRange(info: BlockDeviceInfo, what: string, offset: number, length: number): void {
+  const ss = info.sectorSize;
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+    throw new BlkifError('BLKIF_EINVAL', `${what}: offset ${offset} and length ${length} must be non-negative integers`);
+  }
+  if (length === 0) throw new BlkifError('BLKIF_EINVAL', `${what}: zero length`);
+  if (offset % ss !== 0 || length % ss !== 0) {
+    throw new BlkifError('BLKIF_EINVAL', `${what}: offset ${offset} and length ${length} must be multiples of the ${ss}-byte sector size`);
+  }
+  if (offset + length > info.size) {
+    throw new BlkifError('BLKIF_ERANGE', `${what}: bytes ${offset}..${offset + length} run past the end of the ${info.size}-byte disk`);
+  }
+}
+
+/** BLKIF_EROFS on a read-only disk. */
+function checkWritable(info: BlockDeviceInfo, what: string): void {
+  if (info.readOnly) throw new BlkifError('BLKIF_EROFS', `${what}: the disk is read-only`);
+}
 
 /**
  * A connected virtual block device. Open one with {@link openBlockDevice};
@@ -58,24 +76,6 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> implements Bloc
   }
 
   /**
-   * A Readable of bytes `start`..`end` (inclusive; any byte, not only whole
-   * sectors), with `depth` requests of `chunkSize` in flight on device
-   * buffers. A failed read destroys it with its typed error.
-   */
-  createReadStream(opts?: BlockReadStreamOptions): Readable {
-    return createReadStream(this, opts);
-  }
-
-  /**
-   * A Writable that writes from byte `start` on, `depth` requests of
-   * `chunkSize` in flight; partial sectors at either end are read, merged
-   * and written whole; flushes before 'finish' unless `flush: false`.
-   */
-  createWriteStream(opts?: BlockWriteStreamOptions): Writable {
-    return createWriteStream(this, opts);
-  }
-
-  /**
    * A buffer of `length` bytes (rounded up to whole pages) whose pages are
    * granted to the backend once, now: reads into it and writes from it
    * (whole or from any page boundary in it) go to the backend as they are,
@@ -89,13 +89,12 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> implements Bloc
    * XEN_ENOSPC when the grant table or guest memory is full.
    */
   allocBuffer(length: number): Uint8Array {
-    this.core.checkUsable();
-    return this.core.buffers.alloc(length);
+    return this.core.allocBuffer(length);
   }
 
   /** Gives back a buffer from {@link allocBuffer}; BLKIF_EINVAL if calls still use it. */
   freeBuffer(buf: Uint8Array): void {
-    this.core.buffers.free(buf);
+    this.core.freeBuffer(buf);
   }
 
   /**
@@ -109,7 +108,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> implements Bloc
     this.core.checkUsable();
     checkRange(this.core.info, 'read', offset, length);
     const buf = new Uint8Array(length);
-    await this.core.submitter.submit(CallKind.read, BlkifOp.Read, offset, length, buf);
+    await this.core.submit(CallKind.read, BlkifOp.Read, offset, length, buf);
     return buf;
   }
 
@@ -130,7 +129,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> implements Bloc
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.core.submitter.submit(CallKind.read, BlkifOp.Read, offset, dst.byteLength, dst);
+    return this.core.submit(CallKind.read, BlkifOp.Read, offset, dst.byteLength, dst);
   }
 
   /**
@@ -149,7 +148,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> implements Bloc
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.core.submitter.submit(CallKind.write, BlkifOp.Write, offset, data.byteLength, data);
+    return this.core.submit(CallKind.write, BlkifOp.Write, offset, data.byteLength, data);
   }
 
   /**
@@ -164,10 +163,10 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> implements Bloc
     const f = this.core.info.features;
     const op = f.flush ? BlkifOp.FlushDiskcache : f.barrier ? BlkifOp.WriteBarrier : -1;
     if (op < 0) {
-      this.core.submitter.counts.flushes++;
+      this.core.countFlush();
       return;
     }
-    await this.core.submitter.submit(CallKind.flush, op, 0, 0, null);
+    await this.core.submit(CallKind.flush, op, 0, 0, null);
   }
 
   /**
@@ -184,7 +183,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> implements Bloc
     const d = this.core.info.features.discard;
     if (d === null) throw new BlkifError('BLKIF_EOPNOTSUPP', 'discard: the backend does not offer it');
     if (opts.secure === true && !d.secure) throw new BlkifError('BLKIF_EOPNOTSUPP', 'discard: the backend does not offer secure discard');
-    await this.core.submitter.submit(CallKind.discard, BlkifOp.Discard, offset, length, null, opts.secure === true ? BLKIF_DISCARD_SECURE : 0);
+    await this.core.submit(CallKind.discard, BlkifOp.Discard, offset, length, null, opts.secure === true ? BLKIF_DISCARD_SECURE : 0);
   }
 
   /** Counters since open (see {@link BlockDeviceStats}). */

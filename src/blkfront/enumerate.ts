@@ -4,7 +4,8 @@
  * reports disks plugged in (`xl block-attach`) and pulled out
  * (`xl block-detach`) while the program runs.
  */
-import { isXenError } from '../errors.js';
+import { BlkifKey, vbdFrontendDir } from '../wire/blkif_keys.js';
+import { BlkifError, asError, isXenError } from '../errors.js';
 import type { XenPlatform } from '../platform/types.js';
 import { XenbusState } from '../wire/xenbus_state.js';
 import type { Watch } from '../xenbus/watch.js';
@@ -61,8 +62,10 @@ export function vdevName(vdev: number): { name: string; partition: number } {
   }
   const major = vdev >> 8;
   const minor = vdev & 0xff;
-  const base = (prefix: string, disk: number, part: number): { name: string; partition: number } =>
-    ({ name: `${prefix}${letters(disk)}${part || ''}`, partition: part });
+  const base = (prefix: string, disk: number, part: number): { name: string; partition: number } => ({
+    name: `${prefix}${letters(disk)}${part || ''}`,
+    partition: part,
+  });
   if (major === 202) return base('xvd', minor >> 4, minor & 15);
   if (major === 8) return base('sd', minor >> 4, minor & 15);
   if (major === 3) return base('hd', minor >> 6, minor & 63);
@@ -78,31 +81,48 @@ const num = (s: string | undefined): number | null => {
 
 async function describe(platform: XenPlatform, key: string): Promise<BlockDeviceSummary | null> {
   const xs = platform.xenstore;
-  const fe = `/local/domain/${platform.domid}/device/vbd/${key}`;
-  const backend = await xs.readOptional(`${fe}/backend`);
+  const fe = vbdFrontendDir(platform.domid, key);
+  const backend = await xs.readOptional(`${fe}/${BlkifKey.backend}`);
   // A device the toolstack is still writing (or already removing) is not listed yet (or any more).
   if (backend === undefined) return null;
-  const [backendId, virt, feState, beState, mode, sectors, sectorSize, deviceType] = await Promise.all([
-    xs.readOptional(`${fe}/backend-id`), xs.readOptional(`${fe}/virtual-device`), xs.readOptional(`${fe}/state`),
-    xs.readOptional(`${backend}/state`), xs.readOptional(`${backend}/mode`), xs.readOptional(`${backend}/sectors`),
-    xs.readOptional(`${backend}/sector-size`), xs.readOptional(`${backend}/device-type`),
-  ].map((p) => p.catch((err: unknown) => {
-    // The backend's keys may be unreadable to this domain (EACCES) or gone mid-way: unknown, not fatal.
-    if (isXenError(err, 'XS_EACCES') || isXenError(err, 'XS_ENOENT')) return undefined;
-    throw err;
-  })));
+  const [backendId, virt, feState, beState, mode, sectors, sectorSize, deviceType] = await Promise.all(
+    [
+      xs.readOptional(`${fe}/${BlkifKey.backendId}`),
+      xs.readOptional(`${fe}/${BlkifKey.virtualDevice}`),
+      xs.readOptional(`${fe}/${BlkifKey.state}`),
+      xs.readOptional(`${backend}/${BlkifKey.state}`),
+      xs.readOptional(`${backend}/${BlkifKey.mode}`),
+      xs.readOptional(`${backend}/${BlkifKey.sectors}`),
+      xs.readOptional(`${backend}/${BlkifKey.sectorSize}`),
+      xs.readOptional(`${backend}/${BlkifKey.deviceType}`),
+    ].map((p) =>
+      p.catch((err: unknown) => {
+        // The backend's keys may be unreadable to this domain (EACCES) or gone mid-way: unknown, not fatal.
+        if (isXenError(err, 'XS_EACCES') || isXenError(err, 'XS_ENOENT')) return undefined;
+        throw err;
+      }),
+    ),
+  );
   const vdev = num(virt) ?? num(key) ?? 0;
   const { name, partition } = vdevName(vdev);
   const owner = await platform.vbds.owner(key).catch(() => null);
   const secs = num(sectors);
   const ss = num(sectorSize);
   return {
-    vdev: num(key) ?? vdev, name, partition, backend, backendId: num(backendId) ?? 0,
+    vdev: num(key) ?? vdev,
+    name,
+    partition,
+    backend,
+    backendId: num(backendId) ?? 0,
     backendState: (num(beState) ?? XenbusState.Unknown) as XenbusState,
     frontendState: (num(feState) ?? XenbusState.Unknown) as XenbusState,
     // `sectors` counts 512-byte units whatever the logical sector size.
-    size: secs === null ? null : secs * 512, sectorSize: ss, readOnly: mode === 'r', deviceType: deviceType ?? 'disk',
-    owner: owner?.kind ?? null, ownerPid: owner?.kind === 'process' ? owner.pid : null,
+    size: secs === null ? null : secs * 512,
+    sectorSize: ss,
+    readOnly: mode === 'r',
+    deviceType: deviceType ?? 'disk',
+    owner: owner?.kind ?? null,
+    ownerPid: owner?.kind === 'process' ? owner.pid : null,
   };
 }
 
@@ -114,7 +134,7 @@ export async function listBlockDevices(platform: XenPlatform): Promise<BlockDevi
   const xs = platform.xenstore;
   let keys: string[];
   try {
-    keys = await xs.directory(`/local/domain/${platform.domid}/device/vbd`);
+    keys = await xs.directory(vbdFrontendDir(platform.domid));
   } catch (err) {
     if (isXenError(err, 'XS_ENOENT')) return [];
     throw err;
@@ -164,7 +184,7 @@ export class BlockDeviceWatcher implements AsyncIterableIterator<BlockDeviceEven
     // The frontend directories say what exists; the backends' state keys say how each is doing.
     // One watch on the backend area would need read access to dom0's tree, which a guest has
     // only for its own backends: their state keys are watched one by one as they appear.
-    this.watch = xs.watch(`/local/domain/${platform.domid}/device/vbd`, rescan, { group: 'blkfront:enumerate' });
+    this.watch = xs.watch(vbdFrontendDir(platform.domid), rescan, { group: 'blkfront:enumerate' });
     this.watch.catch((err: unknown) => this.fail(err));
   }
 
@@ -194,18 +214,27 @@ export class BlockDeviceWatcher implements AsyncIterableIterator<BlockDeviceEven
           if (!seen.has(vdev)) {
             this.known.delete(vdev);
             this.push({ type: 'removed', device: d });
-            void this.backendWatches.get(d.backend)?.then((w) => w?.unwatch()).catch(() => undefined);
+            void this.backendWatches
+              .get(d.backend)
+              ?.then((w) => w?.unwatch())
+              .catch(() => undefined);
             this.backendWatches.delete(d.backend);
           }
         }
       } while (this.again && !this.done);
-    })().catch((err: unknown) => this.fail(err)).finally(() => { this.scanning = null; });
+    })()
+      .catch((err: unknown) => this.fail(err))
+      .finally(() => {
+        this.scanning = null;
+      });
   }
 
   private watchBackend(backend: string): void {
     if (this.backendWatches.has(backend)) return;
-    this.backendWatches.set(backend, this.platform.xenstore.watch(`${backend}/state`, () => this.rescan(), { group: 'blkfront:enumerate' })
-      .catch(() => null));
+    this.backendWatches.set(
+      backend,
+      this.platform.xenstore.watch(`${backend}/${BlkifKey.state}`, () => this.rescan(), { group: 'blkfront:enumerate' }).catch(() => null),
+    );
   }
 
   private push(e: BlockDeviceEvent): void {
@@ -243,9 +272,10 @@ export class BlockDeviceWatcher implements AsyncIterableIterator<BlockDeviceEven
     if (this.error !== null) {
       const err = this.error;
       this.error = null;
-      return Promise.reject(err);
+      return Promise.reject(asError(err));
     }
     if (this.done) return Promise.resolve({ value: undefined, done: true });
+    if (this.waiter !== null) return Promise.reject(new BlkifError('BLKIF_EINVAL', 'next() called again before the last call settled'));
     return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
   }
 
@@ -255,13 +285,23 @@ export class BlockDeviceWatcher implements AsyncIterableIterator<BlockDeviceEven
    */
   async waitFor(match: (e: BlockDeviceEvent) => boolean, timeoutMs?: number): Promise<BlockDeviceEvent> {
     let timer: NodeJS.Timeout | undefined;
-    const timeout = timeoutMs === undefined ? null : new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no matching block-device event within ${timeoutMs} ms`)), timeoutMs);
-    });
+    let mine: BlockDeviceWatcher['waiter'] = null;
+    const timeout =
+      timeoutMs === undefined
+        ? null
+        : new Promise<never>((_, reject) => {
+            timer = setTimeout(() => {
+              // Withdraw our pending next(): the next event must be queued for whoever asks, not lost.
+              if (mine !== null && this.waiter === mine) this.waiter = null;
+              reject(new BlkifError('BLKIF_ETIMEDOUT', `no matching block-device event within ${timeoutMs} ms`));
+            }, timeoutMs);
+          });
     try {
       for (;;) {
-        const r = await (timeout === null ? this.next() : Promise.race([this.next(), timeout]));
-        if (r.done === true) throw new Error('block-device watcher closed');
+        const next = this.next();
+        mine = this.waiter;
+        const r = await (timeout === null ? next : Promise.race([next, timeout]));
+        if (r.done === true) throw new BlkifError('BLKIF_CLOSED', 'block-device watcher closed');
         if (match(r.value)) return r.value;
       }
     } finally {
@@ -282,6 +322,6 @@ export class BlockDeviceWatcher implements AsyncIterableIterator<BlockDeviceEven
     this.waiter = null;
     w?.resolve({ value: undefined, done: true });
     const all = await Promise.all([this.watch.catch(() => null), ...this.backendWatches.values()]);
-    await Promise.all(all.map((x) => x?.unwatch().catch(() => undefined)));
+    await Promise.all(all.flatMap((x) => (x === null ? [] : [x.unwatch().catch(() => undefined)])));
   }
 }

@@ -5,9 +5,16 @@
  * everything else in one transaction (retried as a whole on EAGAIN), and
  * reads what the backend offers. No I/O happens here.
  */
+import { BlkifKey, queueDir, ringRefKey, vbdFrontendDir } from '../wire/blkif_keys.js';
 import { BlkifError, XenstoreError, isXenError } from '../errors.js';
 import {
-  BLKIF_MAX_INDIRECT_SEGMENTS, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_NATIVE_ABI, BLKIF_SECTOR_SIZE, BlkifOp, VDISK_CDROM, VDISK_READONLY,
+  BLKIF_MAX_INDIRECT_SEGMENTS,
+  BLKIF_MAX_SEGMENTS_PER_REQUEST,
+  BLKIF_NATIVE_ABI,
+  BLKIF_SECTOR_SIZE,
+  BlkifOp,
+  VDISK_CDROM,
+  VDISK_READONLY,
   VDISK_REMOVABLE,
 } from '../wire/blkif.js';
 import { XenbusState, xenbusStateName } from '../wire/xenbus_state.js';
@@ -103,7 +110,7 @@ export interface Negotiated {
 export function staleRingKeys(children: readonly string[], order: number): string[] {
   const pages = 1 << order;
   return children.filter((k) => {
-    if (k === 'ring-ref') return order !== 0;
+    if (k === BlkifKey.ringRef) return order !== 0;
     const m = /^ring-ref(\d+)$/.exec(k);
     return m !== null && (order === 0 || Number(m[1]) >= pages);
   });
@@ -122,14 +129,18 @@ export function staleKeys(children: readonly string[], order: number, queues: nu
     if (/^queue-\d+$/.test(k)) return queues === 1 || Number(k.slice(6)) >= queues;
     // With several queues, rings and ports live under queue-N/ only.
     if (k === 'event-channel') return queues > 1;
-    if (k === 'ring-ref' || /^ring-ref\d+$/.test(k)) return queues > 1 || ringKeys.has(k);
+    if (k === BlkifKey.ringRef || /^ring-ref\d+$/.test(k)) return queues > 1 || ringKeys.has(k);
     return false;
   });
 }
 
 /** False for a flush, barrier or discard the features do not include (every other operation is always offered). */
 export function offers(f: NegotiatedFeatures, op: number): boolean {
-  return !((op === BlkifOp.Discard && f.discard === null) || (op === BlkifOp.FlushDiskcache && !f.flush) || (op === BlkifOp.WriteBarrier && !f.barrier));
+  return !(
+    (op === BlkifOp.Discard && f.discard === null) ||
+    (op === BlkifOp.FlushDiskcache && !f.flush) ||
+    (op === BlkifOp.WriteBarrier && !f.barrier)
+  );
 }
 
 /** The features without the one `op` needs (after the backend answered EOPNOTSUPP to it). */
@@ -143,14 +154,15 @@ export function withoutFeature(f: NegotiatedFeatures, op: number): NegotiatedFea
 /** Reads where our device and its backend are (`device/vbd/<vdev>`). BLKIF_ENODEV when absent. */
 export async function locateDevice(platform: XenPlatform, vdev: number | string): Promise<DeviceLocation> {
   const xs = platform.xenstore;
-  const frontend = `/local/domain/${platform.domid}/device/vbd/${vdev}`;
+  const frontend = vbdFrontendDir(platform.domid, vdev);
   try {
-    const backend = await xs.read(`${frontend}/backend`);
-    const backendId = await xs.readInt(`${frontend}/backend-id`);
-    const v = Number(await xs.readOptional(`${frontend}/virtual-device`) ?? vdev);
+    const backend = await xs.read(`${frontend}/${BlkifKey.backend}`);
+    const backendId = await xs.readInt(`${frontend}/${BlkifKey.backendId}`);
+    const v = Number((await xs.readOptional(`${frontend}/${BlkifKey.virtualDevice}`)) ?? vdev);
     return { frontend, backend, backendId, vdev: Number.isInteger(v) ? v : 0 };
   } catch (err) {
-    if (isXenError(err, 'XS_ENOENT')) throw new BlkifError('BLKIF_ENODEV', `no virtual block device ${vdev} in ${frontend}`, { cause: err });
+    if (isXenError(err, 'XS_ENOENT'))
+      throw new BlkifError('BLKIF_ENODEV', `no virtual block device ${vdev} in ${frontend}`, { cause: err });
     throw err;
   }
 }
@@ -163,9 +175,16 @@ function stateWait(what: string, loc: DeviceLocation) {
 }
 
 /** Waits for the backend to reach `want`; BLKIF_ENODEV when its directory goes away or time runs out. */
-export async function waitForBackend(platform: XenPlatform, loc: DeviceLocation, want: readonly XenbusState[], timeoutMs: number): Promise<XenbusState> {
-  const s = await waitForState(platform.xenstore, loc.backend, [...want, XenbusState.Unknown], { timeoutMs, group: `blkfront:${loc.vdev}` })
-    .catch(stateWait(want.map(xenbusStateName).join(' or '), loc));
+export async function waitForBackend(
+  platform: XenPlatform,
+  loc: DeviceLocation,
+  want: readonly XenbusState[],
+  timeoutMs: number,
+): Promise<XenbusState> {
+  const s = await waitForState(platform.xenstore, loc.backend, [...want, XenbusState.Unknown], {
+    timeoutMs,
+    group: `blkfront:${loc.vdev}`,
+  }).catch(stateWait(want.map(xenbusStateName).join(' or '), loc));
   if (s === XenbusState.Unknown) throw new BlkifError('BLKIF_ENODEV', `backend ${loc.backend} is gone`);
   return s;
 }
@@ -177,7 +196,9 @@ export async function waitForBackend(platform: XenPlatform, loc: DeviceLocation,
  * or bound here is undone.
  */
 export async function talkToBackend(
-  platform: XenPlatform, loc: DeviceLocation, wish: NegotiationWishes,
+  platform: XenPlatform,
+  loc: DeviceLocation,
+  wish: NegotiationWishes,
   makeQueues: (n: Negotiated) => void,
 ): Promise<Negotiated> {
   const xs = platform.xenstore;
@@ -185,8 +206,8 @@ export async function talkToBackend(
   const fe = loc.frontend;
   await waitForBackend(platform, loc, [XenbusState.InitWait], wish.timeoutMs);
 
-  const maxOrder = await xs.readInt(`${be}/max-ring-page-order`, { fallback: 0 });
-  const maxQueues = await xs.readInt(`${be}/multi-queue-max-queues`, { fallback: 1 });
+  const maxOrder = await xs.readInt(`${be}/${BlkifKey.maxRingPageOrder}`, { fallback: 0 }).catch(backendValue(loc));
+  const maxQueues = await xs.readInt(`${be}/${BlkifKey.multiQueueMaxQueues}`, { fallback: 1 }).catch(backendValue(loc));
   let order = 0;
   while (order < maxOrder && 1 << (order + 1) <= wish.ringPages) order++;
   const nq = Math.max(1, Math.min(wish.queues, maxQueues));
@@ -215,23 +236,23 @@ export async function talkToBackend(
       // goes in the same transaction, or the backend would read it as ours.
       for (const key of staleKeys(await tx.directory(fe), order, nq)) await tx.rm(`${fe}/${key}`);
       for (let q = 0; nq > 1 && q < nq; q++) {
-        const dir = `${fe}/queue-${q}`;
+        const dir = `${fe}/${queueDir(q)}`;
         const kids = await tx.directory(dir).catch((err: unknown) => {
           if (isXenError(err, 'XS_ENOENT')) return [];
           throw err;
         });
         for (const key of staleRingKeys(kids, order)) await tx.rm(`${dir}/${key}`);
       }
-      if (order > 0) await tx.write(`${fe}/ring-page-order`, String(order));
-      if (nq > 1) await tx.write(`${fe}/multi-queue-num-queues`, String(nq));
+      if (order > 0) await tx.write(`${fe}/${BlkifKey.ringPageOrder}`, String(order));
+      if (nq > 1) await tx.write(`${fe}/${BlkifKey.multiQueueNumQueues}`, String(nq));
       for (const [q, r] of rings.entries()) {
-        const dir = nq === 1 ? fe : `${fe}/queue-${q}`;
-        if (order === 0) await tx.write(`${dir}/ring-ref`, String(r.pages.refs[0]));
-        else for (const [i, ref] of r.pages.refs.entries()) await tx.write(`${dir}/ring-ref${i}`, String(ref));
-        await tx.write(`${dir}/event-channel`, String(r.channel.port));
+        const dir = nq === 1 ? fe : `${fe}/${queueDir(q)}`;
+        if (order === 0) await tx.write(`${dir}/${BlkifKey.ringRef}`, String(r.pages.refs[0]));
+        else for (const [i, ref] of r.pages.refs.entries()) await tx.write(`${dir}/${ringRefKey(i)}`, String(ref));
+        await tx.write(`${dir}/${BlkifKey.eventChannel}`, String(r.channel.port));
       }
-      await tx.write(`${fe}/protocol`, BLKIF_NATIVE_ABI.protocol);
-      await tx.write(`${fe}/feature-persistent`, wish.persistent ? '1' : '0');
+      await tx.write(`${fe}/${BlkifKey.protocol}`, BLKIF_NATIVE_ABI.protocol);
+      await tx.write(`${fe}/${BlkifKey.featurePersistent}`, wish.persistent ? '1' : '0');
     });
     await switchState(xs, fe, XenbusState.Initialised);
     await waitForBackend(platform, loc, [XenbusState.Connected], wish.timeoutMs);
@@ -246,32 +267,62 @@ export async function talkToBackend(
   }
 }
 
-/** blkfront_connect's reads: geometry and the features both ends agreed on. */
-export async function readDiskInfo(
-  platform: XenPlatform, loc: DeviceLocation, wish: NegotiationWishes, rings: { ringPages: number; queues: number },
+/**
+ * A value the backend wrote that no backend may write (XS_EINVAL from the
+ * checks or the client's integer parse) is the backend breaking the
+ * protocol: BLKIF_EPROTO, naming the key.
+ */
+function backendValue(loc: DeviceLocation) {
+  return (err: unknown): never => {
+    if (isXenError(err, 'XS_EINVAL')) throw new BlkifError('BLKIF_EPROTO', `backend ${loc.backend}: ${err.message}`, { cause: err });
+    throw err;
+  };
+}
+
+/** blkfront_connect's reads: geometry and the features both ends agreed on; BLKIF_EPROTO for a value out of range. */
+export function readDiskInfo(
+  platform: XenPlatform,
+  loc: DeviceLocation,
+  wish: NegotiationWishes,
+  rings: { ringPages: number; queues: number },
+): Promise<Omit<BlockDeviceInfo, 'takenOver'>> {
+  return readDiskKeys(platform, loc, wish, rings).catch(backendValue(loc));
+}
+
+async function readDiskKeys(
+  platform: XenPlatform,
+  loc: DeviceLocation,
+  wish: NegotiationWishes,
+  rings: { ringPages: number; queues: number },
 ): Promise<Omit<BlockDeviceInfo, 'takenOver'>> {
   const xs = platform.xenstore;
   const be = loc.backend;
-  const sectorsText = await xs.read(`${be}/sectors`);
+  const sectorsText = await xs.read(`${be}/${BlkifKey.sectors}`);
   const sectors = Number(sectorsText);
   if (!/^\d+$/.test(sectorsText) || !Number.isSafeInteger(sectors * BLKIF_SECTOR_SIZE)) {
-    throw new XenstoreError('XS_EINVAL', `${be}/sectors: "${sectorsText}" is not a disk size`, { path: `${be}/sectors` });
+    throw new XenstoreError('XS_EINVAL', `${be}/sectors: "${sectorsText}" is not a disk size`, { path: `${be}/${BlkifKey.sectors}` });
   }
-  const info = await xs.readInt(`${be}/info`, { fallback: 0 });
-  const sectorSize = await xs.readInt(`${be}/sector-size`);
+  const info = await xs.readInt(`${be}/${BlkifKey.info}`, { fallback: 0 });
+  const sectorSize = await xs.readInt(`${be}/${BlkifKey.sectorSize}`);
   if (!isSectorSize(sectorSize, BLKIF_SECTOR_SIZE)) {
-    throw new XenstoreError('XS_EINVAL', `${be}/sector-size: ${sectorSize} is not a power of two from 512 to ${MAX_SECTOR_SIZE}`, { path: `${be}/sector-size` });
+    throw new XenstoreError('XS_EINVAL', `${be}/sector-size: ${sectorSize} is not a power of two from 512 to ${MAX_SECTOR_SIZE}`, {
+      path: `${be}/${BlkifKey.sectorSize}`,
+    });
   }
-  const physicalSectorSize = await xs.readInt(`${be}/physical-sector-size`, { fallback: sectorSize });
+  const physicalSectorSize = await xs.readInt(`${be}/${BlkifKey.physicalSectorSize}`, { fallback: sectorSize });
   if (!isSectorSize(physicalSectorSize, sectorSize)) {
-    throw new XenstoreError('XS_EINVAL', `${be}/physical-sector-size: ${physicalSectorSize} is not a power of two from the ${sectorSize}-byte ` +
-      `sector size to ${MAX_SECTOR_SIZE}`, { path: `${be}/physical-sector-size` });
+    throw new XenstoreError(
+      'XS_EINVAL',
+      `${be}/physical-sector-size: ${physicalSectorSize} is not a power of two from the ${sectorSize}-byte ` +
+        `sector size to ${MAX_SECTOR_SIZE}`,
+      { path: `${be}/${BlkifKey.physicalSectorSize}` },
+    );
   }
-  const flush = await xs.readBool(`${be}/feature-flush-cache`, { fallback: false });
-  const barrier = await xs.readBool(`${be}/feature-barrier`, { fallback: false });
-  const discard = await xs.readBool(`${be}/feature-discard`, { fallback: false });
-  const persistent = wish.persistent && await xs.readBool(`${be}/feature-persistent`, { fallback: false });
-  const beIndirect = await xs.readInt(`${be}/feature-max-indirect-segments`, { fallback: 0 });
+  const flush = await xs.readBool(`${be}/${BlkifKey.featureFlushCache}`, { fallback: false });
+  const barrier = await xs.readBool(`${be}/${BlkifKey.featureBarrier}`, { fallback: false });
+  const discard = await xs.readBool(`${be}/${BlkifKey.featureDiscard}`, { fallback: false });
+  const persistent = wish.persistent && (await xs.readBool(`${be}/${BlkifKey.featurePersistent}`, { fallback: false }));
+  const beIndirect = await xs.readInt(`${be}/${BlkifKey.featureMaxIndirectSegments}`, { fallback: 0 });
   let indirect = Math.min(wish.maxIndirectSegments, beIndirect, BLKIF_MAX_INDIRECT_SEGMENTS);
   if (indirect <= BLKIF_MAX_SEGMENTS_PER_REQUEST) indirect = 0;
   return {
@@ -282,7 +333,7 @@ export async function readDiskInfo(
     readOnly: (info & VDISK_READONLY) !== 0,
     removable: (info & VDISK_REMOVABLE) !== 0,
     cdrom: (info & VDISK_CDROM) !== 0,
-    trusted: await xs.readBool(`${loc.frontend}/trusted`, { fallback: true }),
+    trusted: await xs.readBool(`${loc.frontend}/${BlkifKey.trusted}`, { fallback: true }),
     features: {
       persistentGrants: persistent,
       indirectSegments: indirect,
@@ -309,17 +360,27 @@ function isSectorSize(v: number, min: number): boolean {
  * Linux reads it) a power-of-two multiple of 512, and alignment a multiple
  * of 512 below the granularity. Anything else is XS_EINVAL.
  */
-async function readDiscard(platform: XenPlatform, be: string, physicalSectorSize: number): Promise<NonNullable<NegotiatedFeatures['discard']>> {
+async function readDiscard(
+  platform: XenPlatform,
+  be: string,
+  physicalSectorSize: number,
+): Promise<NonNullable<NegotiatedFeatures['discard']>> {
   const xs = platform.xenstore;
-  const granularity = (await xs.readInt(`${be}/discard-granularity`, { fallback: 0 })) || physicalSectorSize;
+  const granularity = (await xs.readInt(`${be}/${BlkifKey.discardGranularity}`, { fallback: 0 })) || physicalSectorSize;
   if (!Number.isSafeInteger(granularity) || granularity < BLKIF_SECTOR_SIZE || !Number.isInteger(Math.log2(granularity))) {
-    throw new XenstoreError('XS_EINVAL', `${be}/discard-granularity: ${granularity} is not a power-of-two multiple of 512`, { path: `${be}/discard-granularity` });
+    throw new XenstoreError('XS_EINVAL', `${be}/discard-granularity: ${granularity} is not a power-of-two multiple of 512`, {
+      path: `${be}/${BlkifKey.discardGranularity}`,
+    });
   }
-  const alignment = await xs.readInt(`${be}/discard-alignment`, { fallback: 0 });
+  const alignment = await xs.readInt(`${be}/${BlkifKey.discardAlignment}`, { fallback: 0 });
   if (alignment < 0 || alignment % BLKIF_SECTOR_SIZE !== 0 || alignment >= granularity) {
-    throw new XenstoreError('XS_EINVAL', `${be}/discard-alignment: ${alignment} is not a multiple of 512 below the granularity ${granularity}`, { path: `${be}/discard-alignment` });
+    throw new XenstoreError(
+      'XS_EINVAL',
+      `${be}/discard-alignment: ${alignment} is not a multiple of 512 below the granularity ${granularity}`,
+      { path: `${be}/${BlkifKey.discardAlignment}` },
+    );
   }
-  return { granularity, alignment, secure: await xs.readBool(`${be}/discard-secure`, { fallback: false }) };
+  return { granularity, alignment, secure: await xs.readBool(`${be}/${BlkifKey.discardSecure}`, { fallback: false }) };
 }
 
 /**
@@ -332,9 +393,14 @@ export async function resetFrontend(platform: XenPlatform, loc: DeviceLocation):
   if (s !== XenbusState.Initialising) await switchState(xs, loc.frontend, XenbusState.Initialising);
 }
 
-
 /** Frontend states a frontend leaves behind while it drives the vbd. */
-const ENGAGED_STATES: readonly XenbusState[] = [XenbusState.Initialised, XenbusState.Connected, XenbusState.Closing, XenbusState.Reconfiguring, XenbusState.Reconfigured];
+const ENGAGED_STATES: readonly XenbusState[] = [
+  XenbusState.Initialised,
+  XenbusState.Connected,
+  XenbusState.Closing,
+  XenbusState.Reconfiguring,
+  XenbusState.Reconfigured,
+];
 
 /**
  * Before the reset, with the vbd claimed: a frontend state that says a
@@ -344,7 +410,12 @@ const ENGAGED_STATES: readonly XenbusState[] = [XenbusState.Initialised, XenbusS
  * handshaken first (Closing, then Closed, as Linux's blkfront does before
  * it starts over). Returns what was found, or null when the vbd was idle.
  */
-export async function takeOver(platform: XenPlatform, loc: DeviceLocation, abandonedBy: number | null, timeoutMs: number): Promise<TakeOver | null> {
+export async function takeOver(
+  platform: XenPlatform,
+  loc: DeviceLocation,
+  abandonedBy: number | null,
+  timeoutMs: number,
+): Promise<TakeOver | null> {
   const s = await readState(platform.xenstore, loc.frontend).catch(() => XenbusState.Unknown);
   if (!ENGAGED_STATES.includes(s)) return null;
   await closeHandshake(platform, loc, await backendEngaged(platform, loc), timeoutMs);
@@ -375,6 +446,8 @@ export async function closeHandshake(platform: XenPlatform, loc: DeviceLocation,
   }
   await switchState(xs, loc.frontend, XenbusState.Closed).catch(() => undefined);
   if (engaged) {
-    await waitForState(xs, loc.backend, [XenbusState.Closed, XenbusState.InitWait, XenbusState.Unknown], { timeoutMs }).catch(() => undefined);
+    await waitForState(xs, loc.backend, [XenbusState.Closed, XenbusState.InitWait, XenbusState.Unknown], { timeoutMs }).catch(
+      () => undefined,
+    );
   }
 }

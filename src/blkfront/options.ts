@@ -109,7 +109,10 @@ export function resolveOptions(o: BlockDeviceOptions): DeviceSettings {
   if (typeof o !== 'object' || o === null) throw new BlkifError('BLKIF_EINVAL', 'openBlockDevice: options must be an object');
   const p = o.platform as Partial<XenPlatform> | null | undefined;
   if (typeof p !== 'object' || p === null || p.xenstore === undefined || p.grants === undefined || p.evtchn === undefined) {
-    throw new BlkifError('BLKIF_EINVAL', 'openBlockDevice: platform must be a XenPlatform (openXenPlatform(), or a simulated host\'s guest)');
+    throw new BlkifError(
+      'BLKIF_EINVAL',
+      "openBlockDevice: platform must be a XenPlatform (openXenPlatform(), or a simulated host's guest)",
+    );
   }
   if (typeof o.vdev !== 'number' && typeof o.vdev !== 'string') {
     throw new BlkifError('BLKIF_EINVAL', `openBlockDevice: vdev must be a number or a string, not ${String(o.vdev)}`);

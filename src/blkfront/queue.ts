@@ -11,8 +11,19 @@
  */
 import { BlkifError, isXenError } from '../errors.js';
 import {
-  BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SEGMENT_SIZE, BlkifOp, BlkifRsp, SECTORS_PER_PAGE, SEGS_PER_INDIRECT_FRAME,
-  segmentOffset, setDiscardRequest, setIndirectGref, setIndirectHeader, setRequestHeader, setSegment, type BlkifAbi,
+  BLKIF_MAX_SEGMENTS_PER_REQUEST,
+  BLKIF_SEGMENT_SIZE,
+  BlkifOp,
+  BlkifRsp,
+  SECTORS_PER_PAGE,
+  SEGS_PER_INDIRECT_FRAME,
+  segmentOffset,
+  setDiscardRequest,
+  setIndirectGref,
+  setIndirectHeader,
+  setRequestHeader,
+  setSegment,
+  type BlkifAbi,
 } from '../wire/blkif.js';
 import type { GrantLease, GrantPool } from '../gnttab/pool.js';
 import type { EventChannel } from '../evtchn/types.js';
@@ -130,7 +141,7 @@ export class BlkQueue {
     if (!this.pushQueued && this.live && this.ring.unpushed) {
       this.pushQueued = true;
       // A resolved promise's then(), not queueMicrotask: Node wraps each of those in an AsyncResource, dear on this path.
-      RESOLVED.then(this.pushNow);
+      void RESOLVED.then(this.pushNow);
     }
   }
 
@@ -170,7 +181,12 @@ export class BlkQueue {
       return this.pool.take(n, writable);
     } catch (err) {
       const code = isXenError(err, 'XEN_CLOSED') ? 'BLKIF_CLOSED' : 'BLKIF_EIO';
-      this.drop(op, new BlkifError(code, `${opName(op.op)}: could not share its pages: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
+      this.drop(
+        op,
+        new BlkifError(code, `${opName(op.op)}: could not share its pages: ${err instanceof Error ? err.message : String(err)}`, {
+          cause: err,
+        }),
+      );
       return undefined;
     }
   }
@@ -195,28 +211,31 @@ export class BlkQueue {
   private waitForPages(op: IoOp, n: number, what: 'data' | 'indirect'): false {
     const pool = this.pool;
     op.acquiring = true;
-    pool.acquire(n).then((lease) => {
-      op.acquiring = false;
-      if (op.keep) {
-        // Held for a replay after a restore: these pages are the old domain's, and its pool waits for them to close.
-        pool.release(lease);
-        return;
-      }
-      if (what === 'data') {
-        if (!this.giveData(op, lease, pool) && op.orphaned === null) return failWaiting(op, detachedError(op));
-      } else {
-        op.indirect = lease;
-        op.indirectPool = pool;
-      }
-      if (op.orphaned !== null) op.fail(op.orphaned);
-      else op.queue?.pump();
-    }, (err: unknown) => {
-      op.acquiring = false;
-      // A piece the device is replaying after a restore (its pool went with the old grants): it waits for its replay.
-      if (op.keep) return;
-      // Otherwise only a closed pool rejects: the device is closing and fails what waits.
-      failWaiting(op, op.orphaned ?? new BlkifError('BLKIF_CLOSED', `${opName(op.op)}: device closed`, { cause: err }));
-    });
+    pool.acquire(n).then(
+      (lease) => {
+        op.acquiring = false;
+        if (op.keep) {
+          // Held for a replay after a restore: these pages are the old domain's, and its pool waits for them to close.
+          pool.release(lease);
+          return;
+        }
+        if (what === 'data') {
+          if (!this.giveData(op, lease, pool) && op.orphaned === null) return failWaiting(op, detachedError(op));
+        } else {
+          op.indirect = lease;
+          op.indirectPool = pool;
+        }
+        if (op.orphaned !== null) op.fail(op.orphaned);
+        else op.queue?.pump();
+      },
+      (err: unknown) => {
+        op.acquiring = false;
+        // A piece the device is replaying after a restore (its pool went with the old grants): it waits for its replay.
+        if (op.keep) return;
+        // Otherwise only a closed pool rejects: the device is closing and fails what waits.
+        failWaiting(op, op.orphaned ?? new BlkifError('BLKIF_CLOSED', `${opName(op.op)}: device closed`, { cause: err }));
+      },
+    );
     return false;
   }
 
@@ -314,7 +333,10 @@ export class BlkQueue {
 
   private readonly onResponse = (idLo: number, idHi: number, operation: number, status: number): void => {
     if (!this.ids.valid(idLo, idHi)) {
-      throw new BlkifError('BLKIF_EPROTO', `queue ${this.index}: response for id ${idHi}:${idLo}, which is not in flight (unknown or answered twice)`);
+      throw new BlkifError(
+        'BLKIF_EPROTO',
+        `queue ${this.index}: response for id ${idHi}:${idLo}, which is not in flight (unknown or answered twice)`,
+      );
     }
     const expect = this.shadowOp[idLo]!;
     if (operation !== expect) {

@@ -8,10 +8,15 @@
  */
 import { BlkifError } from '../errors.js';
 import {
-  BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SECTOR_SIZE, BlkifOp, BlkifRsp, SECTORS_PER_PAGE, SEGS_PER_INDIRECT_FRAME,
+  BLKIF_MAX_SEGMENTS_PER_REQUEST,
+  BLKIF_SECTOR_SIZE,
+  BlkifOp,
+  BlkifRsp,
+  SECTORS_PER_PAGE,
+  SEGS_PER_INDIRECT_FRAME,
 } from '../wire/blkif.js';
 import type { GrantLease, GrantPool } from '../gnttab/pool.js';
-import { PAGE_SIZE } from '../gnttab/types.js';
+import { PAGE_SIZE } from '../wire/page.js';
 import type { BufferRegion } from './buffers.js';
 
 /**
@@ -132,7 +137,8 @@ export class IoOp {
     const n = dst.byteLength;
     if (n !== this.sectors * BLKIF_SECTOR_SIZE) return false;
     const pages = this.lease!.pages;
-    for (let i = 0, off = 0; off < n; i++, off += PAGE_SIZE) dst.set(n - off >= PAGE_SIZE ? pages[i]! : pages[i]!.subarray(0, n - off), off);
+    for (let i = 0, off = 0; off < n; i++, off += PAGE_SIZE)
+      dst.set(n - off >= PAGE_SIZE ? pages[i]! : pages[i]!.subarray(0, n - off), off);
     return true;
   }
 
@@ -213,8 +219,11 @@ export class IoOp {
 
 /** The error of a call whose buffer was detached (transferred) while it was in the driver's hands. */
 export function detachedError(op: IoOp): BlkifError {
-  return new BlkifError('BLKIF_EINVAL', `${opName(op.op)} of ${op.sectors} sectors at sector ${op.sector}: ` +
-    'its buffer was detached (transferred to another thread) before the data could be copied');
+  return new BlkifError(
+    'BLKIF_EINVAL',
+    `${opName(op.op)} of ${op.sectors} sectors at sector ${op.sector}: ` +
+      'its buffer was detached (transferred to another thread) before the data could be copied',
+  );
 }
 
 /** The error a caller sees for a failing response status. */
@@ -227,11 +236,17 @@ export function statusError(op: IoOp): BlkifError {
 
 export function opName(op: number): string {
   switch (op) {
-    case BlkifOp.Read: return 'read';
-    case BlkifOp.Write: return 'write';
-    case BlkifOp.WriteBarrier: return 'barrier';
-    case BlkifOp.FlushDiskcache: return 'flush';
-    case BlkifOp.Discard: return 'discard';
-    default: return `operation ${op}`;
+    case BlkifOp.Read:
+      return 'read';
+    case BlkifOp.Write:
+      return 'write';
+    case BlkifOp.WriteBarrier:
+      return 'barrier';
+    case BlkifOp.FlushDiskcache:
+      return 'flush';
+    case BlkifOp.Discard:
+      return 'discard';
+    default:
+      return `operation ${op}`;
   }
 }

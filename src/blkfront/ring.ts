@@ -12,7 +12,15 @@
 import { BlkifError } from '../errors.js';
 import { newResponseFields, readResponse, type BlkifAbi } from '../wire/blkif.js';
 import {
-  SRING_HEADER_SIZE, SringWord, finalCheckForResponses, idxAdd, idxSub, loadIdx, pushRequestsAndCheckNotify, ringEntries, sringInit,
+  SRING_HEADER_SIZE,
+  SringWord,
+  finalCheckForResponses,
+  idxAdd,
+  idxSub,
+  loadIdx,
+  pushRequestsAndCheckNotify,
+  ringEntries,
+  sringInit,
 } from '../wire/ring.js';
 
 /** Called once per response with its fields, read once from the slot. */
@@ -34,9 +42,13 @@ export class FrontRing {
    * @param bytes the sring pages, contiguous.
    * @param init SHARED_RING_INIT first (a new ring); false to attach to one already set up.
    */
-  constructor(bytes: Uint8Array, readonly abi: BlkifAbi, init = true) {
+  constructor(
+    bytes: Uint8Array,
+    readonly abi: BlkifAbi,
+    init = true,
+  ) {
     this.entries = ringEntries(bytes.byteLength, abi.entrySize);
-    if (this.entries < 1) throw new RangeError(`${bytes.byteLength} bytes hold no ring entry`);
+    if (this.entries < 1) throw new BlkifError('BLKIF_EINVAL', `${bytes.byteLength} bytes hold no ring entry`);
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.words = new Int32Array(bytes.buffer, bytes.byteOffset, SRING_HEADER_SIZE / 4);
     this.mask = this.entries - 1;
@@ -96,7 +108,10 @@ export class FrontRing {
       const rp = loadIdx(this.words, SringWord.rspProd);
       const have = idxSub(rp, this.rspCons);
       if (have > this.outstanding) {
-        throw new BlkifError('BLKIF_EPROTO', `backend's rsp_prod ${rp} is ${have} past rsp_cons ${this.rspCons}, with only ${this.outstanding} requests outstanding`);
+        throw new BlkifError(
+          'BLKIF_EPROTO',
+          `backend's rsp_prod ${rp} is ${have} past rsp_cons ${this.rspCons}, with only ${this.outstanding} requests outstanding`,
+        );
       }
       while (this.rspCons !== rp) {
         readResponse(this.abi, this.view, SRING_HEADER_SIZE + (this.rspCons & this.mask) * this.stride, r);

@@ -7,7 +7,7 @@
  *   connected ──backend closes──▶ reconnecting ──back──▶ connected
  *       │                              └──did not come back──▶ gone
  *       ├──backend broke the protocol──▶ broken
- *       └──close()──▶ closed   (from any state)
+ *       └──close()──▶ closing ──drained──▶ closed   (from any state)
  */
 import { BlkifError } from '../errors.js';
 import type { IoOp } from './request.js';
@@ -20,6 +20,8 @@ export type DeviceState =
   | { readonly kind: 'broken'; readonly error: BlkifError }
   /** The backend went away for good: every call fails with `error`. */
   | { readonly kind: 'gone'; readonly error: BlkifError }
+  /** close() has begun: new calls fail with BLKIF_CLOSED while what is in flight drains; `from` is the state it left. */
+  | { readonly kind: 'closing'; readonly from: DeviceState }
   | { readonly kind: 'closed' };
 
 export const CONNECTED: DeviceState = { kind: 'connected' };
@@ -34,6 +36,7 @@ export function refusal(state: DeviceState, vdev: number): BlkifError | null {
     case 'broken':
     case 'gone':
       return state.error;
+    case 'closing':
     case 'closed':
       return new BlkifError('BLKIF_CLOSED', `block device ${vdev} is closed`);
   }

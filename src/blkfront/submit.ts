@@ -1,17 +1,19 @@
 /**
- * The submission path: a caller's call checked, split into pieces of at
- * most one ring request, each piece handed to a queue, and the call settled
- * when its last piece is. Finished pieces and completions are reused and
- * every call's promise is made by one shared executor, so the hot path
- * allocates little more than the caller's promise.
+ * The submission path, one way down: a checked call (from core.ts) is
+ * split into pieces of at most one ring request, each piece routed to a
+ * queue (or held while the rings are down, or refused), and the call
+ * settled when its last piece completes, on the way back up. Finished
+ * pieces and completions are reused and every call's promise is made by
+ * one shared executor, so the hot path allocates little more than the
+ * caller's promise.
  */
 import { BlkifError } from '../errors.js';
-import { BLKIF_SECTOR_SIZE, SECTORS_PER_PAGE } from '../wire/blkif.js';
-import { PAGE_SIZE } from '../gnttab/types.js';
+import { BLKIF_SECTOR_SIZE, BlkifOp, SECTORS_PER_PAGE } from '../wire/blkif.js';
+import { PAGE_SIZE } from '../wire/page.js';
 import type { DeviceBuffers } from './buffers.js';
-import type { BlkQueue } from './queue.js';
-import type { BlockDeviceInfo } from './negotiate.js';
-import { Completion, IoOp } from './request.js';
+import type { BlkQueue, QueueHooks } from './queue.js';
+import { offers, type NegotiatedFeatures } from './negotiate.js';
+import { Completion, IoOp, opName } from './request.js';
 
 /** Call kinds, as Completion.kind; CALL_KINDS names their counters. */
 export const CallKind = { read: 0, write: 1, flush: 2, discard: 3 } as const;
@@ -29,27 +31,16 @@ export interface CallCounts {
   discards: number;
   errors: number;
   zeroCopy: number;
+  bytesRead: number;
+  bytesWritten: number;
 }
 
-/** BLKIF_EINVAL or BLKIF_ERANGE unless `offset`/`length` is whole sectors inside the disk. */
-export function checkRange(info: BlockDeviceInfo, what: string, offset: number, length: number): void {
-  const ss = info.sectorSize;
-  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
-    throw new BlkifError('BLKIF_EINVAL', `${what}: offset ${offset} and length ${length} must be non-negative integers`);
-  }
-  if (length === 0) throw new BlkifError('BLKIF_EINVAL', `${what}: zero length`);
-  if (offset % ss !== 0 || length % ss !== 0) {
-    throw new BlkifError('BLKIF_EINVAL', `${what}: offset ${offset} and length ${length} must be multiples of the ${ss}-byte sector size`);
-  }
-  if (offset + length > info.size) {
-    throw new BlkifError('BLKIF_ERANGE', `${what}: bytes ${offset}..${offset + length} run past the end of the ${info.size}-byte disk`);
-  }
-}
-
-/** BLKIF_EROFS on a read-only disk. */
-export function checkWritable(info: BlockDeviceInfo, what: string): void {
-  if (info.readOnly) throw new BlkifError('BLKIF_EROFS', `${what}: the disk is read-only`);
-}
+/**
+ * Where pieces go: to the queues; held while the rings are down (they go
+ * out after the replay); or failed with the error that ended the device.
+ */
+export type Route =
+  { readonly kind: 'send' } | { readonly kind: 'hold'; readonly held: IoOp[] } | { readonly kind: 'refuse'; readonly error: BlkifError };
 
 /**
  * The queue a piece goes to: with persistent grants, a device buffer's own
@@ -76,11 +67,15 @@ export class QueueChooser {
 }
 
 export class Submitter {
-  /** Segments per ring request; set by the device on each (re)connect. */
+  /** Segments per ring request; set by {@link connect} on each (re)connect. */
   maxSegments = 0;
   /** Calls not yet settled. */
   active = 0;
-  readonly counts: CallCounts = { reads: 0, writes: 0, flushes: 0, discards: 0, errors: 0, zeroCopy: 0 };
+  readonly counts: CallCounts = { reads: 0, writes: 0, flushes: 0, discards: 0, errors: 0, zeroCopy: 0, bytesRead: 0, bytesWritten: 0 };
+  private queues: readonly BlkQueue[] = [];
+  private features: NegotiatedFeatures | null = null;
+  private route: Route = { kind: 'hold', held: [] };
+  private readonly chooser = new QueueChooser();
   private drained: Array<() => void> = [];
   private readonly freeOps: IoOp[] = [];
   private readonly freeDone: Completion[] = [];
@@ -92,8 +87,50 @@ export class Submitter {
     this.capturedReject = reject;
   };
 
-  /** @param dispatch where each piece goes (a queue, the held list, or failure). */
-  constructor(private readonly buffers: DeviceBuffers, private readonly dispatch: (op: IoOp) => void) {}
+  /**
+   * @param unsupported told when the backend answered EOPNOTSUPP to an
+   *   operation (the device stops offering it, as Linux does)
+   */
+  constructor(
+    private readonly buffers: DeviceBuffers,
+    private readonly unsupported: (op: number) => void,
+  ) {}
+
+  /** What each queue tells the submitter: completions, and pieces too large for its ring. */
+  readonly hooks: Pick<QueueHooks, 'completed' | 'recycle' | 'oversize'> = {
+    completed: (op, err) => {
+      if (err === null) {
+        if (op.op === BlkifOp.Read) this.counts.bytesRead += op.sectors * BLKIF_SECTOR_SIZE;
+        else if (op.op === BlkifOp.Write) this.counts.bytesWritten += op.sectors * BLKIF_SECTOR_SIZE;
+      } else if (err.code === 'BLKIF_EOPNOTSUPP') this.unsupported(op.op);
+    },
+    recycle: (op) => this.recycle(op),
+    oversize: (op) => {
+      for (const piece of this.split(op)) this.send(piece);
+    },
+  };
+
+  /** New rings: pieces go to these queues, split to `maxSegments` pages. */
+  connect(queues: readonly BlkQueue[], features: NegotiatedFeatures, maxSegments: number): void {
+    this.queues = queues;
+    this.features = features;
+    this.maxSegments = maxSegments;
+  }
+
+  /** The features changed (one turned out unsupported). */
+  setFeatures(features: NegotiatedFeatures): void {
+    this.features = features;
+  }
+
+  /** From now on pieces go where `route` says (the device's state decides). */
+  follow(route: Route): void {
+    this.route = route;
+  }
+
+  /** Sends pieces (a replay, then what was held) in order. */
+  sendAll(ops: readonly IoOp[]): void {
+    for (const op of ops) this.send(op);
+  }
 
   /**
    * Splits a call into pieces of at most one ring request and dispatches
@@ -131,9 +168,29 @@ export class Submitter {
         io.refs = direct.region.shared.refs;
         io.refBase = direct.page + i * chunkPages;
       }
-      this.dispatch(io);
+      this.send(io);
     }
     return promise;
+  }
+
+  /** A piece to its queue, the held list, or its failure. */
+  private send(op: IoOp): void {
+    const route = this.route;
+    if (route.kind === 'hold') {
+      route.held.push(op);
+      return;
+    }
+    if (route.kind === 'refuse') {
+      op.fail(route.error);
+      return;
+    }
+    const f = this.features!;
+    if (op.op > BlkifOp.Write && !offers(f, op.op)) {
+      // Replayed onto a backend that no longer offers it.
+      op.fail(new BlkifError('BLKIF_EOPNOTSUPP', `${opName(op.op)}: the backend does not offer it`));
+      return;
+    }
+    this.chooser.choose(this.queues, op, f.persistentGrants).enqueue(op);
   }
 
   /**
@@ -142,7 +199,7 @@ export class Submitter {
    * go back and are taken again, a write's data copied again from the
    * caller's buffer; a device buffer's pieces keep its grants.
    */
-  split(op: IoOp): IoOp[] {
+  private split(op: IoOp): IoOp[] {
     const per = this.maxSegments * SECTORS_PER_PAGE;
     const n = Math.ceil(op.sectors / per);
     const refs = op.lease === null ? op.refs : null;
@@ -166,7 +223,7 @@ export class Submitter {
   }
 
   /** A piece that completed normally; its call too, when it was the only piece. */
-  readonly recycle = (op: IoOp): void => {
+  private recycle(op: IoOp): void {
     const done = op.done;
     // submit() sets every field of a reused completion.
     if (done.pieces === 1 && done.remaining === 0 && this.freeDone.length < FREE_LIST_MAX) this.freeDone.push(done);
@@ -174,7 +231,7 @@ export class Submitter {
       op.data = null;
       this.freeOps.push(op);
     }
-  };
+  }
 
   /** Resolves when no call is in flight. */
   idle(): Promise<void> {

@@ -11,10 +11,28 @@
  * size and against the others before a view is made of it.
  */
 import { crc32 } from 'node:zlib';
-import { PartitionError } from '../errors.js';
-import { readRangeInto, type BlockTarget } from './types.js';
-import { createReadStream, createWriteStream, type BlockReadStreamOptions, type BlockWriteStreamOptions } from './stream.js';
-import type { Readable, Writable } from 'node:stream';
+import { BlkifError, PartitionError } from '../errors.js';
+import type { BlockTarget } from '../blkfront/target.js';
+import { readRangeInto } from './range.js';
+import {
+  GPT_ATTR_LEGACY_BOOTABLE,
+  GPT_ENTRY_MIN_SIZE,
+  GPT_HEADER_MIN_SIZE,
+  GPT_NAME_UNITS,
+  GPT_SIGNATURE,
+  GptEntryOffset as GE,
+  GptHeaderOffset as H,
+  MBR_BOOTABLE,
+  MBR_ENTRIES,
+  MBR_ENTRY_SIZE,
+  MBR_SIGNATURE,
+  MBR_SIZE,
+  MBR_TYPES_EXTENDED,
+  MBR_TYPE_GPT_PROTECTIVE,
+  MbrEntryOffset as E,
+  MbrOffset,
+  decodeGuid,
+} from '../wire/partition_table.js';
 
 /** One partition, as its table describes it. */
 export interface PartitionEntry {
@@ -57,10 +75,18 @@ const GPT_TYPES: Record<string, string> = {
   '4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709': 'Linux root (x86-64)',
 };
 const MBR_TYPES: Record<string, string> = {
-  '83': 'Linux', '82': 'Linux swap', '8e': 'Linux LVM', 'fd': 'Linux raid autodetect', 'ef': 'EFI (FAT-12/16/32)',
-  '0c': 'W95 FAT32 (LBA)', '0b': 'W95 FAT32', '07': 'HPFS/NTFS/exFAT', '05': 'Extended', '0f': "W95 Ext'd (LBA)", '85': 'Linux extended',
+  '83': 'Linux',
+  '82': 'Linux swap',
+  '8e': 'Linux LVM',
+  fd: 'Linux raid autodetect',
+  ef: 'EFI (FAT-12/16/32)',
+  '0c': 'W95 FAT32 (LBA)',
+  '0b': 'W95 FAT32',
+  '07': 'HPFS/NTFS/exFAT',
+  '05': 'Extended',
+  '0f': "W95 Ext'd (LBA)",
+  '85': 'Linux extended',
 };
-const EXTENDED = new Set([0x05, 0x0f, 0x85]);
 /** Logical partitions followed before the chain is called a loop. */
 const MAX_LOGICAL = 128;
 /** Largest GPT entry array read (Linux's limit is the same order: 128 entries × 128 bytes is usual). */
@@ -68,16 +94,11 @@ const MAX_GPT_ENTRY_BYTES = 4 << 20;
 
 async function readBytes(disk: BlockTarget, offset: number, length: number): Promise<Uint8Array> {
   const end = Math.ceil((offset + length) / disk.sectorSize) * disk.sectorSize;
-  if (end > disk.size) throw new PartitionError('PART_EBADTABLE', `the table points past the end of the disk (byte ${offset + length} of ${disk.size})`);
+  if (end > disk.size)
+    throw new PartitionError('PART_EBADTABLE', `the table points past the end of the disk (byte ${offset + length} of ${disk.size})`);
   const buf = new Uint8Array(length);
   await readRangeInto(disk, offset, buf);
   return buf;
-}
-
-function guid(b: Uint8Array, at: number): string {
-  const h = (i: number): string => b[at + i]!.toString(16).padStart(2, '0');
-  return (h(3) + h(2) + h(1) + h(0) + '-' + h(5) + h(4) + '-' + h(7) + h(6) + '-' + h(8) + h(9) + '-' +
-    h(10) + h(11) + h(12) + h(13) + h(14) + h(15)).toUpperCase();
 }
 
 /**
@@ -90,58 +111,62 @@ function guid(b: Uint8Array, at: number): string {
  */
 export async function readPartitionTable(disk: BlockTarget): Promise<PartitionTable> {
   if (disk.size < 1024) throw new PartitionError('PART_ENOTABLE', 'the disk is too small to hold a partition table');
-  const mbr = await readBytes(disk, 0, 512);
-  const dv = new DataView(mbr.buffer, mbr.byteOffset, 512);
-  const hasMbr = mbr[510] === 0x55 && mbr[511] === 0xaa;
-  const protective = hasMbr && [0, 1, 2, 3].some((i) => mbr[446 + i * 16 + 4] === 0xee);
+  const mbr = await readBytes(disk, 0, MBR_SIZE);
+  const dv = new DataView(mbr.buffer, mbr.byteOffset, MBR_SIZE);
+  const hasMbr = signed(mbr);
+  const protective = hasMbr && [0, 1, 2, 3].some((i) => mbr[entryAt(i) + E.type] === MBR_TYPE_GPT_PROTECTIVE);
   if (protective) return readGpt(disk);
   if (!hasMbr) {
     // A GPT without its protective MBR is still a GPT (sgdisk -z leaves none, some tools too).
-    const hdr = await readBytes(disk, disk.sectorSize, 8);
-    if (Buffer.from(hdr).toString('latin1') === 'EFI PART') return readGpt(disk);
+    const hdr = await readBytes(disk, disk.sectorSize, GPT_SIGNATURE.length);
+    if (Buffer.from(hdr).toString('latin1') === GPT_SIGNATURE) return readGpt(disk);
     throw new PartitionError('PART_ENOTABLE', 'no partition table: no MBR signature and no GPT header');
   }
-  const signature = dv.getUint32(440, true).toString(16).padStart(8, '0');
+  const signature = dv.getUint32(MbrOffset.diskSignature, true).toString(16).padStart(8, '0');
   const ss = disk.sectorSize;
   const parts: PartitionEntry[] = [];
   let extended: { start: number; size: number } | null = null;
-  for (let i = 0; i < 4; i++) {
-    const e = 446 + i * 16;
-    const type = mbr[e + 4]!;
-    const lba = dv.getUint32(e + 8, true);
-    const count = dv.getUint32(e + 12, true);
+  for (let i = 0; i < MBR_ENTRIES; i++) {
+    const e = entryAt(i);
+    const type = mbr[e + E.type]!;
+    const lba = dv.getUint32(e + E.firstLba, true);
+    const count = dv.getUint32(e + E.sectors, true);
+    const flag = mbr[e + E.bootFlag]!;
     if (type === 0 || count === 0) continue;
-    if (mbr[e] !== 0 && mbr[e] !== 0x80) throw new PartitionError('PART_EBADTABLE', `MBR entry ${i + 1}: boot flag 0x${mbr[e]!.toString(16)} is neither 0 nor 0x80`);
-    if (EXTENDED.has(type)) {
+    if (flag !== 0 && flag !== MBR_BOOTABLE)
+      throw new PartitionError('PART_EBADTABLE', `MBR entry ${i + 1}: boot flag 0x${flag.toString(16)} is neither 0 nor 0x80`);
+    if (MBR_TYPES_EXTENDED.has(type)) {
       if (extended !== null) throw new PartitionError('PART_EBADTABLE', 'MBR: more than one extended partition');
       extended = { start: lba, size: count };
-      if ((lba + count) * ss > disk.size) throw new PartitionError('PART_ERANGE', `the extended partition ${i + 1} reaches past the end of the disk`);
+      if ((lba + count) * ss > disk.size)
+        throw new PartitionError('PART_ERANGE', `the extended partition ${i + 1} reaches past the end of the disk`);
       continue;
     }
-    parts.push(mbrEntry(i + 1, lba * ss, count * ss, type, signature, mbr[e] === 0x80));
+    parts.push(mbrEntry(i + 1, lba * ss, count * ss, type, signature, flag === MBR_BOOTABLE));
   }
   if (extended !== null) {
     // Each EBR: entry 0 is the logical partition (relative to this EBR), entry 1 links to the next EBR (relative to the extended partition).
     let ebr = extended.start;
     const seen = new Set<number>();
     for (let n = 5; ; n++) {
-      if (seen.has(ebr) || seen.size >= MAX_LOGICAL) throw new PartitionError('PART_EBADTABLE', 'MBR: the chain of logical partitions loops');
+      if (seen.has(ebr) || seen.size >= MAX_LOGICAL)
+        throw new PartitionError('PART_EBADTABLE', 'MBR: the chain of logical partitions loops');
       seen.add(ebr);
-      const b = await readBytes(disk, ebr * ss, 512);
-      if (b[510] !== 0x55 || b[511] !== 0xaa) throw new PartitionError('PART_EBADTABLE', `MBR: extended boot record at sector ${ebr} has no signature`);
-      const v = new DataView(b.buffer, b.byteOffset, 512);
-      const type = b[446 + 4]!;
-      const rel = v.getUint32(446 + 8, true);
-      const count = v.getUint32(446 + 12, true);
+      const b = await readBytes(disk, ebr * ss, MBR_SIZE);
+      if (!signed(b)) throw new PartitionError('PART_EBADTABLE', `MBR: extended boot record at sector ${ebr} has no signature`);
+      const v = new DataView(b.buffer, b.byteOffset, MBR_SIZE);
+      const type = b[entryAt(0) + E.type]!;
+      const rel = v.getUint32(entryAt(0) + E.firstLba, true);
+      const count = v.getUint32(entryAt(0) + E.sectors, true);
       if (type !== 0 && count !== 0) {
         const start = ebr + rel;
         if (start < extended.start || start + count > extended.start + extended.size) {
           throw new PartitionError('PART_EBADTABLE', `MBR: logical partition ${n} lies outside its extended partition`);
         }
-        parts.push(mbrEntry(n, start * ss, count * ss, type, signature, b[446] === 0x80));
+        parts.push(mbrEntry(n, start * ss, count * ss, type, signature, b[entryAt(0) + E.bootFlag] === MBR_BOOTABLE));
       }
-      const nextType = b[462 + 4]!;
-      const next = v.getUint32(462 + 8, true);
+      const nextType = b[entryAt(1) + E.type]!;
+      const next = v.getUint32(entryAt(1) + E.firstLba, true);
       if (nextType === 0 || next === 0) break;
       ebr = extended.start + next;
     }
@@ -150,20 +175,37 @@ export async function readPartitionTable(disk: BlockTarget): Promise<PartitionTa
   return { kind: 'mbr', id: signature, partitions: parts, warnings: pastEnd(disk, parts) };
 }
 
+/** Byte offset of MBR (or EBR) entry `i`. */
+const entryAt = (i: number): number => MbrOffset.entries + i * MBR_ENTRY_SIZE;
+const signed = (b: Uint8Array): boolean => b[MbrOffset.signature] === MBR_SIGNATURE[0] && b[MbrOffset.signature + 1] === MBR_SIGNATURE[1];
+
 function mbrEntry(number: number, offset: number, size: number, typeByte: number, signature: string, bootable: boolean): PartitionEntry {
   const type = typeByte.toString(16).padStart(2, '0');
-  return { number, offset, size, type, typeName: MBR_TYPES[type] ?? '', uuid: `${signature}-${number.toString(16).padStart(2, '0')}`, name: '', bootable };
+  return {
+    number,
+    offset,
+    size,
+    type,
+    typeName: MBR_TYPES[type] ?? '',
+    uuid: `${signature}-${number.toString(16).padStart(2, '0')}`,
+    name: '',
+    bootable,
+  };
 }
 
 /** Entries past the disk's end stay listed (the others are still usable), each with a warning; a view of one is refused. */
 function pastEnd(disk: BlockTarget, parts: readonly PartitionEntry[]): string[] {
-  return parts.filter((p) => p.offset + p.size > disk.size)
+  return parts
+    .filter((p) => p.offset + p.size > disk.size)
     .map((p) => `partition ${p.number} ends at byte ${p.offset + p.size}, past the end of the disk (${disk.size} bytes)`);
 }
 
 function checkInside(disk: BlockTarget, number: number, offset: number, size: number): void {
   if (offset + size > disk.size) {
-    throw new PartitionError('PART_ERANGE', `partition ${number} ends at byte ${offset + size}, past the end of the disk (${disk.size} bytes)`);
+    throw new PartitionError(
+      'PART_ERANGE',
+      `partition ${number} ends at byte ${offset + size}, past the end of the disk (${disk.size} bytes)`,
+    );
   }
 }
 
@@ -176,27 +218,41 @@ function checkOverlaps(parts: readonly PartitionEntry[]): void {
   }
 }
 
-interface GptHeader { entriesLba: number; count: number; entrySize: number; entriesCrc: number; firstUsable: number; lastUsable: number; diskGuid: string }
+interface GptHeader {
+  entriesLba: number;
+  count: number;
+  entrySize: number;
+  entriesCrc: number;
+  firstUsable: number;
+  lastUsable: number;
+  diskGuid: string;
+}
 
 async function gptHeader(disk: BlockTarget, lba: number): Promise<GptHeader | string> {
   const ss = disk.sectorSize;
   if ((lba + 1) * ss > disk.size) return `header LBA ${lba} is past the end of the disk`;
   const b = await readBytes(disk, lba * ss, ss);
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  if (Buffer.from(b.subarray(0, 8)).toString('latin1') !== 'EFI PART') return `no GPT signature at LBA ${lba}`;
-  const size = v.getUint32(12, true);
-  if (size < 92 || size > ss) return `header size ${size} at LBA ${lba} is impossible`;
+  if (Buffer.from(b.subarray(0, GPT_SIGNATURE.length)).toString('latin1') !== GPT_SIGNATURE) return `no GPT signature at LBA ${lba}`;
+  const size = v.getUint32(H.headerSize, true);
+  if (size < GPT_HEADER_MIN_SIZE || size > ss) return `header size ${size} at LBA ${lba} is impossible`;
   const hdr = Buffer.from(b.subarray(0, size));
-  const crc = hdr.readUInt32LE(16);
-  hdr.writeUInt32LE(0, 16);
+  const crc = hdr.readUInt32LE(H.headerCrc32);
+  hdr.writeUInt32LE(0, H.headerCrc32);
   if (crc32(hdr) !== crc) return `header CRC mismatch at LBA ${lba}`;
-  if (Number(v.getBigUint64(24, true)) !== lba) return `header at LBA ${lba} says it is elsewhere`;
-  const count = v.getUint32(80, true);
-  const entrySize = v.getUint32(84, true);
-  if (entrySize < 128 || entrySize % 8 !== 0 || count * entrySize > MAX_GPT_ENTRY_BYTES) return `entry array ${count} × ${entrySize} bytes is impossible`;
+  if (Number(v.getBigUint64(H.myLba, true)) !== lba) return `header at LBA ${lba} says it is elsewhere`;
+  const count = v.getUint32(H.entryCount, true);
+  const entrySize = v.getUint32(H.entrySize, true);
+  if (entrySize < GPT_ENTRY_MIN_SIZE || entrySize % 8 !== 0 || count * entrySize > MAX_GPT_ENTRY_BYTES)
+    return `entry array ${count} × ${entrySize} bytes is impossible`;
   return {
-    entriesLba: Number(v.getBigUint64(72, true)), count, entrySize, entriesCrc: v.getUint32(88, true),
-    firstUsable: Number(v.getBigUint64(40, true)), lastUsable: Number(v.getBigUint64(48, true)), diskGuid: guid(b, 56),
+    entriesLba: Number(v.getBigUint64(H.entriesLba, true)),
+    count,
+    entrySize,
+    entriesCrc: v.getUint32(H.entriesCrc32, true),
+    firstUsable: Number(v.getBigUint64(H.firstUsableLba, true)),
+    lastUsable: Number(v.getBigUint64(H.lastUsableLba, true)),
+    diskGuid: decodeGuid(b, H.diskGuid),
   };
 }
 
@@ -223,21 +279,30 @@ async function readGpt(disk: BlockTarget): Promise<PartitionTable> {
   const parts: PartitionEntry[] = [];
   for (let i = 0; i < h.count; i++) {
     const e = entries!.subarray(i * h.entrySize, (i + 1) * h.entrySize);
-    if (e.subarray(0, 16).every((x) => x === 0)) continue;
+    if (e.subarray(GE.typeGuid, GE.typeGuid + 16).every((x) => x === 0)) continue;
     const v = new DataView(e.buffer, e.byteOffset, e.byteLength);
-    const first = Number(v.getBigUint64(32, true));
-    const last = Number(v.getBigUint64(40, true));
+    const first = Number(v.getBigUint64(GE.firstLba, true));
+    const last = Number(v.getBigUint64(GE.lastLba, true));
     if (last < first) throw new PartitionError('PART_EBADTABLE', `GPT entry ${i + 1}: ends (LBA ${last}) before it starts (LBA ${first})`);
-    const type = guid(e, 0);
-    let name = Buffer.from(e.subarray(56, 128)).toString('utf16le');
+    const type = decodeGuid(e, GE.typeGuid);
+    let name = Buffer.from(e.subarray(GE.name, GE.name + GPT_NAME_UNITS * 2)).toString('utf16le');
     const nul = name.indexOf('\0');
     if (nul >= 0) name = name.slice(0, nul);
     const entry: PartitionEntry = {
-      number: i + 1, offset: first * ss, size: (last - first + 1) * ss, type, typeName: GPT_TYPES[type] ?? '',
-      uuid: guid(e, 16), name, bootable: (v.getUint32(48, true) & 4) !== 0,
+      number: i + 1,
+      offset: first * ss,
+      size: (last - first + 1) * ss,
+      type,
+      typeName: GPT_TYPES[type] ?? '',
+      uuid: decodeGuid(e, GE.uniqueGuid),
+      name,
+      bootable: (v.getUint32(GE.attributes, true) & GPT_ATTR_LEGACY_BOOTABLE) !== 0,
     };
     if (first < h.firstUsable || last > h.lastUsable) {
-      throw new PartitionError('PART_EBADTABLE', `GPT entry ${i + 1}: LBA ${first}–${last} outside the usable ${h.firstUsable}–${h.lastUsable}`);
+      throw new PartitionError(
+        'PART_EBADTABLE',
+        `GPT entry ${i + 1}: LBA ${first}–${last} outside the usable ${h.firstUsable}–${h.lastUsable}`,
+      );
     }
     parts.push(entry);
   }
@@ -247,15 +312,15 @@ async function readGpt(disk: BlockTarget): Promise<PartitionTable> {
 
 async function gptEntries(disk: BlockTarget, h: GptHeader): Promise<Uint8Array | null> {
   const bytes = h.count * h.entrySize;
-  if ((h.entriesLba * disk.sectorSize) + bytes > disk.size) return null;
+  if (h.entriesLba * disk.sectorSize + bytes > disk.size) return null;
   const b = await readBytes(disk, h.entriesLba * disk.sectorSize, bytes);
   return crc32(b) === h.entriesCrc ? b : null;
 }
 
 /**
  * A partition of a disk, as a disk of its own: offsets are relative to its
- * start, and I/O that reaches past its end is refused with PART_ERANGE
- * before anything is sent.
+ * start, and I/O that reaches past its end is refused with BLKIF_ERANGE
+ * (as on the whole disk) before anything is sent.
  */
 export class Partition implements BlockTarget {
   constructor(
@@ -270,40 +335,64 @@ export class Partition implements BlockTarget {
     checkInside(disk, entry.number, entry.offset, entry.size);
   }
 
-  get size(): number { return this.entry.size; }
-  get sectorSize(): number { return this.disk.sectorSize; }
-  get readOnly(): boolean { return this.disk.readOnly; }
-  get canDiscard(): boolean { return this.disk.canDiscard; }
+  get size(): number {
+    return this.entry.size;
+  }
+  get sectorSize(): number {
+    return this.disk.sectorSize;
+  }
+  get readOnly(): boolean {
+    return this.disk.readOnly;
+  }
+  get canDiscard(): boolean {
+    return this.disk.canDiscard;
+  }
 
   private check(op: string, offset: number, length: number): void {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.entry.size) {
-      throw new PartitionError('PART_ERANGE', `${op} of ${length} bytes at ${offset} is outside partition ${this.entry.number} (${this.entry.size} bytes)`);
+      throw new BlkifError(
+        'BLKIF_ERANGE',
+        `${op} of ${length} bytes at ${offset} is outside partition ${this.entry.number} (${this.entry.size} bytes)`,
+      );
     }
   }
 
   readInto(offset: number, dst: Uint8Array): Promise<void> {
-    try { this.check('read', offset, dst.byteLength); } catch (err) { return Promise.reject(err); }
+    try {
+      this.check('read', offset, dst.byteLength);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.disk.readInto(this.entry.offset + offset, dst);
   }
 
   write(offset: number, data: Uint8Array): Promise<void> {
-    try { this.check('write', offset, data.byteLength); } catch (err) { return Promise.reject(err); }
+    try {
+      this.check('write', offset, data.byteLength);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.disk.write(this.entry.offset + offset, data);
   }
 
   discard(offset: number, length: number): Promise<void> {
-    try { this.check('discard', offset, length); } catch (err) { return Promise.reject(err); }
+    try {
+      this.check('discard', offset, length);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.disk.discard(this.entry.offset + offset, length);
   }
 
-  flush(): Promise<void> { return this.disk.flush(); }
-  allocBuffer(length: number): Uint8Array { return this.disk.allocBuffer(length); }
-  freeBuffer(buf: Uint8Array): void { this.disk.freeBuffer(buf); }
-
-  /** A stream of the partition's bytes (see {@link createReadStream}). */
-  createReadStream(opts?: BlockReadStreamOptions): Readable { return createReadStream(this, opts); }
-  /** A stream that writes into the partition (see {@link createWriteStream}). */
-  createWriteStream(opts?: BlockWriteStreamOptions): Writable { return createWriteStream(this, opts); }
+  flush(): Promise<void> {
+    return this.disk.flush();
+  }
+  allocBuffer(length: number): Uint8Array {
+    return this.disk.allocBuffer(length);
+  }
+  freeBuffer(buf: Uint8Array): void {
+    this.disk.freeBuffer(buf);
+  }
 }
 
 /**

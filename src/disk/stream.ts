@@ -6,8 +6,9 @@
  * merged and written whole on writing).
  */
 import { Readable, Writable } from 'node:stream';
-import { BlkifError } from '../errors.js';
-import type { BlockTarget } from './types.js';
+import { BlkifError, isXenError } from '../errors.js';
+import type { BlockTarget } from '../blkfront/target.js';
+import { mergeSector } from './range.js';
 
 export interface BlockReadStreamOptions {
   /** First byte (default 0). */
@@ -46,17 +47,27 @@ function depthOf(depth: number | undefined): number {
   return d;
 }
 
-/** Device buffers where the target has them, else ordinary memory (bounced by the driver). */
+/**
+ * Device buffers where the target has them, else ordinary memory (bounced
+ * by the driver). Only a shortage falls back: a closed or broken device
+ * fails the stream with its own error.
+ */
 function allocSlot(target: BlockTarget, length: number): { buf: Uint8Array; device: boolean } {
   try {
     return { buf: target.allocBuffer(length), device: true };
-  } catch {
-    return { buf: new Uint8Array(length), device: false };
+  } catch (err) {
+    if (isXenError(err, 'XEN_ENOSPC') || !isXenError(err)) return { buf: new Uint8Array(length), device: false };
+    throw err;
   }
 }
 
 interface ReadSlot {
-  buf: Uint8Array; device: boolean; offset: number; length: number; done: boolean; error: unknown;
+  buf: Uint8Array;
+  device: boolean;
+  offset: number;
+  length: number;
+  done: boolean;
+  error: unknown;
   /** The read under way, settled once its outcome is recorded. */
   read: Promise<void> | null;
 }
@@ -97,10 +108,15 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
     destroy(err, cb) {
       finished = true;
       // A device buffer is the backend's until its read settles: wait, then give them back.
-      void Promise.allSettled(inflight.map((s) => s.read)).then(() => {
-        for (const s of all) if (s.device) {
-          try { target.freeBuffer(s.buf); } catch { /* closed device: its grants are gone already */ }
-        }
+      void Promise.allSettled(inflight.flatMap((s) => (s.read === null ? [] : [s.read]))).then(() => {
+        for (const s of all)
+          if (s.device) {
+            try {
+              target.freeBuffer(s.buf);
+            } catch {
+              /* closed device: its grants are gone already */
+            }
+          }
         cb(err);
       });
     },
@@ -123,8 +139,10 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
       slot.error = null;
       next += slot.length;
       inflight.push(slot);
-      slot.read = target.readInto(slot.offset, slot.buf.subarray(0, slot.length))
-        .then(() => settle(slot, null), (err: unknown) => settle(slot, err ?? new Error('read failed')));
+      slot.read = target.readInto(slot.offset, slot.buf.subarray(0, slot.length)).then(
+        () => settle(slot, null),
+        (err: unknown) => settle(slot, err ?? new BlkifError('BLKIF_EIO', 'read failed')),
+      );
     }
   }
 
@@ -133,7 +151,9 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
     while (wanted && !finished && inflight.length > 0 && inflight[0]!.done) {
       const s = inflight.shift()!;
       if (s.error !== null) {
-        stream.destroy(s.error instanceof Error ? s.error : new Error(String(s.error)));
+        stream.destroy(
+          s.error instanceof Error ? s.error : new BlkifError('BLKIF_EIO', typeof s.error === 'string' ? s.error : 'read failed'),
+        );
         return;
       }
       const from = Math.max(start, s.offset) - s.offset;
@@ -161,7 +181,11 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
   return stream;
 }
 
-interface WriteSlot { buf: Uint8Array; device: boolean; busy: Promise<void> | null }
+interface WriteSlot {
+  buf: Uint8Array;
+  device: boolean;
+  busy: Promise<void> | null;
+}
 
 /**
  * A Writable that writes what it is given to `target` from byte `start` on,
@@ -210,17 +234,20 @@ export function createWriteStream(target: BlockTarget, opts: BlockWriteStreamOpt
     const at = base;
     base += length;
     if (headGap > 0) {
-      // First sector holds bytes before `start` that must not change.
-      const old = new Uint8Array(ss);
-      await target.readInto(at, old);
-      s.buf.set(old.subarray(0, headGap), 0);
+      // The first sector holds bytes before `start` that must not change.
+      await mergeSector(target, at, s.buf, 0, 0, headGap);
       headGap = 0;
     }
     const p = target.write(at, s.buf.subarray(0, length));
-    s.busy = p.then(() => { s.busy = null; }, (err: unknown) => {
-      s.busy = null;
-      failure ??= err instanceof Error ? err : new Error(String(err));
-    });
+    s.busy = p.then(
+      () => {
+        s.busy = null;
+      },
+      (err: unknown) => {
+        s.busy = null;
+        failure ??= err instanceof Error ? err : new BlkifError('BLKIF_EIO', String(err));
+      },
+    );
   };
 
   const stream = new Writable({
@@ -246,7 +273,10 @@ export function createWriteStream(target: BlockTarget, opts: BlockWriteStreamOpt
             await submit(s, chunk);
           }
         }
-      })().then(() => cb(), (err: unknown) => cb(err as Error));
+      })().then(
+        () => cb(),
+        (err: unknown) => cb(err as Error),
+      );
     },
     final(cb) {
       void (async () => {
@@ -254,24 +284,28 @@ export function createWriteStream(target: BlockTarget, opts: BlockWriteStreamOpt
           const s = cur;
           cur = null;
           const length = Math.ceil(fill / ss) * ss;
-          if (length !== fill) {
-            // The last sector holds bytes after the data that must not change.
-            const old = new Uint8Array(ss);
-            await target.readInto(base + length - ss, old);
-            s.buf.set(old.subarray(fill - (length - ss)), fill);
-          }
+          // The last sector holds bytes after the data that must not change.
+          if (length !== fill) await mergeSector(target, base + length - ss, s.buf, length - ss, fill - (length - ss), ss);
           await submit(s, length);
         }
-        await Promise.all(slots.map((s) => s.busy));
+        await Promise.all(slots.flatMap((s) => (s.busy === null ? [] : [s.busy])));
         if (failure !== null) throw failure;
         if (opts.flush !== false) await target.flush();
-      })().then(() => cb(), (err: unknown) => cb(err as Error));
+      })().then(
+        () => cb(),
+        (err: unknown) => cb(err as Error),
+      );
     },
     destroy(err, cb) {
-      void Promise.all(slots.map((s) => s.busy)).then(() => {
-        for (const s of slots) if (s.device) {
-          try { target.freeBuffer(s.buf); } catch { /* closed device */ }
-        }
+      void Promise.all(slots.flatMap((s) => (s.busy === null ? [] : [s.busy]))).then(() => {
+        for (const s of slots)
+          if (s.device) {
+            try {
+              target.freeBuffer(s.buf);
+            } catch {
+              /* closed device */
+            }
+          }
         cb(err);
       });
     },

@@ -15,7 +15,7 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, readSync, writeSync } from 'node:fs';
-import { XenError } from '../errors.js';
+import { PlatformError, asError } from '../errors.js';
 import { deviceOpenError, errnoName, loadKoffi, loadLibc, openLibrary, type Libc } from '../ffi/koffi.js';
 import type { EventChannel, EventChannelStats, EventChannels } from './types.js';
 import { LoopWatcher } from './loop_watcher.js';
@@ -64,7 +64,7 @@ export function loadEvtchnLib(sonames: readonly string[] = LIBXENEVTCHN): Evtchn
     close: lib.func('int xenevtchn_close(void *xce)'),
   };
   return {
-    open: () => f.open(null, 0),
+    open: (): unknown => f.open(null, 0) as unknown,
     fd: (h) => f.fd(h) as number,
     bindUnbound: (h, d) => f.bindUnbound(h, d) as number,
     bindInterdomain: (h, d, p) => f.bindInterdomain(h, d, p) as number,
@@ -84,7 +84,10 @@ class XenEventChannel implements EventChannel {
   held = false;
   open = true;
 
-  constructor(private readonly owner: XenEventChannels, readonly port: number) {}
+  constructor(
+    private readonly owner: XenEventChannels,
+    readonly port: number,
+  ) {}
 
   notify(): void {
     this.owner.notify(this);
@@ -144,7 +147,11 @@ export class XenEventChannels implements EventChannels {
   private loop: LoopWatcher | null = null;
 
   /** Opens /dev/xen/evtchn. Throws XEN_ENODEV when this is not a Xen guest. */
-  constructor(private readonly lib: EvtchnLib = loadEvtchnLib(), libc: Libc = loadLibc(), opts: XenEventChannelsOptions = {}) {
+  constructor(
+    private readonly lib: EvtchnLib = loadEvtchnLib(),
+    libc: Libc = loadLibc(),
+    opts: XenEventChannelsOptions = {},
+  ) {
     this.libc = libc;
     const h = lib.open();
     if (h === null || h === undefined) {
@@ -156,7 +163,7 @@ export class XenEventChannels implements EventChannels {
     this.wakeFd = libc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (this.wakeFd < 0) {
       lib.close(h);
-      throw new XenError('XEN_ESYS', `eventfd failed (${errnoName(libc.errno())})`);
+      throw new PlatformError('XEN_ESYS', `eventfd failed (${errnoName(libc.errno())})`);
     }
     this.pollfds.writeInt32LE(this.fd, 0);
     this.pollfds.writeInt16LE(POLLIN, 4);
@@ -178,12 +185,16 @@ export class XenEventChannels implements EventChannels {
   private watchOnLoop(): void {
     const fd = this.libc.dup(this.fd);
     if (fd < 0) return;
-    const w = LoopWatcher.open(fd, (port) => this.deliver(port), (err) => {
-      // Not expected from a pollable device; keep delivering the other way rather than go deaf.
-      process.emitWarning(`event-channel watch on the event loop failed, polling on a worker thread instead: ${err.message}`);
-      this.loop = null;
-      if (this.channels.size > 0) this.arm();
-    });
+    const w = LoopWatcher.open(
+      fd,
+      (port) => this.deliver(port),
+      (err) => {
+        // Not expected from a pollable device; keep delivering the other way rather than go deaf.
+        process.emitWarning(`event-channel watch on the event loop failed, polling on a worker thread instead: ${err.message}`);
+        this.loop = null;
+        if (this.channels.size > 0) this.arm();
+      },
+    );
     if (w === null) {
       closeSync(fd);
       return;
@@ -202,10 +213,10 @@ export class XenEventChannels implements EventChannels {
 
   /** @internal */
   notify(ch: XenEventChannel): void {
-    if (!ch.open || this.abandoned) throw new XenError('XEN_EEVTCHN', `event channel port ${ch.port} is closed`);
+    if (!ch.open || this.abandoned) throw new PlatformError('XEN_EEVTCHN', `event channel port ${ch.port} is closed`);
     this.notifications++;
     if (this.lib.notify(this.handle, ch.port) < 0) {
-      throw new XenError('XEN_EEVTCHN', `xenevtchn_notify(${ch.port}) failed (${errnoName(this.lib.errno())})`);
+      throw new PlatformError('XEN_EEVTCHN', `xenevtchn_notify(${ch.port}) failed (${errnoName(this.lib.errno())})`);
     }
   }
 
@@ -237,7 +248,8 @@ export class XenEventChannels implements EventChannels {
     this.closing = true;
     this.loop?.close();
     this.loop = null;
-    if (this.polling) this.wake(); // the poll callback finishes the close
+    if (this.polling)
+      this.wake(); // the poll callback finishes the close
     else this.release();
   }
 
@@ -270,7 +282,7 @@ export class XenEventChannels implements EventChannels {
 
   private adopt(port: number, what: string): EventChannel {
     if (port < 0) {
-      throw new XenError('XEN_EEVTCHN', `xenevtchn_${what} failed (${errnoName(this.lib.errno())})`);
+      throw new PlatformError('XEN_EEVTCHN', `xenevtchn_${what} failed (${errnoName(this.lib.errno())})`);
     }
     const ch = new XenEventChannel(this, port);
     this.channels.set(port, ch);
@@ -288,7 +300,7 @@ export class XenEventChannels implements EventChannels {
       if (this.closing) return this.release();
       if (err !== null && err !== undefined) {
         // Not expected from poll(2) on two valid fds; retry rather than go deaf.
-        process.emitWarning(`event-channel poll failed, retrying: ${String(err)}`);
+        process.emitWarning(`event-channel poll failed, retrying: ${asError(err).message}`);
         setTimeout(() => this.channels.size > 0 && this.arm(), 100).unref();
         return;
       }
@@ -340,7 +352,7 @@ export class XenEventChannels implements EventChannels {
   }
 
   private live(): unknown {
-    if (this.handle === null || this.closing) throw new XenError('XEN_CLOSED', 'event channels closed');
+    if (this.handle === null || this.closing) throw new PlatformError('XEN_CLOSED', 'event channels closed');
     return this.handle;
   }
 }

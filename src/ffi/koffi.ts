@@ -10,7 +10,7 @@
 import { createRequire } from 'node:module';
 import { constants } from 'node:os';
 import type * as KoffiModule from 'koffi';
-import { XenError } from '../errors.js';
+import { PlatformError, XenError } from '../errors.js';
 
 export type Koffi = typeof KoffiModule;
 export type LibraryHandle = KoffiModule.LibraryHandle;
@@ -24,7 +24,7 @@ export function loadKoffi(): Koffi {
     cached = createRequire(import.meta.url)('koffi') as Koffi;
     return cached;
   } catch (cause) {
-    throw new XenError('XEN_ENOLIB', 'koffi could not be loaded; run npm install', { cause });
+    throw new PlatformError('XEN_ENOLIB', 'koffi could not be loaded; run npm install', { cause });
   }
 }
 
@@ -39,7 +39,7 @@ export function openLibrary(sonames: readonly string[], debianPackage: string): 
       failures.push(`${name}: ${(err as Error).message}`);
     }
   }
-  throw new XenError('XEN_ENOLIB', `cannot load ${sonames.join(' or ')} (install Debian's ${debianPackage}): ${failures.join('; ')}`);
+  throw new PlatformError('XEN_ENOLIB', `cannot load ${sonames.join(' or ')} (install Debian's ${debianPackage}): ${failures.join('; ')}`);
 }
 
 /** The errno name for a number (ENOENT), or the number. */
@@ -55,10 +55,10 @@ export function errnoName(errno: number): string {
 export function deviceOpenError(what: string, device: string, module: string, errno: number): XenError {
   const name = errnoName(errno);
   if (name === 'ENOENT' || name === 'ENODEV' || name === 'ENXIO') {
-    return new XenError('XEN_ENODEV', `${what}: ${device} is missing (${name}): not a Xen guest, or ${module} not loaded`);
+    return new PlatformError('XEN_ENODEV', `${what}: ${device} is missing (${name}): not a Xen guest, or ${module} not loaded`);
   }
   if (name === 'EACCES' || name === 'EPERM') return accessError(device);
-  return new XenError('XEN_ESYS', `${what}: opening ${device} failed (${name})`);
+  return new PlatformError('XEN_ESYS', `${what}: opening ${device} failed (${name})`);
 }
 
 /**
@@ -66,8 +66,12 @@ export function deviceOpenError(what: string, device: string, module: string, er
  * and the two usual ways to grant it (docs/guest.md, "Permissions").
  */
 export function accessError(device: string, cause?: unknown): XenError {
-  return new XenError('XEN_EACCES', `${device}: permission denied (uid ${process.getuid?.() ?? '?'}); run as root, or give this user ` +
-    `the nodes /dev/xen/xenbus, /dev/xen/gntalloc and /dev/xen/evtchn (a udev rule or chgrp + chmod g+rw: see docs/guest.md)`, { cause });
+  return new PlatformError(
+    'XEN_EACCES',
+    `${device}: permission denied (uid ${process.getuid?.() ?? '?'}); run as root, or give this user ` +
+      `the nodes /dev/xen/xenbus, /dev/xen/gntalloc and /dev/xen/evtchn (a udev rule or chgrp + chmod g+rw: see docs/guest.md)`,
+    { cause },
+  );
 }
 
 /** libc, for the few calls Node does not offer (poll, eventfd, fcntl, dup). */
@@ -99,12 +103,14 @@ export function loadLibc(): Libc {
   const O_NONBLOCK = 0o4000;
   libc = {
     poll: (fds, nfds, t) => poll(fds, nfds, t) as number,
-    pollAsync: (fds, nfds, t, cb) => poll.async(fds, nfds, t, cb),
+    pollAsync: (fds, nfds, t, cb) => {
+      poll.async(fds, nfds, t, cb);
+    },
     eventfd: (v, f) => eventfd(v, f) as number,
     setNonBlocking: (fd) => {
       const flags = fcntl(fd, F_GETFL) as number;
       if (flags < 0 || (fcntl(fd, F_SETFL, 'int', flags | O_NONBLOCK) as number) < 0) {
-        throw new XenError('XEN_ESYS', `fcntl(${fd}, O_NONBLOCK) failed (${errnoName(koffi.errno())})`);
+        throw new PlatformError('XEN_ESYS', `fcntl(${fd}, O_NONBLOCK) failed (${errnoName(koffi.errno())})`);
       }
     },
     dup: (fd) => dup(fd) as number,

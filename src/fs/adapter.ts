@@ -12,7 +12,8 @@
  * afterwards is what was written. Offsets that are not sector-aligned (a
  * 1 KiB-block file system on 4 KiB sectors) are read whole and merged.
  */
-import { readRangeInto, type BlockTarget } from '../disk/types.js';
+import type { BlockTarget } from '../blkfront/target.js';
+import { readRangeInto, writeRange } from '../disk/range.js';
 
 export interface AdapterOptions {
   /** Readahead window in bytes (default 256 KiB; 0 turns readahead off). */
@@ -36,7 +37,10 @@ export interface AdapterStats {
   droppedWrites: number;
 }
 
-interface Window { buf: Uint8Array; ready: Promise<Uint8Array> }
+interface Window {
+  buf: Uint8Array;
+  ready: Promise<Uint8Array>;
+}
 
 export class DiskAdapter {
   private readonly window: number;
@@ -49,7 +53,11 @@ export class DiskAdapter {
   lastError: unknown = null;
   readonly counts: AdapterStats = { reads: 0, writes: 0, cacheHits: 0, windows: 0, bytesRead: 0, bytesWritten: 0, droppedWrites: 0 };
 
-  constructor(private readonly target: BlockTarget, private readonly readOnly: boolean, opts: AdapterOptions = {}) {
+  constructor(
+    private readonly target: BlockTarget,
+    private readonly readOnly: boolean,
+    opts: AdapterOptions = {},
+  ) {
     const ss = target.sectorSize;
     const w = opts.readahead ?? 256 << 10;
     this.window = w <= 0 ? 0 : Math.ceil(w / ss) * ss;
@@ -79,7 +87,9 @@ export class DiskAdapter {
     w = { buf, ready };
     this.counts.windows++;
     this.cache.set(idx, w);
-    ready.catch(() => { if (this.cache.get(idx) === w) this.cache.delete(idx); });
+    ready.catch(() => {
+      if (this.cache.get(idx) === w) this.cache.delete(idx);
+    });
     const max = Math.max(this.ahead * 2 + 2, this.cached);
     while (this.cache.size > max) this.cache.delete(this.cache.keys().next().value!);
     return w;
@@ -127,17 +137,7 @@ export class DiskAdapter {
     this.counts.writes++;
     this.counts.bytesWritten += length;
     const src = buffer.subarray(bufferOffset, bufferOffset + length);
-    const ss = this.target.sectorSize;
-    if (fileOffset % ss === 0 && length % ss === 0) {
-      await this.note(this.target.write(fileOffset, src));
-    } else {
-      const start = Math.floor(fileOffset / ss) * ss;
-      const end = Math.ceil((fileOffset + length) / ss) * ss;
-      const tmp = new Uint8Array(end - start);
-      await this.note(this.target.readInto(start, tmp));
-      tmp.set(src, fileOffset - start);
-      await this.note(this.target.write(start, tmp));
-    }
+    await this.note(writeRange(this.target, fileOffset, src));
     if (this.window > 0) this.dropWindows(fileOffset, src.byteLength);
     return { bytesWritten: length };
   }

@@ -17,15 +17,29 @@
  */
 import { ext2fs, type Ext2Fs, type Ext2Promises, type Ext2Stats } from './ext2fs.js';
 import { Readable, Writable } from 'node:stream';
-import { FsError, isXenError, type FsErrorCode } from '../errors.js';
-import { readRangeInto, type BlockTarget } from '../disk/types.js';
+import { FsError, asError, isXenError, type FsErrorCode } from '../errors.js';
+import type { BlockTarget } from '../blkfront/target.js';
+import { readRangeInto } from '../disk/range.js';
+import {
+  EXT2_SUPER_MAGIC,
+  EXT3_FEATURE_COMPAT_HAS_JOURNAL,
+  EXT3_FEATURE_INCOMPAT_EXTENTS,
+  EXT4_FEATURE_INCOMPAT_64BIT,
+  EXT4_FEATURE_INCOMPAT_FLEX_BG,
+  EXT4_FEATURE_RO_COMPAT_DIR_NLINK,
+  EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE,
+  EXT4_FEATURE_RO_COMPAT_GDT_CSUM,
+  EXT4_FEATURE_RO_COMPAT_HUGE_FILE,
+  EXT_SUPERBLOCK_OFFSET,
+  EXT_SUPERBLOCK_SIZE,
+  ExtSuperOffset as O,
+} from '../wire/ext_superblock.js';
 import { SerialQueue } from '../util/serial.js';
 import { DiskAdapter, type AdapterOptions, type AdapterStats } from './adapter.js';
 
 /** One queue for the one WebAssembly instance every mount shares. */
 const lib = new SerialQueue(() => undefined);
 
-const EXT_MAGIC = 0xef53;
 const CHUNK = 1 << 20;
 
 export interface MountOptions extends AdapterOptions {
@@ -68,9 +82,13 @@ export interface FsUsage {
 
 /** The library's errno names: the code each becomes, and the words for it. */
 const ERRNO: Record<string, readonly [FsErrorCode, string]> = {
-  ENOENT: ['FS_ENOENT', 'no such file or directory'], EEXIST: ['FS_EEXIST', 'already exists'],
-  ENOTDIR: ['FS_ENOTDIR', 'not a directory'], EISDIR: ['FS_EISDIR', 'is a directory'],
-  ENOTEMPTY: ['FS_ENOTEMPTY', 'directory not empty'], EINVAL: ['FS_EINVAL', 'EINVAL'], EROFS: ['FS_EROFS', 'EROFS'],
+  ENOENT: ['FS_ENOENT', 'no such file or directory'],
+  EEXIST: ['FS_EEXIST', 'already exists'],
+  ENOTDIR: ['FS_ENOTDIR', 'not a directory'],
+  EISDIR: ['FS_EISDIR', 'is a directory'],
+  ENOTEMPTY: ['FS_ENOTEMPTY', 'directory not empty'],
+  EINVAL: ['FS_EINVAL', 'EINVAL'],
+  EROFS: ['FS_EROFS', 'EROFS'],
 };
 
 /** What an error message is about: the operation, and its path when there is one. */
@@ -95,30 +113,46 @@ function statOf(s: Ext2Stats): FileStat {
   return { type, size, mode: s.mode, uid: s.uid, gid: s.gid, links: s.nlink, ino: s.ino, blocks: s.blocks, mtime: s.mtime };
 }
 
-/** Reads the ext superblock (1024 bytes at byte 1024) of `target`, or null when there is none. */
+/** Reads the ext superblock of `target`, or null when there is none. */
 async function readSuperblock(target: BlockTarget): Promise<DataView | null> {
-  if (target.size < 2048) return null;
-  const buf = new Uint8Array(1024);
-  await readRangeInto(target, 1024, buf);
+  if (target.size < EXT_SUPERBLOCK_OFFSET + EXT_SUPERBLOCK_SIZE) return null;
+  const buf = new Uint8Array(EXT_SUPERBLOCK_SIZE);
+  await readRangeInto(target, EXT_SUPERBLOCK_OFFSET, buf);
   const sb = new DataView(buf.buffer);
-  return sb.getUint16(56, true) === EXT_MAGIC ? sb : null;
+  return sb.getUint16(O.magic, true) === EXT2_SUPER_MAGIC ? sb : null;
 }
 
 function usageOf(sb: DataView): FsUsage {
   const lo = (o: number): number => sb.getUint32(o, true);
-  const incompat = lo(0x60);
-  const is64 = (incompat & 0x80) !== 0;
+  const incompat = lo(O.featureIncompat);
+  const is64 = (incompat & EXT4_FEATURE_INCOMPAT_64BIT) !== 0;
   const hi = (o: number): number => (is64 ? sb.getUint32(o, true) * 2 ** 32 : 0);
-  const bytes = new Uint8Array(sb.buffer, sb.byteOffset, 1024);
-  const label = Buffer.from(bytes.subarray(0x78, 0x88)).toString('latin1').replace(/\0.*$/s, '');
-  const u = Buffer.from(bytes.subarray(0x68, 0x78)).toString('hex');
-  const compat = lo(0x5c);
-  const kind = (incompat & (0x40 | 0x80 | 0x200)) !== 0 || (lo(0x64) & (0x8 | 0x10 | 0x20 | 0x40)) !== 0 ? 'ext4'
-    : (compat & 0x4) !== 0 ? 'ext3' : 'ext2';
+  const bytes = new Uint8Array(sb.buffer, sb.byteOffset, EXT_SUPERBLOCK_SIZE);
+  const label = Buffer.from(bytes.subarray(O.volumeName, O.volumeName + 16))
+    .toString('latin1')
+    .replace(/\0.*$/s, '');
+  const u = Buffer.from(bytes.subarray(O.uuid, O.uuid + 16)).toString('hex');
+  const ext4Incompat = EXT3_FEATURE_INCOMPAT_EXTENTS | EXT4_FEATURE_INCOMPAT_64BIT | EXT4_FEATURE_INCOMPAT_FLEX_BG;
+  const ext4RoCompat =
+    EXT4_FEATURE_RO_COMPAT_HUGE_FILE |
+    EXT4_FEATURE_RO_COMPAT_GDT_CSUM |
+    EXT4_FEATURE_RO_COMPAT_DIR_NLINK |
+    EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE;
+  const kind =
+    (incompat & ext4Incompat) !== 0 || (lo(O.featureRoCompat) & ext4RoCompat) !== 0
+      ? 'ext4'
+      : (lo(O.featureCompat) & EXT3_FEATURE_COMPAT_HAS_JOURNAL) !== 0
+        ? 'ext3'
+        : 'ext2';
   return {
-    blockSize: 1024 << lo(0x18), blocks: lo(0x04) + hi(0x150), freeBlocks: lo(0x0c) + hi(0x158),
-    inodes: lo(0x00), freeInodes: lo(0x10), label,
-    uuid: `${u.slice(0, 8)}-${u.slice(8, 12)}-${u.slice(12, 16)}-${u.slice(16, 20)}-${u.slice(20)}`, kind,
+    blockSize: 1024 << lo(O.logBlockSize),
+    blocks: lo(O.blocksCount) + hi(O.blocksCountHi),
+    freeBlocks: lo(O.freeBlocksCount) + hi(O.freeBlocksHi),
+    inodes: lo(O.inodesCount),
+    freeInodes: lo(O.freeInodesCount),
+    label,
+    uuid: `${u.slice(0, 8)}-${u.slice(8, 12)}-${u.slice(12, 16)}-${u.slice(16, 20)}-${u.slice(20)}`,
+    kind,
   };
 }
 
@@ -137,7 +171,9 @@ export async function mountExt(target: BlockTarget, opts: MountOptions = {}): Pr
   try {
     fs = await lib.run(() => ext2fs.mount(adapter));
   } catch (err) {
-    throw new FsError('FS_ENOFS', `libext2fs could not open the file system: ${describe(err, adapter)}`, { cause: adapter.lastError ?? err });
+    throw new FsError('FS_ENOFS', `libext2fs could not open the file system: ${describe(err, adapter)}`, {
+      cause: adapter.lastError ?? err,
+    });
   }
   return new ExtFileSystem(fs, adapter, target, readOnly, usageOf(sb));
 }
@@ -170,11 +206,14 @@ export class ExtFileSystem {
 
   private op<T>(what: string, path: string | undefined, fn: (p: Ext2Promises) => Promise<T>, mutates = false): Promise<T> {
     if (this.closed) return Promise.reject(new FsError('FS_CLOSED', `${what}: the file system is unmounted`, { path }));
-    if (mutates && this.readOnly) return Promise.reject(new FsError('FS_EROFS', `${subject(what, path)}: the file system is mounted read-only`, { path }));
+    if (mutates && this.readOnly)
+      return Promise.reject(new FsError('FS_EROFS', `${subject(what, path)}: the file system is mounted read-only`, { path }));
     this.adapter.lastError = null;
-    return lib.run(() => fn(this.fs.promises)).catch((err: unknown) => {
-      throw this.wrap(err, what, path);
-    });
+    return lib
+      .run(() => fn(this.fs.promises))
+      .catch((err: unknown) => {
+        throw this.wrap(err, what, path);
+      });
   }
 
   private wrap(err: unknown, what: string, path: string | undefined): FsError {
@@ -183,7 +222,7 @@ export class ExtFileSystem {
     if (dev !== null) {
       // The device failed under the library: say so, with the device's own typed error as the cause.
       const devCode = isXenError(dev) ? ` [${dev.code}]` : '';
-      return new FsError('FS_EIO', `${subject(what, path)}: the disk failed${devCode}: ${dev instanceof Error ? dev.message : String(dev)}`, { path, cause: dev });
+      return new FsError('FS_EIO', `${subject(what, path)}: the disk failed${devCode}: ${asError(dev).message}`, { path, cause: dev });
     }
     const code = (err as { code?: unknown } | null)?.code;
     const known = typeof code === 'string' ? ERRNO[code] : undefined;
@@ -276,7 +315,8 @@ export class ExtFileSystem {
     const p = normalize(path);
     const fd = await this.open(p, 'w', opts.mode ?? 0o644);
     try {
-      for (let at = 0; at < buf.byteLength; at += CHUNK) await this.writeAt(fd, p, buf.subarray(at, Math.min(at + CHUNK, buf.byteLength)), at);
+      for (let at = 0; at < buf.byteLength; at += CHUNK)
+        await this.writeAt(fd, p, buf.subarray(at, Math.min(at + CHUNK, buf.byteLength)), at);
     } finally {
       await this.closeFd(fd, p);
     }
@@ -311,7 +351,10 @@ export class ExtFileSystem {
       const parts = p.split('/').filter(Boolean);
       for (let i = 1; i <= parts.length; i++) {
         const sub = '/' + parts.slice(0, i).join('/');
-        const st = await this.lstat(sub).catch((err: unknown) => { if (isXenError(err, 'FS_ENOENT')) return null; throw err; });
+        const st = await this.lstat(sub).catch((err: unknown) => {
+          if (isXenError(err, 'FS_ENOENT')) return null;
+          throw err;
+        });
         if (st === null) await this.op('mkdir', sub, (fs) => fs.mkdir(sub, opts.mode ?? 0o755), true);
         else if (st.type !== 'directory') throw new FsError('FS_ENOTDIR', `mkdir ${sub}: not a directory`, { path: sub });
       }
@@ -371,37 +414,41 @@ export class ExtFileSystem {
     const self = this;
     return new Readable({
       highWaterMark: chunk,
-      async construct(cb) {
-        try {
-          const r = await self.openForRead(p);
-          fd = r.fd;
-          stop = Math.min(r.size, opts.end === undefined ? Infinity : opts.end + 1);
-          cb();
-        } catch (err) {
-          cb(err as Error);
-        }
+      construct(cb) {
+        self.openForRead(p).then(
+          (r) => {
+            fd = r.fd;
+            stop = Math.min(r.size, opts.end === undefined ? Infinity : opts.end + 1);
+            cb();
+          },
+          (err: unknown) => cb(err as Error),
+        );
       },
-      async read() {
-        try {
-          if (pos >= stop) {
-            this.push(null);
-            return;
-          }
-          const want = Math.min(chunk, stop - pos);
-          const buf = Buffer.allocUnsafe(want);
-          const { bytesRead } = await self.op('read', p, (fs) => fs.read(fd, buf, 0, want, pos));
-          if (bytesRead <= 0) throw new FsError('FS_EIO', `read ${p}: the file ended at byte ${pos}, before its size (${stop})`, { path: p });
-          pos += bytesRead;
-          this.push(bytesRead === want ? buf : buf.subarray(0, bytesRead));
-        } catch (err) {
-          this.destroy(err as Error);
+      read() {
+        if (pos >= stop) {
+          this.push(null);
+          return;
         }
+        const want = Math.min(chunk, stop - pos);
+        const buf = Buffer.allocUnsafe(want);
+        self
+          .op('read', p, (fs) => fs.read(fd, buf, 0, want, pos))
+          .then(({ bytesRead }) => {
+            if (bytesRead <= 0)
+              throw new FsError('FS_EIO', `read ${p}: the file ended at byte ${pos}, before its size (${stop})`, { path: p });
+            pos += bytesRead;
+            this.push(bytesRead === want ? buf : buf.subarray(0, bytesRead));
+          })
+          .catch((err: unknown) => this.destroy(err as Error));
       },
       destroy(err, cb) {
         if (fd < 0) return cb(err);
         const f = fd;
         fd = -1;
-        self.closeFd(f, p).then(() => cb(err), (e: unknown) => cb(err ?? (e as Error)));
+        self.closeFd(f, p).then(
+          () => cb(err),
+          (e: unknown) => cb(err ?? (e as Error)),
+        );
       },
     });
   }
@@ -417,27 +464,40 @@ export class ExtFileSystem {
     const self = this;
     return new Writable({
       highWaterMark: CHUNK,
-      async construct(cb) {
-        try {
-          fd = await self.open(p, 'w', opts.mode ?? 0o644);
-          cb();
-        } catch (err) {
-          cb(err as Error);
-        }
+      construct(cb) {
+        self.open(p, 'w', opts.mode ?? 0o644).then(
+          (f) => {
+            fd = f;
+            cb();
+          },
+          (err: unknown) => cb(err as Error),
+        );
       },
       write(data: Buffer, _enc, cb) {
-        self.writeAt(fd, p, data, pos).then(() => { pos += data.length; cb(); }, (err: unknown) => cb(err as Error));
+        self.writeAt(fd, p, data, pos).then(
+          () => {
+            pos += data.length;
+            cb();
+          },
+          (err: unknown) => cb(err as Error),
+        );
       },
       final(cb) {
         const f = fd;
         fd = -1;
-        self.closeFd(f, p).then(() => cb(), (err: unknown) => cb(err as Error));
+        self.closeFd(f, p).then(
+          () => cb(),
+          (err: unknown) => cb(err as Error),
+        );
       },
       destroy(err, cb) {
         if (fd < 0) return cb(err);
         const f = fd;
         fd = -1;
-        self.closeFd(f, p).then(() => cb(err), () => cb(err));
+        self.closeFd(f, p).then(
+          () => cb(err),
+          () => cb(err),
+        );
       },
     });
   }
@@ -466,7 +526,9 @@ export class ExtFileSystem {
       throw this.wrap(err, 'unmount', undefined);
     }
     if (this.adapter.lastError !== null) throw this.wrap(this.adapter.lastError, 'unmount', undefined);
-    await this.adapter.flush().catch((err: unknown) => { throw this.wrap(err, 'unmount (flush)', undefined); });
+    await this.adapter.flush().catch((err: unknown) => {
+      throw this.wrap(err, 'unmount (flush)', undefined);
+    });
   }
 }
 

@@ -12,11 +12,24 @@ export interface Ext2Disk {
   flush(): Promise<unknown>;
 }
 export interface Ext2Stats {
-  mode: number; nlink: number; uid: number; gid: number; size: number; blocks: number; ino: number; blksize: number;
-  atime: Date; mtime: Date; ctime: Date;
-  isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  size: number;
+  blocks: number;
+  ino: number;
+  blksize: number;
+  atime: Date;
+  mtime: Date;
+  ctime: Date;
+  isFile(): boolean;
+  isDirectory(): boolean;
+  isSymbolicLink(): boolean;
 }
-export interface Ext2FileHandle { readonly fd: number }
+export interface Ext2FileHandle {
+  readonly fd: number;
+}
 export interface Ext2Promises {
   open(path: string, flags: string | number, mode?: number): Promise<Ext2FileHandle>;
   close(fd: number): Promise<void>;

@@ -5,9 +5,10 @@
  * pointer is kept only to unshare it.
  */
 import { readFileSync } from 'node:fs';
-import { XenError } from '../errors.js';
+import { PlatformError, XenError } from '../errors.js';
 import { deviceOpenError, errnoName, loadKoffi, openLibrary } from '../ffi/koffi.js';
-import { PAGE_SIZE, type SharedPages } from './types.js';
+import { type SharedPages } from './types.js';
+import { PAGE_SIZE } from '../wire/page.js';
 import { GrantSharerBase } from './sharer_base.js';
 
 /** The C entry points used, as functions (swappable in tests). */
@@ -37,8 +38,8 @@ export function loadGntshrLib(sonames: readonly string[] = LIBXENGNTTAB): Gntshr
   const unshare = lib.func('int xengntshr_unshare(void *xgs, void *start_address, uint32_t count)');
   const close = lib.func('int xengntshr_close(void *xgs)');
   return {
-    open: () => open(null, 0),
-    share: (h, domid, count, refs, writable) => share(h, domid, count, refs, writable ? 1 : 0),
+    open: (): unknown => open(null, 0) as unknown,
+    share: (h, domid, count, refs, writable): unknown => share(h, domid, count, refs, writable ? 1 : 0) as unknown,
     unshare: (h, addr, count) => unshare(h, addr, count) as number,
     close: (h) => close(h) as number,
     view: (addr, bytes) => koffi.view(addr, bytes),
@@ -48,8 +49,11 @@ export function loadGntshrLib(sonames: readonly string[] = LIBXENGNTTAB): Gntshr
 
 class XenSharedPages implements SharedPages {
   constructor(
-    readonly refs: readonly number[], readonly bytes: Uint8Array, readonly domid: number,
-    readonly writable: boolean, readonly addr: unknown,
+    readonly refs: readonly number[],
+    readonly bytes: Uint8Array,
+    readonly domid: number,
+    readonly writable: boolean,
+    readonly addr: unknown,
   ) {}
 }
 
@@ -81,8 +85,10 @@ export class XenGrantSharer extends GrantSharerBase<XenSharedPages> {
     const addr = this.lib.share(this.handle, domid, count, refs, writable);
     if (addr === null || addr === undefined) {
       const name = errnoName(this.lib.errno());
-      throw new XenError(name === 'ENOSPC' || name === 'ENOMEM' ? 'XEN_ENOSPC' : 'XEN_ESYS',
-        `xengntshr_share_pages(${count} pages to domain ${domid}) failed (${name})`);
+      throw new XenError(
+        name === 'ENOSPC' || name === 'ENOMEM' ? 'XEN_ENOSPC' : 'XEN_ESYS',
+        `xengntshr_share_pages(${count} pages to domain ${domid}) failed (${name})`,
+      );
     }
     const bytes = new Uint8Array(this.lib.view(addr, count * PAGE_SIZE));
     return new XenSharedPages([...refs], bytes, domid, writable, addr);
@@ -92,7 +98,7 @@ export class XenGrantSharer extends GrantSharerBase<XenSharedPages> {
     // gntalloc ends each grant when the region is unmapped, deferring (in the
     // kernel) any the backend still maps: nothing for us to retry.
     if (this.lib.unshare(this.handle, pages.addr, pages.refs.length) < 0) {
-      throw new XenError('XEN_ESYS', `xengntshr_unshare failed (${errnoName(this.lib.errno())})`);
+      throw new PlatformError('XEN_ESYS', `xengntshr_unshare failed (${errnoName(this.lib.errno())})`);
     }
   }
 

@@ -11,9 +11,10 @@
  * is off or capped, which is how a queue applies backpressure instead of
  * failing.
  */
-import { XenError, isXenError } from '../errors.js';
+import { PlatformError, XenError, isXenError } from '../errors.js';
 import { Semaphore } from './semaphore.js';
-import { PAGE_SIZE, type GrantSharer, type SharedPages } from './types.js';
+import { type GrantSharer, type SharedPages } from './types.js';
+import { PAGE_SIZE } from '../wire/page.js';
 
 export interface GrantPoolOptions {
   /** Pages shared up front (0: every page is a fresh grant, as without a pool). */
@@ -73,8 +74,11 @@ export interface GrantLease {
 class Lease implements GrantLease {
   released = false;
   constructor(
-    readonly refs: number[], readonly pages: Uint8Array[], readonly pooled: number,
-    readonly slots: number[], readonly fresh: SharedPages | null,
+    readonly refs: number[],
+    readonly pages: Uint8Array[],
+    readonly pooled: number,
+    readonly slots: number[],
+    readonly fresh: SharedPages | null,
   ) {}
 }
 
@@ -96,9 +100,13 @@ export class GrantPool {
   private readonly zero: boolean;
   private counts = { hits: 0, fallbacks: 0, inUse: 0, freshInUse: 0, highWater: 0, waits: 0, kept: 0 };
 
-  constructor(private readonly sharer: GrantSharer, readonly domid: number, opts: GrantPoolOptions) {
+  constructor(
+    private readonly sharer: GrantSharer,
+    readonly domid: number,
+    opts: GrantPoolOptions,
+  ) {
     const n = opts.pages;
-    if (!Number.isInteger(n) || n < 0) throw new XenError('XEN_EINVAL', `bad pool size ${n}`);
+    if (!Number.isInteger(n) || n < 0) throw new PlatformError('XEN_EINVAL', `bad pool size ${n}`);
     this.fallback = opts.fallback ?? true;
     this.maxFallback = opts.maxFallbackPages ?? Infinity;
     this.keepFresh = opts.keepFresh ?? false;
@@ -145,7 +153,7 @@ export class GrantPool {
   async acquire(n: number, signal?: AbortSignal): Promise<GrantLease> {
     const now = this.take(n);
     if (now !== null) return now;
-    if (n > this.size) throw new XenError('XEN_EINVAL', `${n} pages wanted from a pool of ${this.size} without fallback`);
+    if (n > this.size) throw new PlatformError('XEN_EINVAL', `${n} pages wanted from a pool of ${this.size} without fallback`);
     this.counts.waits++;
     await this.sem.acquire(n, signal);
     return this.lend(n, null);
@@ -154,7 +162,7 @@ export class GrantPool {
   /** Gives the pages back: pooled ones to the pool, fresh ones unshared. Once per lease. */
   release(lease: GrantLease): void {
     const l = lease as Lease;
-    if (!(l instanceof Lease) || l.released) throw new XenError('XEN_EINVAL', 'lease already released');
+    if (!(l instanceof Lease) || l.released) throw new PlatformError('XEN_EINVAL', 'lease already released');
     l.released = true;
     for (const s of l.slots) this.free.push(s);
     this.counts.inUse -= l.slots.length;
@@ -199,7 +207,7 @@ export class GrantPool {
    */
   close(): Promise<void> {
     if (this.closedErr === null) {
-      this.closedErr = new XenError('XEN_CLOSED', 'grant pool closed');
+      this.closedErr = new PlatformError('XEN_CLOSED', 'grant pool closed');
       this.sem.close(this.closedErr);
       this.finishClose();
     }
@@ -241,6 +249,6 @@ export class GrantPool {
 
   private checkOpen(n: number): void {
     if (this.closedErr !== null) throw this.closedErr;
-    if (!Number.isInteger(n) || n < 1) throw new XenError('XEN_EINVAL', `bad page count ${n}`);
+    if (!Number.isInteger(n) || n < 1) throw new PlatformError('XEN_EINVAL', `bad page count ${n}`);
   }
 }

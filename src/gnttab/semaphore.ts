@@ -4,7 +4,7 @@
  * barging), so a request for many units is not starved by a stream of small
  * ones.
  */
-import { XenError } from '../errors.js';
+import { PlatformError } from '../errors.js';
 
 interface Waiter {
   n: number;
@@ -20,7 +20,7 @@ export class Semaphore {
   private failure: Error | null = null;
 
   constructor(count: number) {
-    if (!Number.isInteger(count) || count < 0) throw new XenError('XEN_EINVAL', `bad semaphore count ${count}`);
+    if (!Number.isInteger(count) || count < 0) throw new PlatformError('XEN_EINVAL', `bad semaphore count ${count}`);
     this.count = count;
   }
 
@@ -49,14 +49,14 @@ export class Semaphore {
       this.count -= n;
       return Promise.resolve();
     }
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (signal?.aborted) return Promise.reject(signal.reason as Error);
     return new Promise((resolve, reject) => {
       const w: Waiter = { n, resolve, reject, signal, onAbort: undefined };
       if (signal !== undefined) {
         w.onAbort = () => {
           const i = this.queue.indexOf(w);
           if (i >= 0) this.queue.splice(i, 1);
-          reject(signal.reason);
+          reject(signal.reason as Error);
           // The head may have been what held the others back.
           this.serve();
         };

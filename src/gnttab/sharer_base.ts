@@ -4,7 +4,7 @@
  * as a no-op, and close() unsharing what is left. Implementations supply the
  * two operations that differ: sharing pages and ending a share.
  */
-import { XenError } from '../errors.js';
+import { PlatformError } from '../errors.js';
 import type { GrantSharer, GrantSharerStats, SharedPages } from './types.js';
 
 export abstract class GrantSharerBase<P extends SharedPages> implements GrantSharer {
@@ -20,9 +20,9 @@ export abstract class GrantSharerBase<P extends SharedPages> implements GrantSha
   protected abstract release(): void;
 
   share(domid: number, count: number, writable: boolean): SharedPages {
-    if (this.closed) throw new XenError('XEN_CLOSED', 'grant sharer closed');
-    if (!Number.isInteger(count) || count < 1) throw new XenError('XEN_EINVAL', `bad page count ${count}`);
-    if (!Number.isInteger(domid) || domid < 0 || domid > 0xffff) throw new XenError('XEN_EINVAL', `bad domid ${domid}`);
+    if (this.closed) throw new PlatformError('XEN_CLOSED', 'grant sharer closed');
+    if (!Number.isInteger(count) || count < 1) throw new PlatformError('XEN_EINVAL', `bad page count ${count}`);
+    if (!Number.isInteger(domid) || domid < 0 || domid > 0xffff) throw new PlatformError('XEN_EINVAL', `bad domid ${domid}`);
     const pages = this.sharePages(domid, count, writable);
     this.live.add(pages);
     this.counts.shareCalls++;
@@ -34,7 +34,7 @@ export abstract class GrantSharerBase<P extends SharedPages> implements GrantSha
     // After close() everything was unshared already: a late release (a pool torn down after its platform) is a no-op.
     if (this.closed) return;
     const pages = shared as P;
-    if (!this.live.delete(pages)) throw new XenError('XEN_EINVAL', 'these pages are not shared by this sharer');
+    if (!this.live.delete(pages)) throw new PlatformError('XEN_EINVAL', 'these pages are not shared by this sharer');
     this.counts.unshareCalls++;
     this.counts.sharedPages -= pages.refs.length;
     this.unsharePages(pages);

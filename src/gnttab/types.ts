@@ -4,9 +4,6 @@
  * libxengnttab's xengntshr_* on a real guest and by the simulated host.
  */
 
-/** Bytes in a page, the unit of sharing (x86 XEN_PAGE_SIZE). */
-export const PAGE_SIZE = 4096;
-
 /** Pages shared with one domain by one {@link GrantSharer.share} call. */
 export interface SharedPages {
   /** One grant ref per page, in page order. */

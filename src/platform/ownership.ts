@@ -44,13 +44,19 @@ export function busyError(key: string, name: string, owner: VbdOwner, where?: st
   const disk = `vbd ${key} (${name})`;
   if (owner.kind === 'kernel') {
     const dev = owner.disk ?? name;
-    return new BlkifError('BLKIF_EBUSY', `${disk} belongs to the guest's kernel (its ${owner.driver} driver, xen-blkfront, has bound it as ` +
-      `/dev/${dev}); nothing was written. To hand it over, stop using /dev/${dev} and run ` +
-      `"echo vbd-${key} > /sys/bus/xen/drivers/${owner.driver}/unbind", or keep the kernel off the disks you want ` +
-      `("echo 0 > /sys/bus/xen/drivers_autoprobe" before xen-blkfront loads); see docs/guest.md`);
+    return new BlkifError(
+      'BLKIF_EBUSY',
+      `${disk} belongs to the guest's kernel (its ${owner.driver} driver, xen-blkfront, has bound it as ` +
+        `/dev/${dev}); nothing was written. To hand it over, stop using /dev/${dev} and run ` +
+        `"echo vbd-${key} > /sys/bus/xen/drivers/${owner.driver}/unbind", or keep the kernel off the disks you want ` +
+        `("echo 0 > /sys/bus/xen/drivers_autoprobe" before xen-blkfront loads); see docs/guest.md`,
+    );
   }
-  const who = owner.self ? `this process (pid ${process.pid}): close the other BlockDevice on it first`
-    : owner.pid === null ? 'another process' : `process ${owner.pid}`;
+  const who = owner.self
+    ? `this process (pid ${process.pid}): close the other BlockDevice on it first`
+    : owner.pid === null
+      ? 'another process'
+      : `process ${owner.pid}`;
   return new BlkifError('BLKIF_EBUSY', `${disk} is held by ${who}${where === undefined ? '' : ` (lock ${where})`}; nothing was written`);
 }
 

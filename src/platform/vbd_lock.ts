@@ -11,9 +11,21 @@
  * gets a new domid but keeps its /run, and a process that held the vbd
  * across the restore must still be seen by the next.
  */
-import { closeSync, constants, fchmodSync, ftruncateSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, chmodSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fchmodSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  readdirSync,
+  readlinkSync,
+  chmodSync,
+  writeSync,
+} from 'node:fs';
 import { basename, join } from 'node:path';
-import { XenError } from '../errors.js';
+import { PlatformError } from '../errors.js';
 import { errnoName, loadLibc, type Libc } from '../ffi/koffi.js';
 import { busyError, checkVbdKey, type VbdClaim, type VbdOwner, type VbdOwnership } from './ownership.js';
 
@@ -33,6 +45,7 @@ export interface HostVbdOwnershipOptions {
   /** The xenbus devices directory (default {@link DEFAULT_XEN_SYSFS}). */
   sysfs?: string;
   /** libc, for flock (default: loaded through koffi). */
+  /** @internal libc, for flock (tests may pass their own). */
   libc?: Pick<Libc, 'flock' | 'errno'>;
 }
 
@@ -107,7 +120,7 @@ export class HostVbdOwnership implements VbdOwnership {
       for (let attempt = 0; ; attempt++) {
         if (this.libc.flock(fd, LOCK_EX | LOCK_NB) === 0) break;
         const errno = errnoName(this.libc.errno());
-        if (errno !== 'EWOULDBLOCK' && errno !== 'EAGAIN') throw new XenError('XEN_ESYS', `flock ${path} failed (${errno})`);
+        if (errno !== 'EWOULDBLOCK' && errno !== 'EAGAIN') throw new PlatformError('XEN_ESYS', `flock ${path} failed (${errno})`);
         if (attempt === 3) {
           const pid = readPid(fd);
           throw busyError(key, name, { kind: 'process', pid, self: pid === process.pid }, path);
@@ -160,10 +173,14 @@ export class HostVbdOwnership implements VbdOwnership {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
-        throw new XenError('XEN_EACCES', `${path}: cannot create the vbd lock (${code}); make ${this.lockDir} writable for this user ` +
-          `(Debian's /run/lock is mode 1777) or run as root: see docs/guest.md`, { cause: err });
+        throw new PlatformError(
+          'XEN_EACCES',
+          `${path}: cannot create the vbd lock (${code}); make ${this.lockDir} writable for this user ` +
+            `(Debian's /run/lock is mode 1777) or run as root: see docs/guest.md`,
+          { cause: err },
+        );
       }
-      throw new XenError('XEN_ESYS', `${path}: cannot open the vbd lock (${code ?? String(err)})`, { cause: err });
+      throw new PlatformError('XEN_ESYS', `${path}: cannot open the vbd lock (${code ?? String(err)})`, { cause: err });
     }
   }
 }

@@ -3,7 +3,7 @@
  * libxengnttab (/dev/xen/gntalloc) and event channels through libxenevtchn
  * (/dev/xen/evtchn), the last two by FFI.
  */
-import { XenError } from '../errors.js';
+import { PlatformError } from '../errors.js';
 import { resumablePlatform } from './resumable.js';
 import { XenstoreClient, type XenstoreClientOptions } from '../xenbus/client.js';
 import { DEFAULT_XENBUS_DEVICE, openXenbusDevice } from '../transport/xenbus_device.js';
@@ -57,14 +57,17 @@ export async function openXenPlatform(opts: XenPlatformOptions = {}): Promise<Xe
     const stream = await openXenbusDevice(xenbusPath, { files: opts.xenbusFiles }).catch((cause: unknown) => {
       const errno = (cause as { cause?: { code?: string } }).cause?.code;
       if (errno === 'EACCES' || errno === 'EPERM') throw accessError(xenbusPath, cause);
-      throw new XenError('XEN_ENODEV', `${xenbusPath}: not a Xen guest, or xenfs not mounted`, { cause });
+      throw new PlatformError('XEN_ENODEV', `${xenbusPath}: not a Xen guest, or xenfs not mounted`, { cause });
     });
     const xenstore = new XenstoreClient(stream, opts.xenstore);
     opened.push(() => xenstore.close());
     // A guest's relative path "domid" is /local/domain/<id>/domid, written by the toolstack.
     const domid = await xenstore.readInt('domid');
     return resumablePlatform({
-      domid, xenstore, grants, vbds: new HostVbdOwnership(opts.vbdLocks),
+      domid,
+      xenstore,
+      grants,
+      vbds: new HostVbdOwnership(opts.vbdLocks),
       openEvtchn: () => {
         const e = first ?? new XenEventChannels(evtchnLib, loadLibc(), evtchnOpts);
         first = null;

@@ -26,7 +26,8 @@ export interface DeviceIo {
 export function fdDeviceIo(readFd: number, writeFd: number = readFd): DeviceIo {
   return {
     read: (buf) => new Promise((resolve, reject) => read(readFd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolve(n)))),
-    write: (buf) => new Promise((resolve, reject) => write(writeFd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolve(n)))),
+    write: (buf) =>
+      new Promise((resolve, reject) => write(writeFd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolve(n)))),
     close: () => {
       close(readFd, () => undefined);
       if (writeFd !== readFd) close(writeFd, () => undefined);
@@ -105,7 +106,14 @@ export class XenbusDeviceStream implements MessageStream {
   constructor(io: DeviceIo | readonly DeviceIo[]) {
     const ios = Array.isArray(io) ? io : [io as DeviceIo];
     if (ios.length === 0) throw new RangeError('XenbusDeviceStream needs at least one file');
-    this.lanes = ios.map((d, index) => ({ io: d, index, outstanding: null, outstandingType: 0, reading: false, inbound: new XsFrameParser() }));
+    this.lanes = ios.map((d: DeviceIo, index): Lane => ({
+      io: d,
+      index,
+      outstanding: null,
+      outstandingType: 0,
+      reading: false,
+      inbound: new XsFrameParser(),
+    }));
   }
 
   /** Files open on the device. */
@@ -304,11 +312,12 @@ function openOne(path: string): Promise<number> {
   return new Promise((resolve, reject) => {
     open(path, constants.O_RDWR /* libuv adds O_CLOEXEC itself */, (err, fd) => {
       if (err) {
-        const why = err.code === 'ENOENT'
-          ? 'not a Xen guest, or the xenbus device is not available'
-          : err.code === 'EACCES' || err.code === 'EPERM'
-            ? 'permission denied (the device is root-only)'
-            : err.message;
+        const why =
+          err.code === 'ENOENT'
+            ? 'not a Xen guest, or the xenbus device is not available'
+            : err.code === 'EACCES' || err.code === 'EPERM'
+              ? 'permission denied (the device is root-only)'
+              : err.message;
         return reject(new XenstoreError('XS_CLOSED', `cannot open ${path}: ${why}`, { cause: err }));
       }
       resolve(fd);

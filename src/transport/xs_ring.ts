@@ -22,7 +22,12 @@
 import { XenstoreError } from '../errors.js';
 import type { EventChannel } from '../evtchn/types.js';
 import {
-  XENSTORE_ERROR_NONE, XENSTORE_ERROR_RINGIDX, XENSTORE_RING_SIZE, XENSTORE_SERVER_FEATURE_ERROR, XsRingOffset, maskXsIdx,
+  XENSTORE_ERROR_NONE,
+  XENSTORE_ERROR_RINGIDX,
+  XENSTORE_RING_SIZE,
+  XENSTORE_SERVER_FEATURE_ERROR,
+  XsRingOffset,
+  maskXsIdx,
 } from '../wire/xs_wire.js';
 import type { ByteStream, ByteStreamHandlers } from './byte_stream.js';
 
@@ -60,7 +65,11 @@ export class XsRingStream implements ByteStream {
    * @param page the ring page (at least XS_RING_INTERFACE_SIZE bytes, 4-byte aligned).
    * @param evtchn the channel bound to the other end.
    */
-  constructor(page: Uint8Array, private readonly evtchn: EventChannel, readonly side: XsRingSide) {
+  constructor(
+    page: Uint8Array,
+    private readonly evtchn: EventChannel,
+    readonly side: XsRingSide,
+  ) {
     if ((page.byteOffset & 3) !== 0 || page.byteLength < XsRingOffset.error + 4) {
       throw new RangeError('xenstore ring page must be 4-byte aligned and hold struct xenstore_domain_interface');
     }
@@ -136,7 +145,7 @@ export class XsRingStream implements ByteStream {
       this.counters.bytesIn += avail;
       // xb_read: the producer may be waiting for room only if the ring was full.
       const prodNow = Atomics.load(this.idx, this.inProd) >>> 0;
-      if (((prodNow - cons) >>> 0) >= XENSTORE_RING_SIZE) this.kick();
+      if ((prodNow - cons) >>> 0 >= XENSTORE_RING_SIZE) this.kick();
       this.handlers.data(chunk);
       if (this.done) return;
     }

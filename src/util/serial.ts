@@ -17,7 +17,10 @@ export class SerialQueue {
    *   (a task given to {@link run} reports to its caller instead).
    * @param onIdle called each time the queue runs dry.
    */
-  constructor(private readonly onError: (err: unknown) => void, private readonly onIdle: () => void = () => undefined) {}
+  constructor(
+    private readonly onError: (err: unknown) => void,
+    private readonly onIdle: () => void = () => undefined,
+  ) {}
 
   /** Tasks waiting, not counting the one running. */
   get pending(): number {

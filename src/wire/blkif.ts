@@ -42,6 +42,7 @@
  *   };
  *   union blkif_sring_entry { struct blkif_request req; struct blkif_response rsp; };
  */
+import { PAGE_SIZE } from './page.js';
 
 /** BLKIF_OP_* */
 export const BlkifOp = {
@@ -70,18 +71,16 @@ export const BLKIF_DISCARD_SECURE = 1 << 0;
 export const BLKIF_MAX_SEGMENTS_PER_REQUEST = 11;
 /** BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST. */
 export const BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST = 8;
-/** Xen's page size: grants and segments are in these units. */
-export const XEN_PAGE_SIZE = 4096;
 /** Sector numbers, first_sect and last_sect are always in 512-byte units. */
 export const BLKIF_SECTOR_SIZE = 512;
 /** Sectors in one page: last_sect is at most this minus one. */
-export const SECTORS_PER_PAGE = XEN_PAGE_SIZE / BLKIF_SECTOR_SIZE;
+export const SECTORS_PER_PAGE = PAGE_SIZE / BLKIF_SECTOR_SIZE;
 
 /** sizeof(struct blkif_request_segment): gref u32 @0, first_sect u8 @4, last_sect u8 @5. */
 export const BLKIF_SEGMENT_SIZE = 8;
 export const SegmentOffset = { gref: 0, firstSect: 4, lastSect: 5 } as const;
 /** Segments that fit in one indirect page (PAGE_SIZE / sizeof(segment)). */
-export const SEGS_PER_INDIRECT_FRAME = XEN_PAGE_SIZE / BLKIF_SEGMENT_SIZE;
+export const SEGS_PER_INDIRECT_FRAME = PAGE_SIZE / BLKIF_SEGMENT_SIZE;
 /** The protocol maximum for an indirect request (8 pages of 512 segments). */
 export const BLKIF_MAX_INDIRECT_SEGMENTS = SEGS_PER_INDIRECT_FRAME * BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST;
 
@@ -240,8 +239,15 @@ export function getU64Number(view: DataView, off: number): number {
  * id = hi:lo. The segments are written with {@link setSegment}.
  */
 export function setRequestHeader(
-  abi: BlkifAbi, view: DataView, off: number,
-  operation: number, nrSegments: number, handle: number, idLo: number, idHi: number, sector: number,
+  abi: BlkifAbi,
+  view: DataView,
+  off: number,
+  operation: number,
+  nrSegments: number,
+  handle: number,
+  idLo: number,
+  idHi: number,
+  sector: number,
 ): void {
   const o = abi.request;
   view.setUint8(off + o.operation, operation);
@@ -273,8 +279,15 @@ export function getSegment(view: DataView, off: number, into: BlkifSegment): Blk
 
 /** Writes the header of an indirect request; the grefs are written with {@link setIndirectGref}. */
 export function setIndirectHeader(
-  abi: BlkifAbi, view: DataView, off: number,
-  indirectOp: number, nrSegments: number, handle: number, idLo: number, idHi: number, sector: number,
+  abi: BlkifAbi,
+  view: DataView,
+  off: number,
+  indirectOp: number,
+  nrSegments: number,
+  handle: number,
+  idLo: number,
+  idHi: number,
+  sector: number,
 ): void {
   const o = abi.indirect;
   view.setUint8(off + o.operation, BlkifOp.Indirect);
@@ -297,8 +310,15 @@ export function getIndirectGref(abi: BlkifAbi, view: DataView, off: number, i: n
 
 /** Writes a discard request with id = hi:lo. */
 export function setDiscardRequest(
-  abi: BlkifAbi, view: DataView, off: number,
-  flag: number, handle: number, idLo: number, idHi: number, sector: number, nrSectors: number,
+  abi: BlkifAbi,
+  view: DataView,
+  off: number,
+  flag: number,
+  handle: number,
+  idLo: number,
+  idHi: number,
+  sector: number,
+  nrSectors: number,
 ): void {
   const o = abi.discard;
   view.setUint8(off + o.operation, BlkifOp.Discard);
@@ -351,7 +371,15 @@ export function readRequest(abi: BlkifAbi, view: DataView, off: number, into: Bl
 }
 
 /** Writes a response (and zeroes its padding byte) with id = hi:lo. */
-export function setResponse(abi: BlkifAbi, view: DataView, off: number, idLo: number, idHi: number, operation: number, status: number): void {
+export function setResponse(
+  abi: BlkifAbi,
+  view: DataView,
+  off: number,
+  idLo: number,
+  idHi: number,
+  operation: number,
+  status: number,
+): void {
   const o = abi.response;
   setU64(view, off + o.id, idLo, idHi);
   view.setUint8(off + o.operation, operation);

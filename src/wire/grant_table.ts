@@ -24,7 +24,6 @@ export const GTF_PWT = 1 << 5;
 export const GTF_PCD = 1 << 6;
 export const GTF_PAT = 1 << 7;
 
-
 export interface GrantEntryV1 {
   flags: number;
   domid: number;

@@ -56,9 +56,7 @@ export const XS_TYPE_COUNT = 23;
 /** XS_INVALID: guaranteed never to be a valid type. */
 export const XS_INVALID = 0xffff;
 
-const TYPE_NAMES: Record<number, string> = Object.fromEntries(
-  Object.entries(XsType).map(([k, v]) => [v, k]),
-);
+const TYPE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(XsType).map(([k, v]) => [v, k]));
 
 /** Human name of a message type, or `type<N>` for one this module does not know. */
 export function xsTypeName(type: number): string {

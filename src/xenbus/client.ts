@@ -17,7 +17,14 @@
  */
 import { XenstoreError, isXenError } from '../errors.js';
 import {
-  XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, XsType, isKnownXsType, joinPayload, payloadString, splitPayload, xsTypeName,
+  XENSTORE_PAYLOAD_MAX,
+  XS_HEADER_SIZE,
+  XsType,
+  isKnownXsType,
+  joinPayload,
+  payloadString,
+  splitPayload,
+  xsTypeName,
   type XsMessage,
 } from '../wire/xs_wire.js';
 import { Fifo } from '../util/fifo.js';
@@ -26,13 +33,9 @@ import { XsOps, expectOk, type RequestOptions } from './ops.js';
 import type { ByteStream } from '../transport/byte_stream.js';
 import { isMessageStream, type MessageStream } from '../transport/message_stream.js';
 import { FramedStream } from '../transport/framed.js';
-import type {
-  TransactionOptions, WatchCallback, WatchEvent, WatchOptions, XenstoreClientOptions, XenstoreClientStats,
-} from './types.js';
+import type { TransactionOptions, WatchCallback, WatchEvent, WatchOptions, XenstoreClientOptions, XenstoreClientStats } from './types.js';
 
-export type {
-  TransactionOptions, WatchCallback, WatchEvent, WatchOptions, XenstoreClientOptions, XenstoreClientStats,
-} from './types.js';
+export type { TransactionOptions, WatchCallback, WatchEvent, WatchOptions, XenstoreClientOptions, XenstoreClientStats } from './types.js';
 import { Transaction, runTransaction } from './transaction.js';
 import { Watch, WatchIterator } from './watch.js';
 
@@ -90,25 +93,43 @@ export class XenstoreClient extends XsOps {
   private resolveClosed!: (err: XenstoreError) => void;
   private readonly closeListeners = new Set<(err: XenstoreError) => void>();
   private readonly counters: Omit<XenstoreClientStats, 'inFlight' | 'abandoned'> = {
-    requestsSent: 0, repliesMatched: 0, maxInFlight: 0, unknownReplies: 0, lateReplies: 0, forgottenRequests: 0,
-    watchEvents: 0, unmatchedWatchEvents: 0, bytesWritten: 0, bytesRead: 0,
+    requestsSent: 0,
+    repliesMatched: 0,
+    maxInFlight: 0,
+    unknownReplies: 0,
+    lateReplies: 0,
+    forgottenRequests: 0,
+    watchEvents: 0,
+    unmatchedWatchEvents: 0,
+    bytesWritten: 0,
+    bytesRead: 0,
   };
 
-  constructor(transport: ByteStream | MessageStream, private readonly options: XenstoreClientOptions = {}) {
+  constructor(
+    transport: ByteStream | MessageStream,
+    private readonly options: XenstoreClientOptions = {},
+  ) {
     super();
     this.stream = isMessageStream(transport) ? transport : new FramedStream(transport);
     this.closedPromise = new Promise((r) => (this.resolveClosed = r));
-    const onCallbackError = options.onCallbackError ?? ((err: unknown, group: string) => {
-      process.emitWarning(`xenstore watch callback in group "${group}" failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
-    });
+    const onCallbackError =
+      options.onCallbackError ??
+      ((err: unknown, group: string) => {
+        process.emitWarning(
+          `xenstore watch callback in group "${group}" failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+        );
+      });
     this.groups = new DispatchGroups(onCallbackError);
     this.stream.start({
       message: (m) => this.onMessage(m),
       writable: () => this.flush(),
       // A transport that knows what went wrong (XS_EIO from a broken ring) says so; anything else is XS_CLOSED.
-      closed: (err) => this.fail(err instanceof XenstoreError && err.code !== 'XS_CLOSED'
-        ? err
-        : new XenstoreError('XS_CLOSED', `xenstore connection closed${err ? `: ${err.message}` : ''}`, { cause: err })),
+      closed: (err) =>
+        this.fail(
+          err instanceof XenstoreError && err.code !== 'XS_CLOSED'
+            ? err
+            : new XenstoreError('XS_CLOSED', `xenstore connection closed${err ? `: ${err.message}` : ''}`, { cause: err }),
+        ),
     });
   }
 
@@ -164,24 +185,48 @@ export class XenstoreClient extends XsOps {
     return this.send(type, txId, payload, path, opts, undefined);
   }
 
-  private send(type: number, txId: number, payload: Uint8Array, path: string | undefined, opts: RequestOptions | undefined, undo: Pending['undo']): Promise<Uint8Array> {
+  private send(
+    type: number,
+    txId: number,
+    payload: Uint8Array,
+    path: string | undefined,
+    opts: RequestOptions | undefined,
+    undo: Pending['undo'],
+  ): Promise<Uint8Array> {
     if (this.failure) return Promise.reject(this.failure);
     const signal = opts?.signal;
     if (signal?.aborted) return Promise.reject(abortError(type, path, signal));
     const limit = this.stream.maxPayload ?? XENSTORE_PAYLOAD_MAX;
     if (payload.length > limit) {
       const why = limit < XENSTORE_PAYLOAD_MAX ? 'does not fit this transport' : 'exceeds XENSTORE_PAYLOAD_MAX';
-      return Promise.reject(new XenstoreError('XS_E2BIG', `xenstore ${xsTypeName(type)}${path ? ` ${path}` : ''}: ` +
-        `a ${payload.length}-byte payload ${why} (at most ${limit})`, { path }));
+      return Promise.reject(
+        new XenstoreError(
+          'XS_E2BIG',
+          `xenstore ${xsTypeName(type)}${path ? ` ${path}` : ''}: ` + `a ${payload.length}-byte payload ${why} (at most ${limit})`,
+          { path },
+        ),
+      );
     }
     const id = this.allocReqId();
     return new Promise<Uint8Array>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       let onAbort: (() => void) | undefined;
       const p: Pending = {
-        id, type, txId, path, payload, settled: false, undo,
-        resolve: (v) => { p.cleanup(); resolve(v); },
-        reject: (e) => { p.cleanup(); reject(e); },
+        id,
+        type,
+        txId,
+        path,
+        payload,
+        settled: false,
+        undo,
+        resolve: (v) => {
+          p.cleanup();
+          resolve(v);
+        },
+        reject: (e) => {
+          p.cleanup();
+          reject(e);
+        },
         cleanup: () => {
           p.settled = true;
           if (timer) clearTimeout(timer);
@@ -190,7 +235,16 @@ export class XenstoreClient extends XsOps {
       };
       const timeoutMs = opts?.timeoutMs ?? this.options.defaultTimeoutMs;
       if (timeoutMs !== undefined) {
-        timer = setTimeout(() => this.abandon(p, new XenstoreError('XS_TIMEOUT', `xenstore ${xsTypeName(type)}${path ? ` ${path}` : ''}: no reply after ${timeoutMs} ms`, { path })), timeoutMs);
+        timer = setTimeout(
+          () =>
+            this.abandon(
+              p,
+              new XenstoreError('XS_TIMEOUT', `xenstore ${xsTypeName(type)}${path ? ` ${path}` : ''}: no reply after ${timeoutMs} ms`, {
+                path,
+              }),
+            ),
+          timeoutMs,
+        );
       }
       if (signal) {
         onAbort = () => this.abandon(p, abortError(type, path, signal));
@@ -315,7 +369,8 @@ export class XenstoreClient extends XsOps {
   private abandon(p: Pending, err: XenstoreError): void {
     if (p.settled) return;
     this.pending.delete(p.id);
-    if (p.payload !== null) p.payload = null; // never sent: the id is free again
+    if (p.payload !== null)
+      p.payload = null; // never sent: the id is free again
     else {
       if (this.abandoned.size >= MAX_ABANDONED) {
         const oldest = this.abandoned.keys().next().value as number;

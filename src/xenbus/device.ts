@@ -41,9 +41,17 @@ export async function waitForState(
   want: XenbusState | readonly XenbusState[] | ((s: XenbusState) => boolean),
   opts: WaitForStateOptions = {},
 ): Promise<XenbusState> {
-  const accept = typeof want === 'function' ? want : Array.isArray(want) ? (s: XenbusState) => want.includes(s) : (s: XenbusState) => s === want;
-  const describe = typeof want === 'function' ? 'the wanted state' : ([] as XenbusState[]).concat(want as XenbusState).map(xenbusStateName).join(' or ');
-  const aborted = (cause?: unknown): XenstoreError => new XenstoreError('XS_ABORTED', `waiting for ${dir} to reach ${describe}: aborted`, { path: dir, cause });
+  const accept =
+    typeof want === 'function' ? want : Array.isArray(want) ? (s: XenbusState) => want.includes(s) : (s: XenbusState) => s === want;
+  const describe =
+    typeof want === 'function'
+      ? 'the wanted state'
+      : ([] as XenbusState[])
+          .concat(want as XenbusState)
+          .map(xenbusStateName)
+          .join(' or ');
+  const aborted = (cause?: unknown): XenstoreError =>
+    new XenstoreError('XS_ABORTED', `waiting for ${dir} to reach ${describe}: aborted`, { path: dir, cause });
   const controller = new AbortController();
   const { signal, timeoutMs } = opts;
   const onAbort = (): void => controller.abort(signal?.reason);
@@ -55,20 +63,26 @@ export async function waitForState(
       if (signal?.aborted) return reject(aborted(signal.reason));
       controller.signal.addEventListener('abort', () => reject(aborted(controller.signal.reason)), { once: true });
       if (timeoutMs !== undefined) {
-        timer = setTimeout(() => reject(new XenstoreError('XS_TIMEOUT', `${dir} did not reach ${describe} within ${timeoutMs} ms`, { path: dir })), timeoutMs);
+        timer = setTimeout(
+          () => reject(new XenstoreError('XS_TIMEOUT', `${dir} did not reach ${describe} within ${timeoutMs} ms`, { path: dir })),
+          timeoutMs,
+        );
       }
       stopListening = client.onClose(reject);
-      client.watch(`${dir}/state`, async () => {
-        try {
-          const s = await readState(client, dir, { signal: controller.signal });
-          if (accept(s)) resolve(s);
-        } catch (err) {
-          reject(err);
-        }
-      }, { group: opts.group ?? `state:${dir}`, signal: controller.signal }).then(
-        (w) => controller.signal.addEventListener('abort', () => void w.unwatch().catch(() => undefined), { once: true }),
-        reject,
-      );
+      client
+        .watch(
+          `${dir}/state`,
+          async () => {
+            try {
+              const s = await readState(client, dir, { signal: controller.signal });
+              if (accept(s)) resolve(s);
+            } catch (err) {
+              reject(err);
+            }
+          },
+          { group: opts.group ?? `state:${dir}`, signal: controller.signal },
+        )
+        .then((w) => controller.signal.addEventListener('abort', () => void w.unwatch().catch(() => undefined), { once: true }), reject);
     });
   } finally {
     if (timer) clearTimeout(timer);

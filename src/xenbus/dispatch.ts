@@ -20,9 +20,12 @@ export class DispatchGroups {
   run(group: string, task: Task): void {
     let q = this.groups.get(group);
     if (!q) {
-      const created: SerialQueue = new SerialQueue((err) => this.onError(err, group), () => {
-        if (this.groups.get(group) === created) this.groups.delete(group);
-      });
+      const created: SerialQueue = new SerialQueue(
+        (err) => this.onError(err, group),
+        () => {
+          if (this.groups.get(group) === created) this.groups.delete(group);
+        },
+      );
       q = created;
       this.groups.set(group, q);
     }

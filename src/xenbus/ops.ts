@@ -22,7 +22,8 @@ export const MAX_DIRECTORY_PARTS = 4096;
 function remaining(opts: RequestOptions | undefined, deadline: number | undefined, what: string, path: string): RequestOptions | undefined {
   if (deadline === undefined) return opts;
   const left = deadline - Date.now();
-  if (left <= 0) throw new XenstoreError('XS_TIMEOUT', `xenstore ${what} ${path}: no complete answer within ${opts!.timeoutMs} ms`, { path });
+  if (left <= 0)
+    throw new XenstoreError('XS_TIMEOUT', `xenstore ${what} ${path}: no complete answer within ${opts!.timeoutMs} ms`, { path });
   return { ...opts, timeoutMs: left };
 }
 
@@ -136,9 +137,16 @@ export abstract class XsOps {
       let changed = false;
       for (;;) {
         if (++parts > MAX_DIRECTORY_PARTS) {
-          throw new XenstoreError('XS_EPROTO', `xenstore DIRECTORY_PART ${path}: no end marker after ${MAX_DIRECTORY_PARTS} parts`, { path });
+          throw new XenstoreError('XS_EPROTO', `xenstore DIRECTORY_PART ${path}: no end marker after ${MAX_DIRECTORY_PARTS} parts`, {
+            path,
+          });
         }
-        const reply = await this.call(XsType.DirectoryPart, joinPayload([path, String(off)]), path, remaining(opts, deadline, 'DIRECTORY_PART', path));
+        const reply = await this.call(
+          XsType.DirectoryPart,
+          joinPayload([path, String(off)]),
+          path,
+          remaining(opts, deadline, 'DIRECTORY_PART', path),
+        );
         const genEnd = reply.indexOf(0);
         if (genEnd < 0) throw new XenstoreError('XS_EPROTO', `xenstore DIRECTORY_PART ${path}: reply has no generation`, { path });
         const g = utf8String(reply.subarray(0, genEnd));
@@ -180,7 +188,8 @@ export abstract class XsOps {
 
   /** Replaces the node's permissions. The first entry names the owner and the default. */
   async setPerms(path: string, perms: readonly XsPerm[], opts?: RequestOptions): Promise<void> {
-    if (perms.length === 0) throw new XenstoreError('XS_EINVAL', `xenstore SET_PERMS ${path}: at least the owner entry is needed`, { path });
+    if (perms.length === 0)
+      throw new XenstoreError('XS_EINVAL', `xenstore SET_PERMS ${path}: at least the owner entry is needed`, { path });
     await this.call(XsType.SetPerms, joinPayload([path, ...perms.map(formatXsPerm)]), path, opts);
   }
 }

@@ -8,7 +8,10 @@ import { XsOps, expectOk, type RequestOptions } from './ops.js';
 export class Transaction extends XsOps {
   private ended = false;
 
-  constructor(private readonly client: XenstoreClient, readonly id: number) {
+  constructor(
+    private readonly client: XenstoreClient,
+    readonly id: number,
+  ) {
     super();
   }
 
@@ -21,7 +24,10 @@ export class Transaction extends XsOps {
   async end(commit: boolean, opts?: RequestOptions): Promise<void> {
     if (this.ended) return;
     this.ended = true;
-    expectOk(await this.client.request(XsType.TransactionEnd, this.id, joinPayload([commit ? 'T' : 'F']), undefined, opts), 'TRANSACTION_END');
+    expectOk(
+      await this.client.request(XsType.TransactionEnd, this.id, joinPayload([commit ? 'T' : 'F']), undefined, opts),
+      'TRANSACTION_END',
+    );
   }
 }
 
@@ -31,10 +37,14 @@ export function backoff(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(new XenstoreError('XS_ABORTED', 'xenstore transaction: aborted', { cause: signal.reason }));
     const t = setTimeout(resolve, wait);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(t);
-      reject(new XenstoreError('XS_ABORTED', 'xenstore transaction: aborted', { cause: signal.reason }));
-    }, { once: true });
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t);
+        reject(new XenstoreError('XS_ABORTED', 'xenstore transaction: aborted', { cause: signal.reason }));
+      },
+      { once: true },
+    );
   });
 }
 
@@ -45,7 +55,9 @@ export function backoff(ms: number, signal?: AbortSignal): Promise<void> {
  * transaction is aborted and the error passed on.
  */
 export async function runTransaction<T>(
-  start: (opts: RequestOptions) => Promise<Transaction>, fn: (tx: Transaction) => Promise<T>, opts: TransactionOptions,
+  start: (opts: RequestOptions) => Promise<Transaction>,
+  fn: (tx: Transaction) => Promise<T>,
+  opts: TransactionOptions,
 ): Promise<T> {
   const maxAttempts = opts.maxAttempts ?? 16;
   let delay = opts.backoffMs ?? 1;

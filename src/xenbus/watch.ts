@@ -2,12 +2,17 @@
  * Watch handles: the registered watch, and the same as an async iterator.
  * Delivery itself (tokens, dispatch groups) lives in the client.
  */
+import { asError } from '../errors.js';
 import type { RequestOptions } from './ops.js';
 import type { WatchEvent, XenstoreClient } from './client.js';
 
 /** A registered watch. */
 export class Watch {
-  constructor(private readonly client: XenstoreClient, readonly path: string, readonly token: string) {}
+  constructor(
+    private readonly client: XenstoreClient,
+    readonly path: string,
+    readonly token: string,
+  ) {}
 
   /** Removes the watch; callbacks not yet run for it are skipped. */
   unwatch(opts?: RequestOptions): Promise<void> {
@@ -28,14 +33,16 @@ export class WatchIterator implements AsyncIterableIterator<WatchEvent> {
   private stopListening = (): void => undefined;
 
   constructor(client: XenstoreClient, path: string, opts: RequestOptions) {
-    this.ready = client.watch(path, (e) => this.push(e), { ...opts, group: `iterator:${path}` }).then(
-      (w) => {
-        this.watch = w;
-        if (this.done) void w.unwatch().catch(() => undefined);
-        this.stopListening = client.onClose((err) => this.finish(err));
-      },
-      (err) => this.finish(err),
-    );
+    this.ready = client
+      .watch(path, (e) => this.push(e), { ...opts, group: `iterator:${path}` })
+      .then(
+        (w) => {
+          this.watch = w;
+          if (this.done) void w.unwatch().catch(() => undefined);
+          this.stopListening = client.onClose((err) => this.finish(err));
+        },
+        (err) => this.finish(err),
+      );
     this.ready.catch(() => undefined);
     opts.signal?.addEventListener('abort', () => void this.return(), { once: true });
   }
@@ -50,7 +57,7 @@ export class WatchIterator implements AsyncIterableIterator<WatchEvent> {
       this.queued.delete(e.path);
       return Promise.resolve({ value: e, done: false });
     }
-    if (this.error) return Promise.reject(this.error);
+    if (this.error) return Promise.reject(asError(this.error));
     if (this.done) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
   }

@@ -40,8 +40,10 @@ describe('grant budget', () => {
     host = await createSimHost();
     const disk = await host.addDisk({ size: 1 << 20 });
     const { platform } = limitedPlatform(host.guest, 40);
-    await expect(openBlockDevice({ platform, vdev: disk.vdev, queues: 2, ringPages: 4, timeoutMs: 5000 }))
-      .rejects.toMatchObject({ code: 'XEN_ENOSPC', message: expect.stringContaining('gntalloc') });
+    await expect(openBlockDevice({ platform, vdev: disk.vdev, queues: 2, ringPages: 4, timeoutMs: 5000 })).rejects.toMatchObject({
+      code: 'XEN_ENOSPC',
+      message: expect.stringContaining('gntalloc'),
+    });
     expect(platform.grants.stats().sharedPages).toBe(0);
   });
 });

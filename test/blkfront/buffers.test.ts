@@ -89,12 +89,14 @@ describe('device buffers', () => {
     const { dev, disk } = fx;
     const bufs = Array.from({ length: 8 }, () => dev.allocBuffer(128 << 10));
     const round = async (gen: number): Promise<void> => {
-      await Promise.all(bufs.map(async (b, i) => {
-        b.set(pattern(i * (128 << 10), 128 << 10, gen));
-        await dev.write(i * (128 << 10), b);
-        await dev.readInto(i * (128 << 10), b);
-        expect(Buffer.compare(b, pattern(i * (128 << 10), 128 << 10, gen))).toBe(0);
-      }));
+      await Promise.all(
+        bufs.map(async (b, i) => {
+          b.set(pattern(i * (128 << 10), 128 << 10, gen));
+          await dev.write(i * (128 << 10), b);
+          await dev.readInto(i * (128 << 10), b);
+          expect(Buffer.compare(b, pattern(i * (128 << 10), 128 << 10, gen))).toBe(0);
+        }),
+      );
     };
     await round(1);
     const warm = disk.stats();

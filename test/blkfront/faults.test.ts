@@ -16,7 +16,6 @@ afterEach(async () => {
   fx = undefined;
 });
 
-
 describe('injected backend faults', () => {
   it('BLKIF_RSP_ERROR fails that call with BLKIF_EIO and nothing else', async () => {
     fx = await diskFixture({ size: 1 << 20 });

@@ -26,7 +26,9 @@ describe('reconnect onto a backend with smaller limits (a migration to another h
     const { dev, disk, host: h } = fx;
     expect(dev.info.features).toMatchObject({ ringPages: 4, queues: 2 });
     const xs = h.dom0.xenstore;
-    expect(await xs.directory(disk.frontendPath)).toEqual(expect.arrayContaining(['ring-page-order', 'multi-queue-num-queues', 'queue-0', 'queue-1']));
+    expect(await xs.directory(disk.frontendPath)).toEqual(
+      expect.arrayContaining(['ring-page-order', 'multi-queue-num-queues', 'queue-0', 'queue-1']),
+    );
     disk.stall(true);
     const writes = Array.from({ length: 16 }, (_, i) => dev.write(i * 65536, pattern(i * 65536, 65536, i + 1)));
     await until(() => dev.stats().requests >= 16);
@@ -97,8 +99,9 @@ describe('a failed open leaves the vbd ready for the next', () => {
   it('XEN_ENOSPC under a small grant limit, then an open with enough grants works', async () => {
     host = await createSimHost();
     const disk = await host.addDisk({ size: 1 << 20 });
-    await expect(openBlockDevice({ platform: limitedPlatform(host.guest, 40).platform, vdev: disk.vdev, timeoutMs: 3000 }))
-      .rejects.toMatchObject({ code: 'XEN_ENOSPC' });
+    await expect(
+      openBlockDevice({ platform: limitedPlatform(host.guest, 40).platform, vdev: disk.vdev, timeoutMs: 3000 }),
+    ).rejects.toMatchObject({ code: 'XEN_ENOSPC' });
     expect(await readState(host.guest.xenstore, disk.frontendPath)).toBe(XenbusState.Closed);
     expect(host.guest.grants.stats().sharedPages).toBe(0);
     const dev = await openBlockDevice({ platform: host.guest, vdev: disk.vdev, timeoutMs: 3000 });
@@ -123,11 +126,14 @@ describe('geometry and discard keys are checked at connect', () => {
     ['discard-alignment not below the granularity', { 'discard-granularity': '4096', 'discard-alignment': '4096' }],
     ['sectors not a number', { sectors: '12x' }],
   ];
-  it.each(bad)('%s: XS_EINVAL naming the key, and the vbd opens once the backend is fixed', async (_what, keys) => {
+  it.each(bad)('%s: BLKIF_EPROTO naming the key, and the vbd opens once the backend is fixed', async (_what, keys) => {
     host = await createSimHost();
     const disk = await host.addDisk({ size: 1 << 20, keys, sectorSize: keys['sector-size'] === '4096' ? 4096 : 512 });
-    const err = await openBlockDevice({ platform: host.guest, vdev: disk.vdev, timeoutMs: 3000 }).then(() => null, (e: unknown) => e);
-    expect(err).toMatchObject({ code: 'XS_EINVAL' });
+    const err = await openBlockDevice({ platform: host.guest, vdev: disk.vdev, timeoutMs: 3000 }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: 'BLKIF_EPROTO' });
     expect((err as Error).message).toContain(Object.keys(keys).at(-1));
     disk.reconfigure({ keys: {} });
     const dev = await openBlockDevice({ platform: host.guest, vdev: disk.vdev, timeoutMs: 3000 });
@@ -151,11 +157,17 @@ describe('careless callers get typed errors, and nothing else is affected', () =
     expect(() => dev.freeBuffer(null as never)).toThrow(expect.objectContaining({ code: 'BLKIF_EINVAL' }));
     expect(() => dev.freeBuffer(undefined as never)).toThrow(expect.objectContaining({ code: 'BLKIF_EINVAL' }));
     for (const options of [
-      { platform: null }, { platform: {} }, { platform: h.guest, vdev: null },
-      { platform: h.guest, vdev: disk.vdev, queues: Number.NaN }, { platform: h.guest, vdev: disk.vdev, queues: 1.5 },
-      { platform: h.guest, vdev: disk.vdev, queues: 0 }, { platform: h.guest, vdev: disk.vdev, maxIndirectSegments: Number.NaN },
-      { platform: h.guest, vdev: disk.vdev, ringPages: -1 }, { platform: h.guest, vdev: disk.vdev, persistentGrants: 'yes' },
-      { platform: h.guest, vdev: disk.vdev, timeoutMs: Infinity }, { platform: h.guest, vdev: disk.vdev, poolPages: 1.5 },
+      { platform: null },
+      { platform: {} },
+      { platform: h.guest, vdev: null },
+      { platform: h.guest, vdev: disk.vdev, queues: Number.NaN },
+      { platform: h.guest, vdev: disk.vdev, queues: 1.5 },
+      { platform: h.guest, vdev: disk.vdev, queues: 0 },
+      { platform: h.guest, vdev: disk.vdev, maxIndirectSegments: Number.NaN },
+      { platform: h.guest, vdev: disk.vdev, ringPages: -1 },
+      { platform: h.guest, vdev: disk.vdev, persistentGrants: 'yes' },
+      { platform: h.guest, vdev: disk.vdev, timeoutMs: Infinity },
+      { platform: h.guest, vdev: disk.vdev, poolPages: 1.5 },
     ]) {
       const t0 = Date.now();
       await expect(openBlockDevice(options as never)).rejects.toMatchObject({ code: 'BLKIF_EINVAL' });

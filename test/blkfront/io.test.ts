@@ -210,13 +210,15 @@ describe('blkfront I/O', () => {
     const io = async (n: number): Promise<void> => {
       const next = rng(7);
       let i = 0;
-      await Promise.all(Array.from({ length: 32 }, async () => {
-        while (i++ < n) {
-          const off = (next() % 300) * 4096;
-          if (i % 2) await dev.write(off, pattern(off, 11 * 4096, i));
-          else await dev.read(off, 11 * 4096);
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: 32 }, async () => {
+          while (i++ < n) {
+            const off = (next() % 300) * 4096;
+            if (i % 2) await dev.write(off, pattern(off, 11 * 4096, i));
+            else await dev.read(off, 11 * 4096);
+          }
+        }),
+      );
     };
     await io(400); // warm-up: every pooled page mapped once
     const warm = maps();
@@ -257,7 +259,10 @@ describe('blkfront I/O', () => {
   });
 
   it('more I/O than ring slots and pool pages waits instead of failing', async () => {
-    fx = await diskFixture({ size: 4 << 20, maxIndirectSegments: 0, maxRingPageOrder: 0, maxQueues: 1 }, { poolPages: 16, persistentGrants: false, queues: 1 });
+    fx = await diskFixture(
+      { size: 4 << 20, maxIndirectSegments: 0, maxRingPageOrder: 0, maxQueues: 1 },
+      { poolPages: 16, persistentGrants: false, queues: 1 },
+    );
     fx.disk.setDelay(200);
     const jobs = Array.from({ length: 300 }, (_, i) => fx!.dev.write((i % 64) * 65536, pattern((i % 64) * 65536, 65536, i)));
     await Promise.all(jobs);

@@ -63,7 +63,14 @@ describe('vbd ownership', () => {
     expect(err).toBeInstanceOf(BlkifError);
     expect(err).toMatchObject({ code: 'BLKIF_EBUSY' });
     const msg = (err as Error).message;
-    for (const part of ['vbd 51728 (xvdb)', "guest's kernel", 'nothing was written', 'echo vbd-51728 > /sys/bus/xen/drivers/vbd/unbind', 'drivers_autoprobe', 'docs/guest.md']) {
+    for (const part of [
+      'vbd 51728 (xvdb)',
+      "guest's kernel",
+      'nothing was written',
+      'echo vbd-51728 > /sys/bus/xen/drivers/vbd/unbind',
+      'drivers_autoprobe',
+      'docs/guest.md',
+    ]) {
       expect(msg).toContain(part);
     }
     await new Promise((r) => setTimeout(r, 100));
@@ -147,7 +154,9 @@ describe('vbd ownership', () => {
     // A backend that never reaches InitWait: the open fails on its timeout.
     const disk = await host.addDisk({ size: 1 << 20 });
     await host.dom0.xenstore.write(`${disk.backendPath}/state`, '1');
-    await expect(openBlockDevice({ platform: host.guest, vdev: disk.vdev, timeoutMs: 300 })).rejects.toMatchObject({ code: 'BLKIF_ENODEV' });
+    await expect(openBlockDevice({ platform: host.guest, vdev: disk.vdev, timeoutMs: 300 })).rejects.toMatchObject({
+      code: 'BLKIF_ENODEV',
+    });
     expect((await listBlockDevices(host.guest))[0]).toMatchObject({ owner: null });
   });
 });

@@ -82,8 +82,10 @@ describe('save/restore with I/O in flight (simulated host)', () => {
     expect(host.guest.domid).toBe(domid);
     // Not one operation on a port the restore had dropped (each would crash a real kernel).
     expect(host.hypervisor.domain(domid).counter(Counter.staleEvtchnOps)).toBe(0);
-    console.log(`restore ${keepDomid ? 'keeping the domid' : `as domain ${domid}`}: ${acked} writes acknowledged, ` +
-      `0 mismatches, ${r.replayed} pieces replayed, ${r.downtimeMs} ms from noticing to connected`);
+    console.log(
+      `restore ${keepDomid ? 'keeping the domid' : `as domain ${domid}`}: ${acked} writes acknowledged, ` +
+        `0 mismatches, ${r.replayed} pieces replayed, ${r.downtimeMs} ms from noticing to connected`,
+    );
     // What the old connection's backend saw is on the disk the new one serves.
     await dev.close();
     const again = await openBlockDevice({ platform: host.guest, vdev: host.disks[0]!.vdev });

@@ -36,7 +36,13 @@ function answer(words: Int32Array, view: DataView, entries: number, rspProd: num
 }
 
 describe('FrontRing', () => {
-  it.each([[1, 32], [2, 64], [4, 128], [8, 256], [16, 512]])('%i page(s) hold %i entries', (pages, entries) => {
+  it.each([
+    [1, 32],
+    [2, 64],
+    [4, 128],
+    [8, 256],
+    [16, 512],
+  ])('%i page(s) hold %i entries', (pages, entries) => {
     expect(ringOf(pages).ring.entries).toBe(entries);
   });
 
@@ -57,12 +63,14 @@ describe('FrontRing', () => {
     const a = answer(words, view, 32, 0, 32);
     expect(a.notify).toBe(true);
     const seen: number[] = [];
-    expect(ring.consume((lo, hi, op, status) => {
-      expect(ids.valid(lo, hi)).toBe(true);
-      expect([op, status]).toEqual([BlkifOp.Read, 0]);
-      ids.release(lo);
-      seen.push(lo);
-    })).toBe(32);
+    expect(
+      ring.consume((lo, hi, op, status) => {
+        expect(ids.valid(lo, hi)).toBe(true);
+        expect([op, status]).toEqual([BlkifOp.Read, 0]);
+        ids.release(lo);
+        seen.push(lo);
+      }),
+    ).toBe(32);
     expect(seen).toEqual(Array.from({ length: 32 }, (_, i) => i));
     expect(ring.freeSlots).toBe(32);
     expect(loadIdx(words, SringWord.rspEvent)).toBe(33); // RING_FINAL_CHECK_FOR_RESPONSES armed the next one

@@ -15,7 +15,8 @@ import { describe, expect, it } from 'vitest';
 import { loadKoffi, openLibrary } from '../../src/ffi/koffi.js';
 import { GrantSharerBase } from '../../src/gnttab/sharer_base.js';
 import { GrantPool } from '../../src/gnttab/pool.js';
-import { PAGE_SIZE, type SharedPages } from '../../src/gnttab/types.js';
+import { type SharedPages } from '../../src/gnttab/types.js';
+import { PAGE_SIZE } from '../../src/wire/page.js';
 import type { EventChannel } from '../../src/evtchn/types.js';
 import { BLKIF_NATIVE_ABI, BlkifOp } from '../../src/wire/blkif.js';
 import { BlkQueue } from '../../src/blkfront/queue.js';
@@ -98,20 +99,27 @@ describe("the frontend's ring code against Xen's ring.h macros (C peer)", () => 
     const channel = new PipeChannel();
     const errors: BlkifError[] = [];
     // The queue initialises the shared ring (SHARED_RING_INIT) before the peer attaches to it.
-    const queue = new BlkQueue(0, ring, channel, pool, { abi: BLKIF_NATIVE_ABI, handle: 0, maxSegments: 11, persistent: false }, {
-      completed: () => undefined,
-      broken: (e) => errors.push(e),
-      oversize: () => errors.push(new BlkifError('BLKIF_EINVAL', 'a piece larger than the ring')),
-    });
+    const queue = new BlkQueue(
+      0,
+      ring,
+      channel,
+      pool,
+      { abi: BLKIF_NATIVE_ABI, handle: 0, maxSegments: 11, persistent: false },
+      {
+        completed: () => undefined,
+        broken: (e) => errors.push(e),
+        oversize: () => errors.push(new BlkifError('BLKIF_EINVAL', 'a piece larger than the ring')),
+      },
+    );
     expect(queue.ring.entries).toBe(64);
 
     const proc = spawn(exe, [shmPath, String(RING_PAGES), String(DATA_PAGES), image], { stdio: ['pipe', 'pipe', 'pipe'] });
     channel.proc = proc;
     let stderr = '';
-    proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const ready = new Promise<number>((resolve) => {
       let line = '';
-      proc.stdout!.on('data', (d: Buffer) => {
+      proc.stdout.on('data', (d: Buffer) => {
         let kicks = 0;
         for (const b of d) {
           if (line !== null && !line.endsWith('\n')) {
@@ -124,11 +132,12 @@ describe("the frontend's ring code against Xen's ring.h macros (C peer)", () => 
     });
     expect(await ready).toBe(64); // RING_SIZE agrees with ours
 
-    const io = (op: number, offset: number, data: Uint8Array): Promise<void> => new Promise((resolve, reject) => {
-      const done = new Completion(resolve, reject);
-      done.remaining = 1;
-      queue.enqueue(new IoOp(op, offset / 512, data.byteLength / 512, data, done));
-    });
+    const io = (op: number, offset: number, data: Uint8Array): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const done = new Completion(resolve, reject);
+        done.remaining = 1;
+        queue.enqueue(new IoOp(op, offset / 512, data.byteLength / 512, data, done));
+      });
 
     const model = new Uint8Array(DISK);
     const next = rng(5);
@@ -162,12 +171,17 @@ describe("the frontend's ring code against Xen's ring.h macros (C peer)", () => 
     expect(errors).toEqual([]);
     expect(Buffer.compare(readFileSync(image), Buffer.from(model))).toBe(0);
 
-    proc.stdin!.end();
+    proc.stdin.end();
     await new Promise((r) => proc.once('exit', r));
-    const c: Record<string, number> = Object.fromEntries(stderr.trim().split(' ').map((kv) => {
-      const [k, v] = kv.split('=');
-      return [k, Number(v)];
-    }));
+    const c: Record<string, number> = Object.fromEntries(
+      stderr
+        .trim()
+        .split(' ')
+        .map((kv) => {
+          const [k, v] = kv.split('=');
+          return [k, Number(v)];
+        }),
+    );
     const s = queue.stats;
     expect(c.requests).toBe(requests);
     expect(s.requests).toBe(requests);
@@ -179,8 +193,10 @@ describe("the frontend's ring code against Xen's ring.h macros (C peer)", () => 
     expect(s.notifications).toBeLessThan(requests / 2);
     expect(c.notifies).toBeLessThan(requests / 2);
     expect(s.responses).toBe(requests);
-    process.stdout.write(`ring peer: ${requests} requests; frontend sent ${s.notifications} notifications, backend sent ${c.notifies}; ` +
-      `${(s.responses / Math.max(1, s.interrupts)).toFixed(1)} responses per interrupt\n`);
+    process.stdout.write(
+      `ring peer: ${requests} requests; frontend sent ${s.notifications} notifications, backend sent ${c.notifies}; ` +
+        `${(s.responses / Math.max(1, s.interrupts)).toFixed(1)} responses per interrupt\n`,
+    );
 
     queue.close();
     await pool.close();

@@ -6,11 +6,17 @@ import { MemoryTarget, blankImage, run, scratch, sfdiskJson } from '../helpers/i
 import { diskFixture, rng } from '../helpers/blk.js';
 
 /** Inverts one byte of the image (a damaged field). */
-const flip = (t: MemoryTarget, at: number): void => { t.bytes[at] = t.bytes[at]! ^ 0xff; };
+const flip = (t: MemoryTarget, at: number): void => {
+  t.bytes[at] = t.bytes[at]! ^ 0xff;
+};
 
 const EXTENDED = new Set(['5', 'f', '85']);
 /** Byte ranges [start, length] that hold table fields: MBR entries and signature, GPT header, GPT entries 1–4. */
-const REGIONS: Array<[number, number]> = [[446, 66], [512, 92], [1024, 512]];
+const REGIONS: Array<[number, number]> = [
+  [446, 66],
+  [512, 92],
+  [1024, 512],
+];
 
 describe('partition tables against util-linux and gdisk', () => {
   const tmp = scratch();
@@ -19,11 +25,32 @@ describe('partition tables against util-linux and gdisk', () => {
   beforeAll(() => {
     blankImage(mbr, 32 << 20);
     // Two primaries, an extended partition holding two logical ones.
-    run('sfdisk', ['-q', mbr], 'label: dos\nlabel-id: 0x1234abcd\nstart=2048, size=16384, type=83, bootable\n' +
-      'start=18432, size=8192, type=82\nstart=26624, type=5\nsize=4096, type=83\nsize=4096, type=8e\n');
+    run(
+      'sfdisk',
+      ['-q', mbr],
+      'label: dos\nlabel-id: 0x1234abcd\nstart=2048, size=16384, type=83, bootable\n' +
+        'start=18432, size=8192, type=82\nstart=26624, type=5\nsize=4096, type=83\nsize=4096, type=8e\n',
+    );
     blankImage(gpt, 32 << 20);
-    run('sgdisk', ['-n', '1:2048:+16M', '-t', '1:8300', '-c', '1:root fs', '-n', '2:0:+8M', '-t', '2:ef00', '-c', '2:esp',
-      '-n', '4:0:0', '-t', '4:8200', gpt]);
+    run('sgdisk', [
+      '-n',
+      '1:2048:+16M',
+      '-t',
+      '1:8300',
+      '-c',
+      '1:root fs',
+      '-n',
+      '2:0:+8M',
+      '-t',
+      '2:ef00',
+      '-c',
+      '2:esp',
+      '-n',
+      '4:0:0',
+      '-t',
+      '4:8200',
+      gpt,
+    ]);
   });
   afterAll(() => tmp.remove());
 
@@ -32,9 +59,14 @@ describe('partition tables against util-linux and gdisk', () => {
     const ref = sfdiskJson(mbr);
     expect(table.kind).toBe('mbr');
     expect(`0x${table.id}`).toBe(ref.id);
-    const want = ref.partitions.filter((p) => !EXTENDED.has(p.type)).map((p) => ({
-      number: Number(/(\d+)$/.exec(p.node)![1]), offset: p.start * 512, size: p.size * 512, type: p.type.padStart(2, '0'),
-    }));
+    const want = ref.partitions
+      .filter((p) => !EXTENDED.has(p.type))
+      .map((p) => ({
+        number: Number(/(\d+)$/.exec(p.node)![1]),
+        offset: p.start * 512,
+        size: p.size * 512,
+        type: p.type.padStart(2, '0'),
+      }));
     expect(table.partitions.map((p) => ({ number: p.number, offset: p.offset, size: p.size, type: p.type }))).toEqual(want);
     expect(want.map((p) => p.number)).toEqual([1, 2, 5, 6]);
     expect(table.partitions[0]!.bootable).toBe(true);
@@ -47,9 +79,21 @@ describe('partition tables against util-linux and gdisk', () => {
     expect(table.kind).toBe('gpt');
     expect(table.id).toBe(ref.id);
     expect(table.warnings).toEqual([]);
-    expect(table.partitions.map((p) => ({ node: `${gpt}${p.number}`, start: p.offset / 512, size: p.size / 512, type: p.type, uuid: p.uuid, ...(p.name ? { name: p.name } : {}) })))
-      .toEqual(ref.partitions.map((p) => ({ ...p, node: p.node })));
-    expect(table.partitions.map((p) => [p.number, p.typeName])).toEqual([[1, 'Linux filesystem'], [2, 'EFI System'], [4, 'Linux swap']]);
+    expect(
+      table.partitions.map((p) => ({
+        node: `${gpt}${p.number}`,
+        start: p.offset / 512,
+        size: p.size / 512,
+        type: p.type,
+        uuid: p.uuid,
+        ...(p.name ? { name: p.name } : {}),
+      })),
+    ).toEqual(ref.partitions.map((p) => ({ ...p, node: p.node })));
+    expect(table.partitions.map((p) => [p.number, p.typeName])).toEqual([
+      [1, 'Linux filesystem'],
+      [2, 'EFI System'],
+      [4, 'Linux swap'],
+    ]);
   });
 
   it('GPT whose primary header is broken: the backup at the last LBA is used, with a warning; both broken: PART_EBADTABLE', async () => {
@@ -143,9 +187,9 @@ describe('a partition as a view, through the driver', () => {
       const data = new Uint8Array(p1.size).fill(0xa5);
       await p1.write(0, data);
       const requests = fx.dev.stats().requests;
-      await expect(p1.write(p1.size - 512, new Uint8Array(1024))).rejects.toMatchObject({ code: 'PART_ERANGE' });
-      await expect(p1.readInto(p1.size, new Uint8Array(512))).rejects.toMatchObject({ code: 'PART_ERANGE' });
-      await expect(p1.discard(-512, 512)).rejects.toMatchObject({ code: 'PART_ERANGE' });
+      await expect(p1.write(p1.size - 512, new Uint8Array(1024))).rejects.toMatchObject({ code: 'BLKIF_ERANGE' });
+      await expect(p1.readInto(p1.size, new Uint8Array(512))).rejects.toMatchObject({ code: 'BLKIF_ERANGE' });
+      await expect(p1.discard(-512, 512)).rejects.toMatchObject({ code: 'BLKIF_ERANGE' });
       expect(fx.dev.stats().requests).toBe(requests);
       const after2 = new Uint8Array(p2.size);
       await p2.readInto(0, after2);

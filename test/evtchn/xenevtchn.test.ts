@@ -78,7 +78,7 @@ describe('real-Xen event channels (libxenevtchn through koffi)', () => {
   });
 });
 
-describe('the event loop\'s watch failing', () => {
+describe("the event loop's watch failing", () => {
   it('falls back to a poll on a worker thread, with a warning, and loses no event', async () => {
     const lib = pipeLib();
     const chans = new XenEventChannels(lib, loadLibc(), { wakeup: 'event-loop' });

@@ -15,7 +15,15 @@ async function checkTree(fs: ExtFileSystem, tree: Tree): Promise<number> {
     const whole = await fs.readFile(path);
     expect(sha(whole), `readFile ${path}`).toBe(hash);
     const chunks: Buffer[] = [];
-    await pipeline(fs.createReadStream(path, { chunkSize: 65536 }), new Writable({ write(c: Buffer, _e, cb) { chunks.push(c); cb(); } }));
+    await pipeline(
+      fs.createReadStream(path, { chunkSize: 65536 }),
+      new Writable({
+        write(c: Buffer, _e, cb) {
+          chunks.push(c);
+          cb();
+        },
+      }),
+    );
     expect(sha(Buffer.concat(chunks)), `stream ${path}`).toBe(hash);
     bytes += whole.length;
   }
@@ -32,7 +40,7 @@ describe('ext4 made by mkfs.ext4 -d, through the driver', () => {
   });
   afterAll(() => tmp.remove());
 
-  it('whole disk, 1 KiB blocks: every file of the tree reads back with its hash; the listing is the tree\'s', async () => {
+  it("whole disk, 1 KiB blocks: every file of the tree reads back with its hash; the listing is the tree's", async () => {
     const img = join(tmp.dir, 'whole.img');
     blankImage(img, 48 << 20);
     mkfsExt4(img, treeDir, { blockSize: 1024 });
@@ -77,7 +85,9 @@ describe('ext4 made by mkfs.ext4 -d, through the driver', () => {
         written.set(path, data);
       }
       const streamed = randomBytes(2_500_000);
-      await pipeline(async function* () { for (let i = 0; i < streamed.length; i += 100_000) yield streamed.subarray(i, i + 100_000); }, fs.createWriteStream('/new/streamed.bin'));
+      await pipeline(async function* () {
+        for (let i = 0; i < streamed.length; i += 100_000) yield streamed.subarray(i, i + 100_000);
+      }, fs.createWriteStream('/new/streamed.bin'));
       written.set('/new/streamed.bin', streamed);
       await fs.rename('/new/deeper/file-1', '/new/renamed');
       written.set('/new/renamed', written.get('/new/deeper/file-1')!);
@@ -117,7 +127,10 @@ describe('ext4 made by mkfs.ext4 -d, through the driver', () => {
     blankImage(blank, 4 << 20);
     const fx = await diskFixture({ image: blank });
     try {
-      await expect(mountExt(fx.dev)).rejects.toMatchObject({ code: 'FS_ENOFS', message: expect.stringMatching(/no ext2\/3\/4 file system/) });
+      await expect(mountExt(fx.dev)).rejects.toMatchObject({
+        code: 'FS_ENOFS',
+        message: expect.stringMatching(/no ext2\/3\/4 file system/),
+      });
       await expect(probeExt(fx.dev)).rejects.toBeInstanceOf(FsError);
     } finally {
       await fx.close();
@@ -142,7 +155,7 @@ describe('ext4 made by mkfs.ext4 -d, through the driver', () => {
     expect(sha(readFileSync(img))).toBe(hash);
   });
 
-  it('the disk detached in the middle of a copy: the copy fails with a typed error naming the device\'s, the process goes on', async () => {
+  it("the disk detached in the middle of a copy: the copy fails with a typed error naming the device's, the process goes on", async () => {
     const img = join(tmp.dir, 'detach.img');
     blankImage(img, 64 << 20);
     mkfsExt4(img, treeDir, { blockSize: 4096 });
@@ -158,7 +171,10 @@ describe('ext4 made by mkfs.ext4 -d, through the driver', () => {
           yield big.subarray(sent, sent + (256 << 10));
         }
       }, fs.createWriteStream('/big-copy'));
-      err = await copy.then(() => null, (e: unknown) => e);
+      err = await copy.then(
+        () => null,
+        (e: unknown) => e,
+      );
       await fs.unmount().catch(() => undefined);
     } finally {
       await fx.close().catch(() => undefined);

@@ -4,15 +4,74 @@
  * one-line UsageError; nothing else is thrown.
  */
 import { describe, expect, it } from 'vitest';
-import { parseOptions, UsageError } from '../../examples/blkbench/options.js';
+import { parseOptions, UsageError } from '../../src/cli/blkbench/options.js';
 import { fuzz } from '../helpers/fuzz.js';
 
-const NAMES = ['--rw', '--rwmixread', '--bs', '--iodepth', '--queues', '--size', '--runtime', '--number-ios', '--ramp-time',
-  '--offset', '--seed', '--image', '--ramdisk', '--tmpdir', '--xen', '--vdev', '--persistent', '--no-persistent', '--indirect',
-  '--no-indirect', '--pool', '--no-pool', '--ring-pages', '--zero-copy', '--verify', '--baseline', '--json', '--progress',
-  '--no-progress', '--help', '-h', '--version', '--bogus', '-x', '--'];
-const VALUES = ['0', '1', '-1', '3', '512', '4k', '1m', '1t', '1.5', 'NaN', 'Infinity', '1e309', 'randread', 'randrw', 'sideways',
-  '/tmp/x.img', '51712', 'xvda', '', ' ', '4 k', '64KiB', '9007199254740993', '0x10', 'true', 'false'];
+const NAMES = [
+  '--rw',
+  '--rwmixread',
+  '--bs',
+  '--iodepth',
+  '--queues',
+  '--size',
+  '--runtime',
+  '--number-ios',
+  '--ramp-time',
+  '--offset',
+  '--seed',
+  '--image',
+  '--ramdisk',
+  '--tmpdir',
+  '--xen',
+  '--vdev',
+  '--persistent',
+  '--no-persistent',
+  '--indirect',
+  '--no-indirect',
+  '--pool',
+  '--no-pool',
+  '--ring-pages',
+  '--zero-copy',
+  '--verify',
+  '--baseline',
+  '--json',
+  '--progress',
+  '--no-progress',
+  '--help',
+  '-h',
+  '--version',
+  '--bogus',
+  '-x',
+  '--',
+];
+const VALUES = [
+  '0',
+  '1',
+  '-1',
+  '3',
+  '512',
+  '4k',
+  '1m',
+  '1t',
+  '1.5',
+  'NaN',
+  'Infinity',
+  '1e309',
+  'randread',
+  'randrw',
+  'sideways',
+  '/tmp/x.img',
+  '51712',
+  'xvda',
+  '',
+  ' ',
+  '4 k',
+  '64KiB',
+  '9007199254740993',
+  '0x10',
+  'true',
+  'false',
+];
 
 describe('fuzz: blkbench command lines', () => {
   it('every argv parses to checked options, help text, or one UsageError line', async () => {

@@ -31,17 +31,41 @@ async function settle(f: Fuzz, what: string, call: () => unknown): Promise<boole
 
 function randomArg(f: Fuzz, size: number): unknown {
   return f.pick<() => unknown>([
-    () => 0, () => 512, () => 4096, () => f.int(size), () => size, () => size - 512, () => size + 4096, () => -512,
-    () => 1.5, () => Number.NaN, () => Infinity, () => Number.MAX_SAFE_INTEGER, () => 2 ** 60, () => '4096',
-    () => null, () => undefined, () => ({}), () => [512], () => 4096n,
+    () => 0,
+    () => 512,
+    () => 4096,
+    () => f.int(size),
+    () => size,
+    () => size - 512,
+    () => size + 4096,
+    () => -512,
+    () => 1.5,
+    () => Number.NaN,
+    () => Infinity,
+    () => Number.MAX_SAFE_INTEGER,
+    () => 2 ** 60,
+    () => '4096',
+    () => null,
+    () => undefined,
+    () => ({}),
+    () => [512],
+    () => 4096n,
   ])();
 }
 
 function randomBuffer(f: Fuzz, dev: BlockDevice): unknown {
   return f.pick<() => unknown>([
-    () => new Uint8Array(512 * (1 + f.int(16))), () => new Uint8Array(4096 * (1 + f.int(64))), () => new Uint8Array(0),
-    () => new Uint8Array(1000), () => new Uint8Array(8192).subarray(100, 100 + 4096), () => new Uint16Array(2048),
-    () => Buffer.alloc(4096), () => new ArrayBuffer(4096), () => 'data', () => null, () => undefined,
+    () => new Uint8Array(512 * (1 + f.int(16))),
+    () => new Uint8Array(4096 * (1 + f.int(64))),
+    () => new Uint8Array(0),
+    () => new Uint8Array(1000),
+    () => new Uint8Array(8192).subarray(100, 100 + 4096),
+    () => new Uint16Array(2048),
+    () => Buffer.alloc(4096),
+    () => new ArrayBuffer(4096),
+    () => 'data',
+    () => null,
+    () => undefined,
     () => {
       const b = new Uint8Array(4096);
       structuredClone(b.buffer, { transfer: [b.buffer] });
@@ -67,15 +91,24 @@ describe('fuzz: the block frontend', () => {
         const what = `call ${c} kind ${kind}`;
         const p = settle(f, what, () => {
           switch (kind) {
-            case 0: return dev.read(a as number, b as number);
-            case 1: return dev.readInto(a as number, randomBuffer(f, dev) as Uint8Array);
-            case 2: return dev.write(a as number, f.chance(0.5) ? new Uint8Array(512) : randomBuffer(f, dev) as Uint8Array)
-              .then(() => dev.write(0, pattern(0, 1 << 20, 1))); // put the pattern back (nothing else writes meanwhile)
-            case 3: return dev.discard(a as number, b as number, f.pick([undefined, {}, { secure: true }, null, 'x']) as never);
-            case 4: return dev.flush();
-            case 5: return dev.allocBuffer(a as number);
-            case 6: return dev.freeBuffer(randomBuffer(f, dev) as Uint8Array);
-            default: return dev.readInto(a as number, new Uint8Array(512 * (1 + f.int(8))));
+            case 0:
+              return dev.read(a as number, b as number);
+            case 1:
+              return dev.readInto(a as number, randomBuffer(f, dev) as Uint8Array);
+            case 2:
+              return dev
+                .write(a as number, f.chance(0.5) ? new Uint8Array(512) : (randomBuffer(f, dev) as Uint8Array))
+                .then(() => dev.write(0, pattern(0, 1 << 20, 1))); // put the pattern back (nothing else writes meanwhile)
+            case 3:
+              return dev.discard(a as number, b as number, f.pick([undefined, {}, { secure: true }, null, 'x']) as never);
+            case 4:
+              return dev.flush();
+            case 5:
+              return dev.allocBuffer(a as number);
+            case 6:
+              return dev.freeBuffer(randomBuffer(f, dev) as Uint8Array);
+            default:
+              return dev.readInto(a as number, new Uint8Array(512 * (1 + f.int(8))));
           }
         });
         pending.push(p);
@@ -93,11 +126,42 @@ describe('fuzz: the block frontend', () => {
 
   it('hostile backend keys: open succeeds with sane geometry or fails typed; the vbd opens again afterwards', async () => {
     const f = fuzz('blkfront backend keys');
-    const values = ['0', '1', '-1', '512', '4096', '3', '1536', '4294967808', '12884901888', '99999999999999999999', 'x', '', ' 8 ',
-      '0x200', '1e3', '65536', '131072', '4096.0'];
-    const keys = ['sector-size', 'physical-sector-size', 'sectors', 'info', 'feature-discard', 'discard-granularity',
-      'discard-alignment', 'discard-secure', 'feature-flush-cache', 'feature-barrier', 'feature-persistent',
-      'feature-max-indirect-segments', 'max-ring-page-order', 'multi-queue-max-queues'];
+    const values = [
+      '0',
+      '1',
+      '-1',
+      '512',
+      '4096',
+      '3',
+      '1536',
+      '4294967808',
+      '12884901888',
+      '99999999999999999999',
+      'x',
+      '',
+      ' 8 ',
+      '0x200',
+      '1e3',
+      '65536',
+      '131072',
+      '4096.0',
+    ];
+    const keys = [
+      'sector-size',
+      'physical-sector-size',
+      'sectors',
+      'info',
+      'feature-discard',
+      'discard-granularity',
+      'discard-alignment',
+      'discard-secure',
+      'feature-flush-cache',
+      'feature-barrier',
+      'feature-persistent',
+      'feature-max-indirect-segments',
+      'max-ring-page-order',
+      'multi-queue-max-queues',
+    ];
     const host = await createSimHost();
     try {
       for (const c of f.cases(40, 6000)) {
@@ -147,9 +211,10 @@ describe('fuzz: the block frontend', () => {
           const g = c * 100 + i;
           return f.chance(0.6)
             ? settle(f, 'write', () => dev.write(block * 16384, pattern(block * 16384, 16384, g))).then((ok) => {
-              if (ok) gen.set(block, Math.max(gen.get(block) ?? 0, g));
-            })
-            : f.chance(0.5) ? settle(f, 'read', () => dev.read(block * 16384, 16384))
+                if (ok) gen.set(block, Math.max(gen.get(block) ?? 0, g));
+              })
+            : f.chance(0.5)
+              ? settle(f, 'read', () => dev.read(block * 16384, 16384))
               : settle(f, 'flush', () => dev.flush());
         });
         await Promise.all(calls);
@@ -173,7 +238,7 @@ describe('fuzz: the block frontend', () => {
     f.report(`backends, ${acked} acknowledged blocks checked`, 'ok', 'BLKIF_EPROTO');
   }, 60_000);
 
-  it('hostile state sequences: calls settle, typed, while the backend\'s state jumps around and once it is restarted', async () => {
+  it("hostile state sequences: calls settle, typed, while the backend's state jumps around and once it is restarted", async () => {
     const f = fuzz('blkfront states');
     const states = ['1', '2', '3', '4', '5', '6', '7', '0', '9', 'x', ''];
     for (const c of f.cases(12, 8000)) {
@@ -181,8 +246,11 @@ describe('fuzz: the block frontend', () => {
       try {
         const { dev, disk, host } = fx;
         const xs = host.dom0.xenstore;
-        const io = Array.from({ length: 24 }, (_, i) => settle(f, `sequence ${c}, call ${i}`, () =>
-          i % 2 === 0 ? dev.write(i * 4096, pattern(i * 4096, 4096, i)) : dev.read(i * 4096, 4096)));
+        const io = Array.from({ length: 24 }, (_, i) =>
+          settle(f, `sequence ${c}, call ${i}`, () =>
+            i % 2 === 0 ? dev.write(i * 4096, pattern(i * 4096, 4096, i)) : dev.read(i * 4096, 4096),
+          ),
+        );
         for (let k = 0, n = 1 + f.int(4); k < n; k++) {
           const s = f.pick(states);
           if (f.chance(0.1)) await xs.rm(`${disk.backendPath}/state`).catch(() => undefined);
@@ -214,7 +282,10 @@ describe('fuzz: the block frontend', () => {
 
   it('write-verify across backend restarts that change the limits: no acknowledged write lost', async () => {
     const f = fuzz('blkfront restarts');
-    const fx = await diskFixture({ size: 2 << 20, maxIndirectSegments: 512 }, { queues: 4, ringPages: 8, maxIndirectSegments: 512, reconnectTimeoutMs: 5000 });
+    const fx = await diskFixture(
+      { size: 2 << 20, maxIndirectSegments: 512 },
+      { queues: 4, ringPages: 8, maxIndirectSegments: 512, reconnectTimeoutMs: 5000 },
+    );
     try {
       const { dev, disk } = fx;
       const blocks = 64;
@@ -238,7 +309,10 @@ describe('fuzz: the block frontend', () => {
       for (let r = 0; r < 8; r++) {
         await new Promise((res) => setTimeout(res, 100 + f.int(200)));
         const next = {
-          maxRingPageOrder: f.int(5), maxQueues: 1 + f.int(4), maxIndirectSegments: f.pick([0, 32, 256, 512]), persistent: f.chance(0.5),
+          maxRingPageOrder: f.int(5),
+          maxQueues: 1 + f.int(4),
+          maxIndirectSegments: f.pick([0, 32, 256, 512]),
+          persistent: f.chance(0.5),
         };
         limits.push(JSON.stringify(next));
         disk.reconfigure(next);
@@ -250,8 +324,10 @@ describe('fuzz: the block frontend', () => {
       for (let b = 0; b < blocks; b++) {
         if (model[b] !== 0 && firstDifference(await dev.read(b * bsz, bsz), pattern(b * bsz, bsz, model[b]!)) >= 0) mismatches++;
       }
-      console.log(`fuzz blkfront restarts: 8 restarts (${limits.join(' ')}); ${acked} acknowledged writes, ${mismatches} mismatches, ` +
-        `${dev.stats().replayed} pieces replayed`);
+      console.log(
+        `fuzz blkfront restarts: 8 restarts (${limits.join(' ')}); ${acked} acknowledged writes, ${mismatches} mismatches, ` +
+          `${dev.stats().replayed} pieces replayed`,
+      );
       expect(mismatches).toBe(0);
       expect(dev.stats()).toMatchObject({ reconnects: 8, errors: 0 });
     } finally {

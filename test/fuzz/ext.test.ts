@@ -28,12 +28,16 @@ describe('fuzz: ext2/3/4 on damaged images', () => {
         const fs = await mountExt(t);
         try {
           for (const name of await fs.readdir('/')) {
-            await fs.readFile(`/${name}`).catch((err: unknown) => { expect(err).toBeInstanceOf(FsError); });
+            await fs.readFile(`/${name}`).catch((err: unknown) => {
+              expect(err).toBeInstanceOf(FsError);
+            });
           }
           await fs.writeFile('/written', 'after the damage');
           f.tally.add('mounted, read and written');
         } finally {
-          await fs.unmount().catch((err: unknown) => { expect(err).toBeInstanceOf(FsError); });
+          await fs.unmount().catch((err: unknown) => {
+            expect(err).toBeInstanceOf(FsError);
+          });
         }
       } catch (err) {
         expect(err).toBeInstanceOf(FsError);

@@ -30,11 +30,16 @@ function randomPath(f: Fuzz): string {
 
 function randomPayload(f: Fuzz): Uint8Array {
   switch (f.int(5)) {
-    case 0: return joinPayload([randomPath(f)]);
-    case 1: return joinPayload([randomPath(f), `v${f.int(100)}`], false);
-    case 2: return joinPayload([randomPath(f), 't'.repeat(f.chance(0.1) ? 4100 : f.int(4000))]);
-    case 3: return f.bytes(f.int(64));
-    default: return joinPayload(Array.from({ length: f.int(6) }, () => f.pick(SEGMENTS)));
+    case 0:
+      return joinPayload([randomPath(f)]);
+    case 1:
+      return joinPayload([randomPath(f), `v${f.int(100)}`], false);
+    case 2:
+      return joinPayload([randomPath(f), 't'.repeat(f.chance(0.1) ? 4100 : f.int(4000))]);
+    case 3:
+      return f.bytes(f.int(64));
+    default:
+      return joinPayload(Array.from({ length: f.int(6) }, () => f.pick(SEGMENTS)));
   }
 }
 
@@ -62,25 +67,42 @@ describe('fuzz: the client against a daemon that answers anything', () => {
           serverEnd.write(b);
         };
         switch (f.int(12)) {
-          case 0: return; // silence
-          case 1: return send(frame(XsType.Error, m.reqId, m.txId, joinPayload([f.pick(ERRNOS)])));
-          case 2: return send(frame(f.int(30), m.reqId, m.txId, randomPayload(f))); // any type
-          case 3: return send(frame(m.type, f.int(5) === 0 ? 0 : m.reqId + 1 + f.int(3), m.txId, randomPayload(f))); // someone else's id
-          case 4: return send(f.bytes(1 + f.int(40))); // garbage
+          case 0:
+            return; // silence
+          case 1:
+            return send(frame(XsType.Error, m.reqId, m.txId, joinPayload([f.pick(ERRNOS)])));
+          case 2:
+            return send(frame(f.int(30), m.reqId, m.txId, randomPayload(f))); // any type
+          case 3:
+            return send(frame(m.type, f.int(5) === 0 ? 0 : m.reqId + 1 + f.int(3), m.txId, randomPayload(f))); // someone else's id
+          case 4:
+            return send(f.bytes(1 + f.int(40))); // garbage
           case 5: {
             const h = new Uint8Array(16);
             encodeHeader(h, 0, { type: m.type, reqId: m.reqId, txId: 0, len: XENSTORE_PAYLOAD_MAX + 1 + f.int(1 << 20) });
             return send(h);
           }
-          case 6: return send(frame(XsType.WatchEvent, 0, 0, joinPayload([randomPath(f), `xb${f.int(9)}-${f.int(9)}`])));
+          case 6:
+            return send(frame(XsType.WatchEvent, 0, 0, joinPayload([randomPath(f), `xb${f.int(9)}-${f.int(9)}`])));
           case 7:
             hungUp = true;
             serverEnd.close();
             return;
-          case 8: return send(frame(XsType.DirectoryPart, m.reqId, m.txId, joinPayload([String(f.int(3)), 'n'])));
+          case 8:
+            return send(frame(XsType.DirectoryPart, m.reqId, m.txId, joinPayload([String(f.int(3)), 'n'])));
           default: // a right reply of the right type
-            return send(frame(m.type, m.reqId, m.txId, m.type === XsType.TransactionStart ? joinPayload([String(1 + f.int(5))])
-              : m.type === XsType.Watch || m.type === XsType.Unwatch || m.type === XsType.Write ? joinPayload(['OK']) : randomPayload(f)));
+            return send(
+              frame(
+                m.type,
+                m.reqId,
+                m.txId,
+                m.type === XsType.TransactionStart
+                  ? joinPayload([String(1 + f.int(5))])
+                  : m.type === XsType.Watch || m.type === XsType.Unwatch || m.type === XsType.Write
+                    ? joinPayload(['OK'])
+                    : randomPayload(f),
+              ),
+            );
         }
       };
       serverEnd.start({
@@ -98,16 +120,32 @@ describe('fuzz: the client against a daemon that answers anything', () => {
       for (let i = 0, n = 1 + f.int(8); i < n; i++) {
         const path = randomPath(f);
         switch (f.int(7)) {
-          case 0: calls.push(client.read(path)); break;
-          case 1: calls.push(client.write(path, `v${i}`)); break;
-          case 2: calls.push(client.directory(path)); break;
-          case 3: calls.push(client.watch(path, () => undefined)); break;
-          case 4: calls.push(client.transaction(async (tx) => tx.read(path), { maxAttempts: 2, backoffMs: 1 })); break;
-          case 5: calls.push(client.readInt(path, { fallback: 3 })); break;
-          default: calls.push(client.getPerms(path)); break;
+          case 0:
+            calls.push(client.read(path));
+            break;
+          case 1:
+            calls.push(client.write(path, `v${i}`));
+            break;
+          case 2:
+            calls.push(client.directory(path));
+            break;
+          case 3:
+            calls.push(client.watch(path, () => undefined));
+            break;
+          case 4:
+            calls.push(client.transaction(async (tx) => tx.read(path), { maxAttempts: 2, backoffMs: 1 }));
+            break;
+          case 5:
+            calls.push(client.readInt(path, { fallback: 3 }));
+            break;
+          default:
+            calls.push(client.getPerms(path));
+            break;
         }
       }
-      const results = await Promise.allSettled(calls.map((p) => Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error('HANG')), 3000))])));
+      const results = await Promise.allSettled(
+        calls.map((p) => Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error('HANG')), 3000))])),
+      );
       for (const r of results) {
         if (r.status === 'fulfilled') f.tally.add('resolved');
         else {
@@ -123,7 +161,7 @@ describe('fuzz: the client against a daemon that answers anything', () => {
 });
 
 describe('fuzz: the simulated xenstored against a guest that sends anything', () => {
-  it('answers or drops the guest, never lets it near dom0\'s node, and keeps serving dom0', async () => {
+  it("answers or drops the guest, never lets it near dom0's node, and keeps serving dom0", async () => {
     const f = fuzz('simulated xenstored');
     const sim = new SimXenstored();
     const dom0 = new XenstoreClient(sim.connect());

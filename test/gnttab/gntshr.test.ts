@@ -93,6 +93,8 @@ describe('real-Xen grant bindings (libxengnttab through koffi)', () => {
     lib.share = () => null;
     lib.errno = () => 28; // ENOSPC
     const sharer = new XenGrantSharer(lib);
-    expect(() => sharer.share(0, 1, true)).toThrow(expect.objectContaining({ code: 'XEN_ENOSPC', message: expect.stringMatching(/ENOSPC/) }));
+    expect(() => sharer.share(0, 1, true)).toThrow(
+      expect.objectContaining({ code: 'XEN_ENOSPC', message: expect.stringMatching(/ENOSPC/) }),
+    );
   });
 });

@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { GrantPool } from '../../src/gnttab/pool.js';
 import { Semaphore } from '../../src/gnttab/semaphore.js';
-import { PAGE_SIZE } from '../../src/gnttab/types.js';
+import { PAGE_SIZE } from '../../src/wire/page.js';
 import { SimHypervisor } from '../../src/sim/host/hypervisor.js';
 import { SimGrantMapper, SimGrantSharer } from '../../src/sim/host/grants.js';
 import { isXenError } from '../../src/errors.js';

@@ -1,5 +1,12 @@
 import { expect } from 'vitest';
-import { XenError, openBlockDevice, type BlockDevice, type BlockDeviceOptions, type GrantSharer, type XenPlatform } from '../../src/index.js';
+import {
+  XenError,
+  openBlockDevice,
+  type BlockDevice,
+  type BlockDeviceOptions,
+  type GrantSharer,
+  type XenPlatform,
+} from '../../src/index.js';
 import { createSimHost, type SimBlkback, type SimDiskOptions, type SimHost } from '../../src/sim/index.js';
 
 export interface DiskFixture {
@@ -10,12 +17,18 @@ export interface DiskFixture {
 }
 
 /** A simulated host with one disk served by blkback workers, and the frontend open on it. */
-export async function diskFixture(disk: SimDiskOptions = {}, dev: Omit<BlockDeviceOptions, 'platform' | 'vdev'> = {}): Promise<DiskFixture> { // the backend's workers run the compiled JS
+export async function diskFixture(
+  disk: SimDiskOptions = {},
+  dev: Omit<BlockDeviceOptions, 'platform' | 'vdev'> = {},
+): Promise<DiskFixture> {
+  // the backend's workers run the compiled JS
   const host = await createSimHost();
   const backend = await host.addDisk({ size: 4 << 20, ...disk });
   const device = await openBlockDevice({ platform: host.guest, vdev: backend.vdev, timeoutMs: 5000, ...dev });
   return {
-    host, disk: backend, dev: device,
+    host,
+    disk: backend,
+    dev: device,
     close: async () => {
       await device.close();
       await host.close();
@@ -42,7 +55,7 @@ export function pattern(offset: number, length: number, generation: number): Uin
   const v = new DataView(b.buffer);
   for (let i = 0; i < length; i += 8) {
     v.setUint32(i, (offset + i) / 8, true);
-    v.setUint32(i + 4, generation * 2654435761 >>> 0 ^ i, true);
+    v.setUint32(i + 4, ((generation * 2654435761) >>> 0) ^ i, true);
   }
   return b;
 }
@@ -60,9 +73,12 @@ export function firstDifference(a: Uint8Array, b: Uint8Array): number {
  */
 export function expectBytes(actual: Uint8Array, expected: Uint8Array, what = 'bytes'): void {
   const i = firstDifference(actual, expected);
-  const found = i < 0 ? 'identical'
-    : i >= Math.min(actual.byteLength, expected.byteLength) ? `${what}: ${actual.byteLength} bytes where ${expected.byteLength} were expected`
-      : `${what}: first difference at byte ${i} of ${expected.byteLength}: 0x${actual[i]!.toString(16)} instead of 0x${expected[i]!.toString(16)}`;
+  const found =
+    i < 0
+      ? 'identical'
+      : i >= Math.min(actual.byteLength, expected.byteLength)
+        ? `${what}: ${actual.byteLength} bytes where ${expected.byteLength} were expected`
+        : `${what}: first difference at byte ${i} of ${expected.byteLength}: 0x${actual[i]!.toString(16)} instead of 0x${expected[i]!.toString(16)}`;
   expect(found).toBe('identical');
 }
 

@@ -37,8 +37,7 @@ export interface CCheck {
 export function compileChecks(prelude: string, checks: CCheck[], flags: string[] = []): string[] {
   const dir = mkdtempSync(join(tmpdir(), 'xenprobe-'));
   const src = join(dir, 'checks.c');
-  const lines = checks.map((c, i) =>
-    `_Static_assert((long long)(${c.expr}) == ${c.value}LL, "figure ${i}: ${c.name}");`);
+  const lines = checks.map((c, i) => `_Static_assert((long long)(${c.expr}) == ${c.value}LL, "figure ${i}: ${c.name}");`);
   writeFileSync(src, `${prelude}\n${lines.join('\n')}\n`);
   try {
     execFileSync('gcc', ['-Wall', '-Werror', '-fsyntax-only', ...flags, src], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { tempSocketPath } from './xs.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-export const XENSIM = `${root}dist/src/sim/cli.js`;
+export const XENSIM = `${root}dist/src/cli/xensim.js`;
 
 /** Built output of the simulated host, for worker threads (which load JS, not TS; test/helpers/build.ts builds it first). */
 export const SIM_DIST = `${root}dist/src/sim/index.js`;
@@ -15,7 +15,7 @@ export async function spawnXenstored(): Promise<{ socket: string; proc: ChildPro
   await new Promise<void>((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`xensim did not start: ${out}`)), 15000);
-    proc.stdout!.on('data', (d: Buffer) => {
+    proc.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       if (out.includes('listening on')) {
         clearTimeout(timer);
@@ -27,12 +27,13 @@ export async function spawnXenstored(): Promise<{ socket: string; proc: ChildPro
   return {
     socket: sock.path,
     proc,
-    stop: () => new Promise<void>((resolve) => {
-      proc.once('exit', () => {
-        sock.cleanup();
-        resolve();
-      });
-      proc.kill('SIGTERM');
-    }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        proc.once('exit', () => {
+          sock.cleanup();
+          resolve();
+        });
+        proc.kill('SIGTERM');
+      }),
   };
 }

@@ -40,7 +40,7 @@ export function fuzz(suite: string): Fuzz {
     seed,
     tally,
     report(what, ...seen) {
-      console.log(`fuzz ${suite}: ${ran} ${what}; ${tally}`);
+      console.log(`fuzz ${suite}: ${ran} ${what}; ${String(tally)}`);
       for (const outcome of seen) expect(tally.get(outcome), `fuzz ${suite}: no case ended "${outcome}" (seed ${seed})`).toBeGreaterThan(0);
     },
     get ran() {

@@ -13,7 +13,12 @@ import type { BlockTarget } from '../../src/index.js';
 const SBIN = { PATH: `/usr/sbin:/sbin:${process.env.PATH ?? ''}` };
 
 export function run(cmd: string, args: string[], input?: string): string {
-  return execFileSync(cmd, args, { env: { ...process.env, ...SBIN }, input, stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 1 << 28 }).toString();
+  return execFileSync(cmd, args, {
+    env: { ...process.env, ...SBIN },
+    input,
+    stdio: ['pipe', 'pipe', 'pipe'],
+    maxBuffer: 1 << 28,
+  }).toString();
 }
 
 export const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
@@ -67,7 +72,11 @@ export function blankImage(path: string, bytes: number): void {
 }
 
 /** mkfs.ext4 -d `tree` on the whole image (or at `offsetBytes`, `sizeBytes` long). */
-export function mkfsExt4(image: string, tree: string, opts: { offsetBytes?: number; sizeBytes?: number; blockSize?: number; label?: string } = {}): void {
+export function mkfsExt4(
+  image: string,
+  tree: string,
+  opts: { offsetBytes?: number; sizeBytes?: number; blockSize?: number; label?: string } = {},
+): void {
   const args = ['-q', '-F', '-d', tree, '-L', opts.label ?? 'xenfs-test'];
   if (opts.blockSize !== undefined) args.push('-b', String(opts.blockSize));
   if (opts.offsetBytes !== undefined) args.push('-E', `offset=${opts.offsetBytes}`);
@@ -91,18 +100,33 @@ export function e2fsck(image: string, offsetBytes = 0): { status: number; output
 
 /** A file's bytes as debugfs reads them from the image (at `offsetBytes`). */
 export function debugfsCat(image: string, path: string, offsetBytes = 0): Buffer {
-  return execFileSync('debugfs', ['-R', `cat "${path}"`, at(image, offsetBytes)], { env: { ...process.env, ...SBIN }, stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 1 << 28 });
+  return execFileSync('debugfs', ['-R', `cat "${path}"`, at(image, offsetBytes)], {
+    env: { ...process.env, ...SBIN },
+    stdio: ['pipe', 'pipe', 'pipe'],
+    maxBuffer: 1 << 28,
+  });
 }
 
 /** debugfs `ls -p` of a directory: the names in it. */
 export function debugfsLs(image: string, path: string, offsetBytes = 0): string[] {
-  const out = execFileSync('debugfs', ['-R', `ls -p "${path}"`, at(image, offsetBytes)], { env: { ...process.env, ...SBIN }, stdio: ['pipe', 'pipe', 'pipe'] }).toString();
+  const out = execFileSync('debugfs', ['-R', `ls -p "${path}"`, at(image, offsetBytes)], {
+    env: { ...process.env, ...SBIN },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  }).toString();
   // ls -p: /inode/mode/uid/gid/name/size/
-  return out.split('\n').filter((l) => l.startsWith('/')).map((l) => l.split('/')[5]!).filter((n) => n !== '.' && n !== '..');
+  return out
+    .split('\n')
+    .filter((l) => l.startsWith('/'))
+    .map((l) => l.split('/')[5]!)
+    .filter((n) => n !== '.' && n !== '..');
 }
 
 /** `sfdisk --json` of an image: the table as util-linux reads it. */
-export function sfdiskJson(image: string): { label: string; id: string; partitions: Array<{ node: string; start: number; size: number; type: string; uuid?: string; name?: string }> } {
+export function sfdiskJson(image: string): {
+  label: string;
+  id: string;
+  partitions: Array<{ node: string; start: number; size: number; type: string; uuid?: string; name?: string }>;
+} {
   return (JSON.parse(run('sfdisk', ['--json', image])) as { partitiontable: ReturnType<typeof sfdiskJson> }).partitiontable;
 }
 
@@ -112,13 +136,18 @@ export class MemoryTarget implements BlockTarget {
   readOnly = false;
   canDiscard = false;
   writes: Array<{ offset: number; length: number }> = [];
-  constructor(source: Uint8Array | number, readonly sectorSize = 512) {
+  constructor(
+    source: Uint8Array | number,
+    readonly sectorSize = 512,
+  ) {
     this.bytes = typeof source === 'number' ? new Uint8Array(source) : source;
   }
   static fromFile(path: string): MemoryTarget {
     return new MemoryTarget(new Uint8Array(readFileSync(path)));
   }
-  get size(): number { return this.bytes.length; }
+  get size(): number {
+    return this.bytes.length;
+  }
   private check(offset: number, length: number): void {
     if (offset % this.sectorSize !== 0 || length % this.sectorSize !== 0 || offset + length > this.size) {
       throw new Error(`memory target: bad I/O ${offset}+${length}`);
@@ -135,6 +164,8 @@ export class MemoryTarget implements BlockTarget {
   }
   async flush(): Promise<void> {}
   async discard(): Promise<void> {}
-  allocBuffer(length: number): Uint8Array { return new Uint8Array(length); }
+  allocBuffer(length: number): Uint8Array {
+    return new Uint8Array(length);
+  }
   freeBuffer(): void {}
 }

@@ -63,7 +63,12 @@ export async function xsFixture(kind: TransportKind, opts: XenstoreClientOptions
         perDomain.set(domid, d);
       }
       const link = linkXenstoreRing({
-        xenstored, domid, guestGrants: d.grants, guestEvtchn: d.evtchn, dom0Mapper, dom0Evtchn,
+        xenstored,
+        domid,
+        guestGrants: d.grants,
+        guestEvtchn: d.evtchn,
+        dom0Mapper,
+        dom0Evtchn,
       });
       links.push(link);
       return link.stream;
@@ -84,7 +89,9 @@ export async function xsFixture(kind: TransportKind, opts: XenstoreClientOptions
   };
   const client = await connect();
   return {
-    xenstored, client, connect,
+    xenstored,
+    client,
+    connect,
     close: async () => {
       clients.forEach((c) => c.close());
       xenstored.close();

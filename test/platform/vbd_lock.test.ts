@@ -40,7 +40,7 @@ async function holder(lockDir: string, sysfs: string, key: string): Promise<Chil
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(child);
   await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => d.toString().includes('held') && resolve());
+    child.stdout.on('data', (d: Buffer) => d.toString().includes('held') && resolve());
     child.once('exit', (code) => reject(new Error(`holder exited ${code}`)));
   });
   return child;
@@ -71,7 +71,9 @@ describe('vbd claims on a real guest (flock and sysfs)', () => {
     expect(await o.owner('51760')).toEqual({ kind: 'process', pid: child.pid, self: false });
     const err = await o.claim('51760', 'xvdd').catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'BLKIF_EBUSY' });
-    expect((err as Error).message).toBe(`vbd 51760 (xvdd) is held by process ${child.pid} (lock ${join(lockDir, 'vbd-51760.lock')}); nothing was written`);
+    expect((err as Error).message).toBe(
+      `vbd 51760 (xvdd) is held by process ${child.pid} (lock ${join(lockDir, 'vbd-51760.lock')}); nothing was written`,
+    );
 
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGKILL');

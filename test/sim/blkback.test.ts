@@ -9,7 +9,14 @@ import { XenbusState, switchState, waitForState } from '../../src/index.js';
 import { createSimHost, type SimBlkback, type SimDiskOptions, type SimHost } from '../../src/sim/index.js';
 import { FrontRing } from '../../src/blkfront/ring.js';
 import {
-  BLKIF_NATIVE_ABI, BlkifOp, BlkifRsp, segmentOffset, setDiscardRequest, setIndirectGref, setIndirectHeader, setRequestHeader,
+  BLKIF_NATIVE_ABI,
+  BlkifOp,
+  BlkifRsp,
+  segmentOffset,
+  setDiscardRequest,
+  setIndirectGref,
+  setIndirectHeader,
+  setRequestHeader,
   setSegment,
 } from '../../src/wire/blkif.js';
 import type { EventChannel } from '../../src/evtchn/types.js';
@@ -56,13 +63,18 @@ async function rawFrontend(opts: SimDiskOptions = {}): Promise<Raw> {
     ring.consume((idLo, _hi, op, status) => waiting.shift()?.({ id: idLo, op, status }));
   });
   return {
-    host, disk, ring, data, channel: ch,
-    send: (fill) => new Promise((resolve) => {
-      waiting.push(resolve);
-      fill(ring.view, ring.requestOffset());
-      ring.produced();
-      if (ring.push()) ch.notify();
-    }),
+    host,
+    disk,
+    ring,
+    data,
+    channel: ch,
+    send: (fill) =>
+      new Promise((resolve) => {
+        waiting.push(resolve);
+        fill(ring.view, ring.requestOffset());
+        ring.produced();
+        if (ring.push()) ch.notify();
+      }),
     close: async () => {
       await switchState(g.xenstore, fe, XenbusState.Closed);
       await host.close();
@@ -94,34 +106,58 @@ describe('simulated blkback: request validation', () => {
 
     const bad: Array<[string, (v: DataView, off: number) => void, number]> = [
       ['a grant that was never given', rw(BlkifOp.Read, 2, 0, [[5000, 0, 7]]), BlkifRsp.Error],
-      ['reserved ref 0 (the console\'s, not granted here)', rw(BlkifOp.Read, 3, 0, [[0, 0, 7]]), BlkifRsp.Error],
+      ["reserved ref 0 (the console's, not granted here)", rw(BlkifOp.Read, 3, 0, [[0, 0, 7]]), BlkifRsp.Error],
       ['a ref past the table', rw(BlkifOp.Read, 4, 0, [[0x7fffffff, 0, 7]]), BlkifRsp.Error],
-      ['last_sect past the page', (v, off) => {
-        rw(BlkifOp.Read, 5, 0, [[good, 0, 7]])(v, off);
-        v.setUint8(off + abi.request.seg + 5, 8);
-      }, BlkifRsp.Error],
-      ['first_sect after last_sect', (v, off) => {
-        rw(BlkifOp.Read, 6, 0, [[good, 0, 7]])(v, off);
-        v.setUint8(off + abi.request.seg + 4, 5);
-        v.setUint8(off + abi.request.seg + 5, 2);
-      }, BlkifRsp.Error],
-      ['12 direct segments', (v, off) => {
-        rw(BlkifOp.Read, 7, 0, [[good, 0, 7]])(v, off);
-        v.setUint8(off + abi.request.nrSegments, 12);
-      }, BlkifRsp.Error],
-      ['0 segments for a read', (v, off) => {
-        rw(BlkifOp.Read, 8, 0, [[good, 0, 7]])(v, off);
-        v.setUint8(off + abi.request.nrSegments, 0);
-      }, BlkifRsp.Error],
+      [
+        'last_sect past the page',
+        (v, off) => {
+          rw(BlkifOp.Read, 5, 0, [[good, 0, 7]])(v, off);
+          v.setUint8(off + abi.request.seg + 5, 8);
+        },
+        BlkifRsp.Error,
+      ],
+      [
+        'first_sect after last_sect',
+        (v, off) => {
+          rw(BlkifOp.Read, 6, 0, [[good, 0, 7]])(v, off);
+          v.setUint8(off + abi.request.seg + 4, 5);
+          v.setUint8(off + abi.request.seg + 5, 2);
+        },
+        BlkifRsp.Error,
+      ],
+      [
+        '12 direct segments',
+        (v, off) => {
+          rw(BlkifOp.Read, 7, 0, [[good, 0, 7]])(v, off);
+          v.setUint8(off + abi.request.nrSegments, 12);
+        },
+        BlkifRsp.Error,
+      ],
+      [
+        '0 segments for a read',
+        (v, off) => {
+          rw(BlkifOp.Read, 8, 0, [[good, 0, 7]])(v, off);
+          v.setUint8(off + abi.request.nrSegments, 0);
+        },
+        BlkifRsp.Error,
+      ],
       ['sectors past the end', rw(BlkifOp.Read, 9, 2047, [[good, 0, 1]]), BlkifRsp.Error],
-      ['a sector number near 2^64', (v, off) => {
-        rw(BlkifOp.Read, 10, 0, [[good, 0, 0]])(v, off);
-        v.setBigUint64(off + abi.request.sectorNumber, 0xfffffffffffffff0n, true);
-      }, BlkifRsp.Error],
-      ['an unknown operation', (v, off) => {
-        rw(BlkifOp.Read, 11, 0, [[good, 0, 0]])(v, off);
-        v.setUint8(off + abi.request.operation, 42);
-      }, BlkifRsp.EOpNotSupp],
+      [
+        'a sector number near 2^64',
+        (v, off) => {
+          rw(BlkifOp.Read, 10, 0, [[good, 0, 0]])(v, off);
+          v.setBigUint64(off + abi.request.sectorNumber, 0xfffffffffffffff0n, true);
+        },
+        BlkifRsp.Error,
+      ],
+      [
+        'an unknown operation',
+        (v, off) => {
+          rw(BlkifOp.Read, 11, 0, [[good, 0, 0]])(v, off);
+          v.setUint8(off + abi.request.operation, 42);
+        },
+        BlkifRsp.EOpNotSupp,
+      ],
       ['indirect with 33 segments (max 32)', indirect(BlkifOp.Read, 12, 33, [good]), BlkifRsp.Error],
       ['indirect whose operation is a flush', indirect(BlkifOp.FlushDiskcache, 13, 1, [good]), BlkifRsp.Error],
       ['indirect pages behind a bad grant', indirect(BlkifOp.Read, 14, 2, [6000]), BlkifRsp.Error],

@@ -76,7 +76,7 @@ describe('simulated event channels', () => {
     expect(calls).toBe(1);
   });
 
-  it('marks the binder\'s port pending, since sends to an unbound port are dropped', async () => {
+  it("marks the binder's port pending, since sends to an unbound port are dropped", async () => {
     const g = guest.allocUnbound(0);
     g.notify(); // nobody bound yet: dropped
     let calls = 0;

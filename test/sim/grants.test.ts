@@ -6,8 +6,15 @@ import { SimGrantMapper, SimGrantSharer } from '../../src/sim/host/grants.js';
 import { SimEventChannels } from '../../src/sim/host/evtchn.js';
 import { GrantError } from '../../src/errors.js';
 import {
-  GNTST_bad_domain, GNTST_bad_gntref, GNTST_bad_handle, GNTST_general_error, GTF_permit_access, GTF_reading, GTF_readonly,
-  GTF_writing, decodeGrantEntryV1,
+  GNTST_bad_domain,
+  GNTST_bad_gntref,
+  GNTST_bad_handle,
+  GNTST_general_error,
+  GTF_permit_access,
+  GTF_reading,
+  GTF_readonly,
+  GTF_writing,
+  decodeGrantEntryV1,
 } from '../../src/wire/grant_table.js';
 import { SIM_DIST } from '../helpers/daemon.js';
 
@@ -66,7 +73,10 @@ describe('simulated grant table', () => {
 
   it('refuses what Xen refuses: wrong domid, read-only for writing, ended grant, bad ref, unknown domain', () => {
     const forDom2 = guest.share(2, 1, true);
-    expect(refusal(() => dom0.map(1, forDom2.refs[0]!, false))).toMatchObject({ status: GNTST_general_error, message: /granted to domain 2, not 0/ });
+    expect(refusal(() => dom0.map(1, forDom2.refs[0]!, false))).toMatchObject({
+      status: GNTST_general_error,
+      message: /granted to domain 2, not 0/,
+    });
     const ro = guest.share(0, 1, false);
     expect(refusal(() => dom0.map(1, ro.refs[0]!, true))).toMatchObject({ status: GNTST_general_error, message: /read-only/ });
     dom0.unmap(dom0.map(1, ro.refs[0]!, false)); // reading is allowed
@@ -128,7 +138,7 @@ describe('simulated grant table', () => {
 });
 
 describe('a backend in a worker thread', () => {
-  it('maps the guest\'s grants for real, gets Xen\'s refusals, and shares event channels with Xen\'s semantics', async () => {
+  it("maps the guest's grants for real, gets Xen's refusals, and shares event channels with Xen's semantics", async () => {
     const guestEv = new SimEventChannels(hv, 1);
     guestEv.listen();
     const ch = guestEv.allocUnbound(0);
@@ -143,7 +153,11 @@ describe('a backend in a worker thread', () => {
     const flags = new Int32Array(sync);
     const worker = new Worker(new URL('./fixtures/backend_worker.mjs', import.meta.url), {
       workerData: {
-        simModule: pathToFileURL(SIM_DIST).href, handle: hv.handle, guest: 1, port: ch.port, sync,
+        simModule: pathToFileURL(SIM_DIST).href,
+        handle: hv.handle,
+        guest: 1,
+        port: ch.port,
+        sync,
         refs: { writable: writable.refs[0], readonly: readonly.refs[0], forDom2: forDom2.refs[0], ended: ended.refs[0] },
       },
     });

@@ -16,7 +16,10 @@ afterEach(async () => {
 });
 
 /** What a frontend does with any platform: share a page, open a channel, publish both. */
-async function publish(p: XenPlatform, dir: string): Promise<{ ref: number; port: number; page: Uint8Array; ch: ReturnType<XenPlatform['evtchn']['allocUnbound']> }> {
+async function publish(
+  p: XenPlatform,
+  dir: string,
+): Promise<{ ref: number; port: number; page: Uint8Array; ch: ReturnType<XenPlatform['evtchn']['allocUnbound']> }> {
   const pages = p.grants.share(0, 1, true);
   const ch = p.evtchn.allocUnbound(0);
   await p.xenstore.transaction(async (tx) => {

@@ -14,7 +14,11 @@ const run = promisify(execFile);
 
 function haveTools(): boolean {
   try {
-    execFileSync('sh', ['-c', 'command -v xenstore-write xenstore-read xenstore-ls xenstore-list xenstore-rm xenstore-exists xenstore-chmod xenstore-watch'], { stdio: 'ignore' });
+    execFileSync(
+      'sh',
+      ['-c', 'command -v xenstore-write xenstore-read xenstore-ls xenstore-list xenstore-rm xenstore-exists xenstore-chmod xenstore-watch'],
+      { stdio: 'ignore' },
+    );
     return true;
   } catch {
     return false;
@@ -37,7 +41,7 @@ async function tool(name: string, ...args: string[]): Promise<{ code: number; st
 
 beforeAll(async () => {
   if (!haveTools()) {
-    throw new Error('Debian xenstore-utils are not installed: run scripts/test-deps.sh (the README\'s test command does)');
+    throw new Error("Debian xenstore-utils are not installed: run scripts/test-deps.sh (the README's test command does)");
   }
   daemon = await spawnXenstored();
   env = { ...process.env, XENSTORED_PATH: daemon.socket };
@@ -88,12 +92,19 @@ describe('Debian xenstore tools against xensim xenstored', () => {
   it('xenstore-chmod sets permissions that xenstore-ls -p and our client read back', async () => {
     await xs.write('/perm/node', 'v');
     expect((await tool('xenstore-chmod', '/perm/node', 'n0', 'r5', 'b7')).code).toBe(0);
-    expect(await xs.getPerms('/perm/node')).toEqual([{ perm: 'n', domid: 0 }, { perm: 'r', domid: 5 }, { perm: 'b', domid: 7 }]);
+    expect(await xs.getPerms('/perm/node')).toEqual([
+      { perm: 'n', domid: 0 },
+      { perm: 'r', domid: 5 },
+      { perm: 'b', domid: 7 },
+    ]);
     expect((await tool('xenstore-ls', '-p', '/perm')).stdout).toMatch(/node = "v" .*\(n0,r5,b7\)/);
     // Recursive, through the tool's own directory walk.
     await xs.write('/perm/sub/leaf', 'w');
     expect((await tool('xenstore-chmod', '-r', '/perm/sub', 'n0', 'r3')).code).toBe(0);
-    expect(await xs.getPerms('/perm/sub/leaf')).toEqual([{ perm: 'n', domid: 0 }, { perm: 'r', domid: 3 }]);
+    expect(await xs.getPerms('/perm/sub/leaf')).toEqual([
+      { perm: 'n', domid: 0 },
+      { perm: 'r', domid: 3 },
+    ]);
   });
 
   it('xenstore-rm', async () => {

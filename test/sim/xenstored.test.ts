@@ -6,8 +6,14 @@ import { EVENT_BACKLOG_BYTES, REPLY_BACKLOG_BYTES } from '../../src/sim/xenstore
 import { createMemoryPipe } from '../../src/transport/memory.js';
 import { XsFrameParser } from '../../src/wire/xs_parser.js';
 import {
-  XENSTORE_ABS_PATH_MAX, XENSTORE_PAYLOAD_MAX, XENSTORE_REL_PATH_MAX, XsType, encodeHeader, joinPayload,
-  payloadString, splitPayload,
+  XENSTORE_ABS_PATH_MAX,
+  XENSTORE_PAYLOAD_MAX,
+  XENSTORE_REL_PATH_MAX,
+  XsType,
+  encodeHeader,
+  joinPayload,
+  payloadString,
+  splitPayload,
 } from '../../src/wire/xs_wire.js';
 import { until } from '../helpers/xs.js';
 
@@ -93,13 +99,22 @@ describe('nodes', () => {
     expect(await dom0.exists('/a/b/c')).toBe(false);
   });
 
-  it('gives new nodes their parent\'s permissions and a guest ownership of what it creates', async () => {
+  it("gives new nodes their parent's permissions and a guest ownership of what it creates", async () => {
     await dom0.mkdir('/local/domain/6');
-    await dom0.setPerms('/local/domain/6', [{ perm: 'n', domid: 6 }, { perm: 'r', domid: 0 }]);
+    await dom0.setPerms('/local/domain/6', [
+      { perm: 'n', domid: 6 },
+      { perm: 'r', domid: 0 },
+    ]);
     await dom0.write('/local/domain/6/by-dom0', 'x');
-    expect(await dom0.getPerms('/local/domain/6/by-dom0')).toEqual([{ perm: 'n', domid: 6 }, { perm: 'r', domid: 0 }]);
+    expect(await dom0.getPerms('/local/domain/6/by-dom0')).toEqual([
+      { perm: 'n', domid: 6 },
+      { perm: 'r', domid: 0 },
+    ]);
     await dom0.mkdir('/shared');
-    await dom0.setPerms('/shared', [{ perm: 'n', domid: 0 }, { perm: 'b', domid: 6 }]);
+    await dom0.setPerms('/shared', [
+      { perm: 'n', domid: 0 },
+      { perm: 'b', domid: 6 },
+    ]);
     const guest = new XenstoreClient(sim.connect({ domid: 6 }));
     await guest.write('/shared/from-guest', 'y');
     expect((await dom0.getPerms('/shared/from-guest'))[0]).toEqual({ perm: 'n', domid: 6 });
@@ -202,7 +217,7 @@ describe('domains', () => {
     expect(text(await guest.request(XsType.GetDomainPath, 0, joinPayload(['7'])))).toBe('/local/domain/7');
   });
 
-  it('lets a SET_TARGET domain act with its target\'s rights', async () => {
+  it("lets a SET_TARGET domain act with its target's rights", async () => {
     await dom0.mkdir('/local/domain/8');
     await dom0.setPerms('/local/domain/8', [{ perm: 'n', domid: 8 }]);
     const stub = new XenstoreClient(sim.connect({ domid: 9 }));
@@ -218,7 +233,7 @@ describe('domains', () => {
 });
 
 describe('one client cannot hurt the daemon or the others', () => {
-  it('a guest\'s 4,000-byte watch token under a long path: the event is dropped, nothing crashes', async () => {
+  it("a guest's 4,000-byte watch token under a long path: the event is dropped, nothing crashes", async () => {
     await dom0.mkdir('/local/domain/4');
     await dom0.setPerms('/local/domain/4', [{ perm: 'n', domid: 4 }]);
     sim.introduceDomain(4);

@@ -6,7 +6,10 @@ import { until } from '../helpers/xs.js';
 
 function sink(): { handlers: ByteStreamHandlers; bytes: number[]; pieces: number[]; writable: number; closed: boolean } {
   const s = {
-    bytes: [] as number[], pieces: [] as number[], writable: 0, closed: false,
+    bytes: [] as number[],
+    pieces: [] as number[],
+    writable: 0,
+    closed: false,
     handlers: {} as ByteStreamHandlers,
   };
   s.handlers = {

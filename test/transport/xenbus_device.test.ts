@@ -116,7 +116,8 @@ class LinuxXenbusKernel {
     this.conn.start({
       data: (c) => {
         this.parser.push(c);
-        for (let r = this.parser.next(); r.kind === 'message'; r = this.parser.next()) this.reply(r.message.type, r.message.reqId, r.message.txId, r.message.payload);
+        for (let r = this.parser.next(); r.kind === 'message'; r = this.parser.next())
+          this.reply(r.message.type, r.message.reqId, r.message.txId, r.message.payload);
       },
       writable: () => undefined,
       closed: () => undefined,
@@ -143,7 +144,8 @@ class LinuxXenbusKernel {
     const p = this.pending.get(reqId);
     if (!p) return;
     this.pending.delete(reqId);
-    if (p.type === XsType.TransactionStart && type !== XsType.Error) p.file.txIds.add(Number.parseInt(new TextDecoder().decode(payload), 10));
+    if (p.type === XsType.TransactionStart && type !== XsType.Error)
+      p.file.txIds.add(Number.parseInt(new TextDecoder().decode(payload), 10));
     if (p.type === XsType.TransactionEnd) p.file.txIds.delete(txId);
     p.file.deliver(encodeMessage(type, p.callerReqId, txId, payload));
   }
@@ -174,7 +176,10 @@ class LinuxXenbusDevice implements DeviceIo {
   forwarded = 0;
   dropped = 0;
 
-  constructor(via: SimXenstored | LinuxXenbusKernel, private readonly maxWrite = Infinity) {
+  constructor(
+    via: SimXenstored | LinuxXenbusKernel,
+    private readonly maxWrite = Infinity,
+  ) {
     this.ownKernel = !(via instanceof LinuxXenbusKernel);
     this.kernel = via instanceof LinuxXenbusKernel ? via : new LinuxXenbusKernel(via);
   }
@@ -227,7 +232,7 @@ class LinuxXenbusDevice implements DeviceIo {
   }
 }
 
-describe('XenbusDeviceStream against the kernel device\'s write rules', () => {
+describe("XenbusDeviceStream against the kernel device's write rules", () => {
   it('the stand-in is faithful: a second write before the first is sent rewrites its body', async () => {
     const sim = new SimXenstored();
     const dev = new LinuxXenbusDevice(sim);
@@ -258,7 +263,10 @@ describe('XenbusDeviceStream against the kernel device\'s write rules', () => {
     dev.close();
   });
 
-  it.each([['whole writes', Infinity], ['short writes of 7 bytes', 7]])('answers every request of a batch, with %s', async (_n, maxWrite) => {
+  it.each([
+    ['whole writes', Infinity],
+    ['short writes of 7 bytes', 7],
+  ])('answers every request of a batch, with %s', async (_n, maxWrite) => {
     const sim = new SimXenstored();
     const dev = new LinuxXenbusDevice(sim, maxWrite);
     const stream = new XenbusDeviceStream(dev);
@@ -270,7 +278,8 @@ describe('XenbusDeviceStream against the kernel device\'s write rules', () => {
     got.forEach((v, i) => expect(v.length).toBe(i));
     expect(dev.dropped).toBe(0);
     expect(dev.forwarded).toBe(2 * n);
-    if (maxWrite === Infinity) expect(stream.writeCalls).toBe(2 * n); // exactly one frame per write(2)
+    if (maxWrite === Infinity)
+      expect(stream.writeCalls).toBe(2 * n); // exactly one frame per write(2)
     else expect(stream.writeCalls).toBeGreaterThan(2 * n);
     // 4080 bytes of payload fill the kernel's 4096-byte buffer exactly; one
     // more is refused before it is sent, and the connection carries on.
@@ -306,7 +315,7 @@ describe('XenbusDeviceStream over several files of the kernel device', () => {
     client.close();
   });
 
-  it('sends a transaction\'s requests on the file that started it, and watch traffic on file 0', async () => {
+  it("sends a transaction's requests on the file that started it, and watch traffic on file 0", async () => {
     const sim = new SimXenstored();
     const devs = lanes(sim, 3);
     const client = new XenstoreClient(new XenbusDeviceStream(devs));
@@ -314,11 +323,18 @@ describe('XenbusDeviceStream over several files of the kernel device', () => {
     // Concurrent transactions start on different files; a request routed to
     // another file would get ENOENT (the transaction is that connection's).
     let attempts = 0;
-    await Promise.all(Array.from({ length: 6 }, () => client.transaction(async (t) => {
-      attempts++;
-      const v = Number(await t.read('/c'));
-      await t.write('/c', String(v + 1));
-    }, { maxAttempts: 64 })));
+    await Promise.all(
+      Array.from({ length: 6 }, () =>
+        client.transaction(
+          async (t) => {
+            attempts++;
+            const v = Number(await t.read('/c'));
+            await t.write('/c', String(v + 1));
+          },
+          { maxAttempts: 64 },
+        ),
+      ),
+    );
     expect(await client.read('/c')).toBe('6');
     expect(attempts).toBeGreaterThanOrEqual(6);
     const events: string[] = [];

@@ -193,7 +193,7 @@ describe('xenstore shared ring', () => {
     return until(() => isXenError(f.closedWith, 'XS_EIO'));
   });
 
-  it('a client with requests in flight gets XS_EIO when the daemon\'s indices go bad', async () => {
+  it("a client with requests in flight gets XS_EIO when the daemon's indices go bad", async () => {
     const xenstored = new SimXenstored();
     const client = new XenstoreClient(new XsRingStream(page, guestCh, 'front'));
     const server = new XsRingStream(page, dom0Ch, 'back');

@@ -1,8 +1,26 @@
 import { describe, expect, it } from 'vitest';
 import {
-  BLKIF_ABI_X86_32, BLKIF_ABI_X86_64, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, BLKIF_MAX_INDIRECT_SEGMENTS, BlkifOp, SEGS_PER_INDIRECT_FRAME,
-  blkifAbiByProtocol, getIndirectGref, getSegment, newRequestFields, newResponseFields, readRequest, readResponse, segmentOffset,
-  setDiscardRequest, setIndirectGref, setIndirectHeader, setRequestHeader, setResponse, setSegment, type BlkifAbi,
+  BLKIF_ABI_X86_32,
+  BLKIF_ABI_X86_64,
+  BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+  BLKIF_MAX_INDIRECT_SEGMENTS,
+  BlkifOp,
+  SEGS_PER_INDIRECT_FRAME,
+  blkifAbiByProtocol,
+  getIndirectGref,
+  getSegment,
+  newRequestFields,
+  newResponseFields,
+  readRequest,
+  readResponse,
+  segmentOffset,
+  setDiscardRequest,
+  setIndirectGref,
+  setIndirectHeader,
+  setRequestHeader,
+  setResponse,
+  setSegment,
+  type BlkifAbi,
 } from '../../src/wire/blkif.js';
 import { decodeGrantEntryV1, encodeGrantEntryV1, GTF_permit_access, GTF_readonly } from '../../src/wire/grant_table.js';
 
@@ -24,8 +42,15 @@ describe.each(abis)('blkif $protocol: one codec, written by one end and read by 
     setRequestHeader(abi, view, off, BlkifOp.Write, 11, 51712, 0x76543210, 0xfedcba98, 2 ** 40 + 7);
     segs.forEach(([g, f, l], i) => setSegment(view, segmentOffset(abi, off, i), g, f, l));
     expect(readRequest(abi, view, off, newRequestFields())).toEqual({
-      operation: BlkifOp.Write, dataOp: BlkifOp.Write, nrSegments: 11, handle: 51712,
-      idLo: 0x76543210, idHi: 0xfedcba98, sector: 2 ** 40 + 7, nrSectors: 0, flag: 0,
+      operation: BlkifOp.Write,
+      dataOp: BlkifOp.Write,
+      nrSegments: 11,
+      handle: 51712,
+      idLo: 0x76543210,
+      idHi: 0xfedcba98,
+      sector: 2 ** 40 + 7,
+      nrSectors: 0,
+      flag: 0,
     });
     expect(segments(abi, view, off, 11)).toEqual(segs);
     expect(new Uint8Array(view.buffer, 0, abi.entrySize).every((b) => b === 0)).toBe(true);
@@ -47,9 +72,19 @@ describe.each(abis)('blkif $protocol: one codec, written by one end and read by 
       setIndirectHeader(abi, view, 0, BlkifOp.Read, n, 3, 42, 7, 9);
       for (let i = 0; i < pages; i++) setIndirectGref(abi, view, 0, i, 100 + i);
       expect(readRequest(abi, view, 0, newRequestFields())).toEqual({
-        operation: BlkifOp.Indirect, dataOp: BlkifOp.Read, nrSegments: n, handle: 3, idLo: 42, idHi: 7, sector: 9, nrSectors: 0, flag: 0,
+        operation: BlkifOp.Indirect,
+        dataOp: BlkifOp.Read,
+        nrSegments: n,
+        handle: 3,
+        idLo: 42,
+        idHi: 7,
+        sector: 9,
+        nrSectors: 0,
+        flag: 0,
       });
-      expect(Array.from({ length: pages }, (_, i) => getIndirectGref(abi, view, 0, i))).toEqual(Array.from({ length: pages }, (_, i) => 100 + i));
+      expect(Array.from({ length: pages }, (_, i) => getIndirectGref(abi, view, 0, i))).toEqual(
+        Array.from({ length: pages }, (_, i) => 100 + i),
+      );
     }
     // The last gref slot ends the struct: nothing past it.
     expect(abi.indirect.indirectGrefs + 4 * BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST).toBeLessThanOrEqual(abi.indirect.size);
@@ -59,10 +94,23 @@ describe.each(abis)('blkif $protocol: one codec, written by one end and read by 
     const view = new DataView(new ArrayBuffer(abi.entrySize));
     setDiscardRequest(abi, view, 0, 1, 7, 3, 0, 2048, 0xffffffffff);
     expect(readRequest(abi, view, 0, newRequestFields())).toEqual({
-      operation: BlkifOp.Discard, dataOp: BlkifOp.Discard, nrSegments: 0, handle: 7, idLo: 3, idHi: 0, sector: 2048, nrSectors: 0xffffffffff, flag: 1,
+      operation: BlkifOp.Discard,
+      dataOp: BlkifOp.Discard,
+      nrSegments: 0,
+      handle: 7,
+      idLo: 3,
+      idHi: 0,
+      sector: 2048,
+      nrSectors: 0xffffffffff,
+      flag: 1,
     });
     setResponse(abi, view, 0, 0xffffffff, 0xffffffff, BlkifOp.Discard, -2);
-    expect(readResponse(abi, view, 0, newResponseFields())).toEqual({ idLo: 0xffffffff, idHi: 0xffffffff, operation: BlkifOp.Discard, status: -2 });
+    expect(readResponse(abi, view, 0, newResponseFields())).toEqual({
+      idLo: 0xffffffff,
+      idHi: 0xffffffff,
+      operation: BlkifOp.Discard,
+      status: -2,
+    });
   });
 
   it('a reused reader object carries nothing over from the last request', () => {

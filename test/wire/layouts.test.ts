@@ -7,29 +7,117 @@
  */
 import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { blankImage, run, scratch } from '../helpers/images.js';
+import {
+  GPT_ATTR_LEGACY_BOOTABLE,
+  GPT_ENTRY_MIN_SIZE,
+  GPT_HEADER_MIN_SIZE,
+  GPT_NAME_UNITS,
+  GPT_SIGNATURE,
+  GptEntryOffset,
+  GptHeaderOffset,
+  MBR_BOOTABLE,
+  MBR_ENTRIES,
+  MBR_ENTRY_SIZE,
+  MBR_SIGNATURE,
+  MBR_SIZE,
+  MBR_TYPE_GPT_PROTECTIVE,
+  MbrEntryOffset,
+  MbrOffset,
+  decodeGuid,
+} from '../../src/wire/partition_table.js';
 import { compileAndRun, compileChecks, type CCheck } from '../helpers/cc.js';
 import {
-  BLKIF_ABI_X86_32, BLKIF_ABI_X86_64, BLKIF_DISCARD_SECURE, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
-  BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SEGMENT_SIZE, BlkifOp, BlkifRsp, SegmentOffset,
-  VDISK_CDROM, VDISK_READONLY, VDISK_REMOVABLE, type BlkifAbi,
+  BLKIF_ABI_X86_32,
+  BLKIF_ABI_X86_64,
+  BLKIF_DISCARD_SECURE,
+  BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+  BLKIF_MAX_SEGMENTS_PER_REQUEST,
+  BLKIF_SEGMENT_SIZE,
+  BlkifOp,
+  BlkifRsp,
+  SegmentOffset,
+  VDISK_CDROM,
+  VDISK_READONLY,
+  VDISK_REMOVABLE,
+  type BlkifAbi,
 } from '../../src/wire/blkif.js';
 import {
-  SRING_HEADER_SIZE, SringOffset, SringWord, finalCheckForResponses, needsNotify, ringEntries, sringInit,
+  SRING_HEADER_SIZE,
+  SringOffset,
+  SringWord,
+  finalCheckForResponses,
+  needsNotify,
+  ringEntries,
+  sringInit,
 } from '../../src/wire/ring.js';
 import {
-  GRANT_ENTRY_V1_SIZE, GTF_PAT, GTF_PCD, GTF_PWT, GTF_accept_transfer, GTF_invalid, GTF_permit_access, GTF_reading, GTF_readonly, GTF_transitive,
-  GTF_type_mask, GTF_writing, GrantEntryV1Offset, GNTTAB_NR_RESERVED_ENTRIES, GNTTAB_RESERVED_CONSOLE,
-  GNTTAB_RESERVED_XENSTORE, GNTST_okay, GNTST_general_error, GNTST_bad_domain, GNTST_bad_gntref, GNTST_bad_handle,
-  GNTST_bad_virt_addr, GNTST_permission_denied, GNTST_no_space,
+  GRANT_ENTRY_V1_SIZE,
+  GTF_PAT,
+  GTF_PCD,
+  GTF_PWT,
+  GTF_accept_transfer,
+  GTF_invalid,
+  GTF_permit_access,
+  GTF_reading,
+  GTF_readonly,
+  GTF_transitive,
+  GTF_type_mask,
+  GTF_writing,
+  GrantEntryV1Offset,
+  GNTTAB_NR_RESERVED_ENTRIES,
+  GNTTAB_RESERVED_CONSOLE,
+  GNTTAB_RESERVED_XENSTORE,
+  GNTST_okay,
+  GNTST_general_error,
+  GNTST_bad_domain,
+  GNTST_bad_gntref,
+  GNTST_bad_handle,
+  GNTST_bad_virt_addr,
+  GNTST_permission_denied,
+  GNTST_no_space,
 } from '../../src/wire/grant_table.js';
 import {
-  XENSTORE_ABS_PATH_MAX, XENSTORE_CONNECTED, XENSTORE_ERROR_COMM, XENSTORE_ERROR_NONE, XENSTORE_ERROR_PROTO,
-  XENSTORE_ERROR_RINGIDX, XENSTORE_PAYLOAD_MAX, XENSTORE_RECONNECT, XENSTORE_REL_PATH_MAX, XENSTORE_RING_SIZE,
-  XENSTORE_SERVER_FEATURE_ERROR, XENSTORE_SERVER_FEATURE_RECONNECTION, XS_HEADER_SIZE, XS_INVALID,
-  XS_RING_INTERFACE_SIZE, XS_TYPE_COUNT, XS_WATCH_PATH, XS_WATCH_TOKEN, XsHeaderOffset, XsRingOffset, XsType,
+  XENSTORE_ABS_PATH_MAX,
+  XENSTORE_CONNECTED,
+  XENSTORE_ERROR_COMM,
+  XENSTORE_ERROR_NONE,
+  XENSTORE_ERROR_PROTO,
+  XENSTORE_ERROR_RINGIDX,
+  XENSTORE_PAYLOAD_MAX,
+  XENSTORE_RECONNECT,
+  XENSTORE_REL_PATH_MAX,
+  XENSTORE_RING_SIZE,
+  XENSTORE_SERVER_FEATURE_ERROR,
+  XENSTORE_SERVER_FEATURE_RECONNECTION,
+  XS_HEADER_SIZE,
+  XS_INVALID,
+  XS_RING_INTERFACE_SIZE,
+  XS_TYPE_COUNT,
+  XS_WATCH_PATH,
+  XS_WATCH_TOKEN,
+  XsHeaderOffset,
+  XsRingOffset,
+  XsType,
 } from '../../src/wire/xs_wire.js';
 import { XenbusState } from '../../src/wire/xenbus_state.js';
 import { XS_ERRNO_NAMES } from '../../src/errors.js';
+import {
+  EXT2_SUPER_MAGIC,
+  EXT3_FEATURE_COMPAT_HAS_JOURNAL,
+  EXT3_FEATURE_INCOMPAT_EXTENTS,
+  EXT4_FEATURE_INCOMPAT_64BIT,
+  EXT4_FEATURE_INCOMPAT_FLEX_BG,
+  EXT4_FEATURE_RO_COMPAT_DIR_NLINK,
+  EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE,
+  EXT4_FEATURE_RO_COMPAT_GDT_CSUM,
+  EXT4_FEATURE_RO_COMPAT_HUGE_FILE,
+  EXT_SUPERBLOCK_OFFSET,
+  EXT_SUPERBLOCK_SIZE,
+  ExtSuperOffset,
+} from '../../src/wire/ext_superblock.js';
 
 const probeSource = fileURLToPath(new URL('./probe.c', import.meta.url));
 const prelude = `#include "${fileURLToPath(new URL('./xen_headers.h', import.meta.url))}"`;
@@ -76,7 +164,10 @@ function expectAgreesOnBothAbis(figures: Record<string, number>): void {
 }
 
 function blkifFigures(abi: BlkifAbi): Record<string, number> {
-  const r = abi.request, ind = abi.indirect, d = abi.discard, rsp = abi.response;
+  const r = abi.request,
+    ind = abi.indirect,
+    d = abi.discard,
+    rsp = abi.response;
   return {
     'abi.bits': abi === BLKIF_ABI_X86_32 ? 32 : 64,
     'sizeof.blkif_request': r.size,
@@ -129,8 +220,9 @@ describe('blkif.h layouts against the C headers', () => {
     expect(refused(blkifFigures(BLKIF_ABI_X86_32), ['-m32'])).toEqual([]);
   });
 
-  it('a wrong figure is refused by name: each ABI\'s table fails exactly where the two ABIs differ', () => {
-    const f64 = blkifFigures(BLKIF_ABI_X86_64), f32 = blkifFigures(BLKIF_ABI_X86_32);
+  it("a wrong figure is refused by name: each ABI's table fails exactly where the two ABIs differ", () => {
+    const f64 = blkifFigures(BLKIF_ABI_X86_64),
+      f32 = blkifFigures(BLKIF_ABI_X86_32);
     const differ = Object.keys(f64).filter((k) => f64[k] !== f32[k]);
     // The ABIs must differ (the id's alignment), or this proves nothing.
     expect(differ).toContain('offsetof.blkif_request.id');
@@ -167,21 +259,54 @@ describe('grant_table.h, xs_wire.h and xenbus.h against the C headers', () => {
       'offsetof.grant_entry_v1.flags': GrantEntryV1Offset.flags,
       'offsetof.grant_entry_v1.domid': GrantEntryV1Offset.domid,
       'offsetof.grant_entry_v1.frame': GrantEntryV1Offset.frame,
-      GTF_invalid, GTF_permit_access, GTF_accept_transfer, GTF_transitive, GTF_type_mask, GTF_readonly, GTF_reading, GTF_writing,
-      GTF_PWT, GTF_PCD, GTF_PAT, GNTTAB_NR_RESERVED_ENTRIES, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE, GNTST_okay, GNTST_general_error,
-      GNTST_bad_domain, GNTST_bad_gntref, GNTST_bad_handle, GNTST_bad_virt_addr, GNTST_permission_denied, GNTST_no_space,
+      GTF_invalid,
+      GTF_permit_access,
+      GTF_accept_transfer,
+      GTF_transitive,
+      GTF_type_mask,
+      GTF_readonly,
+      GTF_reading,
+      GTF_writing,
+      GTF_PWT,
+      GTF_PCD,
+      GTF_PAT,
+      GNTTAB_NR_RESERVED_ENTRIES,
+      GNTTAB_RESERVED_CONSOLE,
+      GNTTAB_RESERVED_XENSTORE,
+      GNTST_okay,
+      GNTST_general_error,
+      GNTST_bad_domain,
+      GNTST_bad_gntref,
+      GNTST_bad_handle,
+      GNTST_bad_virt_addr,
+      GNTST_permission_denied,
+      GNTST_no_space,
     });
   });
 
   it('xsd_sockmsg, message types and limits', () => {
     const types: Record<string, number> = {
-      XS_CONTROL: XsType.Control, XS_DIRECTORY: XsType.Directory, XS_READ: XsType.Read,
-      XS_GET_PERMS: XsType.GetPerms, XS_WATCH: XsType.Watch, XS_UNWATCH: XsType.Unwatch,
-      XS_TRANSACTION_START: XsType.TransactionStart, XS_TRANSACTION_END: XsType.TransactionEnd,
-      XS_INTRODUCE: XsType.Introduce, XS_RELEASE: XsType.Release, XS_GET_DOMAIN_PATH: XsType.GetDomainPath,
-      XS_WRITE: XsType.Write, XS_MKDIR: XsType.Mkdir, XS_RM: XsType.Rm, XS_SET_PERMS: XsType.SetPerms,
-      XS_WATCH_EVENT: XsType.WatchEvent, XS_ERROR: XsType.Error, XS_IS_DOMAIN_INTRODUCED: XsType.IsDomainIntroduced,
-      XS_RESUME: XsType.Resume, XS_SET_TARGET: XsType.SetTarget, XS_RESET_WATCHES: XsType.ResetWatches,
+      XS_CONTROL: XsType.Control,
+      XS_DIRECTORY: XsType.Directory,
+      XS_READ: XsType.Read,
+      XS_GET_PERMS: XsType.GetPerms,
+      XS_WATCH: XsType.Watch,
+      XS_UNWATCH: XsType.Unwatch,
+      XS_TRANSACTION_START: XsType.TransactionStart,
+      XS_TRANSACTION_END: XsType.TransactionEnd,
+      XS_INTRODUCE: XsType.Introduce,
+      XS_RELEASE: XsType.Release,
+      XS_GET_DOMAIN_PATH: XsType.GetDomainPath,
+      XS_WRITE: XsType.Write,
+      XS_MKDIR: XsType.Mkdir,
+      XS_RM: XsType.Rm,
+      XS_SET_PERMS: XsType.SetPerms,
+      XS_WATCH_EVENT: XsType.WatchEvent,
+      XS_ERROR: XsType.Error,
+      XS_IS_DOMAIN_INTRODUCED: XsType.IsDomainIntroduced,
+      XS_RESUME: XsType.Resume,
+      XS_SET_TARGET: XsType.SetTarget,
+      XS_RESET_WATCHES: XsType.ResetWatches,
       XS_DIRECTORY_PART: XsType.DirectoryPart,
     };
     expectAgreesOnBothAbis({
@@ -191,8 +316,13 @@ describe('grant_table.h, xs_wire.h and xenbus.h against the C headers', () => {
       'offsetof.xsd_sockmsg.tx_id': XsHeaderOffset.txId,
       'offsetof.xsd_sockmsg.len': XsHeaderOffset.len,
       ...types,
-      XS_TYPE_COUNT, XS_INVALID, XS_WATCH_PATH, XS_WATCH_TOKEN,
-      XENSTORE_PAYLOAD_MAX, XENSTORE_ABS_PATH_MAX, XENSTORE_REL_PATH_MAX,
+      XS_TYPE_COUNT,
+      XS_INVALID,
+      XS_WATCH_PATH,
+      XS_WATCH_TOKEN,
+      XENSTORE_PAYLOAD_MAX,
+      XENSTORE_ABS_PATH_MAX,
+      XENSTORE_REL_PATH_MAX,
     });
   });
 
@@ -214,19 +344,23 @@ describe('grant_table.h, xs_wire.h and xenbus.h against the C headers', () => {
       'offsetof.xenstore_domain_interface.server_features': XsRingOffset.serverFeatures,
       'offsetof.xenstore_domain_interface.connection': XsRingOffset.connection,
       'offsetof.xenstore_domain_interface.error': XsRingOffset.error,
-      XENSTORE_SERVER_FEATURE_RECONNECTION, XENSTORE_SERVER_FEATURE_ERROR, XENSTORE_CONNECTED, XENSTORE_RECONNECT,
-      XENSTORE_ERROR_NONE, XENSTORE_ERROR_COMM, XENSTORE_ERROR_RINGIDX, XENSTORE_ERROR_PROTO,
+      XENSTORE_SERVER_FEATURE_RECONNECTION,
+      XENSTORE_SERVER_FEATURE_ERROR,
+      XENSTORE_CONNECTED,
+      XENSTORE_RECONNECT,
+      XENSTORE_ERROR_NONE,
+      XENSTORE_ERROR_COMM,
+      XENSTORE_ERROR_RINGIDX,
+      XENSTORE_ERROR_PROTO,
     });
   });
 
   it('xenbus states', () => {
-    expectAgreesOnBothAbis(Object.fromEntries(
-      Object.entries(XenbusState).map(([k, v]) => [`XenbusState${k}`, v]),
-    ));
+    expectAgreesOnBothAbis(Object.fromEntries(Object.entries(XenbusState).map(([k, v]) => [`XenbusState${k}`, v])));
   });
 });
 
-describe('ring.h event rules against Xen\'s own macros', () => {
+describe("ring.h event rules against Xen's own macros", () => {
   it('SHARED_RING_INIT sets both event fields to 1', () => {
     const words = new Int32Array(SRING_HEADER_SIZE / 4);
     sringInit(words);
@@ -237,10 +371,13 @@ describe('ring.h event rules against Xen\'s own macros', () => {
   it('RING_PUSH_REQUESTS_AND_CHECK_NOTIFY agrees on 2000 index triples, wraps included', () => {
     const push = probe64.lines.filter((l) => l.startsWith('push '));
     expect(push.length).toBe(2000);
-    let notified = 0, wrapped = 0;
+    let notified = 0,
+      wrapped = 0;
     for (const line of push) {
       const [, oldS, newS, evS, want] = line.split(' ');
-      const old = Number(oldS), nw = Number(newS), ev = Number(evS);
+      const old = Number(oldS),
+        nw = Number(newS),
+        ev = Number(evS);
       if (nw < old) wrapped++;
       const got = needsNotify(old, nw, ev);
       if (got) notified++;
@@ -262,6 +399,129 @@ describe('ring.h event rules against Xen\'s own macros', () => {
       words[SringWord.rspEvent] = 7;
       const got = finalCheckForResponses(words, Number(consS));
       expect(`${line} -> ${got ? 1 : 0} ${words[SringWord.rspEvent]! >>> 0}`).toBe(`${line} -> ${work} ${evAfter}`);
+    }
+  });
+});
+
+describe("the ext superblock against e2fsprogs' ext2_fs.h (libext2fs-dev)", () => {
+  it('every offset, size and flag the files layer reads', () => {
+    const figures: CCheck[] = [
+      // The superblock sits after the first 1 KiB (the boot block), whatever the block size.
+      { name: 'EXT2_MIN_BLOCK_SIZE', expr: 'EXT2_MIN_BLOCK_SIZE', value: EXT_SUPERBLOCK_OFFSET },
+      { name: 'sizeof(ext2_super_block)', expr: 'sizeof(struct ext2_super_block)', value: EXT_SUPERBLOCK_SIZE },
+      { name: 'EXT2_SUPER_MAGIC', expr: 'EXT2_SUPER_MAGIC', value: EXT2_SUPER_MAGIC },
+      { name: 'HAS_JOURNAL', expr: 'EXT3_FEATURE_COMPAT_HAS_JOURNAL', value: EXT3_FEATURE_COMPAT_HAS_JOURNAL },
+      { name: 'EXTENTS', expr: 'EXT3_FEATURE_INCOMPAT_EXTENTS', value: EXT3_FEATURE_INCOMPAT_EXTENTS },
+      { name: '64BIT', expr: 'EXT4_FEATURE_INCOMPAT_64BIT', value: EXT4_FEATURE_INCOMPAT_64BIT },
+      { name: 'FLEX_BG', expr: 'EXT4_FEATURE_INCOMPAT_FLEX_BG', value: EXT4_FEATURE_INCOMPAT_FLEX_BG },
+      { name: 'HUGE_FILE', expr: 'EXT4_FEATURE_RO_COMPAT_HUGE_FILE', value: EXT4_FEATURE_RO_COMPAT_HUGE_FILE },
+      { name: 'GDT_CSUM', expr: 'EXT4_FEATURE_RO_COMPAT_GDT_CSUM', value: EXT4_FEATURE_RO_COMPAT_GDT_CSUM },
+      { name: 'DIR_NLINK', expr: 'EXT4_FEATURE_RO_COMPAT_DIR_NLINK', value: EXT4_FEATURE_RO_COMPAT_DIR_NLINK },
+      { name: 'EXTRA_ISIZE', expr: 'EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE', value: EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE },
+    ];
+    const field: Record<keyof typeof ExtSuperOffset, string> = {
+      inodesCount: 's_inodes_count',
+      blocksCount: 's_blocks_count',
+      freeBlocksCount: 's_free_blocks_count',
+      freeInodesCount: 's_free_inodes_count',
+      logBlockSize: 's_log_block_size',
+      magic: 's_magic',
+      state: 's_state',
+      featureCompat: 's_feature_compat',
+      featureIncompat: 's_feature_incompat',
+      featureRoCompat: 's_feature_ro_compat',
+      uuid: 's_uuid',
+      volumeName: 's_volume_name',
+      blocksCountHi: 's_blocks_count_hi',
+      freeBlocksHi: 's_free_blocks_hi',
+    };
+    for (const [k, f] of Object.entries(field)) {
+      figures.push({
+        name: `offsetof(${f})`,
+        expr: `offsetof(struct ext2_super_block, ${f})`,
+        value: ExtSuperOffset[k as keyof typeof ExtSuperOffset],
+      });
+    }
+    expect(figures.length).toBeGreaterThan(20);
+    expect(compileChecks('#include <stddef.h>\n#include <ext2fs/ext2_fs.h>', figures)).toEqual([]);
+  });
+});
+
+describe('MBR and GPT layouts against the tools that write them (sfdisk, sgdisk)', () => {
+  it('the GPT header and entry fields sgdisk wrote, read through the offset tables', () => {
+    const s = scratch();
+    try {
+      const img = join(s.dir, 'gpt.img');
+      blankImage(img, 8 << 20);
+      run('sgdisk', ['-n', '1:2048:+2M', '-t', '1:8300', '-c', '1:layout-probe', '-A', '1:set:2', img]);
+      const printed = run('sgdisk', ['-p', img]);
+      const info = run('sgdisk', ['-i', '1', img]);
+      const b = readFileSync(img);
+      const hv = new DataView(b.buffer, b.byteOffset + 512, 512);
+      expect(b.subarray(512, 512 + 8).toString('latin1')).toBe(GPT_SIGNATURE);
+      expect(hv.getUint32(GptHeaderOffset.headerSize, true)).toBe(GPT_HEADER_MIN_SIZE);
+      expect(Number(hv.getBigUint64(GptHeaderOffset.myLba, true))).toBe(1);
+      expect(Number(hv.getBigUint64(GptHeaderOffset.alternateLba, true))).toBe((8 << 20) / 512 - 1);
+      expect(printed).toContain(`Disk identifier (GUID): ${decodeGuid(b, 512 + GptHeaderOffset.diskGuid)}`);
+      expect(printed).toContain(`holds up to ${hv.getUint32(GptHeaderOffset.entryCount, true)} entries`);
+      expect(printed).toContain(`begins at sector ${Number(hv.getBigUint64(GptHeaderOffset.entriesLba, true))}`);
+      expect(printed).toMatch(
+        new RegExp(
+          `First usable sector is ${Number(hv.getBigUint64(GptHeaderOffset.firstUsableLba, true))}, ` +
+            `last usable sector is ${Number(hv.getBigUint64(GptHeaderOffset.lastUsableLba, true))}`,
+        ),
+      );
+      expect(hv.getUint32(GptHeaderOffset.entrySize, true)).toBe(GPT_ENTRY_MIN_SIZE);
+      const e = 1024; // the first entry, at LBA 2
+      const ev = new DataView(b.buffer, b.byteOffset + e, GPT_ENTRY_MIN_SIZE);
+      expect(info).toContain(`Partition unique GUID: ${decodeGuid(b, e + GptEntryOffset.uniqueGuid)}`);
+      expect(info).toContain(`Partition GUID code: ${decodeGuid(b, e + GptEntryOffset.typeGuid)}`);
+      expect(info).toContain(`First sector: ${Number(ev.getBigUint64(GptEntryOffset.firstLba, true))} `);
+      expect(info).toContain(`Last sector: ${Number(ev.getBigUint64(GptEntryOffset.lastLba, true))} `);
+      expect(Number(ev.getBigUint64(GptEntryOffset.attributes, true)) & GPT_ATTR_LEGACY_BOOTABLE).toBe(GPT_ATTR_LEGACY_BOOTABLE);
+      expect(
+        b
+          .subarray(e + GptEntryOffset.name, e + GptEntryOffset.name + 2 * GPT_NAME_UNITS)
+          .toString('utf16le')
+          .replace(/\0+$/, ''),
+      ).toBe('layout-probe');
+      // The protective MBR sgdisk wrote in front of it.
+      expect(b[MbrOffset.entries + MbrEntryOffset.type]).toBe(MBR_TYPE_GPT_PROTECTIVE);
+      expect([b[MbrOffset.signature], b[MbrOffset.signature + 1]]).toEqual([...MBR_SIGNATURE]);
+    } finally {
+      s.remove();
+    }
+  });
+
+  it('the MBR entries sfdisk wrote, read through the offset tables', () => {
+    const s = scratch();
+    try {
+      const img = join(s.dir, 'mbr.img');
+      blankImage(img, 8 << 20);
+      run(
+        'sfdisk',
+        ['--no-reread', '--no-tell-kernel', img],
+        'label: dos\nlabel-id: 0x1234abcd\nstart=2048, size=4096, type=83, bootable\nstart=8192, size=2048, type=82\n',
+      );
+      const b = readFileSync(img);
+      const v = new DataView(b.buffer, b.byteOffset, MBR_SIZE);
+      expect(v.getUint32(MbrOffset.diskSignature, true)).toBe(0x1234abcd);
+      const at = (i: number): number => MbrOffset.entries + i * MBR_ENTRY_SIZE;
+      expect([
+        b[at(0) + MbrEntryOffset.bootFlag],
+        b[at(0) + MbrEntryOffset.type],
+        v.getUint32(at(0) + MbrEntryOffset.firstLba, true),
+        v.getUint32(at(0) + MbrEntryOffset.sectors, true),
+      ]).toEqual([MBR_BOOTABLE, 0x83, 2048, 4096]);
+      expect([
+        b[at(1) + MbrEntryOffset.bootFlag],
+        b[at(1) + MbrEntryOffset.type],
+        v.getUint32(at(1) + MbrEntryOffset.firstLba, true),
+        v.getUint32(at(1) + MbrEntryOffset.sectors, true),
+      ]).toEqual([0, 0x82, 8192, 2048]);
+      expect(at(MBR_ENTRIES)).toBe(MbrOffset.signature);
+    } finally {
+      s.remove();
     }
   });
 });

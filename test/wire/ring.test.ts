@@ -1,7 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import {
-  SringWord, entryOffset, finalCheckForRequests, idxAdd, idxSub, needsNotify, pushRequestsAndCheckNotify,
-  pushResponsesAndCheckNotify, ringEntries, roundDownPow2, sringInit,
+  SringWord,
+  entryOffset,
+  finalCheckForRequests,
+  idxAdd,
+  idxSub,
+  needsNotify,
+  pushRequestsAndCheckNotify,
+  pushResponsesAndCheckNotify,
+  ringEntries,
+  roundDownPow2,
+  sringInit,
 } from '../../src/wire/ring.js';
 
 describe('ring.h arithmetic', () => {

@@ -17,7 +17,8 @@ function drain(p: XsFrameParser): { msgs: { type: number; reqId: number; txId: n
   const msgs = [];
   for (;;) {
     const r = p.next();
-    if (r.kind === 'message') msgs.push({ type: r.message.type, reqId: r.message.reqId, txId: r.message.txId, payload: [...r.message.payload] });
+    if (r.kind === 'message')
+      msgs.push({ type: r.message.type, reqId: r.message.reqId, txId: r.message.txId, payload: [...r.message.payload] });
     else if (r.kind === 'need') return { msgs, need: r.bytes };
     else throw new Error(r.reason);
   }

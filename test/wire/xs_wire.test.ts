@@ -1,7 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import {
-  XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, XsType, decodeHeader, encodeHeader, encodeMessage, isKnownXsType,
-  joinPayload, maskXsIdx, payloadString, splitPayload, xsTypeName,
+  XENSTORE_PAYLOAD_MAX,
+  XS_HEADER_SIZE,
+  XsType,
+  decodeHeader,
+  encodeHeader,
+  encodeMessage,
+  isKnownXsType,
+  joinPayload,
+  maskXsIdx,
+  payloadString,
+  splitPayload,
+  xsTypeName,
 } from '../../src/wire/xs_wire.js';
 import { parseXenbusState, xenbusStateName } from '../../src/wire/xenbus_state.js';
 

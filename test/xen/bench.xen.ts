@@ -29,7 +29,12 @@ const RUNTIME_S = 2;
 const RAMP_S = 6;
 const KERNEL_RAMP_S = 1;
 
-export interface Workload { name: string; rw: 'read' | 'write' | 'randread' | 'randwrite'; bs: number; depth: number }
+export interface Workload {
+  name: string;
+  rw: 'read' | 'write' | 'randread' | 'randwrite';
+  bs: number;
+  depth: number;
+}
 
 /** The suite's table: 4 KiB random at 1, 8 and 32 in flight; 1 MiB sequential at 8 and 32. */
 export const WORKLOADS: Workload[] = [
@@ -44,34 +49,73 @@ export const WORKLOADS: Workload[] = [
 ];
 
 /** One side's run: rate, and the whole guest's busy CPU per I/O in µs. */
-export interface Side { iops: number; bytesPerS: number; cpuUsPerIo: number; detail: string }
+export interface Side {
+  iops: number;
+  bytesPerS: number;
+  cpuUsPerIo: number;
+  detail: string;
+}
 
 /** blkbench on the driver's vbd. `extra`: more blkbench options (e.g. --zero-copy, --cpu-profile). */
 export function blkbench(w: Workload, vdev = XVDB, extra: string[] = []): Side {
   const out = blkbenchJson<{
-    ios: number; iops: number; bandwidth_bytes_per_s: number; cpu_us_per_io: { process: number; thread: number | null; machine: number | null };
+    ios: number;
+    iops: number;
+    bandwidth_bytes_per_s: number;
+    cpu_us_per_io: { process: number; thread: number | null; machine: number | null };
     ring: { notifications: number; responses_per_interrupt: number; requests: number } | null;
-  }>(vdev, ['--rw', w.rw, '--bs', String(w.bs), '--iodepth', String(w.depth), '--runtime', String(RUNTIME_S), '--ramp-time', String(RAMP_S),
-    '--no-latency', ...extra], { timeoutMs: 120_000 });
+  }>(
+    vdev,
+    [
+      '--rw',
+      w.rw,
+      '--bs',
+      String(w.bs),
+      '--iodepth',
+      String(w.depth),
+      '--runtime',
+      String(RUNTIME_S),
+      '--ramp-time',
+      String(RAMP_S),
+      '--no-latency',
+      ...extra,
+    ],
+    { timeoutMs: 120_000 },
+  );
   assert.ok(out.ios > 0, 'blkbench did some I/O');
   assert.ok(out.cpu_us_per_io.machine !== null, 'the guest has /proc/stat');
   const ring = out.ring;
   return {
-    iops: out.iops, bytesPerS: out.bandwidth_bytes_per_s, cpuUsPerIo: out.cpu_us_per_io.machine,
-    detail: ring === null ? '' : `process ${out.cpu_us_per_io.process.toFixed(0)} µs/IO, main thread ${out.cpu_us_per_io.thread?.toFixed(0)}, ` +
-      `${(ring.notifications / Math.max(1, ring.requests)).toFixed(3)} notifications/req, ${ring.responses_per_interrupt} responses/interrupt`,
+    iops: out.iops,
+    bytesPerS: out.bandwidth_bytes_per_s,
+    cpuUsPerIo: out.cpu_us_per_io.machine,
+    detail:
+      ring === null
+        ? ''
+        : `process ${out.cpu_us_per_io.process.toFixed(0)} µs/IO, main thread ${out.cpu_us_per_io.thread?.toFixed(0)}, ` +
+          `${(ring.notifications / Math.max(1, ring.requests)).toFixed(3)} notifications/req, ${ring.responses_per_interrupt} responses/interrupt`,
   };
 }
 
 /** kbench on the kernel driver's disk. */
 export function kbench(w: Workload, dev: string, size: number): Side {
-  const r = spawnSync(KBENCH, [dev, w.rw, String(w.bs), String(w.depth), String(size), String(RUNTIME_S), String(KERNEL_RAMP_S)],
-    { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(KBENCH, [dev, w.rw, String(w.bs), String(w.depth), String(size), String(RUNTIME_S), String(KERNEL_RAMP_S)], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
   assert.equal(r.status, 0, `kbench failed: ${r.stderr}`);
-  const out = JSON.parse(r.stdout) as { ios: number; iops: number; bandwidth_bytes_per_s: number; machine_busy_s: number; process_cpu_s: number };
+  const out = JSON.parse(r.stdout) as {
+    ios: number;
+    iops: number;
+    bandwidth_bytes_per_s: number;
+    machine_busy_s: number;
+    process_cpu_s: number;
+  };
   assert.ok(out.ios > 0, 'kbench did some I/O');
   return {
-    iops: out.iops, bytesPerS: out.bandwidth_bytes_per_s, cpuUsPerIo: (1e6 * out.machine_busy_s) / out.ios,
+    iops: out.iops,
+    bytesPerS: out.bandwidth_bytes_per_s,
+    cpuUsPerIo: (1e6 * out.machine_busy_s) / out.ios,
     detail: `process ${((1e6 * out.process_cpu_s) / out.ios).toFixed(1)} µs/IO`,
   };
 }
@@ -93,8 +137,10 @@ export function compare(w: Workload, ours: () => Side, theirs: () => Side, label
     o = best(o, ours());
     k = best(k, theirs());
   }
-  report(`${w.name}${label}: blkbench ${rate(w, o)}, ${o.cpuUsPerIo.toFixed(0)} µs CPU/IO (${how === '' ? '' : `${how}, `}${o.detail}); ` +
-    `kernel ${rate(w, k)}, ${k.cpuUsPerIo.toFixed(0)} µs CPU/IO; ratio ${(o.iops / k.iops).toFixed(2)}, CPU/IO ratio ${(o.cpuUsPerIo / k.cpuUsPerIo).toFixed(2)}`);
+  report(
+    `${w.name}${label}: blkbench ${rate(w, o)}, ${o.cpuUsPerIo.toFixed(0)} µs CPU/IO (${how === '' ? '' : `${how}, `}${o.detail}); ` +
+      `kernel ${rate(w, k)}, ${k.cpuUsPerIo.toFixed(0)} µs CPU/IO; ratio ${(o.iops / k.iops).toFixed(2)}, CPU/IO ratio ${(o.cpuUsPerIo / k.cpuUsPerIo).toFixed(2)}`,
+  );
 }
 
 /** Grant pages the benchmark lets gntalloc hand out: 1 MiB at 32 in flight on two queues, with room to spare. */
@@ -115,15 +161,25 @@ export function withGrantLimit<T>(pages: number, body: () => T): T {
   }
 }
 
-test('bench: blkbench against the kernel\'s xen-blkfront, same workloads, same boot', { timeout: 900_000 }, () => withGrantLimit(GRANT_LIMIT, () => {
-  const dev = kernelDriverFor(XVDD, 'xvdd');
-  const sectors = Number(readFileSync('/sys/block/xvdd/size', 'utf8').trim());
-  console.log(`# kernel xen-blkfront bound to vbd-${XVDD}: ${sectors} sectors; ${RAMP_S} s ramp (kernel ${KERNEL_RAMP_S} s), ${RUNTIME_S} s measured, best of two each`);
-  // Device buffers: granted once and used in place, they won every workload measured (test/xen/profile.xen.ts).
-  // One queue for 4 KiB: the driver runs on one thread, and one ring takes twice the responses per
-  // wake-up; two for 1 MiB, where blkback's second thread in dom0 is what pays.
-  for (const w of WORKLOADS) {
-    const queues = w.bs < MiB ? '1' : '2';
-    compare(w, () => blkbench(w, XVDB, ['--zero-copy', '--queues', queues]), () => kbench(w, dev, sectors * 512), '', `${queues} queue${queues === '1' ? '' : 's'}`);
-  }
-}));
+test("bench: blkbench against the kernel's xen-blkfront, same workloads, same boot", { timeout: 900_000 }, () =>
+  withGrantLimit(GRANT_LIMIT, () => {
+    const dev = kernelDriverFor(XVDD, 'xvdd');
+    const sectors = Number(readFileSync('/sys/block/xvdd/size', 'utf8').trim());
+    console.log(
+      `# kernel xen-blkfront bound to vbd-${XVDD}: ${sectors} sectors; ${RAMP_S} s ramp (kernel ${KERNEL_RAMP_S} s), ${RUNTIME_S} s measured, best of two each`,
+    );
+    // Device buffers: granted once and used in place, they won every workload measured (test/xen/profile.xen.ts).
+    // One queue for 4 KiB: the driver runs on one thread, and one ring takes twice the responses per
+    // wake-up; two for 1 MiB, where blkback's second thread in dom0 is what pays.
+    for (const w of WORKLOADS) {
+      const queues = w.bs < MiB ? '1' : '2';
+      compare(
+        w,
+        () => blkbench(w, XVDB, ['--zero-copy', '--queues', queues]),
+        () => kbench(w, dev, sectors * 512),
+        '',
+        `${queues} queue${queues === '1' ? '' : 's'}`,
+      );
+    }
+  }),
+);

@@ -74,8 +74,13 @@ test('blkfront: connects to xen-blkback and negotiates everything it offers', as
     assert.equal(await p.xenstore.read(`${fe}/multi-queue-num-queues`), '2');
     assert.equal(await p.xenstore.read(`${fe}/ring-page-order`), '2');
     assert.equal(await p.xenstore.read(`${fe}/feature-persistent`), '1');
-    assert.deepEqual((await p.xenstore.directory(`${fe}/queue-1`)).sort(),
-      ['event-channel', 'ring-ref0', 'ring-ref1', 'ring-ref2', 'ring-ref3']);
+    assert.deepEqual((await p.xenstore.directory(`${fe}/queue-1`)).sort(), [
+      'event-channel',
+      'ring-ref0',
+      'ring-ref1',
+      'ring-ref2',
+      'ring-ref3',
+    ]);
   });
 });
 
@@ -134,8 +139,10 @@ test('blkfront: whole-disk write-verify, then dom0 finds the same bytes in the b
     assert.equal(bad, -1, `read back differs from what was written at ${bad}`);
     const ours = hash.digest('hex');
     const s = dev.stats();
-    console.log(`# write-verify: ${pieces.length} writes in ${wrote} ms, ${s.requests} ring requests (${s.indirectRequests} indirect), ` +
-      `${s.notifications} notifications, ${s.responsesPerInterrupt.toFixed(1)} responses per interrupt, pool fallbacks ${s.pool.fallbacks}`);
+    console.log(
+      `# write-verify: ${pieces.length} writes in ${wrote} ms, ${s.requests} ring requests (${s.indirectRequests} indirect), ` +
+        `${s.notifications} notifications, ${s.responsesPerInterrupt.toFixed(1)} responses per interrupt, pool fallbacks ${s.pool.fallbacks}`,
+    );
     assert.ok(s.indirectRequests > 0, 'indirect requests were used');
 
     const dom0 = await askDom0(p.xenstore, 'checksum', 'xvdb');
@@ -152,10 +159,13 @@ test('blkfront: flush and discard succeed; the discarded range reads back as zer
     const after = await rd(dev, at + 2 * MiB, g);
     await dev.discard(at, 2 * MiB);
     // blkback discards a loop device by punching a hole in dom0's tmpfs file.
-    assert.ok((await rd(dev, at, 2 * MiB)).every((b) => b === 0), 'discarded range reads as zeros');
+    assert.ok(
+      (await rd(dev, at, 2 * MiB)).every((b) => b === 0),
+      'discarded range reads as zeros',
+    );
     assert.ok((await rd(dev, at - g, g)).equals(before));
     assert.ok((await rd(dev, at + 2 * MiB, g)).equals(after));
-    await dev.write(at, pattern(at, 2 * MiB, 1));   // as it was, for later tests
+    await dev.write(at, pattern(at, 2 * MiB, 1)); // as it was, for later tests
     await dev.flush();
     const s = dev.stats();
     assert.ok(s.flushes >= 2 && s.discards === 1 && s.errors === 0, JSON.stringify(s));
@@ -202,7 +212,7 @@ test('blkfront: close() then open again, on one platform and on a new one', asyn
   }
 });
 
-test('blkfront: an open that fails (gntalloc\'s limit lowered) leaves the vbd ready for the next; three close() calls settle together', async () => {
+test("blkfront: an open that fails (gntalloc's limit lowered) leaves the vbd ready for the next; three close() calls settle together", async () => {
   const p = await platform();
   try {
     const saved = readFileSync(GNTALLOC_LIMIT, 'utf8').trim();

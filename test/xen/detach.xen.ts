@@ -13,7 +13,9 @@ test('detach: xl block-detach under load gives BLKIF_ENODEV, not a hang', { time
   const dev = await openBlockDevice({ platform: p, vdev: XVDB, queues: 2, reconnectTimeoutMs: 60_000 });
   try {
     let gone: unknown;
-    dev.on('gone', (e: unknown) => { gone = e; });
+    dev.on('gone', (e: unknown) => {
+      gone = e;
+    });
     let ok = 0;
     const failures = new Map<string, number>();
     let stop = false;
@@ -36,7 +38,9 @@ test('detach: xl block-detach under load gives BLKIF_ENODEV, not a hang', { time
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.all(readers),
-      new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('readers still waiting 120 s after the detach')), 120_000); }),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('readers still waiting 120 s after the detach')), 120_000);
+      }),
     ]).finally(() => clearTimeout(timer));
     const took = Date.now() - t0;
     stop = true;

@@ -44,7 +44,9 @@ export async function askDom0(xs: XenstoreClient, command: string, ...args: stri
 export async function askDom0Within(ms: number, xs: XenstoreClient, command: string, ...args: string[]): Promise<string> {
   const n = String(++sequence) + '-' + process.pid;
   let settle!: (answer: string) => void;
-  const answered = new Promise<string>((resolve) => { settle = resolve; });
+  const answered = new Promise<string>((resolve) => {
+    settle = resolve;
+  });
   const watch = await xs.watch('data/response', async () => {
     const value = await xs.readOptional('data/response');
     if (value !== undefined && value.startsWith(n + ' ')) settle(value.slice(n.length + 1));
@@ -66,7 +68,7 @@ export function report(line: string): void {
 }
 
 /** blkbench's binary, for the tests that run it in its own process. */
-export const BLKBENCH = fileURLToPath(new URL('../../examples/blkbench/cli.js', import.meta.url));
+export const BLKBENCH = fileURLToPath(new URL('../../src/cli/blkbench/cli.js', import.meta.url));
 
 /**
  * Runs blkbench on one of this guest's vbds (`--xen --json` and `args`,
@@ -74,8 +76,10 @@ export const BLKBENCH = fileURLToPath(new URL('../../examples/blkbench/cli.js', 
  * its JSON report.
  */
 export function blkbenchJson<T>(vdev: number, args: string[], opts: { node?: string[]; timeoutMs?: number } = {}): T {
-  const r = spawnSync(process.execPath, [...(opts.node ?? []), BLKBENCH, '--xen', '--vdev', String(vdev), '--json', ...args],
-    { encoding: 'utf8', timeout: opts.timeoutMs ?? 180_000 });
+  const r = spawnSync(process.execPath, [...(opts.node ?? []), BLKBENCH, '--xen', '--vdev', String(vdev), '--json', ...args], {
+    encoding: 'utf8',
+    timeout: opts.timeoutMs ?? 180_000,
+  });
   assert.equal(r.status, 0, `blkbench ${args.join(' ')} failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as T;
 }
@@ -93,6 +97,6 @@ export function kernelDriverFor(vdev: number, name: string): string {
     assert.ok(Date.now() < deadline, `${dev} did not appear`);
     spawnSync('sleep', ['0.2']);
   }
-  assert.ok(!existsSync(`/sys/bus/xen/devices/vbd-${XVDB}/driver`), 'the kernel left the driver\'s vbd alone');
+  assert.ok(!existsSync(`/sys/bus/xen/devices/vbd-${XVDB}/driver`), "the kernel left the driver's vbd alone");
   return dev;
 }

@@ -25,8 +25,13 @@ function gntdev() {
   assert.ok(handle, `xengnttab_open failed (errno ${koffi.errno()})`);
   return {
     map(domid: number, refs: readonly number[], writable: boolean): { bytes: Uint8Array; unmap(): void } {
-      const addr: unknown = mapRefs(handle, refs.length, new Uint32Array(refs.length).fill(domid),
-        new Uint32Array(refs), PROT_READ | (writable ? PROT_WRITE : 0));
+      const addr: unknown = mapRefs(
+        handle,
+        refs.length,
+        new Uint32Array(refs.length).fill(domid),
+        new Uint32Array(refs),
+        PROT_READ | (writable ? PROT_WRITE : 0),
+      );
       assert.ok(addr, `xengnttab_map_grant_refs failed (errno ${koffi.errno()})`);
       return {
         bytes: new Uint8Array(koffi.view(addr, refs.length * PAGE_SIZE)),
@@ -48,8 +53,11 @@ test('gnttab: pages shared through libxengnttab are the pages another mapper see
 
     const mapped = dev.map(p.domid, shared.refs, true);
     assert.equal(Buffer.compare(mapped.bytes, shared.bytes), 0, 'the mapping shows what the sharer wrote');
-    mapped.bytes.fill(0xa5, 3 * PAGE_SIZE, 4 * PAGE_SIZE);   // the "backend" writes page 3
-    assert.ok(shared.bytes.subarray(3 * PAGE_SIZE, 4 * PAGE_SIZE).every((b) => b === 0xa5), 'and the sharer sees its writes');
+    mapped.bytes.fill(0xa5, 3 * PAGE_SIZE, 4 * PAGE_SIZE); // the "backend" writes page 3
+    assert.ok(
+      shared.bytes.subarray(3 * PAGE_SIZE, 4 * PAGE_SIZE).every((b) => b === 0xa5),
+      'and the sharer sees its writes',
+    );
     mapped.unmap();
 
     // A read-only grant cannot be mapped writable.
@@ -86,7 +94,7 @@ test('gnttab: sharing until the grant table runs out gives XEN_ENOSPC, and every
     console.log(`# gnttab: ${held.length * 64} pages shared before ${error.code}`);
     for (const s of held) p.grants.unshare(s);
     assert.equal(p.grants.stats().sharedPages, 0);
-    p.grants.unshare(p.grants.share(p.domid, 64, false));   // and sharing works again
+    p.grants.unshare(p.grants.share(p.domid, 64, false)); // and sharing works again
   } finally {
     await p.close();
   }
@@ -100,8 +108,12 @@ test('evtchn: an interdomain channel to our own unbound port carries notificatio
     assert.notEqual(a.port, b.port);
     let atA = 0;
     let atB = 0;
-    a.onEvent(() => { atA++; });
-    b.onEvent(() => { atB++; });
+    a.onEvent(() => {
+      atA++;
+    });
+    b.onEvent(() => {
+      atB++;
+    });
     const until = async (pred: () => boolean, what: string) => {
       const deadline = Date.now() + 10_000;
       while (!pred()) {

@@ -36,21 +36,29 @@ const realSetTimeout = globalThis.setTimeout;
 const realClearTimeout = globalThis.clearTimeout;
 globalThis.setTimeout = ((fn: (...a: unknown[]) => void, ms?: number, ...args: unknown[]) => {
   const holder: { t?: NodeJS.Timeout } = {};
-  const t = realSetTimeout((...a: unknown[]) => {
-    timers.delete(t);
-    fn(...a);
-  }, ms, ...args);
+  const t = realSetTimeout(
+    (...a: unknown[]) => {
+      timers.delete(t);
+      fn(...a);
+    },
+    ms,
+    ...args,
+  );
   holder.t = t;
   if ((ms ?? 0) >= 1000) {
-    const where = (new Error().stack ?? '').split('\n').slice(2, 5).map((l) => l.trim()).join(' < ');
+    const where = (new Error().stack ?? '')
+      .split('\n')
+      .slice(2, 5)
+      .map((l) => l.trim())
+      .join(' < ');
     timers.set(t, `${ms} ms in ${current}: ${where}`);
   }
   return t;
 }) as typeof globalThis.setTimeout;
-globalThis.clearTimeout = ((t?: NodeJS.Timeout | string | number) => {
+globalThis.clearTimeout = (t?: NodeJS.Timeout | string | number) => {
   timers.delete(t);
-  realClearTimeout(t as NodeJS.Timeout);
-}) as typeof globalThis.clearTimeout;
+  realClearTimeout(t);
+};
 
 /** Long timers still set that would keep the process alive. */
 export function liveTimers(): string[] {

@@ -38,23 +38,27 @@ const VARIANTS: Array<{ name: string; args: string[]; node?: string[] }> = [
   { name: 'device buffers, one queue, node --single-threaded', args: ['--zero-copy', '--queues', '1'], node: ['--single-threaded'] },
 ];
 
-test('profile: the guest\'s clock source', () => {
+test("profile: the guest's clock source", () => {
   const cs = (f: string) => readFileSync(`/sys/devices/system/clocksource/clocksource0/${f}`, 'utf8').trim();
   console.log(`# xen-profile clocksource: ${cs('current_clocksource')} (available: ${cs('available_clocksource')})`);
 });
 
 for (const c of CASES) {
-  test(`profile: ${c.name}`, { timeout: 600_000 }, () => withGrantLimit(16384, () => {
-    for (const v of VARIANTS) {
-      const r = run([...c.args, ...v.args], v.node);
-      console.log(`# xen-profile ${c.name}, ${v.name}: ${r.iops} IOPS, per I/O ${JSON.stringify(r.cpu_us_per_io)} µs, ` +
-        `cpu ${JSON.stringify(r.cpu)}, ring ${JSON.stringify(r.ring)}, pool ${JSON.stringify(r.pool)}`);
-    }
-    const file = `/tmp/profile-${process.pid}.cpuprofile`;
-    run([...c.args, '--zero-copy', '--cpu-profile', file]);
-    const lines = describe(summarize(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile), 20);
-    console.log(lines.map((l) => `# xen-profile ${c.name}: ${l}`).join('\n'));
-  }));
+  test(`profile: ${c.name}`, { timeout: 600_000 }, () =>
+    withGrantLimit(16384, () => {
+      for (const v of VARIANTS) {
+        const r = run([...c.args, ...v.args], v.node);
+        console.log(
+          `# xen-profile ${c.name}, ${v.name}: ${String(r.iops)} IOPS, per I/O ${JSON.stringify(r.cpu_us_per_io)} µs, ` +
+            `cpu ${JSON.stringify(r.cpu)}, ring ${JSON.stringify(r.ring)}, pool ${JSON.stringify(r.pool)}`,
+        );
+      }
+      const file = `/tmp/profile-${process.pid}.cpuprofile`;
+      run([...c.args, '--zero-copy', '--cpu-profile', file]);
+      const lines = describe(summarize(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile), 20);
+      console.log(lines.map((l) => `# xen-profile ${c.name}: ${l}`).join('\n'));
+    }),
+  );
 }
 
 test('profile: what one system call, clock read, FFI call and event-channel operation costs in this guest', async () => {

@@ -11,10 +11,20 @@ import { readFileSync } from 'node:fs';
 import { MiB, XVDE, XVDF, blkbenchJson } from './env.js';
 import { blkbench, compare, kbench, kernelDriverFor, withGrantLimit, type Workload } from './bench.xen.js';
 
-
-test('qdisk: mixed writes and reads through QEMU\'s backend, every block checked, and what it offered', { timeout: 300_000 }, () => {
-  const out = blkbenchJson<{ ios: number; writes: number; verify_mismatches: number; verify_checked: number; features: string }>(XVDE,
-    ['--rw', 'randrw', '--bs', '16k', '--iodepth', '16', '--size', '16m', '--runtime', '3', '--verify']);
+test("qdisk: mixed writes and reads through QEMU's backend, every block checked, and what it offered", { timeout: 300_000 }, () => {
+  const out = blkbenchJson<{ ios: number; writes: number; verify_mismatches: number; verify_checked: number; features: string }>(XVDE, [
+    '--rw',
+    'randrw',
+    '--bs',
+    '16k',
+    '--iodepth',
+    '16',
+    '--size',
+    '16m',
+    '--runtime',
+    '3',
+    '--verify',
+  ]);
   console.log(`# qdisk: ${out.features}; ${out.ios} I/Os (${out.writes} writes), ${out.verify_checked} blocks checked`);
   assert.equal(out.verify_mismatches, 0);
   assert.ok(out.writes > 0 && out.verify_checked >= 1024, 'every block was written and read back');
@@ -28,9 +38,19 @@ const WORKLOADS: Workload[] = [
   { name: '1 MiB sequential write, 8 in flight', rw: 'write', bs: MiB, depth: 8 },
 ];
 
-test('qdisk: blkbench against the kernel\'s xen-blkfront, both on QEMU\'s backend', { timeout: 600_000 }, () => withGrantLimit(16384, () => {
-  const dev = kernelDriverFor(XVDF, 'xvdf');
-  const sectors = Number(readFileSync('/sys/block/xvdf/size', 'utf8').trim());
-  // One round each: the suite's time goes to the xen-blkback table, which alternates twice.
-  for (const w of WORKLOADS) compare(w, () => blkbench(w, XVDE, ['--zero-copy']), () => kbench(w, dev, sectors * 512), ' (qdisk)', '', 1);
-}));
+test("qdisk: blkbench against the kernel's xen-blkfront, both on QEMU's backend", { timeout: 600_000 }, () =>
+  withGrantLimit(16384, () => {
+    const dev = kernelDriverFor(XVDF, 'xvdf');
+    const sectors = Number(readFileSync('/sys/block/xvdf/size', 'utf8').trim());
+    // One round each: the suite's time goes to the xen-blkback table, which alternates twice.
+    for (const w of WORKLOADS)
+      compare(
+        w,
+        () => blkbench(w, XVDE, ['--zero-copy']),
+        () => kbench(w, dev, sectors * 512),
+        ' (qdisk)',
+        '',
+        1,
+      );
+  }),
+);

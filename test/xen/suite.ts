@@ -35,8 +35,10 @@ after(() => {
       const t = o as { constructor: { name: string }; hasRef?: () => boolean; _idleTimeout?: number; fd?: number };
       return `${t.constructor.name}${t.hasRef ? (t.hasRef() ? '(ref)' : '(unref)') : ''}${t._idleTimeout !== undefined ? `[${t._idleTimeout} ms]` : ''}${t.fd !== undefined ? `[fd ${t.fd}]` : ''}`;
     };
-    console.log(`# XEN-SUITE: still alive 5 s after the last test, held by: ${process.getActiveResourcesInfo().join(', ')}; polls started in ${JSON.stringify(runningPolls())}; timers ${JSON.stringify(liveTimers())}; ` +
-      `handles ${p._getActiveHandles().map(describe).join(', ')}; requests ${p._getActiveRequests().map(describe).join(', ')}`);
+    console.log(
+      `# XEN-SUITE: still alive 5 s after the last test, held by: ${process.getActiveResourcesInfo().join(', ')}; polls started in ${JSON.stringify(runningPolls())}; timers ${JSON.stringify(liveTimers())}; ` +
+        `handles ${p._getActiveHandles().map(describe).join(', ')}; requests ${p._getActiveRequests().map(describe).join(', ')}`,
+    );
     process.exit(1);
   }, 5000).unref();
 });

@@ -102,8 +102,14 @@ describe.each(TRANSPORTS)('XenstoreClient over %s', (kind) => {
     await xs.write('/local/domain/5/device/vbd/768/state', '1');
     await xs.write('/secret', 'dom0 only');
     await xs.write('/shared', 'readable');
-    await xs.setPerms('/shared', [{ perm: 'n', domid: 0 }, { perm: 'r', domid: 5 }]);
-    expect(await xs.getPerms('/shared')).toEqual([{ perm: 'n', domid: 0 }, { perm: 'r', domid: 5 }]);
+    await xs.setPerms('/shared', [
+      { perm: 'n', domid: 0 },
+      { perm: 'r', domid: 5 },
+    ]);
+    expect(await xs.getPerms('/shared')).toEqual([
+      { perm: 'n', domid: 0 },
+      { perm: 'r', domid: 5 },
+    ]);
 
     const guest = await fx.connect(5);
     await expect(guest.read('/secret')).rejects.toMatchObject({ code: 'XS_EACCES' });
@@ -115,7 +121,10 @@ describe.each(TRANSPORTS)('XenstoreClient over %s', (kind) => {
     expect(await xs.read('/local/domain/5/data/result')).toBe('ok');
     // A domain may share what it owns but not give it away.
     await expect(guest.setPerms('data/result', [{ perm: 'n', domid: 7 }])).rejects.toMatchObject({ code: 'XS_EPERM' });
-    await guest.setPerms('data/result', [{ perm: 'n', domid: 5 }, { perm: 'b', domid: 7 }]);
+    await guest.setPerms('data/result', [
+      { perm: 'n', domid: 5 },
+      { perm: 'b', domid: 7 },
+    ]);
   });
 
   it('isolates a transaction until commit', async () => {
@@ -136,12 +145,16 @@ describe.each(TRANSPORTS)('XenstoreClient over %s', (kind) => {
     const xs = fx.client;
     const other = await fx.connect();
     await xs.write('/counter', '0');
-    const bump = (c: typeof xs) => c.transaction(async (tx) => {
-      const v = await tx.readInt('/counter');
-      // Give the other connection time to interleave.
-      await new Promise((r) => setTimeout(r, 1));
-      await tx.write('/counter', String(v + 1));
-    }, { maxAttempts: 200 });
+    const bump = (c: typeof xs) =>
+      c.transaction(
+        async (tx) => {
+          const v = await tx.readInt('/counter');
+          // Give the other connection time to interleave.
+          await new Promise((r) => setTimeout(r, 1));
+          await tx.write('/counter', String(v + 1));
+        },
+        { maxAttempts: 200 },
+      );
     const rounds = 15;
     for (let i = 0; i < rounds; i++) await Promise.all([bump(xs), bump(other), bump(xs), bump(other)]);
     expect(await xs.readInt('/counter')).toBe(4 * rounds);
@@ -156,10 +169,12 @@ describe.each(TRANSPORTS)('XenstoreClient over %s', (kind) => {
   });
 
   it('aborts a transaction whose function throws', async () => {
-    await expect(fx.client.transaction(async (tx) => {
-      await tx.write('/aborted', 'x');
-      throw new Error('changed my mind');
-    })).rejects.toThrow('changed my mind');
+    await expect(
+      fx.client.transaction(async (tx) => {
+        await tx.write('/aborted', 'x');
+        throw new Error('changed my mind');
+      }),
+    ).rejects.toThrow('changed my mind');
     expect(await fx.client.exists('/aborted')).toBe(false);
   });
 
@@ -168,12 +183,17 @@ describe.each(TRANSPORTS)('XenstoreClient over %s', (kind) => {
     const other = await fx.connect();
     await xs.write('/hot', '0');
     let attempts = 0;
-    const err = await xs.transaction(async (tx) => {
-      attempts++;
-      await tx.read('/hot');
-      await other.write('/hot', String(attempts)); // someone always gets there first
-      await tx.write('/hot', 'mine');
-    }, { maxAttempts: 3 }).catch((e: unknown) => e);
+    const err = await xs
+      .transaction(
+        async (tx) => {
+          attempts++;
+          await tx.read('/hot');
+          await other.write('/hot', String(attempts)); // someone always gets there first
+          await tx.write('/hot', 'mine');
+        },
+        { maxAttempts: 3 },
+      )
+      .catch((e: unknown) => e);
     expect(isXenError(err, 'XS_EAGAIN')).toBe(true);
     expect(attempts).toBe(3);
   });

@@ -45,7 +45,9 @@ describe('replies out of order', () => {
   ])('matches 200 replies released %s', async (_name, order) => {
     await Promise.all(Array.from({ length: 200 }, (_, i) => xs.write(`/o/${i}`, `v${i}`)));
     proxy.hold();
-    const reads = Array.from({ length: 200 }, (_, i) => (i % 10 === 9 ? xs.read(`/o/missing-${i}`).catch((e: { code: string }) => e.code) : xs.read(`/o/${i}`)));
+    const reads = Array.from({ length: 200 }, (_, i) =>
+      i % 10 === 9 ? xs.read(`/o/missing-${i}`).catch((e: { code: string }) => e.code) : xs.read(`/o/${i}`),
+    );
     await until(() => proxy.heldCount === 200);
     proxy.release(order);
     const got = await Promise.all(reads);
@@ -258,7 +260,10 @@ describe('hostile daemon bytes', () => {
 });
 
 /** A daemon stand-in that answers each request with what `reply` returns (nothing: no answer). */
-function responder(reply: (m: XsMessage) => Uint8Array | null, delayMs = 0): { client: XenstoreClient; requests: () => number; send(b: Uint8Array): void } {
+function responder(
+  reply: (m: XsMessage) => Uint8Array | null,
+  delayMs = 0,
+): { client: XenstoreClient; requests: () => number; send(b: Uint8Array): void } {
   const [clientEnd, serverEnd] = createMemoryPipe();
   const parser = new XsFrameParser();
   let n = 0;
@@ -281,11 +286,12 @@ function responder(reply: (m: XsMessage) => Uint8Array | null, delayMs = 0): { c
 
 describe('bounds against a daemon that never finishes', () => {
   /** DIRECTORY says E2BIG; every DIRECTORY_PART brings one more name and never the end marker. */
-  const endless = (m: XsMessage): Uint8Array => m.type === XsType.Directory
-    ? encodeMessage(XsType.Error, m.reqId, 0, joinPayload(['E2BIG']))
-    : encodeMessage(XsType.DirectoryPart, m.reqId, 0, joinPayload(['1', `n${m.reqId}`]));
+  const endless = (m: XsMessage): Uint8Array =>
+    m.type === XsType.Directory
+      ? encodeMessage(XsType.Error, m.reqId, 0, joinPayload(['E2BIG']))
+      : encodeMessage(XsType.DirectoryPart, m.reqId, 0, joinPayload(['1', `n${m.reqId}`]));
 
-  it('directory(): the caller\'s timeout bounds the whole listing, not each part', async () => {
+  it("directory(): the caller's timeout bounds the whole listing, not each part", async () => {
     const d = responder(endless, 2); // 4096 parts would take over 8 s
     const t0 = Date.now();
     await expect(d.client.directory('/big', { timeoutMs: 300 })).rejects.toMatchObject({ code: 'XS_TIMEOUT' });

@@ -42,10 +42,14 @@ describe.each(TRANSPORTS)('watches over %s', (kind) => {
     const gate = deferred();
     const stalled: string[] = [];
     const flowing: string[] = [];
-    await fx.client.watch('/slow', async (e) => {
-      stalled.push(e.path);
-      await gate.promise; // a callback that does not return
-    }, { group: 'dev-slow' });
+    await fx.client.watch(
+      '/slow',
+      async (e) => {
+        stalled.push(e.path);
+        await gate.promise; // a callback that does not return
+      },
+      { group: 'dev-slow' },
+    );
     await fx.client.watch('/fast', (e) => void flowing.push(e.path), { group: 'dev-fast' });
     await until(() => stalled.length === 1 && flowing.length === 1);
 
@@ -86,10 +90,14 @@ describe.each(TRANSPORTS)('watches over %s', (kind) => {
     const failures: [unknown, string][] = [];
     const xs = await fx.connect(0, { onCallbackError: (err, group) => void failures.push([err, group]) });
     const seen: WatchEvent[] = [];
-    await xs.watch('/boom', (e) => {
-      seen.push(e);
-      if (e.path === '/boom/bad') throw new Error('callback bug');
-    }, { group: 'g1' });
+    await xs.watch(
+      '/boom',
+      (e) => {
+        seen.push(e);
+        if (e.path === '/boom/bad') throw new Error('callback bug');
+      },
+      { group: 'g1' },
+    );
     await xs.write('/boom/bad', '1');
     await xs.write('/boom/good', '1');
     await until(() => seen.length === 3);

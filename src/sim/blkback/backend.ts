@@ -10,9 +10,10 @@
  * Every feature is an option, so a frontend can be tested against a backend
  * that lacks it, and faults can be injected while it runs.
  */
+import { BlkifKey, queueDir, ringRefKey, vbdBackendDir, vbdFrontendDir } from '../../wire/blkif_keys.js';
 import { Worker } from 'node:worker_threads';
 import { statSync, truncateSync } from 'node:fs';
-import { XenError } from '../../errors.js';
+import { PlatformError } from '../../errors.js';
 import { BLKIF_SECTOR_SIZE, BLKIF_NATIVE_ABI } from '../../wire/blkif.js';
 import { XenbusState } from '../../wire/xenbus_state.js';
 import type { XenstoreClient } from '../../xenbus/client.js';
@@ -50,7 +51,9 @@ export class SimBlkback {
   readonly broken: string[] = [];
   private readonly ctl = new Int32Array(new SharedArrayBuffer(CONTROL_BYTES));
   private readonly disk: DiskSpec;
-  private readonly opts: Required<Omit<SimDiskOptions, 'discard' | 'image' | 'maxSize'>> & { discard: { granularity: number; alignment: number; secure: boolean } | null };
+  private readonly opts: Required<Omit<SimDiskOptions, 'discard' | 'image' | 'maxSize'>> & {
+    discard: { granularity: number; alignment: number; secure: boolean } | null;
+  };
   private workers: QueueWorker[] = [];
   private state: XenbusState = XenbusState.Initialising;
   private watch: Watch | undefined;
@@ -71,21 +74,31 @@ export class SimBlkback {
     from?: SimBlkback,
   ) {
     this.vdev = options.vdev ?? 51712;
-    this.backendPath = `/local/domain/${backendDomid}/backend/vbd/${frontendDomid}/${this.vdev}`;
-    this.frontendPath = `/local/domain/${frontendDomid}/device/vbd/${this.vdev}`;
+    this.backendPath = vbdBackendDir(backendDomid, frontendDomid, this.vdev);
+    this.frontendPath = vbdFrontendDir(frontendDomid, this.vdev);
     const sectorSize = options.sectorSize ?? 512;
-    if (sectorSize !== 512 && sectorSize !== 4096) throw new XenError('XEN_EINVAL', `sector size ${String(sectorSize)}: 512 or 4096`);
+    if (sectorSize !== 512 && sectorSize !== 4096) throw new PlatformError('XEN_EINVAL', `sector size ${String(sectorSize)}: 512 or 4096`);
     const discard = options.discard ?? true;
     this.opts = {
-      vdev: this.vdev, size: options.size ?? 64 << 20, sectorSize, readOnly: options.readOnly ?? false,
-      persistent: options.persistent ?? true, maxPersistentGrants: options.maxPersistentGrants ?? 1056,
-      maxIndirectSegments: options.maxIndirectSegments ?? 256, maxRingPageOrder: options.maxRingPageOrder ?? 4,
-      maxQueues: Math.min(options.maxQueues ?? 4, MAX_QUEUES), flush: options.flush ?? true, barrier: options.barrier ?? true,
-      discard: discard === false ? null : {
-        granularity: (discard === true ? undefined : discard.granularity) ?? sectorSize,
-        alignment: (discard === true ? undefined : discard.alignment) ?? 0,
-        secure: (discard === true ? undefined : discard.secure) ?? false,
-      },
+      vdev: this.vdev,
+      size: options.size ?? 64 << 20,
+      sectorSize,
+      readOnly: options.readOnly ?? false,
+      persistent: options.persistent ?? true,
+      maxPersistentGrants: options.maxPersistentGrants ?? 1056,
+      maxIndirectSegments: options.maxIndirectSegments ?? 256,
+      maxRingPageOrder: options.maxRingPageOrder ?? 4,
+      maxQueues: Math.min(options.maxQueues ?? 4, MAX_QUEUES),
+      flush: options.flush ?? true,
+      barrier: options.barrier ?? true,
+      discard:
+        discard === false
+          ? null
+          : {
+              granularity: (discard === true ? undefined : discard.granularity) ?? sectorSize,
+              alignment: (discard === true ? undefined : discard.alignment) ?? 0,
+              secure: (discard === true ? undefined : discard.secure) ?? false,
+            },
       keys: options.keys ?? {},
     };
     if (from !== undefined) {
@@ -101,7 +114,8 @@ export class SimBlkback {
       this.capacity = Math.max(options.maxSize ?? this.bytes, this.bytes);
       this.disk = { kind: 'memory', buffer: new SharedArrayBuffer(this.capacity) };
     }
-    if (this.bytes % sectorSize !== 0) throw new XenError('XEN_EINVAL', `disk size ${this.bytes} is not a multiple of the sector size ${sectorSize}`);
+    if (this.bytes % sectorSize !== 0)
+      throw new PlatformError('XEN_EINVAL', `disk size ${this.bytes} is not a multiple of the sector size ${sectorSize}`);
     setSectors(this.ctl, this.bytes / BLKIF_SECTOR_SIZE);
   }
 
@@ -124,24 +138,34 @@ export class SimBlkback {
     const fe = this.frontendPath;
     await this.xs.transaction(async (tx) => {
       await tx.mkdir(be);
-      await tx.setPerms(be, [{ perm: 'n', domid: this.backendDomid }, { perm: 'r', domid: this.frontendDomid }]);
+      await tx.setPerms(be, [
+        { perm: 'n', domid: this.backendDomid },
+        { perm: 'r', domid: this.frontendDomid },
+      ]);
       await tx.mkdir(fe);
-      await tx.setPerms(fe, [{ perm: 'n', domid: this.frontendDomid }, { perm: 'r', domid: this.backendDomid }]);
-      await tx.write(`${fe}/backend`, be);
-      await tx.write(`${fe}/backend-id`, String(this.backendDomid));
-      await tx.write(`${fe}/virtual-device`, String(this.vdev));
-      await tx.write(`${fe}/state`, String(XenbusState.Initialising));
-      await tx.write(`${be}/frontend`, fe);
-      await tx.write(`${be}/frontend-id`, String(this.frontendDomid));
-      await tx.write(`${be}/mode`, this.opts.readOnly ? 'r' : 'w');
-      await tx.write(`${be}/state`, String(XenbusState.Initialising));
+      await tx.setPerms(fe, [
+        { perm: 'n', domid: this.frontendDomid },
+        { perm: 'r', domid: this.backendDomid },
+      ]);
+      await tx.write(`${fe}/${BlkifKey.backend}`, be);
+      await tx.write(`${fe}/${BlkifKey.backendId}`, String(this.backendDomid));
+      await tx.write(`${fe}/${BlkifKey.virtualDevice}`, String(this.vdev));
+      await tx.write(`${fe}/${BlkifKey.state}`, String(XenbusState.Initialising));
+      await tx.write(`${be}/${BlkifKey.frontend}`, fe);
+      await tx.write(`${be}/${BlkifKey.frontendId}`, String(this.frontendDomid));
+      await tx.write(`${be}/${BlkifKey.mode}`, this.opts.readOnly ? 'r' : 'w');
+      await tx.write(`${be}/${BlkifKey.state}`, String(XenbusState.Initialising));
     });
     await this.advertise();
-    this.watch = await this.xs.watch(`${fe}/state`, () => {
-      this.serialize(() => this.frontendChanged()).catch((err: unknown) => {
-        if (!this.closed) process.emitWarning(`simulated blkback ${this.vdev}: ${err instanceof Error ? err.message : String(err)}`);
-      });
-    }, { group: `blkback:${this.frontendDomid}:${this.vdev}` });
+    this.watch = await this.xs.watch(
+      `${fe}/${BlkifKey.state}`,
+      () => {
+        this.serialize(() => this.frontendChanged()).catch((err: unknown) => {
+          if (!this.closed) process.emitWarning(`simulated blkback ${this.vdev}: ${err instanceof Error ? err.message : String(err)}`);
+        });
+      },
+      { group: `blkback:${this.frontendDomid}:${this.vdev}` },
+    );
   }
 
   /** Runs state handling one step at a time, in order; the step's own promise says how it went. */
@@ -159,7 +183,6 @@ export class SimBlkback {
     await writeOffers(this.xs, this.backendPath, this.opts);
     await this.setState(XenbusState.InitWait);
   }
-
 
   private async frontendChanged(): Promise<void> {
     if (this.closed) return;
@@ -191,19 +214,19 @@ export class SimBlkback {
     const fe = this.frontendPath;
     const xs = this.xs;
     const o = this.opts;
-    const order = await xs.readInt(`${fe}/ring-page-order`, { fallback: 0 });
-    const nq = await xs.readInt(`${fe}/multi-queue-num-queues`, { fallback: 1 });
-    const protocol = (await xs.readOptional(`${fe}/protocol`)) ?? BLKIF_NATIVE_ABI.protocol;
-    const fePersistent = await xs.readBool(`${fe}/feature-persistent`, { fallback: false });
+    const order = await xs.readInt(`${fe}/${BlkifKey.ringPageOrder}`, { fallback: 0 });
+    const nq = await xs.readInt(`${fe}/${BlkifKey.multiQueueNumQueues}`, { fallback: 1 });
+    const protocol = (await xs.readOptional(`${fe}/${BlkifKey.protocol}`)) ?? BLKIF_NATIVE_ABI.protocol;
+    const fePersistent = await xs.readBool(`${fe}/${BlkifKey.featurePersistent}`, { fallback: false });
     if (order > o.maxRingPageOrder) return this.fatal(`ring-page-order ${order} > ${o.maxRingPageOrder}`);
     if (nq < 1 || nq > Math.max(1, o.maxQueues)) return this.fatal(`multi-queue-num-queues ${nq} > ${o.maxQueues}`);
     const queues: Array<{ refs: number[]; port: number }> = [];
     for (let q = 0; q < nq; q++) {
-      const dir = nq === 1 ? fe : `${fe}/queue-${q}`;
+      const dir = nq === 1 ? fe : `${fe}/${queueDir(q)}`;
       const refs: number[] = [];
-      if (order === 0) refs.push(await xs.readInt(`${dir}/ring-ref`));
-      else for (let i = 0; i < 1 << order; i++) refs.push(await xs.readInt(`${dir}/ring-ref${i}`));
-      queues.push({ refs, port: await xs.readInt(`${dir}/event-channel`) });
+      if (order === 0) refs.push(await xs.readInt(`${dir}/${BlkifKey.ringRef}`));
+      else for (let i = 0; i < 1 << order; i++) refs.push(await xs.readInt(`${dir}/${ringRefKey(i)}`));
+      queues.push({ refs, port: await xs.readInt(`${dir}/${BlkifKey.eventChannel}`) });
     }
     const persistent = o.persistent && fePersistent;
     Atomics.store(this.ctl, Ctl.stop, 0);
@@ -213,21 +236,40 @@ export class SimBlkback {
     const failed = results.find((r) => r.status === 'rejected');
     if (failed !== undefined) {
       await this.stopQueues();
-      return this.fatal(String((failed as PromiseRejectedResult).reason));
+      return this.fatal(String(failed.reason));
     }
     this.connections++;
     await this.publishDisk(persistent);
     await this.setState(XenbusState.Connected);
   }
 
-  private startQueue(queue: number, ringRefs: number[], port: number, protocol: string, persistent: boolean): { qw: QueueWorker; ready: Promise<void> } {
+  private startQueue(
+    queue: number,
+    ringRefs: number[],
+    port: number,
+    protocol: string,
+    persistent: boolean,
+  ): { qw: QueueWorker; ready: Promise<void> } {
     const o = this.opts;
     const data: QueueWorkerData = {
-      handle: this.hostHandle, backendDomid: this.backendDomid, frontendDomid: this.frontendDomid, queue, ringRefs, port, protocol,
-      ctl: this.ctl.buffer as SharedArrayBuffer, disk: this.disk,
+      handle: this.hostHandle,
+      backendDomid: this.backendDomid,
+      frontendDomid: this.frontendDomid,
+      queue,
+      ringRefs,
+      port,
+      protocol,
+      ctl: this.ctl.buffer,
+      disk: this.disk,
       policy: {
-        readOnly: o.readOnly, sectorSize: o.sectorSize, persistent, maxPersistentGrants: o.maxPersistentGrants,
-        maxIndirectSegments: o.maxIndirectSegments, flush: o.flush, barrier: o.barrier, discard: o.discard !== null,
+        readOnly: o.readOnly,
+        sectorSize: o.sectorSize,
+        persistent,
+        maxPersistentGrants: o.maxPersistentGrants,
+        maxIndirectSegments: o.maxIndirectSegments,
+        flush: o.flush,
+        barrier: o.barrier,
+        discard: o.discard !== null,
       },
     };
     const worker = new Worker(workerUrl(), { workerData: data });
@@ -247,7 +289,6 @@ export class SimBlkback {
   private async publishDisk(persistent: boolean): Promise<void> {
     await writeDisk(this.xs, this.backendPath, this.opts, this.bytes, persistent);
   }
-
 
   /** xenbus_dev_fatal: records why, and closes. */
   private async fatal(message: string): Promise<void> {
@@ -271,7 +312,9 @@ export class SimBlkback {
    * Changes what the backend offers from its next connection on, as a
    * backend restarted with other settings would (e.g. before {@link goClosing}).
    */
-  reconfigure(options: Pick<SimDiskOptions, 'persistent' | 'maxIndirectSegments' | 'maxRingPageOrder' | 'maxQueues' | 'flush' | 'barrier' | 'keys'>): void {
+  reconfigure(
+    options: Pick<SimDiskOptions, 'persistent' | 'maxIndirectSegments' | 'maxRingPageOrder' | 'maxQueues' | 'flush' | 'barrier' | 'keys'>,
+  ): void {
     const o = this.opts;
     if (options.persistent !== undefined) o.persistent = options.persistent;
     if (options.maxIndirectSegments !== undefined) o.maxIndirectSegments = options.maxIndirectSegments;
@@ -285,7 +328,11 @@ export class SimBlkback {
   /** Injects a fault into the requests that follow. */
   inject(fault: SimFault): void {
     const ops = fault.ops ?? (Object.keys(OPS) as Array<keyof typeof OPS>);
-    Atomics.store(this.ctl, Ctl.faultOps, ops.reduce((m, op) => m | (1 << OPS[op]), 0));
+    Atomics.store(
+      this.ctl,
+      Ctl.faultOps,
+      ops.reduce((m, op) => m | (1 << OPS[op]), 0),
+    );
     Atomics.store(this.ctl, Ctl.faultCount, fault.count ?? -1);
     Atomics.store(this.ctl, Ctl.faultKind, FAULTS[fault.kind]);
   }
@@ -324,9 +371,10 @@ export class SimBlkback {
    */
   resize(bytes: number): Promise<void> {
     if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % this.opts.sectorSize !== 0) {
-      return Promise.reject(new XenError('XEN_EINVAL', `bad size ${bytes}`));
+      return Promise.reject(new PlatformError('XEN_EINVAL', `bad size ${bytes}`));
     }
-    if (bytes > this.capacity) return Promise.reject(new XenError('XEN_EINVAL', `size ${bytes} is past the memory disk's maxSize ${this.capacity}`));
+    if (bytes > this.capacity)
+      return Promise.reject(new PlatformError('XEN_EINVAL', `size ${bytes} is past the memory disk's maxSize ${this.capacity}`));
     return this.serialize(async () => {
       if (this.disk.kind === 'file') truncateSync(this.disk.path, bytes);
       else if (bytes < this.bytes) new Uint8Array(this.disk.buffer).fill(0, bytes, this.bytes);
@@ -382,11 +430,19 @@ export class SimBlkback {
       return n;
     };
     return {
-      connections: this.connections, queues: this.workers.length,
-      requests: sum(QStat.requests), responses: sum(QStat.responses), errors: sum(QStat.errors),
-      persistentMaps: sum(QStat.persistentMaps), transientMaps: sum(QStat.transientMaps), unmaps: sum(QStat.unmaps),
-      notifications: sum(QStat.notifications), wakeups: sum(QStat.wakeups), indirectRequests: sum(QStat.indirect),
-      faultsInjected: sum(QStat.faultsInjected), persistentHeld: sum(QStat.persistentHeld),
+      connections: this.connections,
+      queues: this.workers.length,
+      requests: sum(QStat.requests),
+      responses: sum(QStat.responses),
+      errors: sum(QStat.errors),
+      persistentMaps: sum(QStat.persistentMaps),
+      transientMaps: sum(QStat.transientMaps),
+      unmaps: sum(QStat.unmaps),
+      notifications: sum(QStat.notifications),
+      wakeups: sum(QStat.wakeups),
+      indirectRequests: sum(QStat.indirect),
+      faultsInjected: sum(QStat.faultsInjected),
+      persistentHeld: sum(QStat.persistentHeld),
     };
   }
 

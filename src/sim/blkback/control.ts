@@ -71,7 +71,7 @@ export const WORKER_POLL_MS = 20;
 
 export function setSectors(ctl: Int32Array, sectors: number): void {
   Atomics.store(ctl, Ctl.sectorsHi, Math.floor(sectors / 0x100000000));
-  Atomics.store(ctl, Ctl.sectorsLo, sectors % 0x100000000 | 0);
+  Atomics.store(ctl, Ctl.sectorsLo, (sectors % 0x100000000) | 0);
 }
 
 export function getSectors(ctl: Int32Array): number {

@@ -69,7 +69,10 @@ export function openDisk(spec: DiskSpec): DiskIo {
     let done = 0;
     while (done < dst.byteLength) {
       const n = readSync(fd, dst, done, dst.byteLength - done, pos + done);
-      if (n === 0) { dst.fill(0, done); return; } // past EOF of a sparse image reads as zeros
+      if (n === 0) {
+        dst.fill(0, done);
+        return;
+      } // past EOF of a sparse image reads as zeros
       done += n;
     }
   };

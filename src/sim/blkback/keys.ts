@@ -3,6 +3,7 @@
  * does: its offers before InitWait, the disk's geometry and features before
  * Connected, and any keys a test asks for as they are.
  */
+import { BlkifKey } from '../../wire/blkif_keys.js';
 import { BLKIF_SECTOR_SIZE, VDISK_READONLY } from '../../wire/blkif.js';
 import type { XenstoreClient } from '../../xenbus/client.js';
 
@@ -30,27 +31,27 @@ export async function writeOffers(xs: XenstoreClient, be: string, o: BackendSett
     await put('feature-max-indirect-segments', o.maxIndirectSegments, o.maxIndirectSegments > 0);
     await put('max-ring-page-order', o.maxRingPageOrder, o.maxRingPageOrder > 0);
     await put('multi-queue-max-queues', o.maxQueues, o.maxQueues > 1);
-    await tx.write(`${be}/feature-persistent`, o.persistent ? '1' : '0');
+    await tx.write(`${be}/${BlkifKey.featurePersistent}`, o.persistent ? '1' : '0');
   });
 }
 
 /** The geometry and features written before Connected (blkback's connect), then the test's own keys. */
 export async function writeDisk(xs: XenstoreClient, be: string, o: BackendSettings, bytes: number, persistent: boolean): Promise<void> {
   await xs.transaction(async (tx) => {
-    await tx.write(`${be}/sectors`, String(bytes / BLKIF_SECTOR_SIZE));
-    await tx.write(`${be}/info`, String(o.readOnly ? VDISK_READONLY : 0));
-    await tx.write(`${be}/sector-size`, String(o.sectorSize));
-    await tx.write(`${be}/physical-sector-size`, String(o.sectorSize));
-    await tx.write(`${be}/feature-flush-cache`, o.flush ? '1' : '0');
-    await tx.write(`${be}/feature-barrier`, o.barrier ? '1' : '0');
-    await tx.write(`${be}/feature-persistent`, persistent ? '1' : '0');
-    if (o.maxIndirectSegments > 0) await tx.write(`${be}/feature-max-indirect-segments`, String(o.maxIndirectSegments));
-    else await tx.rm(`${be}/feature-max-indirect-segments`).catch(() => undefined);
-    await tx.write(`${be}/feature-discard`, o.discard !== null ? '1' : '0');
+    await tx.write(`${be}/${BlkifKey.sectors}`, String(bytes / BLKIF_SECTOR_SIZE));
+    await tx.write(`${be}/${BlkifKey.info}`, String(o.readOnly ? VDISK_READONLY : 0));
+    await tx.write(`${be}/${BlkifKey.sectorSize}`, String(o.sectorSize));
+    await tx.write(`${be}/${BlkifKey.physicalSectorSize}`, String(o.sectorSize));
+    await tx.write(`${be}/${BlkifKey.featureFlushCache}`, o.flush ? '1' : '0');
+    await tx.write(`${be}/${BlkifKey.featureBarrier}`, o.barrier ? '1' : '0');
+    await tx.write(`${be}/${BlkifKey.featurePersistent}`, persistent ? '1' : '0');
+    if (o.maxIndirectSegments > 0) await tx.write(`${be}/${BlkifKey.featureMaxIndirectSegments}`, String(o.maxIndirectSegments));
+    else await tx.rm(`${be}/${BlkifKey.featureMaxIndirectSegments}`).catch(() => undefined);
+    await tx.write(`${be}/${BlkifKey.featureDiscard}`, o.discard !== null ? '1' : '0');
     if (o.discard !== null) {
-      await tx.write(`${be}/discard-granularity`, String(o.discard.granularity));
-      await tx.write(`${be}/discard-alignment`, String(o.discard.alignment));
-      await tx.write(`${be}/discard-secure`, o.discard.secure ? '1' : '0');
+      await tx.write(`${be}/${BlkifKey.discardGranularity}`, String(o.discard.granularity));
+      await tx.write(`${be}/${BlkifKey.discardAlignment}`, String(o.discard.alignment));
+      await tx.write(`${be}/${BlkifKey.discardSecure}`, o.discard.secure ? '1' : '0');
     }
     for (const [key, value] of Object.entries(o.keys)) await tx.write(`${be}/${key}`, value);
   });

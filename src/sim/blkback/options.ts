@@ -75,11 +75,17 @@ export interface SimBlkbackStats {
 }
 
 export const FAULTS: Record<SimFault['kind'], number> = {
-  'error': FaultKind.error,
-  'eopnotsupp': FaultKind.eopnotsupp,
+  error: FaultKind.error,
+  eopnotsupp: FaultKind.eopnotsupp,
   'unknown-id': FaultKind.unknownId,
   'duplicate-id': FaultKind.duplicateId,
   'wrong-op': FaultKind.wrongOp,
   'rsp-overflow': FaultKind.rspOverflow,
 };
-export const OPS = { read: BlkifOp.Read, write: BlkifOp.Write, barrier: BlkifOp.WriteBarrier, flush: BlkifOp.FlushDiskcache, discard: BlkifOp.Discard };
+export const OPS = {
+  read: BlkifOp.Read,
+  write: BlkifOp.Write,
+  barrier: BlkifOp.WriteBarrier,
+  flush: BlkifOp.FlushDiskcache,
+  discard: BlkifOp.Discard,
+};

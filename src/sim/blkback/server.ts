@@ -11,14 +11,23 @@
  * hypervisor, so a bad one is refused exactly where Xen would refuse it.
  */
 import {
-  BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SECTOR_SIZE, BLKIF_SEGMENT_SIZE, BlkifOp, BlkifRsp, SEGS_PER_INDIRECT_FRAME,
-  SECTORS_PER_PAGE, getIndirectGref, getSegment, newRequestFields, readRequest, segmentOffset, setResponse,
-  type BlkifAbi, type BlkifRequestFields,
+  BLKIF_MAX_SEGMENTS_PER_REQUEST,
+  BLKIF_SECTOR_SIZE,
+  BLKIF_SEGMENT_SIZE,
+  BlkifOp,
+  BlkifRsp,
+  SEGS_PER_INDIRECT_FRAME,
+  SECTORS_PER_PAGE,
+  getIndirectGref,
+  getSegment,
+  newRequestFields,
+  readRequest,
+  segmentOffset,
+  setResponse,
+  type BlkifAbi,
+  type BlkifRequestFields,
 } from '../../wire/blkif.js';
-import {
-  SRING_HEADER_SIZE, SringWord, finalCheckForRequests, idxAdd, idxSub, loadIdx, pushResponsesAndCheckNotify, ringEntries,
-} from '../../wire/ring.js';
-import { PAGE_SIZE } from '../../gnttab/types.js';
+import { BackRing } from './back_ring.js';
 import type { EventChannel } from '../../evtchn/types.js';
 import type { GrantMapping, SimGrantMapper } from '../host/grants.js';
 import type { DiskIo } from './disk.js';
@@ -65,7 +74,10 @@ interface Req extends BlkifRequestFields {
 }
 
 class BadRequest extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -73,15 +85,11 @@ class BadRequest extends Error {
 const RSP_SIZE_MAX = 16;
 
 export class QueueServer {
-  private readonly entries: number;
-  private readonly words: Int32Array;
-  private readonly pages: Uint8Array[];
+  private readonly ring: BackRing;
   private readonly scratch: Uint8Array;
   private readonly sv: DataView;
   private readonly rspScratch = new Uint8Array(RSP_SIZE_MAX);
   private readonly rv = new DataView(this.rspScratch.buffer);
-  private reqCons = 0;
-  private rspProdPvt = 0;
   private readonly grants: GrantCache;
   private readonly req: Req = { ...newRequestFields(), rw: 0 };
   /** Segments of the current request, checked: gref, first_sect, last_sect each. */
@@ -100,10 +108,10 @@ export class QueueServer {
 
   constructor(private readonly o: QueueServerOptions) {
     this.p = o.policy;
-    this.pages = o.ring.map((m) => m.bytes);
-    this.entries = ringEntries(this.pages.length * PAGE_SIZE, o.abi.entrySize);
-    const p0 = this.pages[0]!;
-    this.words = new Int32Array(p0.buffer, p0.byteOffset, SRING_HEADER_SIZE / 4);
+    this.ring = new BackRing(
+      o.ring.map((m) => m.bytes),
+      o.abi.entrySize,
+    );
     this.scratch = new Uint8Array(o.abi.entrySize);
     this.sv = new DataView(this.scratch.buffer);
     // gref, first, last per segment, up to the indirect maximum.
@@ -113,9 +121,6 @@ export class QueueServer {
     this.iov = new Array<Uint8Array>(maxSegs);
     this.stats = QUEUE_BASE + o.queue * QUEUE_WORDS;
     this.grants = new GrantCache(o.mapper, o.domid, o.policy, (field, by) => this.count(field, by));
-    // BACK_RING_ATTACH: everything up to rsp_prod has been answered.
-    this.rspProdPvt = loadIdx(this.words, SringWord.rspProd);
-    this.reqCons = this.rspProdPvt;
   }
 
   private count(field: number, by = 1): void {
@@ -131,42 +136,17 @@ export class QueueServer {
     if (this.broken !== null || Atomics.load(this.o.ctl, Ctl.stall) !== 0) return false;
     let did = false;
     for (;;) {
-      const rp = loadIdx(this.words, SringWord.reqProd);
-      // RING_REQUEST_PROD_OVERFLOW: a frontend claiming more than a ring's worth is broken.
-      if (idxSub(rp, this.rspProdPvt) > this.entries) {
-        this.broken = `req_prod ${rp} is more than ${this.entries} past rsp_prod ${this.rspProdPvt}`;
-        return did;
-      }
-      while (this.reqCons !== rp) {
+      const rp = this.ring.requestProducer();
+      // A frontend claiming more than a ring's worth is broken.
+      this.broken = this.ring.overflow(rp);
+      if (this.broken !== null) return did;
+      while (this.ring.unconsumed(rp)) {
         if (Atomics.load(this.o.ctl, Ctl.stall) !== 0 || Atomics.load(this.o.ctl, Ctl.stop) !== 0) return true;
-        this.copyEntry(this.reqCons);
-        this.reqCons = idxAdd(this.reqCons, 1);
+        this.ring.takeRequest(this.scratch);
         this.handle();
         did = true;
       }
-      if (!finalCheckForRequests(this.words, this.reqCons)) return did;
-    }
-  }
-
-  /** Copies ring entry `idx` into the scratch buffer (the ring may span pages). */
-  private copyEntry(idx: number): void {
-    this.span(idx, this.scratch, false);
-  }
-
-  /**
-   * Copies between `buf` and ring entry `idx`, whose bytes may straddle two
-   * mapped pages (blkback vmaps them contiguously; we have separate maps).
-   */
-  private span(idx: number, buf: Uint8Array, toRing: boolean): void {
-    let off = SRING_HEADER_SIZE + (idx & (this.entries - 1)) * this.o.abi.entrySize;
-    for (let done = 0; done < buf.byteLength;) {
-      const page = this.pages[Math.floor(off / PAGE_SIZE)]!;
-      const at = off % PAGE_SIZE;
-      const n = Math.min(buf.byteLength - done, PAGE_SIZE - at);
-      if (toRing) page.set(buf.subarray(done, done + n), at);
-      else buf.set(page.subarray(at, at + n), done);
-      done += n;
-      off += n;
+      if (!this.ring.finalCheck()) return did;
     }
   }
 
@@ -213,12 +193,14 @@ export class QueueServer {
       case BlkifOp.Read:
       case BlkifOp.Write:
         r.rw = r.operation;
-        if (r.nrSegments === 0 || r.nrSegments > BLKIF_MAX_SEGMENTS_PER_REQUEST) throw new BadRequest(BlkifRsp.Error, `bad nr_segments ${r.nrSegments}`);
+        if (r.nrSegments === 0 || r.nrSegments > BLKIF_MAX_SEGMENTS_PER_REQUEST)
+          throw new BadRequest(BlkifRsp.Error, `bad nr_segments ${r.nrSegments}`);
         this.readSegments(this.sv, direct, 0, r.nrSegments);
         return this.readWrite();
       case BlkifOp.WriteBarrier:
       case BlkifOp.FlushDiskcache: {
-        if (!(r.operation === BlkifOp.WriteBarrier ? this.p.barrier : this.p.flush)) throw new BadRequest(BlkifRsp.EOpNotSupp, 'not offered');
+        if (!(r.operation === BlkifOp.WriteBarrier ? this.p.barrier : this.p.flush))
+          throw new BadRequest(BlkifRsp.EOpNotSupp, 'not offered');
         r.rw = BlkifOp.Write;
         if (r.nrSegments > BLKIF_MAX_SEGMENTS_PER_REQUEST) throw new BadRequest(BlkifRsp.Error, `bad nr_segments ${r.nrSegments}`);
         // This queue serves one request at a time, so everything before it has completed (the drain a barrier asks for).
@@ -243,7 +225,8 @@ export class QueueServer {
     if (this.p.maxIndirectSegments === 0) throw new BadRequest(BlkifRsp.EOpNotSupp, 'indirect descriptors not offered');
     r.rw = r.dataOp;
     if (r.rw !== BlkifOp.Read && r.rw !== BlkifOp.Write) throw new BadRequest(BlkifRsp.Error, `bad indirect_op ${r.rw}`);
-    if (r.nrSegments === 0 || r.nrSegments > this.p.maxIndirectSegments) throw new BadRequest(BlkifRsp.Error, `bad indirect nr_segments ${r.nrSegments}`);
+    if (r.nrSegments === 0 || r.nrSegments > this.p.maxIndirectSegments)
+      throw new BadRequest(BlkifRsp.Error, `bad indirect nr_segments ${r.nrSegments}`);
     this.count(QStat.indirect);
     const pages = Math.ceil(r.nrSegments / SEGS_PER_INDIRECT_FRAME);
     for (let p = 0; p < pages; p++) {
@@ -286,7 +269,8 @@ export class QueueServer {
     let nsec = 0;
     for (let i = 0; i < r.nrSegments; i++) nsec += s[3 * i + 2]! - s[3 * i + 1]! + 1;
     const align = this.p.sectorSize / BLKIF_SECTOR_SIZE - 1;
-    if ((r.sector & align) !== 0 || (nsec & align) !== 0) throw new BadRequest(BlkifRsp.Error, `sector ${r.sector}+${nsec} not aligned to ${this.p.sectorSize}`);
+    if ((r.sector & align) !== 0 || (nsec & align) !== 0)
+      throw new BadRequest(BlkifRsp.Error, `sector ${r.sector}+${nsec} not aligned to ${this.p.sectorSize}`);
     if (r.sector + nsec > getSectors(this.o.ctl)) throw new BadRequest(BlkifRsp.Error, `sector ${r.sector}+${nsec} past the end`);
     // Map every segment first, so a bad grant fails the request before any I/O.
     const maps = this.maps;
@@ -347,7 +331,7 @@ export class QueueServer {
     this.count(QStat.faultsInjected);
     switch (fault) {
       case FaultKind.unknownId:
-        return this.respond((r.idLo + this.entries) | 0x40000000, r.idHi ^ 0x5a5a5a5a, r.dataOp, status);
+        return this.respond((r.idLo + this.ring.entries) | 0x40000000, r.idHi ^ 0x5a5a5a5a, r.dataOp, status);
       case FaultKind.duplicateId:
         this.respond(r.idLo, r.idHi, r.dataOp, status);
         return this.respond(r.idLo, r.idHi, r.dataOp, status);
@@ -370,10 +354,9 @@ export class QueueServer {
     const delay = Atomics.load(this.o.ctl, Ctl.delayUs);
     if (delay > 0) Atomics.wait(this.o.ctl, Ctl.delayUs, delay, delay / 1000);
     setResponse(this.o.abi, this.rv, 0, idLo, idHi, op, status);
-    this.span(this.rspProdPvt, this.rspScratch.subarray(0, this.o.abi.response.size), true);
-    this.rspProdPvt = idxAdd(this.rspProdPvt, 1 + bogus);
+    this.ring.putResponse(this.rspScratch.subarray(0, this.o.abi.response.size), 1 + bogus);
     this.count(QStat.responses);
-    if (pushResponsesAndCheckNotify(this.words, this.rspProdPvt)) {
+    if (this.ring.push()) {
       this.o.channel.notify();
       this.count(QStat.notifications);
     }

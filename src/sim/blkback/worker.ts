@@ -45,7 +45,15 @@ function run(d: QueueWorkerData): void {
     const channel = evtchn.bindInterdomain(d.frontendDomid, d.port);
     channel.onEvent(() => undefined); // the wait below is the handler
     server = new QueueServer({
-      abi, domid: d.frontendDomid, ring, channel, mapper, disk: openDisk(d.disk), ctl, queue: d.queue, policy: d.policy,
+      abi,
+      domid: d.frontendDomid,
+      ring,
+      channel,
+      mapper,
+      disk: openDisk(d.disk),
+      ctl,
+      queue: d.queue,
+      policy: d.policy,
     });
   } catch (err) {
     for (const m of ring) mapper.unmap(m);

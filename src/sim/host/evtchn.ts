@@ -12,24 +12,25 @@
  * A listener on the main thread waits with Atomics.waitAsync and never blocks
  * the event loop; a worker may block in {@link SimEventChannels.waitForEvents}.
  */
-import { XenError } from '../../errors.js';
+import { PlatformError } from '../../errors.js';
 import type { EventChannel, EventChannelStats, EventChannels } from '../../evtchn/types.js';
 import { Counter, lockWord, unlockWord, type SimDomain, type SimHypervisor } from './hypervisor.js';
-import {
-  HANDLE_BASE, HANDLE_WORDS, LOCK, MAX_HANDLES, NR_PORTS, PortState, PortWord, handleSeqIndex, portIndex,
-} from './evtchn_layout.js';
+import { HANDLE_BASE, HANDLE_WORDS, LOCK, MAX_HANDLES, NR_PORTS, PortState, PortWord, handleSeqIndex, portIndex } from './evtchn_layout.js';
 
 class SimEventChannel implements EventChannel {
   handler: (() => void) | null = null;
   open = true;
   private readonly base: number;
 
-  constructor(private readonly owner: SimEventChannels, readonly port: number) {
+  constructor(
+    private readonly owner: SimEventChannels,
+    readonly port: number,
+  ) {
     this.base = portIndex(port);
   }
 
   notify(): void {
-    if (!this.open) throw new XenError('XEN_EEVTCHN', `event channel port ${this.port} is closed`);
+    if (!this.open) throw new PlatformError('XEN_EEVTCHN', `event channel port ${this.port} is closed`);
     this.owner.checkBound(this.port);
     this.owner.send(this.base);
   }
@@ -75,7 +76,10 @@ export class SimEventChannels implements EventChannels {
   private notifications = 0;
   private deliveries = 0;
 
-  constructor(private readonly hv: SimHypervisor, readonly domid: number) {
+  constructor(
+    private readonly hv: SimHypervisor,
+    readonly domid: number,
+  ) {
     this.dom = hv.domain(domid);
     this.table = this.dom.evtchn;
     lockWord(this.table, LOCK);
@@ -83,7 +87,7 @@ export class SimEventChannels implements EventChannels {
     while (h < MAX_HANDLES && this.table[HANDLE_BASE + h * HANDLE_WORDS] !== 0) h++;
     if (h < MAX_HANDLES) this.table[HANDLE_BASE + h * HANDLE_WORDS] = 1;
     unlockWord(this.table, LOCK);
-    if (h === MAX_HANDLES) throw new XenError('XEN_ENOSPC', `domain ${domid} has ${MAX_HANDLES} event-channel handles open`);
+    if (h === MAX_HANDLES) throw new PlatformError('XEN_ENOSPC', `domain ${domid} has ${MAX_HANDLES} event-channel handles open`);
     this.handleIdx = h;
     this.seqIdx = handleSeqIndex(h);
   }
@@ -105,7 +109,7 @@ export class SimEventChannels implements EventChannels {
     this.checkOpen();
     const remote = this.hv.domain(remoteDomid);
     if (!Number.isInteger(remotePort) || remotePort <= 0 || remotePort >= NR_PORTS) {
-      throw new XenError('XEN_EINVAL', `bad remote port ${remotePort}`);
+      throw new PlatformError('XEN_EINVAL', `bad remote port ${remotePort}`);
     }
     // Both tables locked, lower domid first, so two binders never deadlock.
     const [first, second] = remote.domid < this.domid ? [remote.evtchn, this.table] : [this.table, remote.evtchn];
@@ -115,7 +119,7 @@ export class SimEventChannels implements EventChannels {
       const r = portIndex(remotePort);
       const rt = remote.evtchn;
       if (rt[r + PortWord.state] !== PortState.unbound || rt[r + PortWord.remoteDom] !== this.domid) {
-        throw new XenError('XEN_EEVTCHN', `port ${remotePort} of domain ${remoteDomid} is not unbound for domain ${this.domid}`);
+        throw new PlatformError('XEN_EEVTCHN', `port ${remotePort} of domain ${remoteDomid} is not unbound for domain ${this.domid}`);
       }
       const port = this.freePort();
       this.setPort(this.table, port, PortState.interdomain, remoteDomid, remotePort);
@@ -165,9 +169,12 @@ export class SimEventChannels implements EventChannels {
     const interdomain = this.table[b + PortWord.state] === PortState.interdomain;
     unlockWord(this.table, LOCK);
     const remote = interdomain ? this.hv.find(remoteDom) : undefined;
-    const tables = remote === undefined || remote.evtchn === this.table
-      ? [this.table]
-      : remote.domid < this.domid ? [remote.evtchn, this.table] : [this.table, remote.evtchn];
+    const tables =
+      remote === undefined || remote.evtchn === this.table
+        ? [this.table]
+        : remote.domid < this.domid
+          ? [remote.evtchn, this.table]
+          : [this.table, remote.evtchn];
     for (const t of tables) lockWord(t, LOCK);
     try {
       if (remote !== undefined && this.table[b + PortWord.state] === PortState.interdomain) {
@@ -257,7 +264,7 @@ export class SimEventChannels implements EventChannels {
   checkBound(port: number): void {
     if (!this.dropped) return;
     this.dom.count(Counter.staleEvtchnOps);
-    throw new XenError('XEN_EEVTCHN', `event channel port ${port} was dropped by a restore: an operation on it crashes a real kernel`);
+    throw new PlatformError('XEN_EEVTCHN', `event channel port ${port} was dropped by a restore: an operation on it crashes a real kernel`);
   }
 
   abandon(): void {
@@ -303,10 +310,10 @@ export class SimEventChannels implements EventChannels {
     for (let p = 1; p < NR_PORTS; p++) {
       if (this.table[portIndex(p) + PortWord.state] === PortState.free) return p;
     }
-    throw new XenError('XEN_ENOSPC', `domain ${this.domid} has no free event-channel port`);
+    throw new PlatformError('XEN_ENOSPC', `domain ${this.domid} has no free event-channel port`);
   }
 
   private checkOpen(): void {
-    if (this.closed) throw new XenError('XEN_CLOSED', 'event channels closed');
+    if (this.closed) throw new PlatformError('XEN_CLOSED', 'event channels closed');
   }
 }

@@ -10,10 +10,20 @@
  * GTF_writing, so the guest cannot end it until the backend unmaps, which is
  * how Xen keeps a page from being reused under a backend's feet.
  */
-import { GrantError, XenError } from '../../errors.js';
+import { GrantError, PlatformError } from '../../errors.js';
 import {
-  GNTST_bad_domain, GNTST_bad_gntref, GNTST_bad_handle, GNTST_bad_virt_addr, GNTST_general_error,
-  GNTTAB_NR_RESERVED_ENTRIES, GTF_permit_access, GTF_reading, GTF_readonly, GTF_type_mask, GTF_writing, grantCombo,
+  GNTST_bad_domain,
+  GNTST_bad_gntref,
+  GNTST_bad_handle,
+  GNTST_bad_virt_addr,
+  GNTST_general_error,
+  GNTTAB_NR_RESERVED_ENTRIES,
+  GTF_permit_access,
+  GTF_reading,
+  GTF_readonly,
+  GTF_type_mask,
+  GTF_writing,
+  grantCombo,
 } from '../../wire/grant_table.js';
 import type { SharedPages } from '../../gnttab/types.js';
 import { GrantSharerBase } from '../../gnttab/sharer_base.js';
@@ -56,12 +66,16 @@ export class FrameAllocator {
   }
 }
 
-class SimSharedPages implements SharedPages {
+/** Pages the simulated guest shared: their refs and a view of its memory. */
+export class SimSharedPages implements SharedPages {
   /** Refs not yet ended; the frames go back only when this reaches 0. */
   live: number;
   constructor(
-    readonly refs: number[], readonly bytes: Uint8Array, readonly domid: number,
-    readonly writable: boolean, readonly frame: number,
+    readonly refs: number[],
+    readonly bytes: Uint8Array,
+    readonly domid: number,
+    readonly writable: boolean,
+    readonly frame: number,
   ) {
     this.live = refs.length;
   }
@@ -78,7 +92,10 @@ export class SimGrantSharer extends GrantSharerBase<SimSharedPages> {
   private readonly deferred: Array<{ pages: SimSharedPages; ref: number }> = [];
   private retryTimer: NodeJS.Timeout | undefined;
 
-  constructor(hv: SimHypervisor, readonly domid: number) {
+  constructor(
+    hv: SimHypervisor,
+    readonly domid: number,
+  ) {
     super();
     this.dom = hv.domain(domid);
     this.frames = new FrameAllocator(this.dom.pages);
@@ -89,10 +106,10 @@ export class SimGrantSharer extends GrantSharerBase<SimSharedPages> {
   protected sharePages(domid: number, count: number, writable: boolean): SimSharedPages {
     this.retryDeferred();
     if (this.freeRefs.length < count) {
-      throw new XenError('XEN_ENOSPC', `domain ${this.domid}: ${count} grant refs wanted, ${this.freeRefs.length} free`);
+      throw new PlatformError('XEN_ENOSPC', `domain ${this.domid}: ${count} grant refs wanted, ${this.freeRefs.length} free`);
     }
     const frame = this.frames.alloc(count);
-    if (frame < 0) throw new XenError('XEN_ENOSPC', `domain ${this.domid}: no run of ${count} free pages`);
+    if (frame < 0) throw new PlatformError('XEN_ENOSPC', `domain ${this.domid}: no run of ${count} free pages`);
     const bytes = this.dom.frames(frame, count);
     bytes.fill(0); // gntalloc hands out zeroed pages; a reused frame must not leak old data
     const refs = this.freeRefs.splice(this.freeRefs.length - count, count).reverse();
@@ -190,7 +207,12 @@ export interface GrantMapping {
 
 class Mapping implements GrantMapping {
   mapped = true;
-  constructor(readonly domid: number, readonly ref: number, readonly writable: boolean, readonly bytes: Uint8Array) {}
+  constructor(
+    readonly domid: number,
+    readonly ref: number,
+    readonly writable: boolean,
+    readonly bytes: Uint8Array,
+  ) {}
 }
 
 /**
@@ -201,7 +223,10 @@ class Mapping implements GrantMapping {
 export class SimGrantMapper {
   private readonly self: SimDomain;
 
-  constructor(private readonly hv: SimHypervisor, readonly domid: number) {
+  constructor(
+    private readonly hv: SimHypervisor,
+    readonly domid: number,
+  ) {
     this.self = hv.domain(domid);
   }
 
@@ -225,7 +250,7 @@ export class SimGrantMapper {
           return this.refuse(GNTST_general_error, domid, ref, 'not in use (never granted, or ended)');
         }
         if (to !== this.domid) return this.refuse(GNTST_general_error, domid, ref, `granted to domain ${to}, not ${this.domid}`);
-        if (writable && (flags & GTF_readonly)) {
+        if (writable && flags & GTF_readonly) {
           return this.refuse(GNTST_general_error, domid, ref, 'read-only grant mapped for writing');
         }
         frame = Atomics.load(w, 2 * ref + 1) >>> 0;

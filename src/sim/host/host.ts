@@ -6,7 +6,7 @@
  * Backends run in dom0, on this thread or in workers given {@link SimHost.handle}.
  */
 import { XenstoreClient } from '../../xenbus/client.js';
-import { XenError } from '../../errors.js';
+import { PlatformError } from '../../errors.js';
 import { GNTTAB_RESERVED_XENSTORE } from '../../wire/grant_table.js';
 import type { XenPlatform } from '../../platform/types.js';
 import { SimXenstored, type SimXenstoredOptions } from '../xenstored/server.js';
@@ -124,21 +124,30 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
   const kernelEvtchn = new SimEventChannels(hypervisor, guestDomid);
   kernelEvtchn.listen();
   const link: XenstoreRingLink = linkXenstoreRing({
-    xenstored, domid: guestDomid, guestGrants, guestEvtchn: kernelEvtchn, dom0Mapper: dom0.mapper, dom0Evtchn,
+    xenstored,
+    domid: guestDomid,
+    guestGrants,
+    guestEvtchn: kernelEvtchn,
+    dom0Mapper: dom0.mapper,
+    dom0Evtchn,
     reservedRef: GNTTAB_RESERVED_XENSTORE,
   });
   let current = guestDomid;
   // The toolstack's part of domain creation (libxl): the guest's home, owned by it.
-  const makeHome = (domid: number): Promise<void> => dom0.xenstore.transaction(async (tx) => {
-    const home = `/local/domain/${domid}`;
-    await tx.mkdir(home);
-    await tx.setPerms(home, [{ perm: 'n', domid }, { perm: 'r', domid: 0 }]);
-    await tx.write(`${home}/name`, options.guestName ?? 'guest');
-    await tx.write(`${home}/domid`, String(domid));
-    await tx.mkdir(`${home}/device`);
-    await tx.write(`${home}/store/ring-ref`, String(link.ringRef));
-    await tx.write(`${home}/store/port`, String(link.port));
-  });
+  const makeHome = (domid: number): Promise<void> =>
+    dom0.xenstore.transaction(async (tx) => {
+      const home = `/local/domain/${domid}`;
+      await tx.mkdir(home);
+      await tx.setPerms(home, [
+        { perm: 'n', domid },
+        { perm: 'r', domid: 0 },
+      ]);
+      await tx.write(`${home}/name`, options.guestName ?? 'guest');
+      await tx.write(`${home}/domid`, String(domid));
+      await tx.mkdir(`${home}/device`);
+      await tx.write(`${home}/store/ring-ref`, String(link.ringRef));
+      await tx.write(`${home}/store/port`, String(link.port));
+    });
   await makeHome(guestDomid);
   xenstored.introduceDomain(guestDomid);
 
@@ -148,7 +157,10 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
   const processes = new Set<SimGuestProcess>();
   let nextPid = 0x40000000; // apart from any real pid: these processes live in this one
   const platform = resumablePlatform({
-    domid: guestDomid, xenstore: guestXs, grants: guestGrants, vbds: vbdOwners.forProcess(process.pid),
+    domid: guestDomid,
+    xenstore: guestXs,
+    grants: guestGrants,
+    vbds: vbdOwners.forProcess(process.pid),
     openEvtchn: (domid) => {
       const e = new SimEventChannels(hypervisor, domid);
       e.listen();
@@ -173,7 +185,7 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
       return { maps: d.counter(Counter.maps), unmaps: d.counter(Counter.unmaps), mapFailures: d.counter(Counter.mapFailures) };
     },
     addDisk: async (opts = {}) => {
-      if (closed) throw new XenError('XEN_CLOSED', 'simulated host closed');
+      if (closed) throw new PlatformError('XEN_CLOSED', 'simulated host closed');
       const disk = new SimBlkback(dom0.xenstore, hypervisor.handle, 0, current, opts);
       disks.push(disk);
       await disk.start();
@@ -184,7 +196,7 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
     },
     vbdOwners,
     spawnGuestProcess: () => {
-      if (closed) throw new XenError('XEN_CLOSED', 'simulated host closed');
+      if (closed) throw new PlatformError('XEN_CLOSED', 'simulated host closed');
       const pid = nextPid++;
       const xenstore = new XenstoreClient(xenstored.connect({ domid: current }));
       let alive = true;
@@ -199,7 +211,12 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
       const proc: SimGuestProcess = {
         pid,
         platform: {
-          domid, xenstore, grants: guest.grants, evtchn: guest.evtchn, vbds: vbdOwners.forProcess(pid), restores: 0,
+          domid,
+          xenstore,
+          grants: guest.grants,
+          evtchn: guest.evtchn,
+          vbds: vbdOwners.forProcess(pid),
+          restores: 0,
           resume: async () => undefined,
           domidChanged: async () => (await xenstore.readInt('domid')) !== domid,
           // A clean exit releases what it holds (its devices were closed): nothing is left abandoned.
@@ -216,7 +233,7 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
       return proc;
     },
     saveRestore: async ({ keepDomid = false } = {}) => {
-      if (closed) throw new XenError('XEN_CLOSED', 'simulated host closed');
+      if (closed) throw new PlatformError('XEN_CLOSED', 'simulated host closed');
       const from = current;
       const to = keepDomid ? from : Math.max(...hypervisor.handle.domains.map((d) => d.domid)) + 1;
       // xl save: the domain is suspended (it sees no watch event), saved, and destroyed with its devices.

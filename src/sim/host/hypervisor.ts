@@ -11,8 +11,8 @@
  * (grant entries), and is only touched under the same rules Xen applies.
  */
 import { GNTTAB_NR_RESERVED_ENTRIES, GRANT_ENTRY_V1_SIZE } from '../../wire/grant_table.js';
-import { PAGE_SIZE } from '../../gnttab/types.js';
-import { XenError } from '../../errors.js';
+import { PAGE_SIZE } from '../../wire/page.js';
+import { PlatformError } from '../../errors.js';
 import { EVTCHN_TABLE_BYTES } from './evtchn_layout.js';
 
 /** Everything another thread needs to join the simulated host. Structured-cloneable. */
@@ -113,8 +113,8 @@ export class SimHypervisor {
   /** Creates a domain (on the thread that builds the host, before workers attach). */
   createDomain(opts: DomainOptions): SimDomain {
     const { domid } = opts;
-    if (!Number.isInteger(domid) || domid < 0 || domid >= 0x7ff0) throw new XenError('XEN_EINVAL', `bad domid ${domid}`);
-    if (this.domains.has(domid)) throw new XenError('XEN_EINVAL', `domain ${domid} exists`);
+    if (!Number.isInteger(domid) || domid < 0 || domid >= 0x7ff0) throw new PlatformError('XEN_EINVAL', `bad domid ${domid}`);
+    if (this.domains.has(domid)) throw new PlatformError('XEN_EINVAL', `domain ${domid} exists`);
     const pages = opts.pages ?? 16384;
     const grants = opts.grants ?? 32768;
     const d = new SimDomain({
@@ -136,7 +136,7 @@ export class SimHypervisor {
 
   domain(domid: number): SimDomain {
     const d = this.domains.get(domid);
-    if (d === undefined) throw new XenError('XEN_EINVAL', `no domain ${domid} on the simulated host`);
+    if (d === undefined) throw new PlatformError('XEN_EINVAL', `no domain ${domid} on the simulated host`);
     return d;
   }
 
@@ -153,7 +153,7 @@ export class SimHypervisor {
     for (let w = 2 * GNTTAB_NR_RESERVED_ENTRIES; w < g.length; w++) Atomics.store(g, w, 0);
     d.active.fill(0);
     if (to === from) return d;
-    if (this.domains.has(to)) throw new XenError('XEN_EINVAL', `domain ${to} exists`);
+    if (this.domains.has(to)) throw new PlatformError('XEN_EINVAL', `domain ${to} exists`);
     const moved = new SimDomain({ ...d.handle, domid: to });
     this.domains.set(to, moved);
     return moved;

@@ -12,7 +12,7 @@ import type { SimXenstored } from '../xenstored/server.js';
 import type { SimEventChannels } from './evtchn.js';
 import type { GrantMapping, SimGrantMapper, SimGrantSharer } from './grants.js';
 import type { SharedPages } from '../../gnttab/types.js';
-import { XenError } from '../../errors.js';
+import { PlatformError } from '../../errors.js';
 
 export interface XenstoreRingOptions {
   xenstored: SimXenstored;
@@ -47,7 +47,7 @@ export function linkXenstoreRing(o: XenstoreRingOptions): XenstoreRingLink {
   let frame = -1;
   if (o.reservedRef !== undefined) {
     frame = o.guestGrants.frames.alloc(1);
-    if (frame < 0) throw new XenError('XEN_ENOSPC', 'no page left for the xenstore ring');
+    if (frame < 0) throw new PlatformError('XEN_ENOSPC', 'no page left for the xenstore ring');
     page = o.guestGrants.page(frame);
     page.fill(0);
     o.guestGrants.grantAccess(o.reservedRef, 0, frame, GTF_permit_access);
@@ -65,7 +65,10 @@ export function linkXenstoreRing(o: XenstoreRingOptions): XenstoreRingLink {
   const stream = new XsRingStream(page, guestCh, 'front');
   let closed = false;
   return {
-    stream, server, ringRef, port: guestCh.port,
+    stream,
+    server,
+    ringRef,
+    port: guestCh.port,
     close: () => {
       if (closed) return;
       closed = true;

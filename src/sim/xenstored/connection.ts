@@ -9,14 +9,27 @@ import type { OutgoingMessage } from '../../transport/message_stream.js';
 import { Fifo } from '../../util/fifo.js';
 import { formatXsPerm, parseXsPerm, type XsPerm } from '../../wire/xs_perms.js';
 import {
-  XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, XsType, joinPayload, splitPayload, utf8String, xsTypeName, type XsMessage,
+  XENSTORE_PAYLOAD_MAX,
+  XS_HEADER_SIZE,
+  XsType,
+  joinPayload,
+  splitPayload,
+  utf8String,
+  xsTypeName,
+  type XsMessage,
 } from '../../wire/xs_wire.js';
 import { NodeTree, XsErr, canonicalPath, mayRead, type Caller, type Change } from './store.js';
 import { OK, arg0, directoryPartReply, domidArg, isUnder, partOffset } from './payloads.js';
 
 /** Kinds of event the daemon counts; a connection reports them with {@link XenstoredHost.count}. */
-export type XenstoredEvent = 'requests' | 'errors' | 'watchEventsSent' | 'watchEventsDropped' | 'transactionsCommitted'
-  | 'transactionConflicts' | 'droppedConnections';
+export type XenstoredEvent =
+  | 'requests'
+  | 'errors'
+  | 'watchEventsSent'
+  | 'watchEventsDropped'
+  | 'transactionsCommitted'
+  | 'transactionConflicts'
+  | 'droppedConnections';
 
 /**
  * Output a connection may leave unread. Past the first bound its watch
@@ -69,7 +82,11 @@ export class ServerConnection {
   /** @internal Its domain is suspended: watch events are dropped (every watch fires again on restore). */
   suspended = false;
 
-  constructor(private readonly server: XenstoredHost, stream: ByteStream, readonly caller: Caller) {
+  constructor(
+    private readonly server: XenstoredHost,
+    stream: ByteStream,
+    readonly caller: Caller,
+  ) {
     this.framed = new FramedStream(stream);
     this.framed.start({
       message: (m) => this.handle(m),
@@ -115,11 +132,17 @@ export class ServerConnection {
     const regs = [...this.watches.values()];
     this.watches.clear();
     for (const w of regs) {
-      const reg: WatchReg = w.relativePrefix === null ? w : {
-        token: w.token, relativePrefix: newPrefix, abs: w.abs.startsWith(oldPrefix) ? newPrefix + w.abs.slice(oldPrefix.length) : w.abs,
-      };
+      const reg: WatchReg =
+        w.relativePrefix === null
+          ? w
+          : {
+              token: w.token,
+              relativePrefix: newPrefix,
+              abs: w.abs.startsWith(oldPrefix) ? newPrefix + w.abs.slice(oldPrefix.length) : w.abs,
+            };
       this.watches.set(`${reg.abs}\0${reg.token}`, reg);
-      const raw = reg.relativePrefix !== null && reg.abs.startsWith(reg.relativePrefix) ? reg.abs.slice(reg.relativePrefix.length) : reg.abs;
+      const raw =
+        reg.relativePrefix !== null && reg.abs.startsWith(reg.relativePrefix) ? reg.abs.slice(reg.relativePrefix.length) : reg.abs;
       queueMicrotask(() => {
         if (this.watches.get(`${reg.abs}\0${reg.token}`) === reg) this.sendEvent(reg, raw);
       });
@@ -138,7 +161,8 @@ export class ServerConnection {
     } catch (err) {
       // A fault in the daemon itself answers EIO for that request and is logged; it never takes the process down.
       const errno = err instanceof XsErr ? err.errno : 'EIO';
-      if (!(err instanceof XsErr)) this.server.log(`internal error on ${xsTypeName(m.type)}: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+      if (!(err instanceof XsErr))
+        this.server.log(`internal error on ${xsTypeName(m.type)}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       this.server.count('errors');
       this.server.tree.changes.length = 0;
       this.send(XsType.Error, m.reqId, m.txId, joinPayload([errno]));
@@ -277,7 +301,6 @@ export class ServerConnection {
     const node = tree.readable(this.path(raw), this.caller);
     return directoryPartReply(node.children, node.gen, off);
   }
-
 
   private watch(m: XsMessage): Uint8Array {
     const [raw, token] = splitPayload(m.payload);

@@ -8,6 +8,7 @@ import { existsSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import { SocketByteStream } from '../../transport/socket.js';
 import { SimXenstored } from './server.js';
+import { XenstoreError } from '../../errors.js';
 
 export interface XenstoredDaemon {
   readonly xenstored: SimXenstored;
@@ -33,7 +34,8 @@ function socketInUse(path: string): Promise<boolean> {
  */
 export async function listenXenstored(socketPath: string, xenstored = new SimXenstored()): Promise<XenstoredDaemon> {
   if (existsSync(socketPath)) {
-    if (await socketInUse(socketPath)) throw new Error(`${socketPath}: another xenstored is listening there`);
+    if (await socketInUse(socketPath))
+      throw new XenstoreError('XS_EBUSY', `${socketPath}: another xenstored is listening there`, { path: socketPath });
     unlinkSync(socketPath);
   }
   const server: Server = createServer((socket) => {
@@ -50,9 +52,10 @@ export async function listenXenstored(socketPath: string, xenstored = new SimXen
   return {
     xenstored,
     socketPath,
-    close: () => new Promise<void>((resolve) => {
-      xenstored.close();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        xenstored.close();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -50,7 +50,7 @@ export interface SimXenstoredStats {
 const DOMID_MAX = 0x7fef;
 
 /**
- * The daemon. Its connections see it only through {@link XenstoredHost};
+ * The daemon. Its connections see it only through `XenstoredHost`;
  * its users through the methods below and {@link SimXenstored.stats}.
  */
 export class SimXenstored {
@@ -60,8 +60,14 @@ export class SimXenstored {
   private readonly introduced = new Set<number>([0]);
   private readonly targets = new Map<number, number>();
   private readonly counters: SimXenstoredStats = {
-    connections: 0, requests: 0, errors: 0, watchEventsSent: 0, watchEventsDropped: 0,
-    transactionsCommitted: 0, transactionConflicts: 0, droppedConnections: 0,
+    connections: 0,
+    requests: 0,
+    errors: 0,
+    watchEventsSent: 0,
+    watchEventsDropped: 0,
+    transactionsCommitted: 0,
+    transactionConflicts: 0,
+    droppedConnections: 0,
   };
   readonly maxWatches: number;
   readonly maxTransactions: number;
@@ -103,7 +109,11 @@ export class SimXenstored {
   /** Serves a connection over `stream` for domain `domid`. */
   serve(stream: ByteStream, opts: { domid?: number; privileged?: boolean } = {}): ServerConnection {
     const domid = opts.domid ?? 0;
-    const conn = new ServerConnection(this.host, stream, { domid, privileged: opts.privileged ?? domid === 0, target: this.targets.get(domid) });
+    const conn = new ServerConnection(this.host, stream, {
+      domid,
+      privileged: opts.privileged ?? domid === 0,
+      target: this.targets.get(domid),
+    });
     this.conns.add(conn);
     this.counters.connections++;
     return conn;
@@ -170,7 +180,9 @@ export class SimXenstored {
         conn.matchChanges(changes);
       } catch (err) {
         // One connection's events must never take the daemon (or another client) down.
-        this.log(`dropping domain ${conn.caller.domid} connection: its watch events failed: ${err instanceof Error ? err.message : String(err)}`);
+        this.log(
+          `dropping domain ${conn.caller.domid} connection: its watch events failed: ${err instanceof Error ? err.message : String(err)}`,
+        );
         this.counters.droppedConnections++;
         conn.close();
       }
@@ -185,4 +197,3 @@ export class SimXenstored {
     for (const c of [...this.conns]) c.close();
   }
 }
-

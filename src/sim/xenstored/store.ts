@@ -14,7 +14,10 @@ import { canReadPerm, canWritePerm, type XsPerm } from '../../wire/xs_perms.js';
 import type { XsErrno } from '../../errors.js';
 
 export class XsErr extends Error {
-  constructor(readonly errno: XsErrno, message?: string) {
+  constructor(
+    readonly errno: XsErrno,
+    message?: string,
+  ) {
     super(message ?? errno);
   }
 }
@@ -111,7 +114,10 @@ export class NodeTree {
   /** Watch-relevant changes, fired on commit (or at once for the live tree). */
   readonly changes: Change[] = [];
 
-  constructor(readonly nodes: Map<string, XsNode>, tracking: boolean) {
+  constructor(
+    readonly nodes: Map<string, XsNode>,
+    tracking: boolean,
+  ) {
     this.accessed = tracking ? new Map() : null;
   }
 

@@ -94,59 +94,134 @@ const EXAMPLES: Array<[string, string]> = [
   ['blkbench --rw randrw --rwmixread 70 --verify --ramdisk 128m', 'mixed I/O on a memory disk, checking every block read'],
   ['blkbench --no-persistent --no-pool --json', 'what persistent grants and the pool buy, as JSON'],
   ['blkbench --rw read --bs 1m --zero-copy --baseline', 'large reads into device buffers (no bounce copy) against Node fs'],
-  ['blkbench --xen --vdev 51728 --rw randread --runtime 30', 'a real Xen guest\'s second disk (xvdb)'],
+  ['blkbench --xen --vdev 51728 --rw randread --runtime 30', "a real Xen guest's second disk (xvdb)"],
 ];
 
 function build(args: string[]) {
   let y = yargs(args)
     .scriptName('blkbench')
-    .usage('$0 [options]\n\nA fio-like block I/O benchmark for the xen-blkfront driver. It reports IOPS, bandwidth, latency, ' +
-      'CPU use, and what the driver did: grant pool hits, backend map operations, notifications per request.')
+    .usage(
+      '$0 [options]\n\nA fio-like block I/O benchmark for the xen-blkfront driver. It reports IOPS, bandwidth, latency, ' +
+        'CPU use, and what the driver did: grant pool hits, backend map operations, notifications per request.',
+    )
     .strict()
     .version(false)
     .help('help')
     .alias('help', 'h')
     .wrap(Math.min(100, process.stdout.columns ?? 100))
     .group(['rw', 'rwmixread', 'bs', 'iodepth', 'queues', 'size', 'runtime', 'number-ios', 'ramp-time', 'offset', 'seed'], 'Workload:')
+    // yargs types the option from its default: without the assertion `rw` would be a plain string.
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion
     .option('rw', { requiresArg: true, choices: RW_MODES, default: 'randread' as RwMode, describe: 'Access pattern' })
     .option('rwmixread', { requiresArg: true, type: 'number', default: 50, describe: 'randrw: percentage of reads (0-100)' })
-    .option('bs', { requiresArg: true, type: 'string', default: '4k', describe: 'Bytes per I/O, a multiple of the sector size (4k, 64k, 1m)' })
+    .option('bs', {
+      requiresArg: true,
+      type: 'string',
+      default: '4k',
+      describe: 'Bytes per I/O, a multiple of the sector size (4k, 64k, 1m)',
+    })
     .option('iodepth', { requiresArg: true, type: 'number', default: 32, describe: 'I/Os kept in flight' })
     .option('queues', { requiresArg: true, type: 'number', default: 2, describe: 'Ring queues to ask the backend for' })
-    .option('size', { requiresArg: true, type: 'string', describe: 'Bytes of disk the I/O covers from --offset (default: the rest of the disk; the temporary image is this big, 64m if unset)' })
-    .option('runtime', { requiresArg: true, type: 'number', describe: 'Seconds to run, wrapping over the region (default: one pass when --size or --number-ios is given, else 5 s)' })
+    .option('size', {
+      requiresArg: true,
+      type: 'string',
+      describe: 'Bytes of disk the I/O covers from --offset (default: the rest of the disk; the temporary image is this big, 64m if unset)',
+    })
+    .option('runtime', {
+      requiresArg: true,
+      type: 'number',
+      describe: 'Seconds to run, wrapping over the region (default: one pass when --size or --number-ios is given, else 5 s)',
+    })
     .option('number-ios', { requiresArg: true, type: 'number', describe: 'Stop after this many I/Os' })
     .option('ramp-time', { requiresArg: true, type: 'number', default: 0, describe: 'Seconds of warm-up left out of the figures' })
     .option('offset', { requiresArg: true, type: 'string', default: '0', describe: 'Byte offset where the region starts' })
     .option('seed', { requiresArg: true, type: 'number', default: 1, describe: 'Seed of the random offsets (same seed, same sequence)' })
     .group(['image', 'ramdisk', 'tmpdir', 'xen', 'vdev'], 'Target (default: the embedded simulated host with a temporary image):')
-    .option('image', { requiresArg: true, type: 'string', describe: 'Image file the simulated backend serves (created with --size if missing)' })
+    .option('image', {
+      requiresArg: true,
+      type: 'string',
+      describe: 'Image file the simulated backend serves (created with --size if missing)',
+    })
     .option('ramdisk', { requiresArg: true, type: 'string', describe: 'Serve a memory disk of this size instead' })
-    .option('tmpdir', { requiresArg: true, type: 'string', describe: 'Directory for the temporary image (default: /dev/shm when there, else the system temp dir)' })
+    .option('tmpdir', {
+      requiresArg: true,
+      type: 'string',
+      describe: 'Directory for the temporary image (default: /dev/shm when there, else the system temp dir)',
+    })
     .option('xen', { type: 'boolean', default: false, describe: 'Use the real Xen this guest runs on (/dev/xen)' })
-    .option('vdev', { requiresArg: true, type: 'string', describe: 'With --xen: the virtual device (number under device/vbd, e.g. 51712 for xvda)' })
+    .option('vdev', {
+      requiresArg: true,
+      type: 'string',
+      describe: 'With --xen: the virtual device (number under device/vbd, e.g. 51712 for xvda)',
+    })
     .group(['persistent', 'indirect', 'pool', 'ring-pages', 'zero-copy', 'wakeup'], 'Driver (turn a mechanism off to see what it buys):')
-    .option('persistent', { type: 'boolean', default: true, describe: 'Persistent grants (--no-persistent: the backend maps every segment per request)' })
-    .option('indirect', { type: 'boolean', default: true, describe: 'Indirect descriptors (--no-indirect: at most 11 pages per ring request)' })
-    .option('pool', { type: 'boolean', default: true, describe: 'Per-queue grant pool (--no-pool: a fresh grant per segment, ended on completion)' })
-    .option('ring-pages', { requiresArg: true, type: 'number', default: 4, describe: 'Pages per ring, a power of two (capped by the backend)' })
-    .option('zero-copy', { type: 'boolean', default: false, describe: 'I/O on device buffers (allocBuffer(): granted once, used in place) instead of ordinary memory bounced through the grant pool' })
-    .option('wakeup', { choices: ['event-loop', 'thread'] as const, default: 'event-loop' as const, describe: 'With --xen: event-channel wake-ups on the event loop\'s own epoll, or through a poll on a worker thread' })
+    .option('persistent', {
+      type: 'boolean',
+      default: true,
+      describe: 'Persistent grants (--no-persistent: the backend maps every segment per request)',
+    })
+    .option('indirect', {
+      type: 'boolean',
+      default: true,
+      describe: 'Indirect descriptors (--no-indirect: at most 11 pages per ring request)',
+    })
+    .option('pool', {
+      type: 'boolean',
+      default: true,
+      describe: 'Per-queue grant pool (--no-pool: a fresh grant per segment, ended on completion)',
+    })
+    .option('ring-pages', {
+      requiresArg: true,
+      type: 'number',
+      default: 4,
+      describe: 'Pages per ring, a power of two (capped by the backend)',
+    })
+    .option('zero-copy', {
+      type: 'boolean',
+      default: false,
+      describe:
+        'I/O on device buffers (allocBuffer(): granted once, used in place) instead of ordinary memory bounced through the grant pool',
+    })
+    .option('wakeup', {
+      choices: ['event-loop', 'thread'] as const,
+      default: 'event-loop' as const,
+      describe: "With --xen: event-channel wake-ups on the event loop's own epoll, or through a poll on a worker thread",
+    })
     .group(['verify', 'baseline', 'json', 'progress', 'latency', 'cpu-profile'], 'Checks and output:')
-    .option('verify', { type: 'boolean', default: false, describe: 'Write a pattern encoding offset and generation, check every read, read it all back at the end; fails on a mismatch' })
-    .option('baseline', { type: 'boolean', default: false, describe: 'Run the same pattern on the image file with Node fs in this process and report driver/baseline ratios' })
+    .option('verify', {
+      type: 'boolean',
+      default: false,
+      describe: 'Write a pattern encoding offset and generation, check every read, read it all back at the end; fails on a mismatch',
+    })
+    .option('baseline', {
+      type: 'boolean',
+      default: false,
+      describe: 'Run the same pattern on the image file with Node fs in this process and report driver/baseline ratios',
+    })
     .option('json', { type: 'boolean', default: false, describe: 'Print one JSON object instead of the summary' })
     .option('progress', { type: 'boolean', describe: 'Progress line on stderr (default: when stderr is a terminal)' })
-    .option('latency', { type: 'boolean', default: true, describe: 'Time every I/O (--no-latency: no clock read per I/O and no latency figures, like fio\'s gtod_reduce; reading the clock is a system call on a Xen PV guest)' })
-    .option('cpu-profile', { requiresArg: true, type: 'string', describe: 'Write a V8 CPU profile (.cpuprofile) of the driver\'s measured phase, warm-up left out, to this file' });
+    .option('latency', {
+      type: 'boolean',
+      default: true,
+      describe:
+        "Time every I/O (--no-latency: no clock read per I/O and no latency figures, like fio's gtod_reduce; reading the clock is a system call on a Xen PV guest)",
+    })
+    .option('cpu-profile', {
+      requiresArg: true,
+      type: 'string',
+      describe: "Write a V8 CPU profile (.cpuprofile) of the driver's measured phase, warm-up left out, to this file",
+    });
   for (const [cmd, what] of EXAMPLES) y = y.example(cmd, what);
-  return y.epilogue('Sizes take binary units: 4k = 4096, 1m = 1048576. Exit status: 0 done, 1 failed (or verify found mismatches), 2 bad options.');
+  return y.epilogue(
+    'Sizes take binary units: 4k = 4096, 1m = 1048576. Exit status: 0 done, 1 failed (or verify found mismatches), 2 bad options.',
+  );
 }
 
 type Raw = Awaited<ReturnType<ReturnType<typeof build>['parseAsync']>>;
 
 function intIn(what: string, v: number | undefined, lo: number, hi: number): number {
-  if (v === undefined || !Number.isInteger(v) || v < lo || v > hi) throw new UsageError(`--${what}: expected a whole number from ${lo} to ${hi}, got ${v}`);
+  if (v === undefined || !Number.isInteger(v) || v < lo || v > hi)
+    throw new UsageError(`--${what}: expected a whole number from ${lo} to ${hi}, got ${v}`);
   return v;
 }
 
@@ -217,7 +292,11 @@ function check(a: Raw): BenchOptions {
 
 /** yargs writes some messages over several lines ("Invalid values:\n  Argument: …"). */
 function oneLine(msg: string): string {
-  return msg.split('\n').map((l) => l.trim()).filter((l) => l !== '').join(' ');
+  return msg
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '')
+    .join(' ');
 }
 
 /**

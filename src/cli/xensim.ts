@@ -5,8 +5,8 @@
  *   xensim xenstored --socket PATH   serve xenstore on a Unix socket (foreground)
  */
 import { parseArgs } from 'node:util';
-import { SimXenstored } from './xenstored/server.js';
-import { listenXenstored } from './xenstored/daemon.js';
+import { SimXenstored } from '../sim/xenstored/server.js';
+import { listenXenstored } from '../sim/xenstored/daemon.js';
 
 const USAGE = `usage: xensim xenstored --socket PATH [--verbose]
 

@@ -4,12 +4,25 @@
  * platform; and the baseline, Node fs straight on the same image file.
  */
 import {
-  closeSync, existsSync, mkdtempSync, openSync, read, rmSync, statSync, statfsSync, accessSync, constants, write, writeSync, ftruncateSync,
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  read,
+  rmSync,
+  statSync,
+  statfsSync,
+  accessSync,
+  constants,
+  write,
+  writeSync,
+  ftruncateSync,
 } from 'node:fs';
 import { freemem, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { openBlockDevice, openXenPlatform, type BlockDevice, type BlockDeviceInfo, type XenPlatform } from '../../src/index.js';
-import { createSimHost, type SimBlkback, type SimHost } from '../../src/sim/index.js';
+import type { BlockDevice, BlockDeviceInfo, XenPlatform } from '../../index.js';
+import type { SimBlkback, SimHost } from '../../sim/index.js';
+import { openDisk, type DiskSpec } from '../common/disk.js';
 import type { BenchOptions } from './options.js';
 import type { EngineCounters, IoEngine } from './run.js';
 
@@ -84,8 +97,12 @@ function driverEngine(device: BlockDevice, disk: SimBlkback | null, zeroCopy: bo
       const s = device.stats();
       const b = disk?.stats();
       return {
-        requests: s.requests, notifications: s.notifications, interrupts: s.interrupts, responses: s.responses,
-        poolHits: s.pool.hits, poolFallbacks: s.pool.fallbacks,
+        requests: s.requests,
+        notifications: s.notifications,
+        interrupts: s.interrupts,
+        responses: s.responses,
+        poolHits: s.pool.hits,
+        poolFallbacks: s.pool.fallbacks,
         backendMaps: b === undefined ? null : b.persistentMaps + b.transientMaps,
         backendUnmaps: b === undefined ? null : b.unmaps,
         reconnects: s.reconnects,
@@ -106,11 +123,15 @@ function driverOptions(o: BenchOptions) {
 
 export function featureLine(info: BlockDeviceInfo): string {
   const f = info.features;
-  return `${f.queues} queue${f.queues === 1 ? '' : 's'} x ${f.ringPages}-page ring${f.ringPages === 1 ? '' : 's'}, ` +
+  return (
+    `${f.queues} queue${f.queues === 1 ? '' : 's'} x ${f.ringPages}-page ring${f.ringPages === 1 ? '' : 's'}, ` +
     `persistent grants ${f.persistentGrants ? 'on' : 'off'}, ` +
     `${f.indirectSegments > 0 ? `${f.indirectSegments} indirect segments` : 'no indirect descriptors'}` +
     (info.trusted ? '' : ', backend untrusted (everything bounced)') +
-    (info.takenOver === null ? '' : `, took over a vbd left ${info.takenOver.state} by ${info.takenOver.pid === null ? 'a killed process' : `killed process ${info.takenOver.pid}`}`);
+    (info.takenOver === null
+      ? ''
+      : `, took over a vbd left ${info.takenOver.state} by ${info.takenOver.pid === null ? 'a killed process' : `killed process ${info.takenOver.pid}`}`)
+  );
 }
 
 const PAGE = 4096;
@@ -123,38 +144,45 @@ const GNTALLOC_LIMIT_PATH = '/sys/module/xen_gntalloc/parameters/limit';
  * --zero-copy, a clear refusal up front when the device buffers cannot all
  * be granted, rather than a failure part-way through.
  */
-export function grantRoom(platform: Pick<XenPlatform, 'grants'>, device: Pick<BlockDevice, 'stats'>, o: Pick<BenchOptions, 'zeroCopy' | 'iodepth' | 'bs'>): string {
+export function grantRoom(
+  platform: Pick<XenPlatform, 'grants'>,
+  device: Pick<BlockDevice, 'stats'>,
+  o: Pick<BenchOptions, 'zeroCopy' | 'iodepth' | 'bs'>,
+): string {
   const limit = platform.grants.limit?.();
   const inUse = platform.grants.stats().sharedPages;
   const pools = device.stats().pool.size;
   const buffers = o.zeroCopy ? o.iodepth * Math.ceil(o.bs / PAGE) : 0;
   if (limit !== undefined && buffers > limit - inUse) {
-    throw new Error(`--zero-copy: ${o.iodepth} device buffers of ${o.bs} bytes need ${buffers} grant pages, and only ` +
-      `${Math.max(0, limit - inUse)} of gntalloc's limit of ${limit} are left (the device's pools hold ${pools}); ` +
-      `as root, raise it (echo ${inUse + buffers} > ${GNTALLOC_LIMIT_PATH}) or lower --iodepth`);
+    throw new Error(
+      `--zero-copy: ${o.iodepth} device buffers of ${o.bs} bytes need ${buffers} grant pages, and only ` +
+        `${Math.max(0, limit - inUse)} of gntalloc's limit of ${limit} are left (the device's pools hold ${pools}); ` +
+        `as root, raise it (echo ${inUse + buffers} > ${GNTALLOC_LIMIT_PATH}) or lower --iodepth`,
+    );
   }
-  return `grants: gntalloc limit ${limit ?? 'none'}, ${pools} pages in the device's pools` +
-    (o.zeroCopy ? `, ${buffers} for device buffers` : '');
+  return (
+    `grants: gntalloc limit ${limit ?? 'none'}, ${pools} pages in the device's pools` +
+    (o.zeroCopy ? `, ${buffers} for device buffers` : '')
+  );
 }
 
 /** Opens the driver on the target the options name. */
 export async function openDriverTarget(o: BenchOptions): Promise<DriverTarget> {
   const t = o.target;
   if (t.kind === 'xen') {
-    const platform: XenPlatform = await openXenPlatform({ evtchnWakeup: o.wakeup });
+    const d = await openDisk({ kind: 'xen', vdev: t.vdev, wakeup: o.wakeup }, 'blkbench', driverOptions(o));
     try {
-      const device = await openBlockDevice({ platform, vdev: t.vdev, ...driverOptions(o) });
-      const grants = grantRoom(platform, device, o);
+      const grants = grantRoom(d.platform, d.device, o);
       return {
-        engine: driverEngine(device, null, o.zeroCopy), device, sim: null, image: null,
-        describe: `Xen vbd ${t.vdev} (${device.info.size} bytes); ${grants}`,
-        close: async () => {
-          await device.close();
-          await platform.close();
-        },
+        engine: driverEngine(d.device, null, o.zeroCopy),
+        device: d.device,
+        sim: null,
+        image: null,
+        describe: `Xen vbd ${t.vdev} (${d.device.info.size} bytes); ${grants}`,
+        close: () => d.close(),
       };
     } catch (err) {
-      await platform.close().catch(() => undefined);
+      await d.close().catch(() => undefined);
       throw err;
     }
   }
@@ -196,26 +224,24 @@ export async function openDriverTarget(o: BenchOptions): Promise<DriverTarget> {
     describe = 'simulated host, memory disk';
   }
 
-  let host: SimHost | undefined;
   try {
-    host = await createSimHost({ guestName: 'blkbench' });
-    const disk = await host.addDisk(t.kind === 'ramdisk' ? { size: t.size } : { image: image! });
-    const device = await openBlockDevice({ platform: host.guest, vdev: disk.vdev, ...driverOptions(o) });
-    const h = host;
+    const spec: DiskSpec = t.kind === 'ramdisk' ? { kind: 'ramdisk', size: t.size } : { kind: 'image', path: image! };
+    const d = await openDisk(spec, 'blkbench', driverOptions(o));
     return {
-      engine: driverEngine(device, disk, o.zeroCopy), device, sim: { host: h, disk }, image,
-      describe: `${describe} (${device.info.size} bytes)`,
+      engine: driverEngine(d.device, d.sim!.disk, o.zeroCopy),
+      device: d.device,
+      sim: d.sim,
+      image,
+      describe: `${describe} (${d.device.info.size} bytes)`,
       close: async () => {
         try {
-          await device.close();
-          await h.close();
+          await d.close();
         } finally {
           cleanup();
         }
       },
     };
   } catch (err) {
-    await host?.close().catch(() => undefined);
     cleanup();
     throw err;
   }

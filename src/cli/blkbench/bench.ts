@@ -49,7 +49,8 @@ export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise
         report.baseline = base;
         report.ratio = {
           iops: base.iops === 0 ? 0 : Math.round((report.iops / base.iops) * 1000) / 1000,
-          bandwidth: base.bandwidth_bytes_per_s === 0 ? 0 : Math.round((report.bandwidth_bytes_per_s / base.bandwidth_bytes_per_s) * 1000) / 1000,
+          bandwidth:
+            base.bandwidth_bytes_per_s === 0 ? 0 : Math.round((report.bandwidth_bytes_per_s / base.bandwidth_bytes_per_s) * 1000) / 1000,
         };
       } finally {
         fs.close();

@@ -39,7 +39,13 @@ export class Workload {
   private readonly pick: Rng;
   private readonly dir: Rng;
 
-  constructor(readonly rw: RwMode, rwmixread: number, readonly bs: number, regionBytes: number, seed: number) {
+  constructor(
+    readonly rw: RwMode,
+    rwmixread: number,
+    readonly bs: number,
+    regionBytes: number,
+    seed: number,
+  ) {
     this.blocks = Math.floor(regionBytes / bs);
     this.random = rw.startsWith('rand');
     // randrw mixes; the others are all reads or all writes.
@@ -108,7 +114,7 @@ export function checkPattern(buf: Uint8Array, offset: number, gen: number, seed:
         offset,
         expectedGeneration: gen,
         sectorOffset: offset + base * 4,
-        found: { offset: a[base]! + a[base + 1]! * 0x100000000, generation: a[base + 2]!, seedOk: a[base + 3] === ((seed ^ MAGIC) >>> 0) },
+        found: { offset: a[base]! + a[base + 1]! * 0x100000000, generation: a[base + 2]!, seedOk: a[base + 3] === (seed ^ MAGIC) >>> 0 },
       };
     }
   }

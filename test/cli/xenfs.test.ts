@@ -2,14 +2,22 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { main } from '../../examples/xenfs/main.js';
+import { main } from '../../src/cli/xenfs/main.js';
 import { blankImage, debugfsCat, e2fsck, makeTree, mkfsExt4, run, scratch, sha, type Tree } from '../helpers/images.js';
 
 /** Runs xenfs with `args`; its status, stdout (bytes) and stderr. */
 async function xenfs(...args: string[]): Promise<{ status: number; out: Buffer; err: string }> {
   const out: Buffer[] = [];
   let err = '';
-  const status = await main(args, { write: (t) => out.push(Buffer.from(t)) }, { write: (t) => { err += String(t); } });
+  const status = await main(
+    args,
+    { write: (t) => out.push(Buffer.from(t)) },
+    {
+      write: (t) => {
+        err += String(t);
+      },
+    },
+  );
   return { status, out: Buffer.concat(out), err };
 }
 
@@ -30,10 +38,17 @@ describe('xenfs on images made by mkfs.ext4 -d, on the embedded simulated host',
   });
   afterAll(() => tmp.remove());
 
-  it('ls / and cat: the tree\'s names, and every file\'s raw bytes', async () => {
+  it("ls / and cat: the tree's names, and every file's raw bytes", async () => {
     const ls = await xenfs('--image', img, 'ls', '/');
     expect(ls.status).toBe(0);
-    expect(ls.out.toString().split('\n').filter(Boolean).sort()).toEqual(['a/', 'docs/', 'empty', 'large.bin', 'lost+found/', 'sparse.img']);
+    expect(ls.out.toString().split('\n').filter(Boolean).sort()).toEqual([
+      'a/',
+      'docs/',
+      'empty',
+      'large.bin',
+      'lost+found/',
+      'sparse.img',
+    ]);
     for (const [path, hash] of tree) {
       const cat = await xenfs('--image', img, 'cat', path);
       expect(cat.status, cat.err).toBe(0);
@@ -62,7 +77,10 @@ describe('xenfs on images made by mkfs.ext4 -d, on the embedded simulated host',
     expect(get.status).toBe(0);
     expect(get.err).toMatch(/\[#{30}\] 100% 2\.2 MiB \/ 2\.2 MiB .*\/s\n$/); // the progress bar, finished
     expect(sha(readFileSync(back))).toBe(sha(data));
-    const st = JSON.parse((await xenfs('--image', gpt, '--partition', '2', 'stat', '/up/load/file.bin')).out.toString()) as { size: number; type: string };
+    const st = JSON.parse((await xenfs('--image', gpt, '--partition', '2', 'stat', '/up/load/file.bin')).out.toString()) as {
+      size: number;
+      type: string;
+    };
     expect(st).toMatchObject({ size: data.length, type: 'file' });
     expect((await xenfs('--image', gpt, '--partition', '2', 'rm', '-r', '/docs')).status).toBe(0);
     // A local tree copied in, then out again: the same files.
@@ -72,9 +90,13 @@ describe('xenfs on images made by mkfs.ext4 -d, on the embedded simulated host',
     expect((await xenfs('--image', gpt, '--partition', '2', 'get', '-r', '/copied', again)).status).toBe(0);
     for (const [path, hash] of tree) if (path.startsWith('/a/')) expect(sha(readFileSync(join(again, path))), path).toBe(hash);
     const df = await xenfs('--image', gpt, '--partition', '2', 'df');
-    expect(df.out.toString()).toMatch(/^ext4 "xenfs-test" [0-9a-f-]{36}: 32\.0 MiB, .* used, .* free; \d+ of \d+ inodes used; block size \d+\n$/);
+    expect(df.out.toString()).toMatch(
+      /^ext4 "xenfs-test" [0-9a-f-]{36}: 32 MiB, .* used, .* free; \d+ of \d+ inodes used; block size \d+\n$/,
+    );
     const parts = await xenfs('--image', gpt, 'parts');
-    expect(parts.out.toString()).toMatch(/^GPT [0-9A-F-]{36}\n +1 +start +1048576 .*\n +2 +start +9437184 +size +32\.0 MiB +Linux filesystem\n$/);
+    expect(parts.out.toString()).toMatch(
+      /^GPT [0-9A-F-]{36}\n +1 +start +1048576 .*\n +2 +start +9437184 +size +32 MiB +Linux filesystem\n$/,
+    );
     expect(e2fsck(gpt, 18432 * 512).status).toBe(0);
     expect(sha(debugfsCat(gpt, '/up/load/file.bin', 18432 * 512))).toBe(sha(data));
   });
@@ -83,7 +105,10 @@ describe('xenfs on images made by mkfs.ext4 -d, on the embedded simulated host',
     const cases: Array<[string[], RegExp]> = [
       [['--image', img, 'cat', '/nope'], /^xenfs: open \/nope: no such file or directory \[FS_ENOENT\]\n$/],
       [['--image', gpt, '--partition', '7', 'ls'], /^xenfs: no partition 7 \(the GPT has: 1, 2\) \[PART_ENOENT\]\n$/],
-      [['--image', img, '--read-only', 'put', join(tmp.dir, 'up.bin'), '/x'], /^xenfs: open \/x: the file system is mounted read-only \[FS_EROFS\]\n$/],
+      [
+        ['--image', img, '--read-only', 'put', join(tmp.dir, 'up.bin'), '/x'],
+        /^xenfs: open \/x: the file system is mounted read-only \[FS_EROFS\]\n$/,
+      ],
       [['--image', gpt, '--partition', '1', 'ls'], /^xenfs: no ext2\/3\/4 file system found .* \[FS_ENOFS\]\n$/],
       [['--image', img, 'parts'], /^xenfs: no partition table: .* \[PART_ENOTABLE\]\n$/],
       [['--image', join(tmp.dir, 'missing.img'), 'ls'], /^xenfs: ENOENT: no such file or directory.*\n$/],

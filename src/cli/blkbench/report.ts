@@ -2,6 +2,7 @@
  * blkbench's output: one figures object per run (the JSON shape), the
  * readable summary made from it, and the progress line.
  */
+import { bytes, int } from '../common/format.js';
 import type { BenchOptions } from './options.js';
 import type { JobResult } from './run.js';
 import type { Mismatch } from './workload.js';
@@ -38,9 +39,22 @@ export interface Figures {
 
 export interface Report extends Figures {
   job: {
-    rw: string; rwmixread: number; bs: number; iodepth: number; queues: number; offset: number;
-    size: number; runtime_s: number | null; number_ios: number | null; ramp_time_s: number; seed: number;
-    persistent: boolean; indirect: boolean; pool: boolean; ring_pages: number; zero_copy: boolean;
+    rw: string;
+    rwmixread: number;
+    bs: number;
+    iodepth: number;
+    queues: number;
+    offset: number;
+    size: number;
+    runtime_s: number | null;
+    number_ios: number | null;
+    ramp_time_s: number;
+    seed: number;
+    persistent: boolean;
+    indirect: boolean;
+    pool: boolean;
+    ring_pages: number;
+    zero_copy: boolean;
   };
   target: string;
   features: string;
@@ -65,11 +79,17 @@ export function figures(r: JobResult): Figures {
     iops: round(r.ios / r.seconds),
     bandwidth_bytes_per_s: round(r.bytes / r.seconds),
     lat_ns: {
-      mean: round(r.lat.mean), p50: r.lat.quantile(0.5), p99: r.lat.quantile(0.99), p999: r.lat.quantile(0.999),
-      min: r.lat.count === 0 ? 0 : r.lat.min, max: r.lat.max,
+      mean: round(r.lat.mean),
+      p50: r.lat.quantile(0.5),
+      p99: r.lat.quantile(0.99),
+      p999: r.lat.quantile(0.999),
+      min: r.lat.count === 0 ? 0 : r.lat.min,
+      max: r.lat.max,
     },
     cpu: {
-      user_s: round(r.cpu.user, 3), system_s: round(r.cpu.system, 3), percent: round((100 * (r.cpu.user + r.cpu.system)) / r.seconds, 1),
+      user_s: round(r.cpu.user, 3),
+      system_s: round(r.cpu.system, 3),
+      percent: round((100 * (r.cpu.user + r.cpu.system)) / r.seconds, 1),
       by_thread: r.threads,
     },
     cpu_us_per_io: {
@@ -79,10 +99,14 @@ export function figures(r: JobResult): Figures {
     },
     pool: c === null ? null : { hits: c.poolHits, fallbacks: c.poolFallbacks },
     backend: c === null || c.backendMaps === null ? null : { maps: c.backendMaps, unmaps: c.backendUnmaps ?? 0 },
-    ring: c === null ? null : {
-      requests: c.requests, notifications: c.notifications,
-      responses_per_interrupt: c.interrupts === 0 ? 0 : round(c.responses / c.interrupts, 2),
-    },
+    ring:
+      c === null
+        ? null
+        : {
+            requests: c.requests,
+            notifications: c.notifications,
+            responses_per_interrupt: c.interrupts === 0 ? 0 : round(c.responses / c.interrupts, 2),
+          },
     notifications_per_request: c === null ? null : c.requests === 0 ? 0 : round(c.notifications / c.requests, 4),
     reconnects: c === null ? null : c.reconnects,
     verify_mismatches: r.verifyMismatches,
@@ -93,22 +117,23 @@ export function figures(r: JobResult): Figures {
 
 export function jobOf(o: BenchOptions, size: number): Report['job'] {
   return {
-    rw: o.rw, rwmixread: o.rwmixread, bs: o.bs, iodepth: o.iodepth, queues: o.queues, offset: o.offset, size,
-    runtime_s: o.runtime ?? null, number_ios: o.numberIos ?? null, ramp_time_s: o.rampTime, seed: o.seed,
-    persistent: o.persistent, indirect: o.indirect, pool: o.pool, ring_pages: o.ringPages, zero_copy: o.zeroCopy,
+    rw: o.rw,
+    rwmixread: o.rwmixread,
+    bs: o.bs,
+    iodepth: o.iodepth,
+    queues: o.queues,
+    offset: o.offset,
+    size,
+    runtime_s: o.runtime ?? null,
+    number_ios: o.numberIos ?? null,
+    ramp_time_s: o.rampTime,
+    seed: o.seed,
+    persistent: o.persistent,
+    indirect: o.indirect,
+    pool: o.pool,
+    ring_pages: o.ringPages,
+    zero_copy: o.zeroCopy,
   };
-}
-
-/** 4096 → "4 KiB", 1048576 → "1 MiB". */
-export function bytes(n: number, digits = 1): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${Number.isInteger(v) ? v : v.toFixed(digits)} ${units[i]}`;
 }
 
 /** Nanoseconds as µs or ms. */
@@ -120,32 +145,43 @@ export function duration(ns: number): string {
 }
 
 /** A whole number with thousands separators. */
-export const int = (n: number): string => Math.round(n).toLocaleString('en-US');
 
 function block(f: Figures): string[] {
   const lines = [
     `  ios        ${int(f.ios)} in ${f.runtime_s.toFixed(2)} s (${int(f.reads)} reads, ${int(f.writes)} writes)`,
     `  iops       ${int(f.iops)}`,
     `  bandwidth  ${bytes(f.bandwidth_bytes_per_s)}/s`,
-    f.lat_ns.max === 0 && f.ios > 0 ? '  latency    not measured (--no-latency)' :
-      `  latency    mean ${duration(f.lat_ns.mean)}, p50 ${duration(f.lat_ns.p50)}, p99 ${duration(f.lat_ns.p99)}, ` +
-      `p99.9 ${duration(f.lat_ns.p999)}, max ${duration(f.lat_ns.max)}`,
+    f.lat_ns.max === 0 && f.ios > 0
+      ? '  latency    not measured (--no-latency)'
+      : `  latency    mean ${duration(f.lat_ns.mean)}, p50 ${duration(f.lat_ns.p50)}, p99 ${duration(f.lat_ns.p99)}, ` +
+        `p99.9 ${duration(f.lat_ns.p999)}, max ${duration(f.lat_ns.max)}`,
     `  cpu        ${f.cpu.percent}% of one core (user ${f.cpu.user_s.toFixed(2)} s, system ${f.cpu.system_s.toFixed(2)} s); ` +
       `${f.cpu_us_per_io.process.toFixed(1)} µs per I/O` +
       (f.cpu_us_per_io.thread === null ? '' : `, driver thread ${f.cpu_us_per_io.thread.toFixed(1)}`) +
       (f.cpu_us_per_io.machine === null ? '' : `, machine ${f.cpu_us_per_io.machine.toFixed(1)} µs per I/O`),
   ];
-  if (f.pool !== null) lines.push(`  grants     pool hits ${int(f.pool.hits)}, fresh grants ${int(f.pool.fallbacks)}` +
-    (f.backend === null ? '' : `; backend maps ${int(f.backend.maps)}, unmaps ${int(f.backend.unmaps)}` +
-      ` (${f.ring!.requests === 0 ? 0 : (f.backend.maps / f.ring!.requests).toFixed(4)} maps per request)`));
-  if (f.ring !== null) lines.push(`  ring       ${int(f.ring.requests)} requests, ${f.notifications_per_request!.toFixed(4)} notifications per request, ` +
-    `${f.ring.responses_per_interrupt} responses per interrupt` + (f.reconnects ? `; ${f.reconnects} reconnect(s) with replay` : ''));
+  if (f.pool !== null)
+    lines.push(
+      `  grants     pool hits ${int(f.pool.hits)}, fresh grants ${int(f.pool.fallbacks)}` +
+        (f.backend === null
+          ? ''
+          : `; backend maps ${int(f.backend.maps)}, unmaps ${int(f.backend.unmaps)}` +
+            ` (${f.ring!.requests === 0 ? 0 : (f.backend.maps / f.ring!.requests).toFixed(4)} maps per request)`),
+    );
+  if (f.ring !== null)
+    lines.push(
+      `  ring       ${int(f.ring.requests)} requests, ${f.notifications_per_request!.toFixed(4)} notifications per request, ` +
+        `${f.ring.responses_per_interrupt} responses per interrupt` +
+        (f.reconnects ? `; ${f.reconnects} reconnect(s) with replay` : ''),
+    );
   if (f.verify_mismatches !== null) {
     lines.push(`  verify     ${int(f.verify_mismatches)} mismatched blocks (${int(f.verify_checked)} checked)`);
     const m = f.first_mismatch;
     if (m !== null) {
-      lines.push(`             first: block at ${m.offset}, generation ${m.expectedGeneration} expected; sector ${m.sectorOffset} holds ` +
-        (m.found.seedOk ? `generation ${m.found.generation} of offset ${m.found.offset}` : 'no pattern of this run'));
+      lines.push(
+        `             first: block at ${m.offset}, generation ${m.expectedGeneration} expected; sector ${m.sectorOffset} holds ` +
+          (m.found.seedOk ? `generation ${m.found.generation} of offset ${m.found.offset}` : 'no pattern of this run'),
+      );
     }
   }
   return lines;
@@ -153,7 +189,8 @@ function block(f: Figures): string[] {
 
 export function summary(r: Report): string {
   const j = r.job;
-  const what = `${j.rw}${j.rw === 'randrw' ? ` (${j.rwmixread}% reads)` : ''}, bs ${bytes(j.bs)}, iodepth ${j.iodepth}, ` +
+  const what =
+    `${j.rw}${j.rw === 'randrw' ? ` (${j.rwmixread}% reads)` : ''}, bs ${bytes(j.bs)}, iodepth ${j.iodepth}, ` +
     `region ${bytes(j.size)} at ${j.offset}`;
   const lines = [`blkbench: ${what}`, `target:   ${r.target}`, `driver:   ${r.features}`, ...block(r)];
   if (r.baseline !== undefined && r.ratio !== undefined) {
@@ -165,9 +202,18 @@ export function summary(r: Report): string {
 }
 
 /** The progress line (no newline; the caller rewrites it in place). */
-export function progressLine(label: string, p: { elapsed: number; ios: number; bytes: number; total: number | undefined; runtime: number | undefined }): string {
+export function progressLine(
+  label: string,
+  p: { elapsed: number; ios: number; bytes: number; total: number | undefined; runtime: number | undefined },
+): string {
   const rate = p.elapsed > 0 ? p.ios / p.elapsed : 0;
-  const done = p.runtime !== undefined ? `${p.elapsed.toFixed(0)}/${p.runtime} s`
-    : p.total !== undefined ? `${((100 * p.ios) / p.total).toFixed(0)}%` : `${p.elapsed.toFixed(0)} s`;
+  const done =
+    p.runtime !== undefined
+      ? `${p.elapsed.toFixed(0)}/${p.runtime} s`
+      : p.total !== undefined
+        ? `${((100 * p.ios) / p.total).toFixed(0)}%`
+        : `${p.elapsed.toFixed(0)} s`;
   return `[${label} ${done}] ${int(rate)} IOPS, ${bytes(p.bytes / Math.max(p.elapsed, 1e-9))}/s, ${int(p.ios)} ios`;
 }
+
+export { bytes, int };

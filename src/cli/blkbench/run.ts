@@ -74,7 +74,11 @@ export interface JobResult {
 
 /** An I/O failed: the run stops, and says where. */
 export class IoFailure extends Error {
-  constructor(readonly offset: number, readonly write: boolean, override readonly cause: unknown) {
+  constructor(
+    readonly offset: number,
+    readonly write: boolean,
+    override readonly cause: unknown,
+  ) {
     super(`${write ? 'write' : 'read'} at byte ${offset}: ${cause instanceof Error ? cause.message : String(cause)}`);
   }
 }
@@ -83,10 +87,14 @@ function diff(a: EngineCounters | null, b: EngineCounters | null): EngineCounter
   if (a === null || b === null) return null;
   const d = (x: number | null, y: number | null): number | null => (x === null || y === null ? null : x - y);
   return {
-    requests: a.requests - b.requests, notifications: a.notifications - b.notifications,
-    interrupts: a.interrupts - b.interrupts, responses: a.responses - b.responses,
-    poolHits: a.poolHits - b.poolHits, poolFallbacks: a.poolFallbacks - b.poolFallbacks,
-    backendMaps: d(a.backendMaps, b.backendMaps), backendUnmaps: d(a.backendUnmaps, b.backendUnmaps),
+    requests: a.requests - b.requests,
+    notifications: a.notifications - b.notifications,
+    interrupts: a.interrupts - b.interrupts,
+    responses: a.responses - b.responses,
+    poolHits: a.poolHits - b.poolHits,
+    poolFallbacks: a.poolFallbacks - b.poolFallbacks,
+    backendMaps: d(a.backendMaps, b.backendMaps),
+    backendUnmaps: d(a.backendUnmaps, b.backendUnmaps),
     reconnects: a.reconnects - b.reconnects,
   };
 }
@@ -102,7 +110,8 @@ interface Phase {
 export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks = {}): Promise<JobResult> {
   const region = o.size ?? engine.size - o.offset;
   if (o.bs % engine.sectorSize !== 0) throw new Error(`--bs ${o.bs} is not a multiple of the disk's ${engine.sectorSize}-byte sectors`);
-  if (o.offset % engine.sectorSize !== 0) throw new Error(`--offset ${o.offset} is not a multiple of the disk's ${engine.sectorSize}-byte sectors`);
+  if (o.offset % engine.sectorSize !== 0)
+    throw new Error(`--offset ${o.offset} is not a multiple of the disk's ${engine.sectorSize}-byte sectors`);
   if (o.offset + region > engine.size || region < o.bs) {
     throw new Error(`the region (--offset ${o.offset}, --size ${region}) does not fit the ${engine.size}-byte disk`);
   }
@@ -139,7 +148,12 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
     let issued = 0;
     // The deadline is a timer, not a clock read per I/O: on some guests (Xen PV) reading the clock is a system call.
     let expired = performance.now() >= p.deadline;
-    const timer = p.deadline === Infinity || expired ? undefined : setTimeout(() => { expired = true; }, p.deadline - performance.now());
+    const timer =
+      p.deadline === Infinity || expired
+        ? undefined
+        : setTimeout(() => {
+            expired = true;
+          }, p.deadline - performance.now());
     const timed = o.latency;
     const slot = async (buf: Uint8Array): Promise<void> => {
       while (failure === null && issued < p.limit && !expired) {
@@ -154,7 +168,7 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
         const at = o.offset + b * o.bs;
         let g = 0;
         if (write && gen !== null) {
-          g = ((gen[b]! + 1) >>> 0) || 1;
+          g = (gen[b]! + 1) >>> 0 || 1;
           gen[b] = 0; // unknown until the write succeeds
           fillPattern(buf, at, g, o.seed);
         }
@@ -219,8 +233,11 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
   const t0 = performance.now();
   let timer: NodeJS.Timeout | undefined;
   if (hooks.progress !== undefined) {
-    const report = hooks.progress;
-    timer = setInterval(() => report({ elapsed: (performance.now() - t0) / 1000, ios, bytes: ios * o.bs, total, runtime: o.runtime }), 1000);
+    const report = hooks.progress.bind(hooks);
+    timer = setInterval(
+      () => report({ elapsed: (performance.now() - t0) / 1000, ios, bytes: ios * o.bs, total, runtime: o.runtime }),
+      1000,
+    );
     timer.unref();
   }
   try {
@@ -241,7 +258,12 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
   await hooks.afterRun?.();
   if (o.verify) await sweep(false);
   return {
-    ios, reads, writes, bytes: ios * o.bs, seconds, lat,
+    ios,
+    reads,
+    writes,
+    bytes: ios * o.bs,
+    seconds,
+    lat,
     cpu: { user: cpu.user / 1e6, system: cpu.system / 1e6 },
     machineBusy: busy0 === null || busy1 === null ? null : busy1 - busy0,
     threadCpu: mainThreadCpu(tasks0, tasks1),
@@ -296,7 +318,10 @@ function cpuOfStat(stat: string): number | null {
   return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / USER_HZ : null;
 }
 
-interface Task { name: string; cpu: number }
+interface Task {
+  name: string;
+  cpu: number;
+}
 
 /** The main thread's id is the process's: blkbench runs the driver there. */
 const MAIN_TID = String(process.pid);

@@ -1,7 +1,8 @@
 /**
  * What the layers above the ring (partitions, streams, file systems) need of
- * a disk: byte-addressed, sector-aligned I/O with its limits. A
- * {@link BlockDevice} is one; so is a {@link Partition} of it.
+ * a disk: byte-addressed, sector-aligned I/O with its limits. The driver
+ * defines it and a {@link BlockDevice} is one; the layers above offer it
+ * again (a {@link Partition} of a disk is one too), so they stack.
  */
 export interface BlockTarget {
   /** Size in bytes. */
@@ -25,22 +26,4 @@ export interface BlockTarget {
    */
   allocBuffer(length: number): Uint8Array;
   freeBuffer(buf: Uint8Array): void;
-}
-
-/**
- * Reads `dst.byteLength` bytes at byte `offset` of `target`, wherever they
- * fall: an aligned range goes straight into `dst`; any other is read as the
- * whole sectors around it and the bytes wanted copied out.
- */
-export async function readRangeInto(target: BlockTarget, offset: number, dst: Uint8Array): Promise<void> {
-  const ss = target.sectorSize;
-  if (offset % ss === 0 && dst.byteLength % ss === 0) {
-    await target.readInto(offset, dst);
-    return;
-  }
-  const start = Math.floor(offset / ss) * ss;
-  const end = Math.ceil((offset + dst.byteLength) / ss) * ss;
-  const tmp = new Uint8Array(end - start);
-  await target.readInto(start, tmp);
-  dst.set(tmp.subarray(offset - start, offset - start + dst.byteLength));
 }

@@ -42,4 +42,3 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
     return 1;
   }
 }
-

@@ -10,16 +10,16 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseOptions, parseSize, UsageError, type BenchOptions } from '../../examples/blkbench/options.js';
-import { main } from '../../examples/blkbench/main.js';
-import { runBench } from '../../examples/blkbench/bench.js';
-import { Histogram } from '../../examples/blkbench/histogram.js';
-import { Workload, checkPattern, fillPattern } from '../../examples/blkbench/workload.js';
-import type { Report } from '../../examples/blkbench/report.js';
-import { grantRoom } from '../../examples/blkbench/targets.js';
+import { parseOptions, parseSize, UsageError, type BenchOptions } from '../../src/cli/blkbench/options.js';
+import { main } from '../../src/cli/blkbench/main.js';
+import { runBench } from '../../src/cli/blkbench/bench.js';
+import { Histogram } from '../../src/cli/blkbench/histogram.js';
+import { Workload, checkPattern, fillPattern } from '../../src/cli/blkbench/workload.js';
+import type { Report } from '../../src/cli/blkbench/report.js';
+import { grantRoom } from '../../src/cli/blkbench/targets.js';
 import { describe as describeProfile, summarize, type CpuProfile } from '../../bench/cpuprofile.js';
 
-const CLI = fileURLToPath(new URL('../../dist/examples/blkbench/cli.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../dist/src/cli/blkbench/cli.js', import.meta.url));
 
 async function opts(args: string[]): Promise<BenchOptions> {
   const r = await parseOptions(args);
@@ -28,7 +28,10 @@ async function opts(args: string[]): Promise<BenchOptions> {
 }
 
 async function usageError(args: string[]): Promise<string> {
-  const err = await parseOptions(args).then(() => null, (e: unknown) => e);
+  const err = await parseOptions(args).then(
+    () => null,
+    (e: unknown) => e,
+  );
   expect(err, args.join(' ')).toBeInstanceOf(UsageError);
   const msg = (err as UsageError).message;
   expect(msg).not.toContain('\n');
@@ -47,31 +50,109 @@ describe('blkbench options', () => {
   it('has fio-like defaults: 4 KiB random reads, 32 in flight, 5 s, everything on, a temporary image', async () => {
     const o = await opts([]);
     expect(o).toMatchObject({
-      rw: 'randread', bs: 4096, iodepth: 32, queues: 2, runtime: 5, numberIos: undefined, offset: 0, seed: 1,
-      persistent: true, indirect: true, pool: true, zeroCopy: false, ringPages: 4, verify: false, baseline: false, json: false,
-      latency: true, wakeup: 'event-loop', cpuProfile: undefined,
+      rw: 'randread',
+      bs: 4096,
+      iodepth: 32,
+      queues: 2,
+      runtime: 5,
+      numberIos: undefined,
+      offset: 0,
+      seed: 1,
+      persistent: true,
+      indirect: true,
+      pool: true,
+      zeroCopy: false,
+      ringPages: 4,
+      verify: false,
+      baseline: false,
+      json: false,
+      latency: true,
+      wakeup: 'event-loop',
+      cpuProfile: undefined,
     });
     expect(o.target).toEqual({ kind: 'temp', size: 64 << 20, dir: undefined });
   });
 
   it('parses sizes with binary units', async () => {
-    for (const [text, bytes] of [['4096', 4096], ['4k', 4096], ['4K', 4096], ['64KiB', 65536], ['64kb', 65536], ['1m', 1 << 20],
-      ['1.5k', 1536], ['2g', 2 ** 31], ['1t', 2 ** 40]] as const) {
+    for (const [text, bytes] of [
+      ['4096', 4096],
+      ['4k', 4096],
+      ['4K', 4096],
+      ['64KiB', 65536],
+      ['64kb', 65536],
+      ['1m', 1 << 20],
+      ['1.5k', 1536],
+      ['2g', 2 ** 31],
+      ['1t', 2 ** 40],
+    ] as const) {
       expect(parseSize('--bs', text), text).toBe(bytes);
     }
     for (const bad of ['', 'k', '4x', '-4k', '4 kk', '1e3', '0.1']) expect(() => parseSize('--bs', bad), bad).toThrow(UsageError);
   });
 
   it('reads every option', async () => {
-    const o = await opts(['--rw', 'randrw', '--rwmixread', '70', '--bs', '64k', '--iodepth', '8', '--queues', '4', '--size', '16m',
-      '--offset', '1m', '--seed', '42', '--ramp-time', '0.5', '--number-ios', '1000', '--no-persistent', '--no-indirect', '--no-pool',
-      '--zero-copy', '--ring-pages', '8', '--verify', '--json', '--no-progress', '--ramdisk', '32m', '--no-latency', '--wakeup', 'thread',
-      '--cpu-profile', '/tmp/p.cpuprofile']);
+    const o = await opts([
+      '--rw',
+      'randrw',
+      '--rwmixread',
+      '70',
+      '--bs',
+      '64k',
+      '--iodepth',
+      '8',
+      '--queues',
+      '4',
+      '--size',
+      '16m',
+      '--offset',
+      '1m',
+      '--seed',
+      '42',
+      '--ramp-time',
+      '0.5',
+      '--number-ios',
+      '1000',
+      '--no-persistent',
+      '--no-indirect',
+      '--no-pool',
+      '--zero-copy',
+      '--ring-pages',
+      '8',
+      '--verify',
+      '--json',
+      '--no-progress',
+      '--ramdisk',
+      '32m',
+      '--no-latency',
+      '--wakeup',
+      'thread',
+      '--cpu-profile',
+      '/tmp/p.cpuprofile',
+    ]);
     expect(o).toMatchObject({
-      rw: 'randrw', rwmixread: 70, bs: 65536, iodepth: 8, queues: 4, size: 16 << 20, offset: 1 << 20, seed: 42, rampTime: 0.5,
-      numberIos: 1000, runtime: undefined, persistent: false, indirect: false, pool: false, zeroCopy: true, ringPages: 8,
-      verify: true, json: true, progress: false, target: { kind: 'ramdisk', size: 32 << 20 },
-      latency: false, wakeup: 'thread', cpuProfile: '/tmp/p.cpuprofile',
+      rw: 'randrw',
+      rwmixread: 70,
+      bs: 65536,
+      iodepth: 8,
+      queues: 4,
+      size: 16 << 20,
+      offset: 1 << 20,
+      seed: 42,
+      rampTime: 0.5,
+      numberIos: 1000,
+      runtime: undefined,
+      persistent: false,
+      indirect: false,
+      pool: false,
+      zeroCopy: true,
+      ringPages: 8,
+      verify: true,
+      json: true,
+      progress: false,
+      target: { kind: 'ramdisk', size: 32 << 20 },
+      latency: false,
+      wakeup: 'thread',
+      cpuProfile: '/tmp/p.cpuprofile',
     });
     // --size alone means one pass; the temporary image covers offset + size.
     const p = await opts(['--size', '8m', '--offset', '4k']);
@@ -105,9 +186,27 @@ describe('blkbench options', () => {
   });
 
   it('an option given last without its value is refused, not ignored', async () => {
-    for (const o of ['--rw', '--rwmixread', '--bs', '--iodepth', '--queues', '--size', '--runtime', '--number-ios', '--ramp-time',
-      '--offset', '--seed', '--image', '--ramdisk', '--tmpdir', '--vdev', '--ring-pages']) {
-      expect(await usageError(['--ramdisk', '4m', o].slice(o === '--ramdisk' ? 2 : 0))).toMatch(new RegExp(`Not enough arguments following: ${o.slice(2)}`));
+    for (const o of [
+      '--rw',
+      '--rwmixread',
+      '--bs',
+      '--iodepth',
+      '--queues',
+      '--size',
+      '--runtime',
+      '--number-ios',
+      '--ramp-time',
+      '--offset',
+      '--seed',
+      '--image',
+      '--ramdisk',
+      '--tmpdir',
+      '--vdev',
+      '--ring-pages',
+    ]) {
+      expect(await usageError(['--ramdisk', '4m', o].slice(o === '--ramdisk' ? 2 : 0))).toMatch(
+        new RegExp(`Not enough arguments following: ${o.slice(2)}`),
+      );
     }
   });
 
@@ -131,9 +230,33 @@ describe('blkbench options', () => {
     const r = await parseOptions(['--help']);
     expect(r.kind).toBe('text');
     const text = (r as { text: string }).text;
-    for (const o of ['--rw', '--rwmixread', '--bs', '--iodepth', '--queues', '--size', '--runtime', '--number-ios', '--ramp-time',
-      '--offset', '--seed', '--image', '--ramdisk', '--tmpdir', '--xen', '--vdev', '--persistent', '--indirect', '--pool',
-      '--ring-pages', '--zero-copy', '--verify', '--baseline', '--json', '--progress']) {
+    for (const o of [
+      '--rw',
+      '--rwmixread',
+      '--bs',
+      '--iodepth',
+      '--queues',
+      '--size',
+      '--runtime',
+      '--number-ios',
+      '--ramp-time',
+      '--offset',
+      '--seed',
+      '--image',
+      '--ramdisk',
+      '--tmpdir',
+      '--xen',
+      '--vdev',
+      '--persistent',
+      '--indirect',
+      '--pool',
+      '--ring-pages',
+      '--zero-copy',
+      '--verify',
+      '--baseline',
+      '--json',
+      '--progress',
+    ]) {
       expect(text, o).toContain(o);
     }
     expect(text).toContain('Examples:');
@@ -159,8 +282,25 @@ describe('blkbench options', () => {
   });
 });
 
-const FIGURE_KEYS = ['ios', 'reads', 'writes', 'bytes', 'runtime_s', 'iops', 'bandwidth_bytes_per_s', 'lat_ns', 'cpu', 'cpu_us_per_io', 'pool', 'backend',
-  'ring', 'notifications_per_request', 'verify_mismatches', 'verify_checked', 'first_mismatch'];
+const FIGURE_KEYS = [
+  'ios',
+  'reads',
+  'writes',
+  'bytes',
+  'runtime_s',
+  'iops',
+  'bandwidth_bytes_per_s',
+  'lat_ns',
+  'cpu',
+  'cpu_us_per_io',
+  'pool',
+  'backend',
+  'ring',
+  'notifications_per_request',
+  'verify_mismatches',
+  'verify_checked',
+  'first_mismatch',
+];
 
 function expectFigures(f: Record<string, unknown>, driver: boolean): void {
   expect(Object.keys(f)).toEqual(expect.arrayContaining(FIGURE_KEYS));
@@ -229,7 +369,9 @@ describe('blkbench runs', () => {
     const dir = mkdtempSync(join(tmpdir(), 'blkbench-prof-'));
     try {
       const file = join(dir, 'run.cpuprofile');
-      const j = JSON.parse((await run(['--ramdisk', '4m', '--runtime', '0.5', '--ramp-time', '0.2', '--no-latency', '--cpu-profile', file, '--json'])).out) as Report;
+      const j = JSON.parse(
+        (await run(['--ramdisk', '4m', '--runtime', '0.5', '--ramp-time', '0.2', '--no-latency', '--cpu-profile', file, '--json'])).out,
+      ) as Report;
       expect(j.ios).toBeGreaterThan(100);
       expect(j.lat_ns).toEqual({ mean: 0, p50: 0, p99: 0, p999: 0, min: 0, max: 0 });
       const summary = summarize(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile);
@@ -248,8 +390,18 @@ describe('blkbench runs', () => {
   it('the summary names every figure', async () => {
     const r = await run(['--ramdisk', '4m', '--rw', 'write', '--bs', '64k', '--verify']);
     expect(r.code).toBe(0);
-    for (const w of ['iops', 'bandwidth', 'latency', 'p99.9', 'cpu', 'pool hits', 'fresh grants', 'backend maps', 'notifications per request',
-      '0 mismatched blocks']) {
+    for (const w of [
+      'iops',
+      'bandwidth',
+      'latency',
+      'p99.9',
+      'cpu',
+      'pool hits',
+      'fresh grants',
+      'backend maps',
+      'notifications per request',
+      '0 mismatched blocks',
+    ]) {
       expect(r.out, w).toContain(w);
     }
   });
@@ -363,15 +515,18 @@ describe('blkbench on a real Xen: the grant limit', () => {
   const device = (pool: number) => ({ stats: () => ({ pool: { size: pool } }) }) as unknown as Parameters<typeof grantRoom>[1];
 
   it('says which limit it found and what the pools took', () => {
-    expect(grantRoom(platform(1024, 508), device(508), { zeroCopy: false, iodepth: 32, bs: 1 << 20 }))
-      .toBe('grants: gntalloc limit 1024, 508 pages in the device\'s pools');
-    expect(grantRoom(platform(undefined, 0), device(0), { zeroCopy: true, iodepth: 4, bs: 4096 }))
-      .toBe('grants: gntalloc limit none, 0 pages in the device\'s pools, 4 for device buffers');
+    expect(grantRoom(platform(1024, 508), device(508), { zeroCopy: false, iodepth: 32, bs: 1 << 20 })).toBe(
+      "grants: gntalloc limit 1024, 508 pages in the device's pools",
+    );
+    expect(grantRoom(platform(undefined, 0), device(0), { zeroCopy: true, iodepth: 4, bs: 4096 })).toBe(
+      "grants: gntalloc limit none, 0 pages in the device's pools, 4 for device buffers",
+    );
   });
 
   it('refuses device buffers that cannot all be granted before the run, with the limit to ask for', () => {
-    expect(() => grantRoom(platform(1024, 508), device(508), { zeroCopy: true, iodepth: 32, bs: 1 << 20 }))
-      .toThrow(/--zero-copy: 32 device buffers of 1048576 bytes need 8192 grant pages, and only 516 of gntalloc's limit of 1024 are left .*echo 8700 > \/sys\/module\/xen_gntalloc\/parameters\/limit/);
+    expect(() => grantRoom(platform(1024, 508), device(508), { zeroCopy: true, iodepth: 32, bs: 1 << 20 })).toThrow(
+      /--zero-copy: 32 device buffers of 1048576 bytes need 8192 grant pages, and only 516 of gntalloc's limit of 1024 are left .*echo 8700 > \/sys\/module\/xen_gntalloc\/parameters\/limit/,
+    );
     // Exactly what is left is enough.
     expect(grantRoom(platform(1024, 508), device(508), { zeroCopy: true, iodepth: 2, bs: 258 * 4096 })).toContain('516 for device buffers');
   });
