@@ -103,7 +103,7 @@ export interface NegotiatedFeatures {
 
 export interface Negotiated {
   rings: RingSetup[];
-  info: Omit<BlockDeviceInfo, 'takenOver'>;
+  info: DiskInfo;
 }
 
 /** Ring keys (`ring-ref`, `ring-refN`) in a ring's directory that 2^order-page rings do not use. */
@@ -279,22 +279,21 @@ function backendValue(loc: DeviceLocation) {
   };
 }
 
+/** What the disk is, before this device knows whether it took the vbd over. */
+export type DiskInfo = Omit<BlockDeviceInfo, 'takenOver'>;
+
 /** blkfront_connect's reads: geometry and the features both ends agreed on; BLKIF_EPROTO for a value out of range. */
-export function readDiskInfo(
-  platform: XenPlatform,
-  loc: DeviceLocation,
-  wish: NegotiationWishes,
-  rings: { ringPages: number; queues: number },
-): Promise<Omit<BlockDeviceInfo, 'takenOver'>> {
+export function readDiskInfo(platform: XenPlatform, loc: DeviceLocation, wish: NegotiationWishes, rings: RingShape): Promise<DiskInfo> {
   return readDiskKeys(platform, loc, wish, rings).catch(backendValue(loc));
 }
 
-async function readDiskKeys(
-  platform: XenPlatform,
-  loc: DeviceLocation,
-  wish: NegotiationWishes,
-  rings: { ringPages: number; queues: number },
-): Promise<Omit<BlockDeviceInfo, 'takenOver'>> {
+/** The rings as negotiated. */
+interface RingShape {
+  ringPages: number;
+  queues: number;
+}
+
+async function readDiskKeys(platform: XenPlatform, loc: DeviceLocation, wish: NegotiationWishes, rings: RingShape): Promise<DiskInfo> {
   const xs = platform.xenstore;
   const be = loc.backend;
   const sectorsText = await xs.read(`${be}/${BlkifKey.sectors}`);

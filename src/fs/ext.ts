@@ -401,6 +401,19 @@ export class ExtFileSystem {
   }
 
   /**
+   * A stream's destroy: closes its descriptor (when it has one), then calls
+   * back with the stream's error, or the close's when `closeErrors` and the
+   * stream had none.
+   */
+  private closeOnDestroy(fd: number, path: string, err: Error | null, cb: (e: Error | null) => void, closeErrors: boolean): void {
+    if (fd < 0) return cb(err);
+    this.closeFd(fd, path).then(
+      () => cb(err),
+      (e: unknown) => cb(err ?? (closeErrors ? asError(e) : null)),
+    );
+  }
+
+  /**
    * A Readable of a file's bytes, read `chunkSize` at a time through a
    * descriptor (the descriptor is closed at the end, on error and on
    * destroy). Fails with FS_EIO if the file ends before its size says.
@@ -442,13 +455,9 @@ export class ExtFileSystem {
           .catch((err: unknown) => this.destroy(err as Error));
       },
       destroy(err, cb) {
-        if (fd < 0) return cb(err);
         const f = fd;
         fd = -1;
-        self.closeFd(f, p).then(
-          () => cb(err),
-          (e: unknown) => cb(err ?? (e as Error)),
-        );
+        self.closeOnDestroy(f, p, err, cb, true);
       },
     });
   }
@@ -491,13 +500,9 @@ export class ExtFileSystem {
         );
       },
       destroy(err, cb) {
-        if (fd < 0) return cb(err);
         const f = fd;
         fd = -1;
-        self.closeFd(f, p).then(
-          () => cb(err),
-          () => cb(err),
-        );
+        self.closeOnDestroy(f, p, err, cb, false);
       },
     });
   }

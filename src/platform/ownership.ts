@@ -39,6 +39,19 @@ export interface VbdOwnership {
   claim(key: string, name: string): Promise<VbdClaim>;
 }
 
+/** A claim whose `release` runs `drop` once, however often it is called. */
+export function claimOf(abandonedBy: number | null, drop: () => void): VbdClaim {
+  let held = true;
+  return {
+    abandonedBy,
+    release: () => {
+      if (!held) return;
+      held = false;
+      drop();
+    },
+  };
+}
+
 /** The refusal for a vbd someone else owns, as a user sees it. */
 export function busyError(key: string, name: string, owner: VbdOwner, where?: string): BlkifError {
   const disk = `vbd ${key} (${name})`;

@@ -27,7 +27,7 @@ import {
 import { basename, join } from 'node:path';
 import { PlatformError } from '../errors.js';
 import { errnoName, loadLibc, type Libc } from '../ffi/koffi.js';
-import { busyError, checkVbdKey, type VbdClaim, type VbdOwner, type VbdOwnership } from './ownership.js';
+import { busyError, checkVbdKey, claimOf, type VbdClaim, type VbdOwner, type VbdOwnership } from './ownership.js';
 
 /** Where the lock files live by default (Debian's /run/lock is a tmpfs with mode 1777). */
 export const DEFAULT_VBD_LOCK_DIR = '/run/lock/xen-blkfront';
@@ -137,20 +137,14 @@ export class HostVbdOwnership implements VbdOwnership {
       closeSync(fd);
       throw err;
     }
-    let held = true;
-    return {
-      abandonedBy,
-      release: () => {
-        if (!held) return;
-        held = false;
-        // Emptied first: a pid left in the file means its holder was killed.
-        try {
-          ftruncateSync(fd, 0);
-        } finally {
-          closeSync(fd); // drops the lock
-        }
-      },
-    };
+    // Emptied first: a pid left in the file means its holder was killed.
+    return claimOf(abandonedBy, () => {
+      try {
+        ftruncateSync(fd, 0);
+      } finally {
+        closeSync(fd); // drops the lock
+      }
+    });
   }
 
   /** Opens (creating) a lock file every local user may lock. */

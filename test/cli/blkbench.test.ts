@@ -17,6 +17,7 @@ import { Histogram } from '../../src/cli/blkbench/histogram.js';
 import { Workload, checkPattern, fillPattern } from '../../src/cli/blkbench/workload.js';
 import type { Report } from '../../src/cli/blkbench/report.js';
 import { grantRoom } from '../../src/cli/blkbench/targets.js';
+import { SWITCHES, VALUE_OPTIONS } from '../helpers/blkbench.js';
 import { describe as describeProfile, summarize, type CpuProfile } from '../../bench/cpuprofile.js';
 
 const CLI = fileURLToPath(new URL('../../dist/src/cli/blkbench/cli.js', import.meta.url));
@@ -186,24 +187,7 @@ describe('blkbench options', () => {
   });
 
   it('an option given last without its value is refused, not ignored', async () => {
-    for (const o of [
-      '--rw',
-      '--rwmixread',
-      '--bs',
-      '--iodepth',
-      '--queues',
-      '--size',
-      '--runtime',
-      '--number-ios',
-      '--ramp-time',
-      '--offset',
-      '--seed',
-      '--image',
-      '--ramdisk',
-      '--tmpdir',
-      '--vdev',
-      '--ring-pages',
-    ]) {
+    for (const o of VALUE_OPTIONS) {
       expect(await usageError(['--ramdisk', '4m', o].slice(o === '--ramdisk' ? 2 : 0))).toMatch(
         new RegExp(`Not enough arguments following: ${o.slice(2)}`),
       );
@@ -230,33 +214,7 @@ describe('blkbench options', () => {
     const r = await parseOptions(['--help']);
     expect(r.kind).toBe('text');
     const text = (r as { text: string }).text;
-    for (const o of [
-      '--rw',
-      '--rwmixread',
-      '--bs',
-      '--iodepth',
-      '--queues',
-      '--size',
-      '--runtime',
-      '--number-ios',
-      '--ramp-time',
-      '--offset',
-      '--seed',
-      '--image',
-      '--ramdisk',
-      '--tmpdir',
-      '--xen',
-      '--vdev',
-      '--persistent',
-      '--indirect',
-      '--pool',
-      '--ring-pages',
-      '--zero-copy',
-      '--verify',
-      '--baseline',
-      '--json',
-      '--progress',
-    ]) {
+    for (const o of [...VALUE_OPTIONS, ...SWITCHES]) {
       expect(text, o).toContain(o);
     }
     expect(text).toContain('Examples:');

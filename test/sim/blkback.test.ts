@@ -8,17 +8,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { XenbusState, switchState, waitForState } from '../../src/index.js';
 import { createSimHost, type SimBlkback, type SimDiskOptions, type SimHost } from '../../src/sim/index.js';
 import { FrontRing } from '../../src/blkfront/ring.js';
-import {
-  BLKIF_NATIVE_ABI,
-  BlkifOp,
-  BlkifRsp,
-  segmentOffset,
-  setDiscardRequest,
-  setIndirectGref,
-  setIndirectHeader,
-  setRequestHeader,
-  setSegment,
-} from '../../src/wire/blkif.js';
+import { BLKIF_NATIVE_ABI, BlkifOp, BlkifRsp } from '../../src/wire/blkif.js';
+import * as blkif from '../../src/wire/blkif.js';
 import type { EventChannel } from '../../src/evtchn/types.js';
 import type { SharedPages } from '../../src/gnttab/types.js';
 
@@ -84,15 +75,15 @@ async function rawFrontend(opts: SimDiskOptions = {}): Promise<Raw> {
 
 function rw(op: number, id: number, sector: number, segs: Array<[number, number, number]>): (v: DataView, off: number) => void {
   return (v, off) => {
-    setRequestHeader(abi, v, off, op, segs.length, 0, id, 0, sector);
-    segs.forEach(([gref, first, last], i) => setSegment(v, segmentOffset(abi, off, i), gref, first, last));
+    blkif.setRequestHeader(abi, v, off, op, segs.length, 0, id, 0, sector);
+    segs.forEach(([gref, first, last], i) => blkif.setSegment(v, blkif.segmentOffset(abi, off, i), gref, first, last));
   };
 }
 
 function indirect(indirectOp: number, id: number, nrSegments: number, grefs: number[]): (v: DataView, off: number) => void {
   return (v, off) => {
-    setIndirectHeader(abi, v, off, indirectOp, nrSegments, 0, id, 0, 0);
-    grefs.forEach((g, i) => setIndirectGref(abi, v, off, i, g));
+    blkif.setIndirectHeader(abi, v, off, indirectOp, nrSegments, 0, id, 0, 0);
+    grefs.forEach((g, i) => blkif.setIndirectGref(abi, v, off, i, g));
   };
 }
 
@@ -161,7 +152,7 @@ describe('simulated blkback: request validation', () => {
       ['indirect with 33 segments (max 32)', indirect(BlkifOp.Read, 12, 33, [good]), BlkifRsp.Error],
       ['indirect whose operation is a flush', indirect(BlkifOp.FlushDiskcache, 13, 1, [good]), BlkifRsp.Error],
       ['indirect pages behind a bad grant', indirect(BlkifOp.Read, 14, 2, [6000]), BlkifRsp.Error],
-      ['discard past the end', (v, off) => setDiscardRequest(abi, v, off, 0, 0, 15, 0, 2040, 16), BlkifRsp.Error],
+      ['discard past the end', (v, off) => blkif.setDiscardRequest(abi, v, off, 0, 0, 15, 0, 2040, 16), BlkifRsp.Error],
     ];
     for (const [what, fill, status] of bad) {
       const r = await send(fill);

@@ -5,7 +5,7 @@
  * one holder at a time, dropped when the process dies, with the pid of a
  * holder that was killed left for the next one to see.
  */
-import { busyError, checkVbdKey, type VbdClaim, type VbdOwner, type VbdOwnership } from '../../platform/ownership.js';
+import { busyError, checkVbdKey, claimOf, type VbdClaim, type VbdOwner, type VbdOwnership } from '../../platform/ownership.js';
 
 export class SimVbdOwners {
   private readonly kernel = new Map<string, string>();
@@ -46,15 +46,9 @@ export class SimVbdOwners {
         this.holders.set(key, pid);
         const abandonedBy = this.abandoned.get(key) ?? null;
         this.abandoned.delete(key);
-        let held = true;
-        return {
-          abandonedBy,
-          release: () => {
-            if (!held) return;
-            held = false;
-            if (this.holders.get(key) === pid) this.holders.delete(key);
-          },
-        };
+        return claimOf(abandonedBy, () => {
+          if (this.holders.get(key) === pid) this.holders.delete(key);
+        });
       },
     };
   }
