@@ -10,8 +10,8 @@ export type { XenstoredDaemon } from './xenstored/daemon.js';
 export { createMemoryPipe } from '../transport/memory.js';
 export type { MemoryPipeOptions } from '../transport/memory.js';
 
-export { createSimHost, attachSimHost } from './host/host.js';
-export type { SimHost, SimHostOptions, SimDom0, SimGrantCounters, SimGuestProcess } from './host/host.js';
+export { createSimHost, attachSimHost } from './machine.js';
+export type { SimHost, SimHostOptions, SimDom0, SimGrantCounters, SimGuestProcess } from './machine.js';
 export { SimVbdOwners } from './host/ownership.js';
 export { SimHypervisor, Counter as SimCounter } from './host/hypervisor.js';
 export type { SimHostHandle, SimDomainHandle, DomainOptions } from './host/hypervisor.js';

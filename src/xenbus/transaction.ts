@@ -1,7 +1,6 @@
 import { XenstoreError, isXenError } from '../errors.js';
-import type { TransactionOptions } from './types.js';
+import type { TransactionOptions, XsClientPort } from './types.js';
 import { XsType, joinPayload } from '../wire/xs_wire.js';
-import type { XenstoreClient } from './client.js';
 import { XsOps, expectOk, type RequestOptions } from './ops.js';
 
 /** A transaction: the same operations, run on a snapshot until {@link end}. */
@@ -9,7 +8,7 @@ export class Transaction extends XsOps {
   private ended = false;
 
   constructor(
-    private readonly client: XenstoreClient,
+    private readonly client: XsClientPort,
     readonly id: number,
   ) {
     super();

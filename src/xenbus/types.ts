@@ -3,6 +3,7 @@
  * and of a transaction, watch events, and its counters.
  */
 import type { RequestOptions } from './ops.js';
+import type { XenstoreError } from '../errors.js';
 
 /** A watch event: the path that changed (relative if the watch was) and the watch's token. */
 export interface WatchEvent {
@@ -56,4 +57,16 @@ export interface XenstoreClientStats {
   unmatchedWatchEvents: number;
   bytesWritten: number;
   bytesRead: number;
+}
+
+/**
+ * What a transaction and a watch need of the client that made them: one
+ * request, a watch's removal, and word of the connection closing. (They
+ * take this, not the client itself, so nothing imports back up.)
+ */
+export interface XsClientPort {
+  request(type: number, txId: number, payload: Uint8Array, path?: string, opts?: RequestOptions): Promise<Uint8Array>;
+  watch(path: string, callback: WatchCallback, opts?: WatchOptions): Promise<{ unwatch(opts?: RequestOptions): Promise<void> }>;
+  unwatchToken(path: string, token: string, opts?: RequestOptions): Promise<void>;
+  onClose(listener: (err: XenstoreError) => void): () => void;
 }

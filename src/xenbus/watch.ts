@@ -4,12 +4,12 @@
  */
 import { asError } from '../errors.js';
 import type { RequestOptions } from './ops.js';
-import type { WatchEvent, XenstoreClient } from './client.js';
+import type { WatchEvent, XsClientPort } from './types.js';
 
 /** A registered watch. */
 export class Watch {
   constructor(
-    private readonly client: XenstoreClient,
+    private readonly client: XsClientPort,
     readonly path: string,
     readonly token: string,
   ) {}
@@ -20,19 +20,19 @@ export class Watch {
   }
 }
 
-/** A watch read with `for await`. See {@link XenstoreClient.watchEvents}. */
+/** A watch read with `for await` (what `XenstoreClient.watchEvents` returns). */
 export class WatchIterator implements AsyncIterableIterator<WatchEvent> {
   /** Resolves once the watch is registered (rejects if it could not be). */
   readonly ready: Promise<void>;
   private readonly queue: WatchEvent[] = [];
   private readonly queued = new Set<string>();
   private waiter: { resolve(r: IteratorResult<WatchEvent>): void; reject(e: unknown): void } | null = null;
-  private watch: Watch | null = null;
+  private watch: { unwatch(opts?: RequestOptions): Promise<void> } | null = null;
   private error: unknown = null;
   private done = false;
   private stopListening = (): void => undefined;
 
-  constructor(client: XenstoreClient, path: string, opts: RequestOptions) {
+  constructor(client: XsClientPort, path: string, opts: RequestOptions) {
     this.ready = client
       .watch(path, (e) => this.push(e), { ...opts, group: `iterator:${path}` })
       .then(

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createSimHost, type SimHost } from '../../src/sim/host/host.js';
+import { createSimHost, type SimHost } from '../../src/sim/machine.js';
 import type { XenPlatform } from '../../src/platform/types.js';
 import { GNTTAB_RESERVED_XENSTORE, GTF_permit_access, decodeGrantEntryV1 } from '../../src/wire/grant_table.js';
 import { XsRingOffset } from '../../src/wire/xs_wire.js';

@@ -5,18 +5,18 @@
  * The guest reaches xenstore over the shared ring, as a unikernel does.
  * Backends run in dom0, on this thread or in workers given {@link SimHost.handle}.
  */
-import { XenstoreClient } from '../../xenbus/client.js';
-import { PlatformError } from '../../errors.js';
-import { GNTTAB_RESERVED_XENSTORE } from '../../wire/grant_table.js';
-import type { XenPlatform } from '../../platform/types.js';
-import { SimXenstored, type SimXenstoredOptions } from '../xenstored/server.js';
-import { Counter, SimHypervisor, type SimHostHandle } from './hypervisor.js';
-import { SimEventChannels } from './evtchn.js';
-import { SimGrantMapper, SimGrantSharer } from './grants.js';
-import { linkXenstoreRing, type XenstoreRingLink } from './xenstore_ring.js';
-import { SimBlkback, type SimDiskOptions } from '../blkback/backend.js';
-import { resumablePlatform } from '../../platform/resumable.js';
-import { SimVbdOwners } from './ownership.js';
+import { XenstoreClient } from '../xenbus/client.js';
+import { PlatformError } from '../errors.js';
+import { GNTTAB_RESERVED_XENSTORE } from '../wire/grant_table.js';
+import type { XenPlatform } from '../platform/types.js';
+import { SimXenstored, type SimXenstoredOptions } from './xenstored/server.js';
+import { Counter, SimHypervisor, type SimHostHandle } from './host/hypervisor.js';
+import { SimEventChannels } from './host/evtchn.js';
+import { SimGrantMapper, SimGrantSharer } from './host/grants.js';
+import { linkXenstoreRing, type XenstoreRingLink } from './host/xenstore_ring.js';
+import { SimBlkback, type SimDiskOptions } from './blkback/backend.js';
+import { resumablePlatform } from '../platform/resumable.js';
+import { SimVbdOwners } from './host/ownership.js';
 
 /**
  * Another process of the guest: its own xenstore connection and vbd

@@ -1,0 +1,129 @@
+/**
+ * A read cache in front of a disk, as a kernel's page cache works for a
+ * reader that asks for one small block at a time and awaits each: a small
+ * read fetches the whole window around it and keeps it (the least recently
+ * used dropped past `cacheBytes`), and a read that continues the previous
+ * one keeps the next `ahead` windows coming (readahead), so a large file
+ * streams at the ring's depth rather than one block per round trip. Writes
+ * go through at once and drop every window they touch, fetches under way
+ * included, so a read after a write sees the write. Any byte range may be
+ * asked for: the sectors around it are read whole (disk/range.ts).
+ */
+import type { BlockTarget } from '../blkfront/target.js';
+import { readRangeInto, writeRange } from './range.js';
+
+export interface CacheOptions {
+  /** Window in bytes, rounded up to whole sectors (default 256 KiB; 0: no cache, every read goes to the disk). */
+  window?: number;
+  /** Windows fetched ahead of a sequential reader (default 4). */
+  ahead?: number;
+  /** Bytes of windows kept (default 16 MiB). */
+  cacheBytes?: number;
+}
+
+export interface CacheStats {
+  /** Reads answered wholly from windows already there (or on their way). */
+  hits: number;
+  /** Windows fetched from the disk. */
+  windows: number;
+}
+
+interface Window {
+  buf: Uint8Array;
+  ready: Promise<Uint8Array>;
+}
+
+export class CachedTarget {
+  /** Window size in bytes (0: no cache). */
+  readonly window: number;
+  private readonly ahead: number;
+  /** Windows kept (least recently used dropped first). */
+  private readonly kept: number;
+  /** By window index; Map order is the LRU order (most recent last). */
+  private readonly cache = new Map<number, Window>();
+  private lastEnd = -1;
+  readonly stats: CacheStats = { hits: 0, windows: 0 };
+
+  constructor(
+    readonly target: BlockTarget,
+    opts: CacheOptions = {},
+  ) {
+    const ss = target.sectorSize;
+    const w = opts.window ?? 256 << 10;
+    this.window = w <= 0 ? 0 : Math.ceil(w / ss) * ss;
+    this.ahead = opts.ahead ?? 4;
+    this.kept = Math.max(1, Math.ceil((opts.cacheBytes ?? 16 << 20) / Math.max(this.window, 1)));
+  }
+
+  /** Windows held now (fetched or on their way). */
+  get size(): number {
+    return this.cache.size;
+  }
+
+  /** Reads `dst.byteLength` bytes at `offset`: through windows when smaller than one, else straight from the disk. */
+  async readRange(offset: number, dst: Uint8Array): Promise<void> {
+    const length = dst.byteLength;
+    const sequential = offset === this.lastEnd;
+    this.lastEnd = offset + length;
+    if (this.window === 0 || length >= this.window) {
+      await readRangeInto(this.target, offset, dst);
+      return;
+    }
+    const W = this.window;
+    const first = Math.floor(offset / W);
+    const last = Math.floor((offset + length - 1) / W);
+    let hit = true;
+    for (let i = first; i <= last; i++) {
+      if (!this.cache.has(i)) hit = false;
+      const buf = await this.fetch(i).ready;
+      const from = Math.max(offset, i * W);
+      const to = Math.min(offset + length, i * W + buf.length);
+      dst.set(buf.subarray(from - i * W, to - i * W), from - offset);
+    }
+    if (hit) this.stats.hits++;
+    if (sequential) {
+      const lastWindow = Math.ceil(this.target.size / W) - 1;
+      for (let i = last + 1; i <= Math.min(last + this.ahead, lastWindow); i++) this.fetch(i);
+    }
+  }
+
+  /** Writes `src` at `offset` through to the disk, and drops the windows it touches. */
+  async writeRange(offset: number, src: Uint8Array): Promise<void> {
+    try {
+      await writeRange(this.target, offset, src);
+    } finally {
+      this.drop(offset, src.byteLength);
+    }
+  }
+
+  /** Forgets the windows over `offset`..`offset+length` (fetches under way included). */
+  drop(offset: number, length: number): void {
+    if (this.window === 0 || length <= 0) return;
+    const first = Math.floor(offset / this.window);
+    const last = Math.floor((offset + length - 1) / this.window);
+    for (let i = first; i <= last; i++) this.cache.delete(i);
+  }
+
+  private fetch(idx: number): Window {
+    let w = this.cache.get(idx);
+    if (w !== undefined) {
+      this.cache.delete(idx);
+      this.cache.set(idx, w);
+      return w;
+    }
+    const at = idx * this.window;
+    const buf = new Uint8Array(Math.min(this.window, this.target.size - at));
+    const ready = this.target.readInto(at, buf).then(() => buf);
+    w = { buf, ready };
+    this.stats.windows++;
+    this.cache.set(idx, w);
+    // A failed fetch is not kept: the next read asks the disk again.
+    ready.catch(() => {
+      if (this.cache.get(idx) === w) this.cache.delete(idx);
+    });
+    // Room for the windows being read and those fetched ahead, whatever the budget.
+    const max = Math.max(this.ahead * 2 + 2, this.kept);
+    while (this.cache.size > max) this.cache.delete(this.cache.keys().next().value!);
+    return w;
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The read cache in front of a disk (src/disk/cached.ts), at every window
+ * edge: reads that start, end or straddle a window boundary by a byte or a
+ * sector return exactly the disk's bytes; a second read of a cached window
+ * costs no disk read; a write at any edge is seen by the next read (the
+ * windows it touches are dropped); a sequential reader gets the next
+ * windows fetched ahead; the number of windows kept stays within its
+ * budget; a failed fetch is not kept.
+ */
+import { describe, expect, it } from 'vitest';
+import { CachedTarget } from '../../src/disk/cached.js';
+import { MemoryTarget } from '../helpers/images.js';
+
+function filled(size: number, seed: number): Uint8Array {
+  const b = new Uint8Array(size);
+  for (let i = 0; i < size; i++) b[i] = (i * 13 + seed * 101 + (i >> 9)) & 0xff;
+  return b;
+}
+
+/** A memory disk that counts the reads it serves and can be made to fail. */
+class CountingTarget extends MemoryTarget {
+  reads: Array<{ offset: number; length: number }> = [];
+  failNext = false;
+  override async readInto(offset: number, dst: Uint8Array): Promise<void> {
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error('injected read failure');
+    }
+    this.reads.push({ offset, length: dst.byteLength });
+    return super.readInto(offset, dst);
+  }
+}
+
+describe.each([512, 4096])('a cache over %i-byte sectors', (ss) => {
+  const W = 4 * ss; // the window
+  const size = 16 * W;
+  const edges: number[] = [];
+  for (let k = 1; k <= 3; k++) for (const d of [-ss - 1, -ss, -1, 0, 1, ss, ss + 1]) edges.push(k * W + d);
+  const lengths = [1, ss - 1, ss, ss + 1, W - 1];
+
+  it(`every read around the first window edges (${edges.length} starts × ${lengths.length} lengths) returns the disk's bytes`, async () => {
+    const disk = new CountingTarget(filled(size, 1), ss);
+    const c = new CachedTarget(disk, { window: W, ahead: 0 });
+    for (const off of edges) {
+      for (const len of lengths) {
+        const dst = new Uint8Array(len);
+        await c.readRange(off, dst);
+        expect(Buffer.compare(dst, disk.bytes.subarray(off, off + len)), `${off}+${len}`).toBe(0);
+      }
+    }
+    // Every read went to the disk as whole windows.
+    for (const r of disk.reads) expect([r.offset % W, r.length]).toEqual([0, W]);
+  });
+
+  it('a cached window is read from the disk once; a read as large as a window goes straight to it', async () => {
+    const disk = new CountingTarget(filled(size, 2), ss);
+    const c = new CachedTarget(disk, { window: W, ahead: 0 });
+    await c.readRange(W - 1, new Uint8Array(2)); // straddles windows 0 and 1
+    expect(disk.reads).toEqual([
+      { offset: 0, length: W },
+      { offset: W, length: W },
+    ]);
+    await c.readRange(5, new Uint8Array(10));
+    await c.readRange(W + 7, new Uint8Array(ss));
+    expect(disk.reads.length).toBe(2);
+    expect(c.stats).toEqual({ hits: 2, windows: 2 });
+    const big = new Uint8Array(W);
+    await c.readRange(3 * W, big);
+    expect(disk.reads.at(-1)).toEqual({ offset: 3 * W, length: W });
+    expect(c.stats.windows).toBe(2);
+  });
+
+  it('a write at any window edge is seen by the next read', async () => {
+    for (const off of edges) {
+      for (const len of [1, ss + 1, 2 * W]) {
+        const disk = new CountingTarget(filled(size, 3), ss);
+        const c = new CachedTarget(disk, { window: W, ahead: 0 });
+        const probe = new Uint8Array(3 * W);
+        await c.readRange(off - W > 0 ? off - W : 0, probe.subarray(0, W - 1)); // fill the cache around it
+        await c.readRange(off, probe.subarray(0, Math.min(W - 1, size - off)));
+        const data = filled(len, 9);
+        await c.writeRange(off, data);
+        const back = new Uint8Array(len);
+        // Read back in window-sized-or-smaller pieces, through the cache.
+        for (let at = 0; at < len; at += W - 1) await c.readRange(off + at, back.subarray(at, Math.min(len, at + W - 1)));
+        expect(Buffer.compare(back, data), `${off}+${len}`).toBe(0);
+      }
+    }
+  });
+
+  it('a sequential reader gets the next windows fetched ahead, within the budget', async () => {
+    const disk = new CountingTarget(filled(size, 4), ss);
+    const c = new CachedTarget(disk, { window: W, ahead: 3, cacheBytes: 4 * W });
+    const dst = new Uint8Array(ss);
+    await c.readRange(0, dst);
+    expect(disk.reads.length).toBe(1); // the first read is not known to be sequential
+    await c.readRange(ss, dst); // continues it: windows 1, 2, 3 are asked for
+    expect(disk.reads.map((r) => r.offset / W)).toEqual([0, 1, 2, 3]);
+    for (let at = 2 * ss; at < size; at += ss) await c.readRange(at, dst);
+    // Windows kept: at most max(2 × ahead + 2, budget) = 8.
+    expect(c.size).toBeLessThanOrEqual(8);
+    // Every window was fetched exactly once.
+    expect(disk.reads.map((r) => r.offset / W)).toEqual(Array.from({ length: 16 }, (_, i) => i));
+  });
+
+  it('a failed fetch fails its read and is not kept', async () => {
+    const disk = new CountingTarget(filled(size, 5), ss);
+    const c = new CachedTarget(disk, { window: W, ahead: 0 });
+    disk.failNext = true;
+    await expect(c.readRange(10, new Uint8Array(4))).rejects.toThrow('injected read failure');
+    const dst = new Uint8Array(4);
+    await c.readRange(10, dst);
+    expect(Buffer.compare(dst, disk.bytes.subarray(10, 14))).toBe(0);
+  });
+});
