@@ -27,7 +27,7 @@ export type {
 
 export { openBlockDevice, BlockDevice } from './blkfront/device.js';
 export type { BlockDeviceEvents, BlockDeviceOptions, BlockDeviceStats } from './blkfront/options.js';
-export type { BlockDeviceInfo, NegotiatedFeatures, TakeOver } from './blkfront/negotiate.js';
+export type { BlockDeviceInfo, NegotiatedFeatures, TakeOver } from './blkfront/types.js';
 export { listBlockDevices, watchBlockDevices, BlockDeviceWatcher, vdevName } from './blkfront/enumerate.js';
 export type { BlockDeviceSummary, BlockDeviceEvent } from './blkfront/enumerate.js';
 
@@ -36,8 +36,11 @@ export { createReadStream, createWriteStream } from './disk/stream.js';
 export type { BlockReadStreamOptions, BlockWriteStreamOptions } from './disk/stream.js';
 export { readPartitionTable, openPartition, Partition } from './disk/partitions.js';
 export type { PartitionTable, PartitionEntry } from './disk/partitions.js';
-export { mountExt, probeExt, ExtFileSystem } from './fs/ext.js';
-export type { MountOptions, FileStat, DirEntry, FsUsage } from './fs/ext.js';
+export { mountExt, ExtFileSystem } from './fs/ext.js';
+export type { MountOptions } from './fs/ext.js';
+export { probeExt } from './fs/superblock.js';
+export type { FsUsage } from './fs/superblock.js';
+export type { FileStat, DirEntry } from './fs/types.js';
 export type { AdapterOptions, AdapterStats } from './fs/adapter.js';
 
 export { XenstoreClient } from './xenbus/client.js';

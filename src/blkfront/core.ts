@@ -29,24 +29,12 @@ import { BlkQueue, addQueueStats, zeroQueueStats } from './queue.js';
 import { DeviceBuffers } from './buffers.js';
 import type { IoOp } from './request.js';
 import { grantBudget, makePool, segmentCap, sumPoolStats } from './budget.js';
-import { CLOSED, CONNECTED, refusal, type DeviceState } from './state.js';
+import { CLOSED, CONNECTED, refusal, routeFor, type DeviceState } from './state.js';
 import { Submitter, type CallKind } from './submit.js';
-import {
-  backendEngaged,
-  closeHandshake,
-  locateDevice,
-  readDiskInfo,
-  resetFrontend,
-  takeOver,
-  talkToBackend,
-  waitForBackend,
-  withoutFeature,
-  type BlockDeviceInfo,
-  type DeviceLocation,
-  type Negotiated,
-  type RingSetup,
-  type TakeOver,
-} from './negotiate.js';
+import { locateDevice, talkToBackend, waitForBackend, withoutFeature } from './negotiate.js';
+import { readDiskInfo } from './disk_info.js';
+import { backendEngaged, closeHandshake, resetFrontend, takeOver } from './frontend_state.js';
+import type { BlockDeviceInfo, DeviceLocation, Negotiated, RingSetup, TakeOver } from './types.js';
 import { vdevName } from './enumerate.js';
 import type { VbdClaim } from '../platform/ownership.js';
 import { resolveOptions, type BlockDeviceEvents, type BlockDeviceOptions, type BlockDeviceStats, type DeviceSettings } from './options.js';
@@ -164,24 +152,8 @@ export class DeviceCore {
   private setState(s: DeviceState): void {
     if (this.stateNow.kind === 'closing' && s.kind !== 'closed' && s.kind !== 'closing') this.stateNow = { kind: 'closing', from: s };
     else this.stateNow = s;
-    switch (s.kind) {
-      case 'connected':
-        this.submitter.follow({ kind: 'send' });
-        break;
-      case 'reconnecting':
-        this.submitter.follow({ kind: 'hold', held: s.held });
-        break;
-      case 'broken':
-      case 'gone':
-        this.submitter.follow({ kind: 'refuse', error: s.error });
-        break;
-      case 'closed':
-        this.submitter.follow({ kind: 'refuse', error: refusal(s, this.loc.vdev)! });
-        break;
-      case 'closing':
-        // What is in flight drains (or stays held) where it is; new calls are refused above.
-        break;
-    }
+    const route = routeFor(s, this.loc.vdev);
+    if (route !== null) this.submitter.follow(route);
   }
 
   /** A checked call, down to the submitter. */

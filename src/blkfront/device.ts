@@ -9,7 +9,7 @@ import { BlkifError } from '../errors.js';
 import { BLKIF_DISCARD_SECURE, BlkifOp } from '../wire/blkif.js';
 import { DeviceCore } from './core.js';
 import { CallKind } from './submit.js';
-import type { BlockDeviceInfo } from './negotiate.js';
+import type { BlockDeviceInfo } from './types.js';
 import type { BlockDeviceEvents, BlockDeviceOptions, BlockDeviceStats } from './options.js';
 import type { BlockTarget } from './target.js';
 

@@ -3,9 +3,9 @@
  * device reports back in `stats()`.
  */
 import { BlkifError } from '../errors.js';
-import type { BlockDeviceInfo } from './negotiate.js';
+import type { BlockDeviceInfo } from './types.js';
 import type { XenPlatform } from '../platform/types.js';
-import type { NegotiationWishes } from './negotiate.js';
+import type { NegotiationWishes } from './types.js';
 
 export interface BlockDeviceOptions {
   /** The Xen platform: `openXenPlatform()` on a real guest, or a simulated host's `guest`. */

@@ -12,6 +12,14 @@
 import { BlkifError } from '../errors.js';
 import type { IoOp } from './request.js';
 
+/**
+ * Where the submitter sends pieces: to the queues; held while the rings are
+ * down (they go out after the replay); or failed with the error that ended
+ * the device.
+ */
+export type Route =
+  { readonly kind: 'send' } | { readonly kind: 'hold'; readonly held: IoOp[] } | { readonly kind: 'refuse'; readonly error: BlkifError };
+
 export type DeviceState =
   | { readonly kind: 'connected' }
   /** The rings are down; new calls wait in `held` and go out after the replay. */
@@ -39,5 +47,26 @@ export function refusal(state: DeviceState, vdev: number): BlkifError | null {
     case 'closing':
     case 'closed':
       return new BlkifError('BLKIF_CLOSED', `block device ${vdev} is closed`);
+  }
+}
+
+/**
+ * Where pieces go in `state`: to the queues, held for the replay, or failed
+ * with the state's error. Null while closing: what is in flight drains (or
+ * stays held) where it is, and new calls are refused before they get here.
+ */
+export function routeFor(state: DeviceState, vdev: number): Route | null {
+  switch (state.kind) {
+    case 'connected':
+      return { kind: 'send' };
+    case 'reconnecting':
+      return { kind: 'hold', held: state.held };
+    case 'broken':
+    case 'gone':
+      return { kind: 'refuse', error: state.error };
+    case 'closed':
+      return { kind: 'refuse', error: refusal(state, vdev)! };
+    case 'closing':
+      return null;
   }
 }

@@ -12,8 +12,10 @@ import { BLKIF_SECTOR_SIZE, BlkifOp, SECTORS_PER_PAGE } from '../wire/blkif.js';
 import { PAGE_SIZE } from '../wire/page.js';
 import type { DeviceBuffers } from './buffers.js';
 import type { BlkQueue, QueueHooks } from './queue.js';
-import { offers, type NegotiatedFeatures } from './negotiate.js';
+import { offers } from './negotiate.js';
+import type { NegotiatedFeatures } from './types.js';
 import { Completion, IoOp, opName } from './request.js';
+import type { Route } from './state.js';
 
 /** Call kinds, as Completion.kind; CALL_KINDS names their counters. */
 export const CallKind = { read: 0, write: 1, flush: 2, discard: 3 } as const;
@@ -34,13 +36,6 @@ export interface CallCounts {
   bytesRead: number;
   bytesWritten: number;
 }
-
-/**
- * Where pieces go: to the queues; held while the rings are down (they go
- * out after the replay); or failed with the error that ended the device.
- */
-export type Route =
-  { readonly kind: 'send' } | { readonly kind: 'hold'; readonly held: IoOp[] } | { readonly kind: 'refuse'; readonly error: BlkifError };
 
 /**
  * The queue a piece goes to: with persistent grants, a device buffer's own

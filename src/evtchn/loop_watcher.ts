@@ -11,6 +11,7 @@
  * compatibility. Where it is missing, open() returns null and the caller
  * falls back to a poll on a worker thread.
  */
+import { PlatformError } from '../errors.js';
 import { Socket } from 'node:net';
 
 interface PipeWrap {
@@ -76,7 +77,7 @@ export class LoopWatcher {
     socket.on('end', () => {
       if (w.closed) return;
       w.close();
-      onError(new Error('the event-channel device reported end of file'));
+      onError(new PlatformError('XEN_ESYS', 'the event-channel device reported end of file'));
     });
     socket.resume();
     return w;

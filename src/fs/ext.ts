@@ -15,25 +15,12 @@
  * - its `FileHandle.close` does not wait; descriptors are closed here with
  *   the descriptor call, awaited.
  */
-import { ext2fs, type Ext2Fs, type Ext2Promises, type Ext2Stats } from './ext2fs.js';
+import { ext2fs, type Ext2Fs, type Ext2Promises } from './ext2fs.js';
 import { Readable, Writable } from 'node:stream';
-import { FsError, asError, isXenError, type FsErrorCode } from '../errors.js';
+import { FsError, asError, isXenError } from '../errors.js';
 import type { BlockTarget } from '../blkfront/target.js';
-import { readRangeInto } from '../disk/range.js';
-import {
-  EXT2_SUPER_MAGIC,
-  EXT3_FEATURE_COMPAT_HAS_JOURNAL,
-  EXT3_FEATURE_INCOMPAT_EXTENTS,
-  EXT4_FEATURE_INCOMPAT_64BIT,
-  EXT4_FEATURE_INCOMPAT_FLEX_BG,
-  EXT4_FEATURE_RO_COMPAT_DIR_NLINK,
-  EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE,
-  EXT4_FEATURE_RO_COMPAT_GDT_CSUM,
-  EXT4_FEATURE_RO_COMPAT_HUGE_FILE,
-  EXT_SUPERBLOCK_OFFSET,
-  EXT_SUPERBLOCK_SIZE,
-  ExtSuperOffset as O,
-} from '../wire/ext_superblock.js';
+import { readSuperblock, usageOf, type FsUsage } from './superblock.js';
+import { ERRNO, normalize, statOf, subject, type DirEntry, type FileStat } from './types.js';
 import { SerialQueue } from '../util/serial.js';
 import { DiskAdapter, type AdapterOptions, type AdapterStats } from './adapter.js';
 
@@ -45,115 +32,6 @@ const CHUNK = 1 << 20;
 export interface MountOptions extends AdapterOptions {
   /** Refuse every change (FS_EROFS); forced on a read-only disk. */
   readOnly?: boolean;
-}
-
-/** What {@link ExtFileSystem.stat} reports. */
-export interface FileStat {
-  readonly type: 'file' | 'directory' | 'symlink' | 'other';
-  readonly size: number;
-  /** Permission bits and type, as st_mode. */
-  readonly mode: number;
-  readonly uid: number;
-  readonly gid: number;
-  readonly links: number;
-  readonly ino: number;
-  /** 512-byte blocks allocated (less than size / 512 for a sparse file). */
-  readonly blocks: number;
-  readonly mtime: Date;
-}
-
-/** A directory entry with its stat. */
-export interface DirEntry extends FileStat {
-  readonly name: string;
-}
-
-/** The superblock's account of space (as of the last flush of the metadata). */
-export interface FsUsage {
-  readonly blockSize: number;
-  readonly blocks: number;
-  readonly freeBlocks: number;
-  readonly inodes: number;
-  readonly freeInodes: number;
-  readonly label: string;
-  readonly uuid: string;
-  /** "ext2", "ext3" or "ext4", from the feature flags. */
-  readonly kind: string;
-}
-
-/** The library's errno names: the code each becomes, and the words for it. */
-const ERRNO: Record<string, readonly [FsErrorCode, string]> = {
-  ENOENT: ['FS_ENOENT', 'no such file or directory'],
-  EEXIST: ['FS_EEXIST', 'already exists'],
-  ENOTDIR: ['FS_ENOTDIR', 'not a directory'],
-  EISDIR: ['FS_EISDIR', 'is a directory'],
-  ENOTEMPTY: ['FS_ENOTEMPTY', 'directory not empty'],
-  EINVAL: ['FS_EINVAL', 'EINVAL'],
-  EROFS: ['FS_EROFS', 'EROFS'],
-};
-
-/** What an error message is about: the operation, and its path when there is one. */
-const subject = (what: string, path: string | undefined): string => (path === undefined ? what : `${what} ${path}`);
-
-function normalize(path: string): string {
-  if (typeof path !== 'string' || path.includes('\0')) throw new FsError('FS_EINVAL', `bad path ${JSON.stringify(path)}`);
-  const parts: string[] = [];
-  for (const p of path.split('/')) {
-    if (p === '' || p === '.') continue;
-    if (p === '..') parts.pop();
-    else parts.push(p);
-  }
-  return '/' + parts.join('/');
-}
-
-function statOf(s: Ext2Stats): FileStat {
-  const fmt = s.mode & 0o170000;
-  const type = fmt === 0o100000 ? 'file' : fmt === 0o040000 ? 'directory' : fmt === 0o120000 ? 'symlink' : 'other';
-  // The library reports sizes as signed 32-bit numbers: a file of 2 GiB or more would look negative.
-  const size = s.size < 0 ? s.size + 2 ** 32 : s.size;
-  return { type, size, mode: s.mode, uid: s.uid, gid: s.gid, links: s.nlink, ino: s.ino, blocks: s.blocks, mtime: s.mtime };
-}
-
-/** Reads the ext superblock of `target`, or null when there is none. */
-async function readSuperblock(target: BlockTarget): Promise<DataView | null> {
-  if (target.size < EXT_SUPERBLOCK_OFFSET + EXT_SUPERBLOCK_SIZE) return null;
-  const buf = new Uint8Array(EXT_SUPERBLOCK_SIZE);
-  await readRangeInto(target, EXT_SUPERBLOCK_OFFSET, buf);
-  const sb = new DataView(buf.buffer);
-  return sb.getUint16(O.magic, true) === EXT2_SUPER_MAGIC ? sb : null;
-}
-
-function usageOf(sb: DataView): FsUsage {
-  const lo = (o: number): number => sb.getUint32(o, true);
-  const incompat = lo(O.featureIncompat);
-  const is64 = (incompat & EXT4_FEATURE_INCOMPAT_64BIT) !== 0;
-  const hi = (o: number): number => (is64 ? sb.getUint32(o, true) * 2 ** 32 : 0);
-  const bytes = new Uint8Array(sb.buffer, sb.byteOffset, EXT_SUPERBLOCK_SIZE);
-  const label = Buffer.from(bytes.subarray(O.volumeName, O.volumeName + 16))
-    .toString('latin1')
-    .replace(/\0.*$/s, '');
-  const u = Buffer.from(bytes.subarray(O.uuid, O.uuid + 16)).toString('hex');
-  const ext4Incompat = EXT3_FEATURE_INCOMPAT_EXTENTS | EXT4_FEATURE_INCOMPAT_64BIT | EXT4_FEATURE_INCOMPAT_FLEX_BG;
-  const ext4RoCompat =
-    EXT4_FEATURE_RO_COMPAT_HUGE_FILE |
-    EXT4_FEATURE_RO_COMPAT_GDT_CSUM |
-    EXT4_FEATURE_RO_COMPAT_DIR_NLINK |
-    EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE;
-  const kind =
-    (incompat & ext4Incompat) !== 0 || (lo(O.featureRoCompat) & ext4RoCompat) !== 0
-      ? 'ext4'
-      : (lo(O.featureCompat) & EXT3_FEATURE_COMPAT_HAS_JOURNAL) !== 0
-        ? 'ext3'
-        : 'ext2';
-  return {
-    blockSize: 1024 << lo(O.logBlockSize),
-    blocks: lo(O.blocksCount) + hi(O.blocksCountHi),
-    freeBlocks: lo(O.freeBlocksCount) + hi(O.freeBlocksHi),
-    inodes: lo(O.inodesCount),
-    freeInodes: lo(O.freeInodesCount),
-    label,
-    uuid: `${u.slice(0, 8)}-${u.slice(8, 12)}-${u.slice(12, 16)}-${u.slice(16, 20)}-${u.slice(20)}`,
-    kind,
-  };
 }
 
 /**
@@ -535,11 +413,4 @@ export class ExtFileSystem {
       throw this.wrap(err, 'unmount (flush)', undefined);
     });
   }
-}
-
-/** Reads the superblock of `target` without mounting: its usage, or FS_ENOFS. */
-export async function probeExt(target: BlockTarget): Promise<FsUsage> {
-  const sb = await readSuperblock(target);
-  if (sb === null) throw new FsError('FS_ENOFS', 'no ext2/3/4 file system found (no superblock magic at byte 1080)');
-  return usageOf(sb);
 }

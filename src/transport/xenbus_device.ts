@@ -105,7 +105,7 @@ export class XenbusDeviceStream implements MessageStream {
   /** One {@link DeviceIo} per open file of the same device (at least one). */
   constructor(io: DeviceIo | readonly DeviceIo[]) {
     const ios = Array.isArray(io) ? io : [io as DeviceIo];
-    if (ios.length === 0) throw new RangeError('XenbusDeviceStream needs at least one file');
+    if (ios.length === 0) throw new XenstoreError('XS_EINVAL', 'XenbusDeviceStream needs at least one file');
     this.lanes = ios.map((d: DeviceIo, index): Lane => ({
       io: d,
       index,

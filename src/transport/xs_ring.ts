@@ -71,7 +71,7 @@ export class XsRingStream implements ByteStream {
     readonly side: XsRingSide,
   ) {
     if ((page.byteOffset & 3) !== 0 || page.byteLength < XsRingOffset.error + 4) {
-      throw new RangeError('xenstore ring page must be 4-byte aligned and hold struct xenstore_domain_interface');
+      throw new XenstoreError('XS_EINVAL', 'xenstore ring page must be 4-byte aligned and hold struct xenstore_domain_interface');
     }
     this.ring = page;
     this.idx = new Int32Array(page.buffer, page.byteOffset + XsRingOffset.reqCons, 7);

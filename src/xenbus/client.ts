@@ -33,11 +33,11 @@ import { XsOps, expectOk, type RequestOptions } from './ops.js';
 import type { ByteStream } from '../transport/byte_stream.js';
 import { isMessageStream, type MessageStream } from '../transport/message_stream.js';
 import { FramedStream } from '../transport/framed.js';
-import type { TransactionOptions, WatchCallback, WatchEvent, WatchOptions, XenstoreClientOptions, XenstoreClientStats } from './types.js';
+import type { TransactionOptions, WatchCallback, WatchOptions, XenstoreClientOptions, XenstoreClientStats } from './types.js';
 
 export type { TransactionOptions, WatchCallback, WatchEvent, WatchOptions, XenstoreClientOptions, XenstoreClientStats } from './types.js';
 import { Transaction, runTransaction } from './transaction.js';
-import { Watch, WatchIterator } from './watch.js';
+import { Watch, WatchIterator, WatchTable } from './watch.js';
 
 interface Pending {
   id: number;
@@ -55,17 +55,8 @@ interface Pending {
   cleanup(): void;
 }
 
-interface WatchEntry {
-  path: string;
-  token: string;
-  group: string;
-  callback: WatchCallback;
-}
-
 /** Requests given up on after sending whose ids stay reserved, at most (see abandon()). */
 export const MAX_ABANDONED = 4096;
-
-const DEFAULT_GROUP = 'default';
 
 let clientSerial = 0;
 
@@ -84,10 +75,7 @@ export class XenstoreClient extends XsOps {
   private readonly writeQueue = new Fifo<Pending>();
   private flushScheduled = false;
   private nextReqId = 1;
-  private readonly watches = new Map<string, WatchEntry>();
-  private nextToken = 1;
-  private readonly tokenPrefix = `xb${++clientSerial}-`;
-  private readonly groups: DispatchGroups;
+  private readonly watches: WatchTable;
   private failure: XenstoreError | null = null;
   private readonly closedPromise: Promise<XenstoreError>;
   private resolveClosed!: (err: XenstoreError) => void;
@@ -119,7 +107,7 @@ export class XenstoreClient extends XsOps {
           `xenstore watch callback in group "${group}" failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
         );
       });
-    this.groups = new DispatchGroups(onCallbackError);
+    this.watches = new WatchTable(`xb${++clientSerial}-`, new DispatchGroups(onCallbackError));
     this.stream.start({
       message: (m) => this.onMessage(m),
       writable: () => this.flush(),
@@ -164,7 +152,7 @@ export class XenstoreClient extends XsOps {
 
   /** Callbacks waiting per dispatch group. */
   watchBacklog(): Record<string, number> {
-    return this.groups.backlog();
+    return this.watches.backlog();
   }
 
   /** Closes the connection; pending requests reject with XS_CLOSED. */
@@ -288,10 +276,8 @@ export class XenstoreClient extends XsOps {
    * below `path` (events may also be spurious: re-read, don't assume).
    */
   async watch(path: string, callback: WatchCallback, opts: WatchOptions = {}): Promise<Watch> {
-    const token = `${this.tokenPrefix}${this.nextToken++}`;
-    const entry: WatchEntry = { path, token, group: opts.group ?? DEFAULT_GROUP, callback };
     // Registered before the request goes out: the first event may follow the reply at once.
-    this.watches.set(token, entry);
+    const token = this.watches.add(path, opts.group, callback);
     try {
       const unwatchLate = (): void => void this.request(XsType.Unwatch, 0, joinPayload([path, token])).catch(() => undefined);
       expectOk(await this.send(XsType.Watch, 0, joinPayload([path, token]), path, opts, unwatchLate), `WATCH ${path}`);
@@ -420,18 +406,8 @@ export class XenstoreClient extends XsOps {
 
   private onWatchEvent(payload: Uint8Array): void {
     const [path, token] = splitPayload(payload);
-    const entry = token === undefined ? undefined : this.watches.get(token);
-    if (!entry || path === undefined) {
-      this.counters.unmatchedWatchEvents++;
-      return;
-    }
-    this.counters.watchEvents++;
-    const event: WatchEvent = { path, token: entry.token };
-    this.groups.run(entry.group, () => {
-      // Unwatched while queued: the caller no longer wants it.
-      if (this.watches.get(entry.token) !== entry) return undefined;
-      return entry.callback(event);
-    });
+    if (this.watches.deliver(path, token)) this.counters.watchEvents++;
+    else this.counters.unmatchedWatchEvents++;
   }
 
   private fail(err: XenstoreError): void {

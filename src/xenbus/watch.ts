@@ -4,7 +4,8 @@
  */
 import { asError } from '../errors.js';
 import type { RequestOptions } from './ops.js';
-import type { WatchEvent, XsClientPort } from './types.js';
+import type { WatchCallback, WatchEvent, XsClientPort } from './types.js';
+import type { DispatchGroups } from './dispatch.js';
 
 /** A registered watch. */
 export class Watch {
@@ -92,5 +93,62 @@ export class WatchIterator implements AsyncIterableIterator<WatchEvent> {
       if (this.error) w.reject(this.error);
       else w.resolve({ value: undefined, done: true });
     }
+  }
+}
+
+interface WatchEntry {
+  path: string;
+  token: string;
+  group: string;
+  callback: WatchCallback;
+}
+
+/**
+ * A client's watches by token, and delivery of their events: each callback
+ * runs in its watch's dispatch group, so a stalled one holds up only its
+ * own group.
+ */
+export class WatchTable {
+  private readonly byToken = new Map<string, WatchEntry>();
+  private next = 1;
+
+  constructor(
+    /** Unique to the client, so tokens never collide with another client's on the same connection. */
+    private readonly prefix: string,
+    private readonly groups: DispatchGroups,
+  ) {}
+
+  /** Registers a watch; returns its token. */
+  add(path: string, group: string | undefined, callback: WatchCallback): string {
+    const token = `${this.prefix}${this.next++}`;
+    this.byToken.set(token, { path, token, group: group ?? 'default', callback });
+    return token;
+  }
+
+  /** Forgets a watch; false when it was not there. */
+  delete(token: string): boolean {
+    return this.byToken.delete(token);
+  }
+
+  clear(): void {
+    this.byToken.clear();
+  }
+
+  /** Queues the event for its watch's callback; false when no watch has that token. */
+  deliver(path: string | undefined, token: string | undefined): boolean {
+    const entry = token === undefined ? undefined : this.byToken.get(token);
+    if (entry === undefined || path === undefined) return false;
+    const event: WatchEvent = { path, token: entry.token };
+    this.groups.run(entry.group, () => {
+      // Unwatched while queued: the caller no longer wants it.
+      if (this.byToken.get(entry.token) !== entry) return undefined;
+      return entry.callback(event);
+    });
+    return true;
+  }
+
+  /** Callbacks waiting per dispatch group. */
+  backlog(): Record<string, number> {
+    return this.groups.backlog();
   }
 }

@@ -197,3 +197,26 @@ describe('GrantPool', () => {
     expect(pool.stats().inUse).toBe(0);
   });
 });
+
+describe('GrantPool for an untrusted backend (zero)', () => {
+  it('pages are zeroed before any ref reaches a request, whatever the sharer hands out: pooled ones and fresh ones', async () => {
+    // A sharer whose pages come back holding old data (gntalloc zeroes its pages; not every platform need).
+    const dirtySharer = Object.create(sharer) as SimGrantSharer;
+    dirtySharer.share = (domid: number, count: number, writable: boolean) => {
+      const p = sharer.share(domid, count, writable);
+      p.bytes.fill(0xab);
+      return p;
+    };
+    const plain = new GrantPool(dirtySharer, 0, { pages: 4 });
+    const l0 = plain.take(8)!;
+    expect(l0.pages.every((pg) => pg.every((b) => b === 0xab))).toBe(true); // the premise
+    plain.release(l0);
+    await plain.close();
+    const pool = new GrantPool(dirtySharer, 0, { pages: 4, zero: true });
+    const lease = pool.take(8)!; // 4 pooled, 4 fresh
+    expect([lease.pages.length, lease.pooled]).toEqual([8, 4]);
+    for (const pg of lease.pages) expect(pg.every((b) => b === 0)).toBe(true);
+    pool.release(lease);
+    await pool.close();
+  });
+});

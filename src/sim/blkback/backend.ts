@@ -10,11 +10,10 @@
  * Every feature is an option, so a frontend can be tested against a backend
  * that lacks it, and faults can be injected while it runs.
  */
-import { BlkifKey, queueDir, ringRefKey, vbdBackendDir, vbdFrontendDir } from '../../wire/blkif_keys.js';
-import { Worker } from 'node:worker_threads';
+import { BlkifKey, vbdBackendDir, vbdFrontendDir } from '../../wire/blkif_keys.js';
 import { statSync, truncateSync } from 'node:fs';
 import { PlatformError } from '../../errors.js';
-import { BLKIF_SECTOR_SIZE, BLKIF_NATIVE_ABI } from '../../wire/blkif.js';
+import { BLKIF_SECTOR_SIZE } from '../../wire/blkif.js';
 import { XenbusState } from '../../wire/xenbus_state.js';
 import type { XenstoreClient } from '../../xenbus/client.js';
 import type { Watch } from '../../xenbus/watch.js';
@@ -23,23 +22,12 @@ import type { SimHostHandle } from '../host/hypervisor.js';
 import type { DiskSpec } from './disk.js';
 import { CONTROL_BYTES, Ctl, FaultKind, MAX_QUEUES, QStat, qstat, setSectors } from './control.js';
 import type { QueueWorkerData } from './worker.js';
+import { startQueueWorker, type QueueWorker, type StartedQueue } from './queue_worker.js';
 import { FAULTS, OPS, type SimBlkbackStats, type SimDiskOptions, type SimFault } from './options.js';
-import { writeDisk, writeOffers } from './keys.js';
+import { readFrontend, writeDisk, writeOffers } from './keys.js';
 import { SerialQueue } from '../../util/serial.js';
 
 export type { SimBlkbackStats, SimDiskOptions, SimFault } from './options.js';
-
-/** The worker's compiled entry point (under a TypeScript loader, the build's JS). */
-function workerUrl(): URL {
-  return import.meta.url.endsWith('.ts')
-    ? new URL('../../../dist/src/sim/blkback/worker.js', import.meta.url)
-    : new URL('./worker.js', import.meta.url);
-}
-
-interface QueueWorker {
-  worker: Worker;
-  stopped: Promise<void>;
-}
 
 export class SimBlkback {
   readonly vdev: number;
@@ -211,24 +199,11 @@ export class SimBlkback {
 
   /** connect_ring, then connect: map what the frontend published, start the queues, publish the disk. */
   private async connect(): Promise<void> {
-    const fe = this.frontendPath;
-    const xs = this.xs;
     const o = this.opts;
-    const order = await xs.readInt(`${fe}/${BlkifKey.ringPageOrder}`, { fallback: 0 });
-    const nq = await xs.readInt(`${fe}/${BlkifKey.multiQueueNumQueues}`, { fallback: 1 });
-    const protocol = (await xs.readOptional(`${fe}/${BlkifKey.protocol}`)) ?? BLKIF_NATIVE_ABI.protocol;
-    const fePersistent = await xs.readBool(`${fe}/${BlkifKey.featurePersistent}`, { fallback: false });
-    if (order > o.maxRingPageOrder) return this.fatal(`ring-page-order ${order} > ${o.maxRingPageOrder}`);
-    if (nq < 1 || nq > Math.max(1, o.maxQueues)) return this.fatal(`multi-queue-num-queues ${nq} > ${o.maxQueues}`);
-    const queues: Array<{ refs: number[]; port: number }> = [];
-    for (let q = 0; q < nq; q++) {
-      const dir = nq === 1 ? fe : `${fe}/${queueDir(q)}`;
-      const refs: number[] = [];
-      if (order === 0) refs.push(await xs.readInt(`${dir}/${BlkifKey.ringRef}`));
-      else for (let i = 0; i < 1 << order; i++) refs.push(await xs.readInt(`${dir}/${ringRefKey(i)}`));
-      queues.push({ refs, port: await xs.readInt(`${dir}/${BlkifKey.eventChannel}`) });
-    }
-    const persistent = o.persistent && fePersistent;
+    const f = await readFrontend(this.xs, this.frontendPath, o);
+    if (typeof f === 'string') return this.fatal(f);
+    const { queues, protocol } = f;
+    const persistent = o.persistent && f.persistent;
     Atomics.store(this.ctl, Ctl.stop, 0);
     const started = queues.map((q, i) => this.startQueue(i, q.refs, q.port, protocol, persistent));
     const results = await Promise.allSettled(started.map((s) => s.ready));
@@ -243,14 +218,18 @@ export class SimBlkback {
     await this.setState(XenbusState.Connected);
   }
 
-  private startQueue(
-    queue: number,
-    ringRefs: number[],
-    port: number,
-    protocol: string,
-    persistent: boolean,
-  ): { qw: QueueWorker; ready: Promise<void> } {
+  private startQueue(queue: number, ringRefs: number[], port: number, protocol: string, persistent: boolean): StartedQueue {
     const o = this.opts;
+    const policy = {
+      readOnly: o.readOnly,
+      sectorSize: o.sectorSize,
+      persistent,
+      maxPersistentGrants: o.maxPersistentGrants,
+      maxIndirectSegments: o.maxIndirectSegments,
+      flush: o.flush,
+      barrier: o.barrier,
+      discard: o.discard !== null,
+    };
     const data: QueueWorkerData = {
       handle: this.hostHandle,
       backendDomid: this.backendDomid,
@@ -261,28 +240,9 @@ export class SimBlkback {
       protocol,
       ctl: this.ctl.buffer,
       disk: this.disk,
-      policy: {
-        readOnly: o.readOnly,
-        sectorSize: o.sectorSize,
-        persistent,
-        maxPersistentGrants: o.maxPersistentGrants,
-        maxIndirectSegments: o.maxIndirectSegments,
-        flush: o.flush,
-        barrier: o.barrier,
-        discard: o.discard !== null,
-      },
+      policy,
     };
-    const worker = new Worker(workerUrl(), { workerData: data });
-    const ready = new Promise<void>((resolve, reject) => {
-      worker.on('message', (m: { type: string; reason?: string; message?: string }) => {
-        if (m.type === 'ready') resolve();
-        else if (m.type === 'error') reject(new Error(`queue ${queue}: ${m.message}`));
-        else if (m.type === 'broken') this.broken.push(`queue ${queue}: ${m.reason}`);
-      });
-      worker.once('error', reject);
-    });
-    const stopped = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-    return { qw: { worker, stopped }, ready };
+    return startQueueWorker(data, (reason) => this.broken.push(`queue ${queue}: ${reason}`));
   }
 
   /** The geometry and features blkback writes before Connected. */

@@ -3,8 +3,8 @@
  * does: its offers before InitWait, the disk's geometry and features before
  * Connected, and any keys a test asks for as they are.
  */
-import { BlkifKey } from '../../wire/blkif_keys.js';
-import { BLKIF_SECTOR_SIZE, VDISK_READONLY } from '../../wire/blkif.js';
+import { BlkifKey, queueDir, ringRefKey } from '../../wire/blkif_keys.js';
+import { BLKIF_NATIVE_ABI, BLKIF_SECTOR_SIZE, VDISK_READONLY } from '../../wire/blkif.js';
 import type { XenstoreClient } from '../../xenbus/client.js';
 
 /** The backend's settings as it writes them. */
@@ -55,4 +55,27 @@ export async function writeDisk(xs: XenstoreClient, be: string, o: BackendSettin
     }
     for (const [key, value] of Object.entries(o.keys)) await tx.write(`${be}/${key}`, value);
   });
+}
+
+/** What the frontend published for a connection (blkback's connect_ring), or why it cannot be served. */
+export async function readFrontend(
+  xs: XenstoreClient,
+  fe: string,
+  o: Pick<BackendSettings, 'maxRingPageOrder' | 'maxQueues'>,
+): Promise<{ queues: Array<{ refs: number[]; port: number }>; protocol: string; persistent: boolean } | string> {
+  const order = await xs.readInt(`${fe}/${BlkifKey.ringPageOrder}`, { fallback: 0 });
+  const nq = await xs.readInt(`${fe}/${BlkifKey.multiQueueNumQueues}`, { fallback: 1 });
+  const protocol = (await xs.readOptional(`${fe}/${BlkifKey.protocol}`)) ?? BLKIF_NATIVE_ABI.protocol;
+  const persistent = await xs.readBool(`${fe}/${BlkifKey.featurePersistent}`, { fallback: false });
+  if (order > o.maxRingPageOrder) return `ring-page-order ${order} > ${o.maxRingPageOrder}`;
+  if (nq < 1 || nq > Math.max(1, o.maxQueues)) return `multi-queue-num-queues ${nq} > ${o.maxQueues}`;
+  const queues: Array<{ refs: number[]; port: number }> = [];
+  for (let q = 0; q < nq; q++) {
+    const dir = nq === 1 ? fe : `${fe}/${queueDir(q)}`;
+    const refs: number[] = [];
+    if (order === 0) refs.push(await xs.readInt(`${dir}/${BlkifKey.ringRef}`));
+    else for (let i = 0; i < 1 << order; i++) refs.push(await xs.readInt(`${dir}/${ringRefKey(i)}`));
+    queues.push({ refs, port: await xs.readInt(`${dir}/${BlkifKey.eventChannel}`) });
+  }
+  return { queues, protocol, persistent };
 }

@@ -7,6 +7,7 @@
  * Messages to the controller: {type:'ready'}, {type:'broken', reason},
  * {type:'error', message}, {type:'stopped'}.
  */
+import { PlatformError } from '../../errors.js';
 import { parentPort, workerData } from 'node:worker_threads';
 import { blkifAbiByProtocol } from '../../wire/blkif.js';
 import { SimHypervisor, type SimHostHandle } from '../host/hypervisor.js';
@@ -40,7 +41,7 @@ function run(d: QueueWorkerData): void {
   const ring: GrantMapping[] = [];
   let server: QueueServer | undefined;
   try {
-    if (abi === undefined) throw new Error(`unknown protocol "${d.protocol}"`);
+    if (abi === undefined) throw new PlatformError('XEN_EINVAL', `unknown protocol "${d.protocol}"`);
     for (const ref of d.ringRefs) ring.push(mapper.map(d.frontendDomid, ref, true));
     const channel = evtchn.bindInterdomain(d.frontendDomid, d.port);
     channel.onEvent(() => undefined); // the wait below is the handler
