@@ -45,6 +45,7 @@ export type { AdapterOptions, AdapterStats } from './fs/adapter.js';
 
 export { XenstoreClient } from './xenbus/client.js';
 export { Transaction } from './xenbus/transaction.js';
+export type { XsClientPort } from './xenbus/types.js';
 export { Watch, WatchIterator } from './xenbus/watch.js';
 export type {
   WatchEvent,
