@@ -9,7 +9,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { BlkifError, listBlockDevices, openBlockDevice, type BlockDevice, type XenstoreClient } from '../../src/index.js';
-import { createSimHost, type SimHost } from '../../src/sim/index.js';
+import { createSimHost, type SimBlkback, type SimGuestProcess, type SimHost } from '../../src/sim/index.js';
 import { expectBytes, pattern } from '../helpers/blk.js';
 
 let host: SimHost | undefined;
@@ -41,6 +41,15 @@ async function writesUnder(xs: XenstoreClient, dir: string): Promise<{ paths: st
   await new Promise((r) => setTimeout(r, 50));
   armed = true;
   return { paths, stop: () => w.unwatch() };
+}
+
+/** A host with one disk, held by a device in another process of the guest. */
+async function heldByAnother(): Promise<{ h: SimHost; disk: SimBlkback; other: SimGuestProcess; theirs: BlockDevice }> {
+  host = await createSimHost();
+  const disk = await host.addDisk({ size: 1 << 20 });
+  const other = host.spawnGuestProcess();
+  const theirs = await openBlockDevice({ platform: other.platform, vdev: disk.vdev, timeoutMs: 5000 });
+  return { h: host, disk, other, theirs };
 }
 
 async function open(h: SimHost, vdev: number, platform = h.guest): Promise<BlockDevice> {
@@ -116,21 +125,18 @@ describe('vbd ownership', () => {
   });
 
   it('another process holding it: refused with its pid; once it is killed, taken over at once', async () => {
-    host = await createSimHost();
-    const disk = await host.addDisk({ size: 1 << 20 });
-    const other = host.spawnGuestProcess();
-    const theirs = await openBlockDevice({ platform: other.platform, vdev: disk.vdev, timeoutMs: 5000 });
+    const { h, disk, other, theirs } = await heldByAnother();
     await theirs.write(0, pattern(0, 65536, 7));
 
-    const err = await openBlockDevice({ platform: host.guest, vdev: disk.vdev, timeoutMs: 2000 }).catch((e: unknown) => e);
+    const err = await openBlockDevice({ platform: h.guest, vdev: disk.vdev, timeoutMs: 2000 }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'BLKIF_EBUSY' });
     expect((err as Error).message).toContain(`is held by process ${other.pid}`);
-    expect((await listBlockDevices(host.guest))[0]).toMatchObject({ owner: 'process', ownerPid: other.pid });
+    expect((await listBlockDevices(h.guest))[0]).toMatchObject({ owner: 'process', ownerPid: other.pid });
 
     // Killed while Connected: its frontend directory stays as it was.
     other.kill();
-    expect(await host.dom0.xenstore.read(`${disk.frontendPath}/state`)).toBe('4');
-    const mine = await open(host, disk.vdev);
+    expect(await h.dom0.xenstore.read(`${disk.frontendPath}/state`)).toBe('4');
+    const mine = await open(h, disk.vdev);
     expect(mine.info.takenOver).toEqual({ state: 'Connected', pid: other.pid });
     expect(disk.stats().connections).toBe(2);
     expectBytes(await mine.read(0, 65536), pattern(0, 65536, 7));
@@ -139,13 +145,10 @@ describe('vbd ownership', () => {
   });
 
   it('after another process closed it cleanly there is nothing to take over', async () => {
-    host = await createSimHost();
-    const disk = await host.addDisk({ size: 1 << 20 });
-    const other = host.spawnGuestProcess();
-    const theirs = await openBlockDevice({ platform: other.platform, vdev: disk.vdev, timeoutMs: 5000 });
+    const { h, disk, other, theirs } = await heldByAnother();
     await theirs.close();
     await other.platform.close();
-    const mine = await open(host, disk.vdev);
+    const mine = await open(h, disk.vdev);
     expect(mine.info.takenOver).toBeNull();
   });
 

@@ -1,3 +1,4 @@
+import { hypervisor } from '../helpers/hv.js';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { GrantPool } from '../../src/gnttab/pool.js';
 import { Semaphore } from '../../src/gnttab/semaphore.js';
@@ -11,9 +12,7 @@ let sharer: SimGrantSharer;
 let backend: SimGrantMapper;
 
 beforeEach(() => {
-  hv = new SimHypervisor();
-  hv.createDomain({ domid: 0, pages: 16, grants: 64 });
-  hv.createDomain({ domid: 1, pages: 256, grants: 128 });
+  hv = hypervisor([16, 64], [256, 128]);
   sharer = new SimGrantSharer(hv, 1);
   backend = new SimGrantMapper(hv, 0);
 });

@@ -1,3 +1,4 @@
+import { hypervisor } from '../helpers/hv.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SimHypervisor } from '../../src/sim/host/hypervisor.js';
 import { SimEventChannels } from '../../src/sim/host/evtchn.js';
@@ -9,9 +10,7 @@ let guest: SimEventChannels;
 let dom0: SimEventChannels;
 
 beforeEach(() => {
-  hv = new SimHypervisor();
-  hv.createDomain({ domid: 0, pages: 4, grants: 16 });
-  hv.createDomain({ domid: 1, pages: 4, grants: 16 });
+  hv = hypervisor([4, 16], [4, 16]);
   guest = new SimEventChannels(hv, 1);
   dom0 = new SimEventChannels(hv, 0);
   guest.listen();

@@ -1,3 +1,4 @@
+import { hypervisor } from '../helpers/hv.js';
 import { Worker } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { beforeEach, describe, expect, it } from 'vitest';
@@ -23,10 +24,7 @@ let guest: SimGrantSharer;
 let dom0: SimGrantMapper;
 
 beforeEach(() => {
-  hv = new SimHypervisor();
-  hv.createDomain({ domid: 0, pages: 16, grants: 64 });
-  hv.createDomain({ domid: 1, pages: 64, grants: 64 });
-  hv.createDomain({ domid: 2, pages: 16, grants: 64 });
+  hv = hypervisor([16, 64], [64, 64], [16, 64]);
   guest = new SimGrantSharer(hv, 1);
   dom0 = new SimGrantMapper(hv, 0);
 });

@@ -2,14 +2,7 @@
 /**
  * xenfs: files on a Xen virtual disk. `xenfs --help` lists the commands.
  */
+import { runBin } from '../common/bin.js';
 import { main } from './main.js';
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e: unknown) => {
-    process.stderr.write(`xenfs: ${e instanceof Error ? e.message : String(e)}\n`);
-    process.exitCode = 1;
-  },
-);
+runBin('xenfs', main);

@@ -1,0 +1,16 @@
+/**
+ * What every command's binary does with its `main`: the exit code it
+ * returns, or one line naming the command and the error, exit 1, never a
+ * stack trace.
+ */
+export function runBin(name: string, main: (argv: string[]) => Promise<number>): void {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      process.stderr.write(`${name}: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
