@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseOptions, type BenchOptions } from '../src/cli/blkbench/options.js';
 import { runBench } from '../src/cli/blkbench/bench.js';
-import { bytes, int, type Report } from '../src/cli/blkbench/report.js';
+import type { Report } from '../src/cli/blkbench/report.js';
+import { bytes, int } from '../src/cli/common/format.js';
 import { defaultTmpdir, layOut } from '../src/cli/blkbench/targets.js';
 
 const { values } = parseArgs({

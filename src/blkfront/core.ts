@@ -121,10 +121,14 @@ export class DeviceCore {
         dev.rings = [];
         dev.queues = [];
       }
-      const engaged = await backendEngaged(dev.platform, loc);
-      await closeHandshake(dev.platform, loc, engaged, wish.timeoutMs).catch(() => undefined);
-      await dev.release();
-      dev.claim.release();
+      try {
+        const engaged = await backendEngaged(dev.platform, loc);
+        await closeHandshake(dev.platform, loc, engaged, wish.timeoutMs).catch(() => undefined);
+        await dev.release();
+      } finally {
+        // However the undoing went, the vbd is not ours any more.
+        dev.claim.release();
+      }
       throw err;
     }
     return dev;

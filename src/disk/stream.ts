@@ -61,6 +61,27 @@ function allocSlot(target: BlockTarget, length: number): { buf: Uint8Array; devi
   }
 }
 
+/**
+ * Gives a stream's device buffers back once the I/O on them has settled: a
+ * buffer is the backend's until then. A closed device has ended their
+ * grants already, so a refusal to free is nothing to report.
+ */
+async function freeWhenSettled(
+  target: BlockTarget,
+  pending: ReadonlyArray<Promise<unknown> | null>,
+  slots: ReadonlyArray<{ buf: Uint8Array; device: boolean }>,
+): Promise<void> {
+  await Promise.allSettled(pending.filter((p) => p !== null));
+  for (const s of slots) {
+    if (!s.device) continue;
+    try {
+      target.freeBuffer(s.buf);
+    } catch {
+      // closed device
+    }
+  }
+}
+
 interface ReadSlot {
   buf: Uint8Array;
   device: boolean;
@@ -108,17 +129,11 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
     destroy(err, cb) {
       finished = true;
       // A device buffer is the backend's until its read settles: wait, then give them back.
-      void Promise.allSettled(inflight.flatMap((s) => (s.read === null ? [] : [s.read]))).then(() => {
-        for (const s of all)
-          if (s.device) {
-            try {
-              target.freeBuffer(s.buf);
-            } catch {
-              /* closed device: its grants are gone already */
-            }
-          }
-        cb(err);
-      });
+      void freeWhenSettled(
+        target,
+        inflight.map((s) => s.read),
+        all,
+      ).then(() => cb(err));
     },
   });
   // Reads are issued whether or not the consumer wants more: `depth` of them stay in flight, and
@@ -297,17 +312,11 @@ export function createWriteStream(target: BlockTarget, opts: BlockWriteStreamOpt
       );
     },
     destroy(err, cb) {
-      void Promise.all(slots.flatMap((s) => (s.busy === null ? [] : [s.busy]))).then(() => {
-        for (const s of slots)
-          if (s.device) {
-            try {
-              target.freeBuffer(s.buf);
-            } catch {
-              /* closed device */
-            }
-          }
-        cb(err);
-      });
+      void freeWhenSettled(
+        target,
+        slots.map((s) => s.busy),
+        slots,
+      ).then(() => cb(err));
     },
   });
   Object.defineProperty(stream, 'bytesWritten', { get: () => written - start });

@@ -67,7 +67,7 @@ export class HostVbdOwnership implements VbdOwnership {
 
   /** The kernel driver bound to the vbd, and the disk it made, or null. */
   kernelOwner(key: string): VbdOwner | null {
-    const dir = join(this.sysfs, `vbd-${key}`);
+    const dir = join(this.sysfs, `vbd-${checkVbdKey(key)}`);
     let driver: string;
     try {
       driver = basename(readlinkSync(join(dir, 'driver')));

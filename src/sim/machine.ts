@@ -200,11 +200,12 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
       const pid = nextPid++;
       const xenstore = new XenstoreClient(xenstored.connect({ domid: current }));
       let alive = true;
-      const end = (): void => {
+      /** The process ends; killed, what it held is left abandoned (a clean exit closed its devices first). */
+      const end = (killed: boolean): void => {
         if (!alive) return;
         alive = false;
         processes.delete(proc);
-        vbdOwners.kill(pid);
+        if (killed) vbdOwners.kill(pid);
         xenstore.close();
       };
       const domid = current;
@@ -219,15 +220,9 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
           restores: 0,
           resume: async () => undefined,
           domidChanged: async () => (await xenstore.readInt('domid')) !== domid,
-          // A clean exit releases what it holds (its devices were closed): nothing is left abandoned.
-          close: async () => {
-            if (!alive) return;
-            alive = false;
-            processes.delete(proc);
-            xenstore.close();
-          },
+          close: async () => end(false),
         },
-        kill: end,
+        kill: () => end(true),
       };
       processes.add(proc);
       return proc;

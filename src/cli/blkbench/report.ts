@@ -215,5 +215,3 @@ export function progressLine(
         : `${p.elapsed.toFixed(0)} s`;
   return `[${label} ${done}] ${int(rate)} IOPS, ${bytes(p.bytes / Math.max(p.elapsed, 1e-9))}/s, ${int(p.ios)} ios`;
 }
-
-export { bytes, int };

@@ -42,7 +42,7 @@ export class SimVbdOwners {
       owner: async (key) => ownerOf(checkVbdKey(key)),
       claim: async (key, name): Promise<VbdClaim> => {
         const owner = ownerOf(checkVbdKey(key));
-        if (owner !== null) throw busyError(key, name, owner.kind === 'process' ? { ...owner, self: owner.pid === pid } : owner);
+        if (owner !== null) throw busyError(key, name, owner);
         this.holders.set(key, pid);
         const abandonedBy = this.abandoned.get(key) ?? null;
         this.abandoned.delete(key);
