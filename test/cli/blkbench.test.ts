@@ -14,8 +14,9 @@ import { parseOptions, parseSize, UsageError, type BenchOptions } from '../../sr
 import { main } from '../../src/cli/blkbench/main.js';
 import { runBench } from '../../src/cli/blkbench/bench.js';
 import { Histogram } from '../../src/cli/blkbench/histogram.js';
+import { clockCostNs, latencySampling } from '../../src/cli/blkbench/run.js';
 import { Workload, checkPattern, fillPattern } from '../../src/cli/blkbench/workload.js';
-import type { Report } from '../../src/cli/blkbench/report.js';
+import { summary, type Report } from '../../src/cli/blkbench/report.js';
 import { grantRoom } from '../../src/cli/blkbench/targets.js';
 import { SWITCHES, VALUE_OPTIONS } from '../helpers/blkbench.js';
 import { describe as describeProfile, summarize, type CpuProfile } from '../../bench/cpuprofile.js';
@@ -68,6 +69,7 @@ describe('blkbench options', () => {
       baseline: false,
       json: false,
       latency: true,
+      latEvery: undefined,
       wakeup: 'event-loop',
       cpuProfile: undefined,
     });
@@ -258,6 +260,10 @@ const FIGURE_KEYS = [
   'verify_mismatches',
   'verify_checked',
   'first_mismatch',
+  'lat_sampled_every',
+  'clock_read_ns',
+  'lat_percentiles_ns',
+  'per_second_ios',
 ];
 
 function expectFigures(f: Record<string, unknown>, driver: boolean): void {
@@ -280,7 +286,7 @@ function expectFigures(f: Record<string, unknown>, driver: boolean): void {
   expect(r.cpu_us_per_io.thread!).toBeLessThanOrEqual(r.cpu_us_per_io.process * 1.05 + 20);
   expect(r.cpu_us_per_io.machine).toBeGreaterThan(0);
   if (driver) {
-    expect(Object.keys(r.pool!).sort()).toEqual(['fallbacks', 'hits']);
+    expect(Object.keys(r.pool!).sort()).toEqual(['fallbacks', 'hits', 'waits']);
     expect(Object.keys(r.backend!).sort()).toEqual(['maps', 'unmaps']);
     expect(r.ring!.requests).toBeGreaterThanOrEqual(r.ios);
     expect(r.notifications_per_request).toBeGreaterThan(0);
@@ -343,6 +349,43 @@ describe('blkbench runs', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('times one I/O in N where the clock is dear: --lat-every, and the choice made from the measured cost', async () => {
+    expect(latencySampling(30)).toBe(1);
+    expect(latencySampling(150)).toBe(1);
+    expect(latencySampling(151)).toBe(2);
+    expect(latencySampling(1000)).toBe(8);
+    expect(latencySampling(50_000)).toBe(64); // a Xen PV guest under emulation: a system call per read
+    expect(clockCostNs()).toBeGreaterThan(0);
+    const j = JSON.parse((await run(['--ramdisk', '4m', '--runtime', '0.5', '--lat-every', '16', '--json'])).out) as Report;
+    expect(j.lat_sampled_every).toBe(16);
+    expect(j.lat_ns.p50).toBeGreaterThan(0);
+    expect(j.per_second_ios.length).toBeLessThanOrEqual(1);
+    const text = await run(['--ramdisk', '4m', '--runtime', '0.2', '--lat-every', '4']);
+    expect(text.out).toMatch(/1 I\/O in 4 timed: a clock read costs .* here/);
+    const d = JSON.parse((await run(['--ramdisk', '4m', '--runtime', '0.2', '--json'])).out) as Report;
+    expect(d.lat_sampled_every).toBe(latencySampling(d.clock_read_ns));
+    expect(d.negotiated).toMatchObject({ queues: 2, ring_pages: 4, indirect_segments: 256, persistent_grants: true });
+    await expect(parseOptions(['--lat-every', '0'])).rejects.toThrow(UsageError);
+  });
+
+  it('says when the grant limit held a run back, and what to do', async () => {
+    const j = JSON.parse((await run(['--ramdisk', '4m', '--runtime', '0.2', '--json'])).out) as Report;
+    expect(j.grant_limit).toBeNull();
+    expect(j.pool!.waits).toBe(0);
+    expect(summary(j)).not.toContain('note:');
+    const held = summary({ ...j, grant_limit: 1024, pool: { ...j.pool!, waits: 37 } });
+    expect(held).toContain("requests waited 37 times for grant pages: gntalloc's limit of 1,024 pages");
+    expect(held).toContain('/sys/module/xen_gntalloc/parameters/limit');
+  });
+
+  it('counts I/Os per second from the first, warm-up included', async () => {
+    const j = JSON.parse((await run(['--ramdisk', '4m', '--runtime', '1.6', '--ramp-time', '1', '--json'])).out) as Report;
+    expect(j.per_second_ios.length).toBe(2);
+    expect(j.per_second_ios.every((n) => n > 0)).toBe(true);
+    // The measured phase started 1 s in: its I/Os are within the per-second counts.
+    expect(j.per_second_ios[1]!).toBeGreaterThan(0);
   });
 
   it('the summary names every figure', async () => {

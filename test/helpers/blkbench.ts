@@ -18,6 +18,8 @@ export const VALUE_OPTIONS = [
   '--tmpdir',
   '--vdev',
   '--ring-pages',
+  '--lat-every',
+  '--plot',
 ];
 
 /** The switches (each also has a --no- form where it defaults on). */

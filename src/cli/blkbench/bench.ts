@@ -38,6 +38,13 @@ export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise
       job: jobOf(o, size),
       target: t.describe,
       features: featureLine(t.device.info),
+      grant_limit: t.grantLimit,
+      negotiated: {
+        queues: t.device.info.features.queues,
+        ring_pages: t.device.info.features.ringPages,
+        indirect_segments: t.device.info.features.indirectSegments,
+        persistent_grants: t.device.info.features.persistentGrants,
+      },
       ...figures(driver),
       memory: { rss_bytes: mem.rss, heap_used_bytes: mem.heapUsed },
     };

@@ -3,7 +3,8 @@
  */
 import { parseOptions, UsageError } from './options.js';
 import { runBench } from './bench.js';
-import { summary } from './report.js';
+import { writeFileSync } from 'node:fs';
+import { chart, summary } from './report.js';
 
 /** Runs blkbench with `args`; resolves to the exit status. Output goes to `out` and `err`. */
 /** Where main() writes. */
@@ -30,6 +31,7 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
   try {
     const report = await runBench(o);
     out.write(o.json ? `${JSON.stringify(report)}\n` : summary(report));
+    if (o.plot !== undefined) writeFileSync(o.plot, chart(report));
     const bad = (report.verify_mismatches ?? 0) + (report.baseline?.verify_mismatches ?? 0);
     if (bad > 0) {
       err.write(`blkbench: verify found ${bad} mismatched block${bad === 1 ? '' : 's'}\n`);

@@ -56,10 +56,14 @@ export interface BenchOptions {
   json: boolean;
   /** Progress line on stderr: undefined means "when stderr is a terminal". */
   progress: boolean | undefined;
-  /** Time every I/O (false: fio's gtod_reduce, no clock read per I/O and no latency figures). */
+  /** Time I/Os (false: fio's gtod_reduce, no clock read per I/O and no latency figures). */
   latency: boolean;
+  /** Time one I/O in this many (undefined: chosen from what a clock read costs here, measured at start). */
+  latEvery: number | undefined;
   /** Write a V8 CPU profile of the driver's measured phase (warm-up left out) here. */
   cpuProfile: string | undefined;
+  /** Write an SVG chart of the run (rate per second, latency percentiles) here. */
+  plot: string | undefined;
 }
 
 /** A bad command line; the message is one line, fit to print as it is. */
@@ -187,7 +191,7 @@ function build(args: string[]) {
       default: 'event-loop' as const,
       describe: "With --xen: event-channel wake-ups on the event loop's own epoll, or through a poll on a worker thread",
     })
-    .group(['verify', 'baseline', 'json', 'progress', 'latency', 'cpu-profile'], 'Checks and output:')
+    .group(['verify', 'baseline', 'json', 'progress', 'latency', 'lat-every', 'plot', 'cpu-profile'], 'Checks and output:')
     .option('verify', {
       type: 'boolean',
       default: false,
@@ -203,8 +207,18 @@ function build(args: string[]) {
     .option('latency', {
       type: 'boolean',
       default: true,
+      describe: "Time I/Os (--no-latency: no clock read at all and no latency figures, like fio's gtod_reduce)",
+    })
+    .option('lat-every', {
+      requiresArg: true,
+      type: 'number',
       describe:
-        "Time every I/O (--no-latency: no clock read per I/O and no latency figures, like fio's gtod_reduce; reading the clock is a system call on a Xen PV guest)",
+        'Time one I/O in N (default: every I/O where a clock read is cheap; where it is a system call, as on a Xen PV guest, a sample sized from its cost, measured at start)',
+    })
+    .option('plot', {
+      requiresArg: true,
+      type: 'string',
+      describe: 'Write one self-contained SVG: the rate in each second and the latency percentiles, the driver beside its baseline',
     })
     .option('cpu-profile', {
       requiresArg: true,
@@ -286,7 +300,9 @@ function check(a: Raw): BenchOptions {
     json: a.json,
     progress: a.progress,
     latency: a.latency,
+    latEvery: a['lat-every'] === undefined ? undefined : intIn('lat-every', a['lat-every'], 1, 1 << 20),
     cpuProfile: a['cpu-profile'],
+    plot: a.plot,
   };
 }
 

@@ -6,6 +6,7 @@ import { bytes, int } from '../common/format.js';
 import type { BenchOptions } from './options.js';
 import type { JobResult } from './run.js';
 import type { Mismatch } from './workload.js';
+import { PERCENTILES, runChart } from './plot.js';
 
 /** The figures of one run; the JSON output is this, plus `baseline` and `ratio`. */
 export interface Figures {
@@ -17,6 +18,14 @@ export interface Figures {
   iops: number;
   bandwidth_bytes_per_s: number;
   lat_ns: { mean: number; p50: number; p99: number; p999: number; min: number; max: number };
+  /** One I/O in this many was timed (0: --no-latency); the latency figures are over those. */
+  lat_sampled_every: number;
+  /** What one clock read cost at start (ns): what chose the sampling. */
+  clock_read_ns: number;
+  /** Latency (ns) at each of plot.ts's PERCENTILES (zeros when not measured). */
+  lat_percentiles_ns: number[];
+  /** I/Os completed in each whole second from the first (warm-up included): the run's shape. */
+  per_second_ios: number[];
   /** CPU time of the whole process (the simulated backend's threads included) over the measured phase. */
   cpu: { user_s: number; system_s: number; percent: number; by_thread: Record<string, number> | null };
   /**
@@ -26,7 +35,7 @@ export interface Figures {
    * /proc/stat), the figure comparable with a kernel driver's.
    */
   cpu_us_per_io: { process: number; thread: number | null; machine: number | null };
-  pool: { hits: number; fallbacks: number } | null;
+  pool: { hits: number; fallbacks: number; waits: number } | null;
   backend: { maps: number; unmaps: number } | null;
   ring: { requests: number; notifications: number; responses_per_interrupt: number } | null;
   notifications_per_request: number | null;
@@ -58,6 +67,10 @@ export interface Report extends Figures {
   };
   target: string;
   features: string;
+  /** gntalloc's limit on a real guest (null on the simulated host). */
+  grant_limit: number | null;
+  /** What the driver and the backend agreed on (what a fair kernel comparison must be given too). */
+  negotiated: { queues: number; ring_pages: number; indirect_segments: number; persistent_grants: boolean };
   memory: { rss_bytes: number; heap_used_bytes: number };
   baseline?: Figures;
   ratio?: { iops: number; bandwidth: number };
@@ -86,6 +99,10 @@ export function figures(r: JobResult): Figures {
       min: r.lat.count === 0 ? 0 : r.lat.min,
       max: r.lat.max,
     },
+    lat_sampled_every: r.latEvery,
+    clock_read_ns: round(r.clockNs),
+    lat_percentiles_ns: PERCENTILES.map((p) => r.lat.quantile(p / 100)),
+    per_second_ios: r.perSecond,
     cpu: {
       user_s: round(r.cpu.user, 3),
       system_s: round(r.cpu.system, 3),
@@ -97,7 +114,7 @@ export function figures(r: JobResult): Figures {
       thread: r.threadCpu === null || r.ios === 0 ? null : round((1e6 * r.threadCpu) / r.ios, 2),
       machine: r.machineBusy === null || r.ios === 0 ? null : round((1e6 * r.machineBusy) / r.ios, 2),
     },
-    pool: c === null ? null : { hits: c.poolHits, fallbacks: c.poolFallbacks },
+    pool: c === null ? null : { hits: c.poolHits, fallbacks: c.poolFallbacks, waits: c.poolWaits },
     backend: c === null || c.backendMaps === null ? null : { maps: c.backendMaps, unmaps: c.backendUnmaps ?? 0 },
     ring:
       c === null
@@ -151,10 +168,11 @@ function block(f: Figures): string[] {
     `  ios        ${int(f.ios)} in ${f.runtime_s.toFixed(2)} s (${int(f.reads)} reads, ${int(f.writes)} writes)`,
     `  iops       ${int(f.iops)}`,
     `  bandwidth  ${bytes(f.bandwidth_bytes_per_s)}/s`,
-    f.lat_ns.max === 0 && f.ios > 0
+    f.lat_sampled_every === 0
       ? '  latency    not measured (--no-latency)'
       : `  latency    mean ${duration(f.lat_ns.mean)}, p50 ${duration(f.lat_ns.p50)}, p99 ${duration(f.lat_ns.p99)}, ` +
-        `p99.9 ${duration(f.lat_ns.p999)}, max ${duration(f.lat_ns.max)}`,
+        `p99.9 ${duration(f.lat_ns.p999)}, max ${duration(f.lat_ns.max)}` +
+        (f.lat_sampled_every > 1 ? ` (1 I/O in ${f.lat_sampled_every} timed: a clock read costs ${duration(f.clock_read_ns)} here)` : ''),
     `  cpu        ${f.cpu.percent}% of one core (user ${f.cpu.user_s.toFixed(2)} s, system ${f.cpu.system_s.toFixed(2)} s); ` +
       `${f.cpu_us_per_io.process.toFixed(1)} µs per I/O` +
       (f.cpu_us_per_io.thread === null ? '' : `, driver thread ${f.cpu_us_per_io.thread.toFixed(1)}`) +
@@ -162,7 +180,7 @@ function block(f: Figures): string[] {
   ];
   if (f.pool !== null)
     lines.push(
-      `  grants     pool hits ${int(f.pool.hits)}, fresh grants ${int(f.pool.fallbacks)}` +
+      `  grants     pool hits ${int(f.pool.hits)}, fresh grants ${int(f.pool.fallbacks)}, waits for pages ${int(f.pool.waits)}` +
         (f.backend === null
           ? ''
           : `; backend maps ${int(f.backend.maps)}, unmaps ${int(f.backend.unmaps)}` +
@@ -197,6 +215,12 @@ export function summary(r: Report): string {
     lines.push('baseline: Node fs (libuv thread pool) on the same image, same pattern, same process', ...block(r.baseline));
     lines.push(`ratio     driver / baseline: iops ${r.ratio.iops.toFixed(2)}x, bandwidth ${r.ratio.bandwidth.toFixed(2)}x`);
   }
+  if (r.grant_limit !== null && r.pool !== null && r.pool.waits > 0) {
+    lines.push(
+      `note:     requests waited ${int(r.pool.waits)} times for grant pages: gntalloc's limit of ${int(r.grant_limit)} pages ` +
+        'held back the I/O in flight; as root, raise it (echo 16384 > /sys/module/xen_gntalloc/parameters/limit; docs/guest.md)',
+    );
+  }
   lines.push(`memory    rss ${bytes(r.memory.rss_bytes)}, heap used ${bytes(r.memory.heap_used_bytes)}`);
   return lines.join('\n') + '\n';
 }
@@ -214,4 +238,20 @@ export function progressLine(
         ? `${((100 * p.ios) / p.total).toFixed(0)}%`
         : `${p.elapsed.toFixed(0)} s`;
   return `[${label} ${done}] ${int(rate)} IOPS, ${bytes(p.bytes / Math.max(p.elapsed, 1e-9))}/s, ${int(p.ios)} ios`;
+}
+
+/** The run as an SVG chart (`--plot`): MiB/s for blocks of 64 KiB and up, IOPS below. */
+export function chart(r: Report): string {
+  const j = r.job;
+  const mib = j.bs >= 65536;
+  const rate = (n: number) => (mib ? (n * j.bs) / (1024 * 1024) : n);
+  const run = (label: string, f: Figures) => ({
+    label,
+    perSecond: f.per_second_ios.map(rate),
+    latencyUs: f.lat_sampled_every === 0 ? null : f.lat_percentiles_ns.map((ns) => ns / 1000),
+  });
+  const runs = [run(`driver: ${r.features}`, r)];
+  if (r.baseline !== undefined) runs.push(run('baseline: Node fs on the same image', r.baseline));
+  const title = `blkbench ${j.rw}, ${bytes(j.bs)}, ${j.iodepth} in flight: ${r.target}`;
+  return runChart(title.length > 120 ? `${title.slice(0, 117)}...` : title, mib ? 'MiB/s' : 'IOPS', runs);
 }

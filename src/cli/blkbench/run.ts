@@ -19,6 +19,8 @@ export interface EngineCounters {
   responses: number;
   poolHits: number;
   poolFallbacks: number;
+  /** Takes that waited for pooled pages (the pools at their largest, or fresh grants capped). */
+  poolWaits: number;
   /** Grant map and unmap operations in the backend (the simulated one only). */
   backendMaps: number | null;
   backendUnmaps: number | null;
@@ -70,6 +72,46 @@ export interface JobResult {
   /** Blocks compared, inline and in the read-back. */
   verifyChecked: number;
   firstMismatch: Mismatch | null;
+  /** One I/O in this many was timed (0: none, --no-latency). */
+  latEvery: number;
+  /** What one clock read cost at start, in ns. */
+  clockNs: number;
+  /** I/Os completed in each whole second from the first one, warm-up included. */
+  perSecond: number[];
+}
+
+/**
+ * What one `performance.now()` costs here, in ns: the median of a few
+ * batches. Where the clock is a vDSO read this is tens of ns; on a Xen PV
+ * guest whose clock source is not stable enough for the vDSO it is a system
+ * call, microseconds under emulation.
+ */
+export function clockCostNs(): number {
+  const batches: number[] = [];
+  for (let b = 0; b < 5; b++) {
+    const n = 200;
+    const t0 = performance.now();
+    let t = t0;
+    for (let i = 0; i < n; i++) t = performance.now();
+    batches.push(((t - t0) * 1e6) / n);
+  }
+  batches.sort((a, b) => a - b);
+  return batches[2]!;
+}
+
+/** Clock reads per I/O the timing may cost on average: two per timed I/O, at most this many ns. */
+const CLOCK_BUDGET_NS = 300;
+const MAX_LAT_EVERY = 64;
+
+/**
+ * One I/O in how many to time, fio's choice made from the measured cost: every
+ * one where two clock reads fit {@link CLOCK_BUDGET_NS}, else the smallest
+ * power of two that brings the average within it (at most 1 in 64).
+ */
+export function latencySampling(clockNs: number): number {
+  let every = 1;
+  while (every < MAX_LAT_EVERY && (2 * clockNs) / every > CLOCK_BUDGET_NS) every *= 2;
+  return every;
 }
 
 /** An I/O failed: the run stops, and says where. */
@@ -93,6 +135,7 @@ function diff(a: EngineCounters | null, b: EngineCounters | null): EngineCounter
     responses: a.responses - b.responses,
     poolHits: a.poolHits - b.poolHits,
     poolFallbacks: a.poolFallbacks - b.poolFallbacks,
+    poolWaits: a.poolWaits - b.poolWaits,
     backendMaps: d(a.backendMaps, b.backendMaps),
     backendUnmaps: d(a.backendUnmaps, b.backendUnmaps),
     reconnects: a.reconnects - b.reconnects,
@@ -128,6 +171,8 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
   let checked = 0;
   let firstMismatch: Mismatch | null = null;
   let ios = 0;
+  // Every completion, warm-up included, for the per-second series.
+  let done = 0;
   let reads = 0;
   let writes = 0;
   let failure: IoFailure | null = null;
@@ -154,7 +199,9 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
         : setTimeout(() => {
             expired = true;
           }, p.deadline - performance.now());
-    const timed = o.latency;
+    // Time one I/O in `every` (a power of two): the mask picks them without a division.
+    const mask = latEvery - 1;
+    let n = 0;
     const slot = async (buf: Uint8Array): Promise<void> => {
       while (failure === null && issued < p.limit && !expired) {
         issued++;
@@ -172,7 +219,7 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
           gen[b] = 0; // unknown until the write succeeds
           fillPattern(buf, at, g, o.seed);
         }
-        const t0 = timed ? performance.now() : 0;
+        const t0 = latEvery !== 0 && (n++ & mask) === 0 ? performance.now() : -1;
         try {
           if (write) await engine.write(at, buf);
           else await engine.read(at, buf);
@@ -180,8 +227,9 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
           failure ??= new IoFailure(at, write, err);
           return;
         }
+        done++;
         if (p.record) {
-          if (timed) lat.record((performance.now() - t0) * 1e6);
+          if (t0 >= 0) lat.record((performance.now() - t0) * 1e6);
           ios++;
           if (write) writes++;
           else reads++;
@@ -222,6 +270,15 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
   };
 
   if (o.verify) await sweep(true);
+  const clockNs = clockCostNs();
+  const latEvery = !o.latency ? 0 : (o.latEvery ?? latencySampling(clockNs));
+  const perSecond: number[] = [];
+  let counted = 0;
+  const ticker = setInterval(() => {
+    perSecond.push(done - counted);
+    counted = done;
+  }, 1000);
+  ticker.unref();
   if (o.rampTime > 0) await runPhase({ limit: Infinity, deadline: performance.now() + o.rampTime * 1000, record: false });
   await hooks.afterRamp?.();
 
@@ -248,6 +305,7 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
     });
   } finally {
     clearInterval(timer);
+    clearInterval(ticker);
   }
   const seconds = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
@@ -272,6 +330,9 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
     verifyMismatches: o.verify ? mismatches : null,
     verifyChecked: checked,
     firstMismatch,
+    latEvery,
+    clockNs,
+    perSecond,
   };
 }
 

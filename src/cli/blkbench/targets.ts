@@ -36,6 +36,8 @@ export interface DriverTarget {
   image: string | null;
   /** One line saying what this is. */
   describe: string;
+  /** gntalloc's limit on a real guest (null on the simulated host). */
+  grantLimit: number | null;
   close(): Promise<void>;
 }
 
@@ -103,6 +105,7 @@ function driverEngine(device: BlockDevice, disk: SimBlkback | null, zeroCopy: bo
         responses: s.responses,
         poolHits: s.pool.hits,
         poolFallbacks: s.pool.fallbacks,
+        poolWaits: s.pool.waits,
         backendMaps: b === undefined ? null : b.persistentMaps + b.transientMaps,
         backendUnmaps: b === undefined ? null : b.unmaps,
         reconnects: s.reconnects,
@@ -177,6 +180,7 @@ export async function openDriverTarget(o: BenchOptions): Promise<DriverTarget> {
         engine: driverEngine(d.device, null, o.zeroCopy),
         device: d.device,
         sim: null,
+        grantLimit: d.platform.grants.limit?.() ?? null,
         image: null,
         describe: `Xen vbd ${t.vdev} (${d.device.info.size} bytes); ${grants}`,
         close: () => d.close(),
@@ -231,6 +235,7 @@ export async function openDriverTarget(o: BenchOptions): Promise<DriverTarget> {
       engine: driverEngine(d.device, d.sim!.disk, o.zeroCopy),
       device: d.device,
       sim: d.sim,
+      grantLimit: null,
       image,
       describe: `${describe} (${d.device.info.size} bytes)`,
       close: async () => {
