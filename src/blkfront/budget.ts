@@ -1,10 +1,11 @@
 /**
  * The device's share of the grant table. Linux's gntalloc caps the grants
  * all of a guest's users hold together (1024 by default): a device's pools
- * take at most half of what is free when it connects, split evenly over its
- * queues, and its fresh grants at most the other half, so a device alone
- * never asks for more than there is. A request must always fit its queue's
- * pool, so the segments per request are capped by the smallest pool.
+ * may grow to three quarters of what is free when it connects, split evenly
+ * over its queues, and its fresh grants (taken only while a pool grows, see
+ * GrantPool's keepFresh) to the last quarter, so a device alone never asks
+ * for more than there is. A request must always fit its queue's pool, so the
+ * segments per request are capped by the smallest pool.
  */
 import { PlatformError } from '../errors.js';
 import { GrantPool } from '../gnttab/pool.js';
@@ -29,23 +30,23 @@ export interface PoolPlan {
   zero: boolean;
 }
 
-/** Pages each queue's pool may take: half of what the grant table has free, split by queue. */
-export function grantBudget(grants: GrantSharer, queues: number): number {
+/** Pages each queue's pool may take, and the fresh pages it may have out: three quarters and a quarter of what is free, by queue. */
+export function grantBudget(grants: GrantSharer, queues: number): { pool: number; fresh: number } {
   const limit = grants.limit?.();
-  if (limit === undefined) return Infinity;
+  if (limit === undefined) return { pool: Infinity, fresh: Infinity };
   const free = Math.max(0, limit - grants.stats().sharedPages);
-  return Math.floor(free / 2 / queues);
+  return { pool: Math.floor((free * 3) / 4 / queues), fresh: Math.floor(free / 4 / queues) };
 }
 
 /** A queue's pool within `budget` pages; XEN_ENOSPC when not even one 11-segment request fits. */
-export function makePool(grants: GrantSharer, domid: number, plan: PoolPlan, budget: number): GrantPool {
+export function makePool(grants: GrantSharer, domid: number, plan: PoolPlan, budget: { pool: number; fresh: number }): GrantPool {
   if (!plan.pool) return new GrantPool(grants, domid, { pages: 0, zero: plan.zero });
   const perRequest = plan.maxSegments + Math.ceil(plan.maxSegments / SEGS_PER_INDIRECT_FRAME);
-  const pages = Math.min(plan.poolPages ?? plan.entries * BLKIF_MAX_SEGMENTS_PER_REQUEST, budget);
+  const pages = Math.min(plan.poolPages ?? plan.entries * BLKIF_MAX_SEGMENTS_PER_REQUEST, budget.pool);
   if (pages < BLKIF_MAX_SEGMENTS_PER_REQUEST + 1) {
     throw new PlatformError(
       'XEN_ENOSPC',
-      `only ${budget} grant pages available for each of the device's queues; ` +
+      `only ${budget.pool} grant pages available for each of the device's queues; ` +
         "raise gntalloc's limit (/sys/module/xen_gntalloc/parameters/limit) or close other users",
     );
   }
@@ -53,9 +54,9 @@ export function makePool(grants: GrantSharer, domid: number, plan: PoolPlan, bud
     pages,
     // With persistent grants the backend keeps what it mapped: keep those pages too (up to a full ring's worth).
     keepFresh: plan.persistent,
-    maxPages: Math.min(plan.entries * perRequest, MAX_POOL_PAGES, budget),
-    // Fresh grants beyond the pool may use the other half of what was free.
-    maxFallbackPages: budget,
+    maxPages: Math.min(plan.entries * perRequest, MAX_POOL_PAGES, budget.pool),
+    // Fresh grants beyond the pool (while it grows) may use the last quarter of what was free.
+    maxFallbackPages: budget.fresh,
     zero: plan.zero,
   });
 }

@@ -38,11 +38,21 @@ export interface CallCounts {
 }
 
 /**
+ * Load (pages plus one per piece) the first queue takes before work spreads:
+ * about 1 MiB in flight. Below it one ring serves everything, so one event
+ * channel wakes the driver for a whole batch of responses (small I/O gains
+ * most from that); above it a second ring lets the backend's second thread
+ * work, which is what large I/O gains from.
+ */
+export const SPREAD_AT = 256;
+
+/**
  * The queue a piece goes to: with persistent grants, a device buffer's own
  * queue (the backend keeps a bounded set of persistent grants per queue);
- * else the least loaded, round robin among equals, so one ring backed up
- * behind large requests does not hold up work another could take and each
- * queue's pages in use (the backend's persistent grants) stay even.
+ * else the first queue while its load is under {@link SPREAD_AT}, then the
+ * least loaded, round robin among equals, so one ring backed up behind large
+ * requests does not hold up work another could take and each queue's pages
+ * in use (the backend's persistent grants) stay even.
  */
 export class QueueChooser {
   private next = 0;
@@ -51,6 +61,8 @@ export class QueueChooser {
     const n = queues.length;
     const region = op.done.region;
     if (region !== null && persistent) return queues[region.home % n]!;
+    const first = queues[0]!;
+    if (n === 1 || first.load + op.pages < SPREAD_AT) return first;
     const start = this.next++ % n;
     let best = queues[start]!;
     for (let i = 1; i < n && best.load > 0; i++) {

@@ -29,7 +29,9 @@ export interface GrantPoolOptions {
    * Keep fresh pages in the pool when they come back instead of unsharing
    * them, up to `maxPages` in all. With persistent grants the backend keeps
    * the grants it mapped, so ending them would only defer; Linux's blkfront
-   * likewise adds such grants to its free list. Default false.
+   * likewise adds such grants to its free list. Fresh pages are then taken
+   * only while they can be kept: at `maxPages` takers wait for pooled pages
+   * rather than share and unshare pages on every request. Default false.
    */
   keepFresh?: boolean;
   /** Largest the pool may grow to by keeping fresh pages (default unlimited). */
@@ -134,7 +136,10 @@ export class GrantPool {
     const fresh = n - k;
     let freshPages: SharedPages | null = null;
     if (fresh > 0) {
-      if (!this.fallback || this.counts.freshInUse + fresh > this.maxFallback) {
+      // A pool that keeps fresh pages but is at its largest would share and unshare them on every request
+      // (system calls here, a map and unmap in the backend): waiting for pooled pages is cheaper.
+      const churn = this.keepFresh && this.size + this.counts.freshInUse + fresh > this.maxPages;
+      if (!this.fallback || churn || this.counts.freshInUse + fresh > this.maxFallback) {
         this.sem.release(k);
         return null;
       }

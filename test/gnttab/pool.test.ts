@@ -135,6 +135,25 @@ describe('GrantPool', () => {
     expect((await waiting).pooled).toBe(1);
   });
 
+  it('keeping fresh pages, grows to maxPages and then waits instead of sharing and unsharing per request', async () => {
+    const pool = new GrantPool(sharer, 0, { pages: 2, keepFresh: true, maxPages: 6 });
+    const a = pool.take(5)!; // 2 pooled + 3 fresh, all keepable
+    expect(a.pooled).toBe(2);
+    expect(pool.take(2)).toBeNull(); // 2 + 3 + 2 > 6: they could not be kept
+    const b = pool.take(1)!; // 2 + 3 + 1 = 6: the last page the pool may keep
+    pool.release(a);
+    pool.release(b);
+    expect(pool.stats()).toMatchObject({ size: 6, kept: 4, fallbacks: 4 });
+    const shared = sharer.stats().sharedPages;
+    const c = pool.take(6)!;
+    expect(pool.take(1)).toBeNull(); // at its largest: no fresh page at all
+    const waiting = pool.acquire(1);
+    pool.release(c);
+    expect((await waiting).pooled).toBe(1);
+    expect(sharer.stats().sharedPages).toBe(shared);
+    expect(pool.stats().fallbacks).toBe(4);
+  });
+
   it('falls back to waiting when the grant table itself is full', async () => {
     const small = new SimHypervisor();
     small.createDomain({ domid: 0, pages: 4, grants: 4 });

@@ -393,6 +393,7 @@ export class SimBlkback {
       connections: this.connections,
       queues: this.workers.length,
       requests: sum(QStat.requests),
+      requestsByQueue: this.workers.map((_, q) => qstat(c, q, QStat.requests)),
       responses: sum(QStat.responses),
       errors: sum(QStat.errors),
       persistentMaps: sum(QStat.persistentMaps),

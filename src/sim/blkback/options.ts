@@ -56,6 +56,8 @@ export interface SimBlkbackStats {
   connections: number;
   queues: number;
   requests: number;
+  /** Requests by queue (how the frontend spread its work). */
+  requestsByQueue: number[];
   responses: number;
   /** Requests answered BLKIF_RSP_ERROR or EOPNOTSUPP because they failed a check. */
   errors: number;
