@@ -49,16 +49,22 @@ else
   say "xenstore benchmark from dom0 failed: $(echo "$out" | tail -n 3 | tr '\n' ' ')"
 fi
 
-# Backing files. The marker lets the domU prove it reads dom0's data at both
-# ends of the disk; the rest starts as zeros.
+# Backing files. The read-write ones the suite compares (the driver's and the
+# kernel's, on blkback and on qdisk) all start as the same random bytes, with no
+# holes: a hole in tmpfs reads as a shared zero page, faster than data, and
+# only the side that wrote first would pay for real pages. The marker lets the
+# domU prove it reads dom0's data at both ends of its disk.
+head -c "${KDISK_MB}M" /dev/urandom > /tmp/kdisk.img
+head -c "${DISK_MB}M" /tmp/kdisk.img > /tmp/disk.img
 truncate -s "${DISK_MB}M" /tmp/disk.img
 truncate -s "${RO_MB}M" /tmp/ro.img
-truncate -s "${KDISK_MB}M" /tmp/kdisk.img
 # Twins served by QEMU's qdisk backend (libxl starts QEMU for them): one for the driver, one for the kernel's.
-truncate -s "${KDISK_MB}M" /tmp/qdisk.img
-truncate -s "${KDISK_MB}M" /tmp/kqdisk.img
-printf 'XEN-BLKFRONT-MARKER %s head' "$MARKER" | dd of=/tmp/disk.img conv=notrunc status=none
-printf 'XEN-BLKFRONT-MARKER %s tail' "$MARKER" |
+cp /tmp/kdisk.img /tmp/qdisk.img
+cp /tmp/kdisk.img /tmp/kqdisk.img
+# Each marker fills its sector, zeros after the text.
+sector() { { printf "$@"; head -c 512 /dev/zero; } | head -c 512; }
+sector 'XEN-BLKFRONT-MARKER %s head' "$MARKER" | dd of=/tmp/disk.img conv=notrunc status=none
+sector 'XEN-BLKFRONT-MARKER %s tail' "$MARKER" |
   dd of=/tmp/disk.img bs=512 seek=$((DISK_MB * 2048 - 1)) conv=notrunc status=none
 printf 'XEN-BLKFRONT-MARKER %s ro' "$MARKER" | dd of=/tmp/ro.img conv=notrunc status=none
 

@@ -11,7 +11,7 @@
 #   5. exits 0 only when dom0 reports the suite passed.
 #
 # Environment: XEN_TESTBED_CACHE (cache directory), XEN_TESTBED_TIMEOUT
-# (seconds the domU may run, default 1150; QEMU gets 150 more: at most 22 minutes of Xen), XEN_TESTBED_LOG
+# (seconds the domU may run, default 1300; QEMU gets 150 more: at most 24 minutes of Xen), XEN_TESTBED_LOG
 # (where the full console goes, default /tmp/xen-testbed-console.log).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +28,7 @@ avail_mb=$(awk '/MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
 [ "$avail_mb" -ge 4000 ] || cannot "QEMU needs about 3.6 GB of RAM and only ${avail_mb} MB is available"
 [ -d dist/test/xen ] || cannot "dist/test/xen is missing: run it as npm run test:xen (which builds it)"
 
-timeout_s=${XEN_TESTBED_TIMEOUT:-1150}
+timeout_s=${XEN_TESTBED_TIMEOUT:-1300}
 console=${XEN_TESTBED_LOG:-/tmp/xen-testbed-console.log}
 started=$SECONDS
 

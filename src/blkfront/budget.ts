@@ -52,8 +52,9 @@ export function makePool(grants: GrantSharer, domid: number, plan: PoolPlan, bud
   }
   return new GrantPool(grants, domid, {
     pages,
-    // With persistent grants the backend keeps what it mapped: keep those pages too (up to a full ring's worth).
-    keepFresh: plan.persistent,
+    // Keep fresh pages (up to a full ring's worth, within the budget): with persistent grants the backend
+    // keeps what it mapped, and either way a kept page spares a share and an unshare on the next request.
+    keepFresh: true,
     maxPages: Math.min(plan.entries * perRequest, MAX_POOL_PAGES, budget.pool),
     // Fresh grants beyond the pool (while it grows) may use the last quarter of what was free.
     maxFallbackPages: budget.fresh,

@@ -27,16 +27,21 @@ export interface BufferRegion {
    * Its queue, with persistent grants: the backend keeps a bounded set of
    * persistent grants per queue (Linux: 1056), so a buffer used on every
    * queue would take a slot in each and push the working set past the bound.
+   * Buffers fill one queue's share ({@link HOME_PAGES}) before the next, as
+   * the submitter fills one ring before spreading: small buffers share one
+   * ring and its event channel, large sets still spread over every queue.
    */
   readonly home: number;
 }
+
+/** Pages of device buffers homed on one queue before the next: 4 MiB, under blkback's 1056 persistent grants per queue. */
+export const HOME_PAGES = 1024;
 
 export class DeviceBuffers {
   /** Regions per underlying ArrayBuffer, sorted by start. */
   private readonly byBuffer = new Map<ArrayBufferLike, BufferRegion[]>();
   private readonly spare = new Map<number, BufferRegion[]>();
   private pagesShared = 0;
-  private homes = 0;
   /** Plain memory handed out instead while the backend is not trusted. */
   private readonly plain = new WeakSet<ArrayBufferLike>();
   private inPlace = true;
@@ -89,7 +94,7 @@ export class DeviceBuffers {
       inflight: 0,
       free: false,
       stale: false,
-      home: this.homes++,
+      home: Math.floor(this.pagesShared / HOME_PAGES),
     };
     const list = this.byBuffer.get(bytes.buffer) ?? [];
     list.splice(this.search(list, r.start), 0, r);

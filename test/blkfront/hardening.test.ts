@@ -100,7 +100,7 @@ describe('a failed open leaves the vbd ready for the next', () => {
     host = await createSimHost();
     const disk = await host.addDisk({ size: 1 << 20 });
     await expect(
-      openBlockDevice({ platform: limitedPlatform(host.guest, 40).platform, vdev: disk.vdev, timeoutMs: 3000 }),
+      openBlockDevice({ platform: limitedPlatform(host.guest, 30).platform, vdev: disk.vdev, timeoutMs: 3000 }),
     ).rejects.toMatchObject({ code: 'XEN_ENOSPC' });
     expect(await readState(host.guest.xenstore, disk.frontendPath)).toBe(XenbusState.Closed);
     expect(host.guest.grants.stats().sharedPages).toBe(0);

@@ -5,9 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { openXenPlatform, type XenPlatform, type XenstoreClient } from '../../src/index.js';
+import { XenbusState, openXenPlatform, waitForState, type XenPlatform, type XenstoreClient } from '../../src/index.js';
 
 /** xvdb: read-write, 64 MiB, dom0 wrote the marker at both ends. */
 export const XVDB = 51728;
@@ -84,13 +84,59 @@ export function blkbenchJson<T>(vdev: number, args: string[], opts: { node?: str
   return JSON.parse(r.stdout) as T;
 }
 
-/** Loads xen-blkfront for one vbd alone: autoprobe off, then bind that one device. */
+/** xen-blkfront's module parameters that shape a connection: what a fair comparison must match. */
+export interface KernelDriverParams {
+  /** log2 of the pages per ring (Linux's default 0: one page, 32 slots). */
+  max_ring_page_order: number;
+  /** Segments per indirect request (Linux's default 32: 128 KiB). */
+  max_indirect_segments: number;
+}
+
+/** What the kernel's driver runs with: its module parameters, and the disk's queue settings. */
+export function kernelDriverSettings(name: string): string {
+  const read = (p: string) => {
+    try {
+      return readFileSync(p, 'utf8').trim();
+    } catch {
+      return '?';
+    }
+  };
+  const params = ['max_ring_page_order', 'max_indirect_segments', 'max_queues', 'feature_persistent']
+    .map((k) => `${k}=${read(`/sys/module/xen_blkfront/parameters/${k}`)}`)
+    .join(' ');
+  const q = `/sys/block/${name}/queue`;
+  const hw = existsSync(`/sys/block/${name}/mq`) ? readdirSync(`/sys/block/${name}/mq`).length : 0;
+  return (
+    `${params}; ${name}: ${hw} hardware queue(s), nr_requests ${read(`${q}/nr_requests`)}, max_segments ${read(`${q}/max_segments`)}, ` +
+    `max_sectors_kb ${read(`${q}/max_sectors_kb`)}, scheduler ${read(`${q}/scheduler`)}`
+  );
+}
+
+function currentParams(): KernelDriverParams | null {
+  try {
+    return {
+      max_ring_page_order: Number(readFileSync('/sys/module/xen_blkfront/parameters/max_ring_page_order', 'utf8')),
+      max_indirect_segments: Number(readFileSync('/sys/module/xen_blkfront/parameters/max_indirect_segments', 'utf8')),
+    };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Loads xen-blkfront for one vbd alone: autoprobe off, then bind that one
+ * device. An already loaded module is used as it is.
+ */
 export function kernelDriverFor(vdev: number, name: string): string {
   const dev = `/dev/${name}`;
   if (existsSync(dev)) return dev;
   writeFileSync('/sys/bus/xen/drivers_autoprobe', '0');
   const mod = spawnSync('modprobe', ['xen-blkfront'], { encoding: 'utf8' });
   assert.equal(mod.status, 0, `modprobe xen-blkfront: ${mod.stderr}`);
+  return bindKernelDriver(vdev, dev);
+}
+
+function bindKernelDriver(vdev: number, dev: string): string {
   writeFileSync('/sys/bus/xen/drivers/vbd/bind', `vbd-${vdev}`);
   const deadline = Date.now() + 30_000;
   while (!existsSync(dev)) {
@@ -99,4 +145,48 @@ export function kernelDriverFor(vdev: number, name: string): string {
   }
   assert.ok(!existsSync(`/sys/bus/xen/devices/vbd-${XVDB}/driver`), "the kernel left the driver's vbd alone");
   return dev;
+}
+
+/**
+ * Loads xen-blkfront with `params` and binds it to one vbd, reloading the
+ * module if it runs with others (it must then drive no other vbd): the
+ * kernel's driver given what ours negotiated, or its defaults. Before the
+ * new bind the backend must have seen the old frontend close, or it would
+ * not answer the new one's Initialising.
+ */
+export async function kernelDriverWith(vdev: number, name: string, params: KernelDriverParams): Promise<string> {
+  const dev = `/dev/${name}`;
+  const now = currentParams();
+  if (
+    now !== null &&
+    now.max_ring_page_order === params.max_ring_page_order &&
+    now.max_indirect_segments === params.max_indirect_segments
+  ) {
+    return kernelDriverFor(vdev, name);
+  }
+  writeFileSync('/sys/bus/xen/drivers_autoprobe', '0');
+  if (now !== null) {
+    const bound = readdirSync('/sys/bus/xen/drivers/vbd').filter((e) => e.startsWith('vbd-'));
+    assert.deepEqual(
+      bound.filter((b) => b !== `vbd-${vdev}`),
+      [],
+      'xen-blkfront drives no other vbd before it is reloaded',
+    );
+    if (bound.length > 0) {
+      writeFileSync('/sys/bus/xen/drivers/vbd/unbind', `vbd-${vdev}`);
+      const p = await platform();
+      try {
+        const backend = await p.xenstore.read(`device/vbd/${vdev}/backend`);
+        await waitForState(p.xenstore, backend, XenbusState.Closed, { timeoutMs: 30_000 });
+      } finally {
+        await p.close();
+      }
+    }
+    const rm = spawnSync('rmmod', ['xen_blkfront'], { encoding: 'utf8' });
+    assert.equal(rm.status, 0, `rmmod xen_blkfront: ${rm.stderr}`);
+  }
+  const args = Object.entries(params).map(([k, v]) => `${k}=${v}`);
+  const mod = spawnSync('modprobe', ['xen-blkfront', ...args], { encoding: 'utf8' });
+  assert.equal(mod.status, 0, `modprobe xen-blkfront: ${mod.stderr}`);
+  return bindKernelDriver(vdev, dev);
 }

@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { readFileSync } from 'node:fs';
 import { describe, summarize, type CpuProfile } from '../../bench/cpuprofile.js';
 import { MiB, XVDB, blkbenchJson } from './env.js';
-import { withGrantLimit } from './bench.xen.js';
+import { withGrantLimit } from './compare.js';
 
 function run(args: string[], node: string[] = []): Record<string, unknown> {
   // A variant may bring its own --ramp-time.
