@@ -59,6 +59,8 @@ head -c "${DISK_MB}M" /tmp/kdisk.img > /tmp/disk.img
 truncate -s "${DISK_MB}M" /tmp/disk.img
 truncate -s "${RO_MB}M" /tmp/ro.img
 # Twins served by QEMU's qdisk backend (libxl starts QEMU for them): one for the driver, one for the kernel's.
+# The kernel's driver at its module defaults, for the reference row (a module's parameters hold for all it drives).
+cp /tmp/kdisk.img /tmp/kdisk0.img
 cp /tmp/kdisk.img /tmp/qdisk.img
 cp /tmp/kdisk.img /tmp/kqdisk.img
 # Each marker fills its sector, zeros after the text.
@@ -83,7 +85,8 @@ disk = [ 'format=raw, vdev=xvdb, access=rw, backendtype=phy, target=/tmp/disk.im
          'format=raw, vdev=xvdc, access=ro, backendtype=phy, target=/tmp/ro.img',
          'format=raw, vdev=xvdd, access=rw, backendtype=phy, target=/tmp/kdisk.img',
          'format=raw, vdev=xvde, access=rw, backendtype=qdisk, target=/tmp/qdisk.img',
-         'format=raw, vdev=xvdf, access=rw, backendtype=qdisk, target=/tmp/kqdisk.img' ]
+         'format=raw, vdev=xvdf, access=rw, backendtype=qdisk, target=/tmp/kqdisk.img',
+         'format=raw, vdev=xvdh, access=rw, backendtype=phy, target=/tmp/kdisk0.img' ]
 CFG
 xl create /tmp/domU.cfg >/tmp/xl-create.log 2>&1 || { cat /tmp/xl-create.log; finish "xl create failed" error; }
 domid=$(xl domid suite)
