@@ -25,7 +25,7 @@ const LINE = new RegExp(String.raw`# xen-bench (.+?) \[(.+?)\]: blkbench ${RATE}
 
 const [log = '/tmp/xen-testbed-console.log', out = 'docs/xen-comparison.svg'] = process.argv.slice(2);
 const rows: Row[] = [];
-for (const line of readFileSync(log, 'latin1').split('\n')) {
+for (const line of readFileSync(log, 'utf8').split('\n')) {
   const m = LINE.exec(line);
   if (m === null) continue;
   rows.push({
@@ -41,10 +41,10 @@ const labels = [...new Set(blkback.map((r) => r.label))];
 const groups: BarGroup[] = [];
 for (const name of [...new Set(blkback.map((r) => r.workload))]) {
   const mine = blkback.filter((r) => r.workload === name);
-  const bars = [mine[0]!.theirs];
+  const bars: BarGroup['bars'] = [mine[0]!.theirs];
   for (const l of labels) {
     const r = mine.find((x) => x.label === l);
-    bars.push(r?.ours ?? { median: 0, min: 0, max: 0 });
+    bars.push(r?.ours ?? null);
   }
   groups.push({ name, bars });
 }

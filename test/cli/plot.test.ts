@@ -15,6 +15,8 @@ function wellFormed(svg: string): void {
   expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
   const stack: string[] = [];
   for (const m of svg.matchAll(/<(\/?)([a-z]+)[^>]*?(\/?)>/g)) {
+    const names = [...m[0].matchAll(/\s([a-z-]+)="/g)].map((a) => a[1]);
+    expect(new Set(names).size, `no attribute twice in ${m[0]}`).toBe(names.length);
     if (m[1] === '/') expect(stack.pop()).toBe(m[2]);
     else if (m[3] !== '/') stack.push(m[2]!);
   }
@@ -61,12 +63,13 @@ describe('charts', () => {
             { median: 200, min: 180, max: 220 },
           ],
         },
+        { name: 'not run by the driver', bars: [{ median: 10, min: 9, max: 11 }, null] },
       ],
     );
     wellFormed(svg);
     expect(svg).toContain('>1.50<');
     expect(svg).toContain('>0.50<');
-    expect(svg.match(/<rect x="270" y="\d+" width="[\d.]+" height="16"/g)).toHaveLength(4);
+    expect(svg.match(/<rect x="270" y="\d+" width="[\d.]+" height="16"/g)).toHaveLength(5);
   });
 
   it('blkbench --plot writes the chart of the run it reports, with its baseline', async () => {

@@ -14,6 +14,7 @@ export interface Line {
 
 const COLORS = ['#1f6feb', '#d1242f', '#8250df', '#1a7f37'];
 const FONT = 'font-family="sans-serif" font-size="12"';
+const TITLE = 'font-family="sans-serif" font-size="14" font-weight="bold"';
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -111,7 +112,7 @@ export function runChart(
   const lat: Panel = { x: 530, y: 50, w: 340, h: 240, title: 'latency by percentile', xLabel: 'percentile', yLabel: 'µs' };
   const seconds = Math.max(1, ...runs.map((r) => r.perSecond.length));
   const yRate = Math.max(1, ...runs.flatMap((r) => r.perSecond));
-  const body = [`<text x="${W / 2}" y="22" text-anchor="middle" ${FONT} font-size="14" font-weight="bold">${esc(title)}</text>`];
+  const body = [`<text x="${W / 2}" y="22" text-anchor="middle" ${TITLE}>${esc(title)}</text>`];
   const f = frame(rate, seconds, yRate, null);
   body.push(...f.out);
   runs.forEach((r, i) => {
@@ -152,10 +153,10 @@ export function runChart(
   return svg(W, H, body);
 }
 
-/** One group of bars: a workload, each side's median with its range. */
+/** One group of bars: a workload, each side's median with its range (null: that side did not run it). */
 export interface BarGroup {
   name: string;
-  bars: Array<{ median: number; min: number; max: number }>;
+  bars: Array<{ median: number; min: number; max: number } | null>;
 }
 
 /**
@@ -169,12 +170,12 @@ export function ratioChart(title: string, sides: string[], groups: BarGroup[]): 
   const plotW = 520;
   const H = 70 + groups.length * rowH + 30 + sides.length * 18;
   const W = left + plotW + 60;
-  const ratios = groups.flatMap((g) => g.bars.map((b) => b.max / (g.bars[0]!.median || 1)));
+  const ratios = groups.flatMap((g) => g.bars.map((b) => (b === null ? 0 : b.max / (g.bars[0]?.median || 1))));
   const xMax = Math.max(1.2, ...ratios);
   const xs = step(xMax, 6);
   const top = Math.ceil(xMax / xs) * xs;
   const X = (v: number) => left + (v / top) * plotW;
-  const body = [`<text x="${W / 2}" y="22" text-anchor="middle" ${FONT} font-size="14" font-weight="bold">${esc(title)}</text>`];
+  const body = [`<text x="${W / 2}" y="22" text-anchor="middle" ${TITLE}>${esc(title)}</text>`];
   const y0 = 44;
   const y1 = y0 + groups.length * rowH;
   for (let v = 0; v <= top + 1e-9; v += xs) {
@@ -184,10 +185,11 @@ export function ratioChart(title: string, sides: string[], groups: BarGroup[]): 
     body.push(`<text x="${X(v).toFixed(1)}" y="${y1 + 16}" text-anchor="middle" ${FONT}>${+v.toFixed(2)}×</text>`);
   }
   groups.forEach((g, gi) => {
-    const base = g.bars[0]!.median || 1;
+    const base = g.bars[0]?.median || 1;
     const gy = y0 + gi * rowH + 8;
     body.push(`<text x="${left - 8}" y="${gy + (rowH - 16) / 2 + 4}" text-anchor="end" ${FONT}>${esc(g.name)}</text>`);
     g.bars.forEach((b, i) => {
+      if (b === null) return;
       const y = gy + i * 22;
       const c = COLORS[i % COLORS.length];
       body.push(`<rect x="${left}" y="${y}" width="${(X(b.median / base) - left).toFixed(1)}" height="16" fill="${c}" opacity="0.8"/>`);
