@@ -31,7 +31,7 @@ import type { IoOp } from './request.js';
 import { grantBudget, makePool, segmentCap, sumPoolStats } from './budget.js';
 import { CLOSED, CONNECTED, refusal, routeFor, type DeviceState } from './state.js';
 import { Submitter, type CallKind } from './submit.js';
-import { locateDevice, talkToBackend, waitForBackend, withoutFeature } from './negotiate.js';
+import { BackendRestarted, locateDevice, talkToBackend, waitForBackend, withoutFeature } from './negotiate.js';
 import { readDiskInfo } from './disk_info.js';
 import { backendEngaged, closeHandshake, resetFrontend, takeOver } from './frontend_state.js';
 import type { BlockDeviceInfo, DeviceLocation, Negotiated, RingSetup, TakeOver } from './types.js';
@@ -245,14 +245,21 @@ export class DeviceCore {
     const { held, replay } = this.stopQueues(true);
     const xs = this.platform.xenstore;
     const timeoutMs = this.wish.reconnectTimeoutMs;
-    try {
-      await switchState(xs, this.loc.frontend, XenbusState.Closed);
-      await waitForBackend(this.platform, this.loc, [XenbusState.Closed, XenbusState.InitWait], timeoutMs);
-      await switchState(xs, this.loc.frontend, XenbusState.Initialising);
-      await talkToBackend(this.platform, this.loc, { ...this.wish, timeoutMs }, (n) => this.build(n));
-    } catch (err) {
-      this.giveUp(err, `backend ${this.loc.backend} did not come back`, [...replay, ...held]);
-      return;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const left = Math.max(1, deadline - Date.now());
+        await switchState(xs, this.loc.frontend, XenbusState.Closed);
+        await waitForBackend(this.platform, this.loc, [XenbusState.Closed, XenbusState.InitWait], left);
+        await switchState(xs, this.loc.frontend, XenbusState.Initialising);
+        await talkToBackend(this.platform, this.loc, { ...this.wish, timeoutMs: left }, (n) => this.build(n), true);
+        break;
+      } catch (err) {
+        // The backend closed again before it connected: close our end again and start over, while time is left.
+        if (err instanceof BackendRestarted && Date.now() < deadline) continue;
+        this.giveUp(err, `backend ${this.loc.backend} did not come back`, [...replay, ...held]);
+        return;
+      }
     }
     this.counts.reconnects++;
     this.resumed(replay, held);

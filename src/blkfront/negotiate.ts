@@ -103,11 +103,27 @@ export async function waitForBackend(
  * event handlers exist before we say Connected. On failure everything shared
  * or bound here is undone.
  */
+/**
+ * The backend closed again while a reconnect waited for it to connect
+ * (blkback closing twice in quick succession): the reconnect starts over.
+ */
+export class BackendRestarted extends Error {
+  constructor(readonly state: XenbusState) {
+    super(`the backend went ${xenbusStateName(state)} during the handshake`);
+  }
+}
+
+/**
+ * @param restartable a reconnect: a backend that goes Closing or Closed
+ *   while we wait for it to connect throws {@link BackendRestarted} at once,
+ *   rather than being waited on until the time runs out
+ */
 export async function talkToBackend(
   platform: XenPlatform,
   loc: DeviceLocation,
   wish: NegotiationWishes,
   makeQueues: (n: Negotiated) => void,
+  restartable = false,
 ): Promise<Negotiated> {
   const xs = platform.xenstore;
   const be = loc.backend;
@@ -163,7 +179,13 @@ export async function talkToBackend(
       await tx.write(`${fe}/${BlkifKey.featurePersistent}`, wish.persistent ? '1' : '0');
     });
     await switchState(xs, fe, XenbusState.Initialised);
-    await waitForBackend(platform, loc, [XenbusState.Connected], wish.timeoutMs);
+    const reached = await waitForBackend(
+      platform,
+      loc,
+      restartable ? [XenbusState.Connected, XenbusState.Closing, XenbusState.Closed] : [XenbusState.Connected],
+      wish.timeoutMs,
+    );
+    if (reached !== XenbusState.Connected) throw new BackendRestarted(reached);
     const info = await readDiskInfo(platform, loc, wish, { ringPages: pages, queues: nq });
     const n = { rings, info };
     makeQueues(n);

@@ -6,7 +6,7 @@
  * close() called more than once.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { XenbusState, openBlockDevice, readState } from '../../src/index.js';
+import { XenbusState, openBlockDevice, readState, waitForState } from '../../src/index.js';
 import { createSimHost, type SimHost } from '../../src/sim/index.js';
 import { diskFixture, expectBytes, limitedPlatform, pattern, type DiskFixture } from '../helpers/blk.js';
 import { until } from '../helpers/xs.js';
@@ -92,6 +92,22 @@ describe('the simulated blkback closing twice in quick succession', () => {
     await dev.write(65536, pattern(65536, 4096, 9));
     for (let i = 0; i < 8; i++) expectBytes(await dev.read(i * 4096, 4096), pattern(i * 4096, 4096, i + 1));
     expectBytes(await dev.read(65536, 4096), pattern(65536, 4096, 9));
+  });
+});
+
+describe('a backend that closes again while the reconnect waits for it', () => {
+  it("closing again around the frontend's Initialised: the reconnect starts over, every write lands", async () => {
+    // A short reconnect timeout: waiting for a Connected that never comes would fail the writes.
+    fx = await diskFixture({ size: 1 << 20 }, { reconnectTimeoutMs: 8000 });
+    const { dev, disk, host } = fx;
+    const writes = Array.from({ length: 8 }, (_, i) => dev.write(i * 4096, pattern(i * 4096, 4096, i + 1)));
+    const first = disk.goClosing();
+    await waitForState(host.guest.xenstore, disk.frontendPath, XenbusState.Initialised, { timeoutMs: 5000 });
+    await Promise.all([first, disk.goClosing()]);
+    await Promise.all(writes);
+    for (let i = 0; i < 8; i++) expectBytes(await dev.read(i * 4096, 4096), pattern(i * 4096, 4096, i + 1));
+    expect(dev.stats().reconnects).toBeGreaterThanOrEqual(1);
+    expect(dev.stats().errors).toBe(0);
   });
 });
 
