@@ -25,7 +25,6 @@ export interface PoolPlan {
   entries: number;
   /** Segments per ring request as negotiated (11, or the indirect maximum). */
   maxSegments: number;
-  persistent: boolean;
   /** Zero pages before their first grant (an untrusted backend). */
   zero: boolean;
 }

@@ -191,7 +191,6 @@ export class DeviceCore {
       pool: this.wish.pool,
       poolPages: this.wish.poolPages,
       maxSegments: negotiated,
-      persistent: f.persistentGrants,
       entries: ringEntries(f.ringPages * PAGE_SIZE, BLKIF_NATIVE_ABI.entrySize),
       zero: !n.info.trusted,
     };
