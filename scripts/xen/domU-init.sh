@@ -11,6 +11,7 @@ for m in xen-evtchn xen-gntalloc xen-gntdev; do modprobe "$m" || echo "modprobe 
 echo "domU userspace up at $(cut -d' ' -f1 /proc/uptime)s"
 cd /opt/xen-blkfront
 NODE_DISABLE_COLORS=1 XEN_SUITE_ONLY=$(sed -n 's/.*suite=\([^ ]*\).*/\1/p' /proc/cmdline) \
+  XEN_BENCH_ONLY=$(sed -n 's/.*bench=\([^ ]*\).*/\1/p' /proc/cmdline) \
   XEN_SUITE_MARKER=$(sed -n 's/.*marker=\([^ ]*\).*/\1/p' /proc/cmdline) \
   node --test-reporter=tap dist/test/xen/suite.js 2>&1
 echo "XEN-SUITE-EXIT $?"

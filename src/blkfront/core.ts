@@ -26,6 +26,7 @@ import { PAGE_SIZE } from '../wire/page.js';
 import { ringEntries } from '../wire/ring.js';
 import { SerialQueue } from '../util/serial.js';
 import { BlkQueue, addQueueStats, zeroQueueStats } from './queue.js';
+import { spinsFor } from './ring.js';
 import { DeviceBuffers } from './buffers.js';
 import type { IoOp } from './request.js';
 import { grantBudget, makePool, segmentCap, sumPoolStats } from './budget.js';
@@ -198,7 +199,13 @@ export class DeviceCore {
     const budget = grantBudget(this.platform.grants, nq);
     for (let q = 0; q < nq; q++) this.pools[q] ??= makePool(this.platform.grants, this.loc.backendId, plan, budget);
     const maxSegments = segmentCap(negotiated, this.pools.slice(0, nq));
-    const params = { abi: BLKIF_NATIVE_ABI, handle: this.loc.vdev & 0xffff, maxSegments, persistent: f.persistentGrants };
+    const params = {
+      abi: BLKIF_NATIVE_ABI,
+      handle: this.loc.vdev & 0xffff,
+      maxSegments,
+      persistent: f.persistentGrants,
+      pollSpins: spinsFor(this.wish.pollMicros),
+    };
     const hooks = { ...this.submitter.hooks, broken: this.broken };
     this.queues = n.rings.map((r, q) => new BlkQueue(q, r.pages.bytes, r.channel, this.pools[q]!, params, hooks));
     this.submitter.connect(this.queues, f, maxSegments);

@@ -42,6 +42,11 @@ export interface QueueParams {
   maxSegments: number;
   /** Grant fresh pages writable even for writes (persistent grants: the backend maps them read-write). */
   persistent: boolean;
+  /**
+   * rsp_prod reads of a busy poll after each push (0: none, wait for the
+   * event). While a poll is under way the ring asks for no event.
+   */
+  pollSpins?: number;
 }
 
 export interface QueueHooks {
@@ -67,9 +72,20 @@ export interface QueueStats {
   /** Event handler runs that found responses. */
   interrupts: number;
   responses: number;
+  /** Busy polls that found responses, and those that gave up and waited for the event. */
+  polls: number;
+  pollMisses: number;
 }
 
-export const zeroQueueStats = (): QueueStats => ({ requests: 0, indirectRequests: 0, notifications: 0, interrupts: 0, responses: 0 });
+export const zeroQueueStats = (): QueueStats => ({
+  requests: 0,
+  indirectRequests: 0,
+  notifications: 0,
+  interrupts: 0,
+  responses: 0,
+  polls: 0,
+  pollMisses: 0,
+});
 
 export function addQueueStats(into: QueueStats, from: QueueStats): void {
   for (const k of Object.keys(into) as Array<keyof QueueStats>) into[k] += from[k];
@@ -92,6 +108,9 @@ export class BlkQueue {
   readonly inFlight = new Set<IoOp>();
   private pushQueued = false;
   private live = true;
+  /** The busy poll waiting for its turn of the event loop, if any. */
+  private pollTimer: NodeJS.Immediate | null = null;
+  private readonly pollSpins: number;
   /** Work queued or in flight here, in pages (plus one per piece): the device sends new work to the least loaded queue. */
   load = 0;
   readonly stats: QueueStats = zeroQueueStats();
@@ -108,6 +127,7 @@ export class BlkQueue {
     this.ids = new ShadowIds(this.ring.entries);
     this.shadow = new Array<IoOp | null>(this.ring.entries).fill(null);
     this.shadowOp = new Uint8Array(this.ring.entries);
+    this.pollSpins = params.pollSpins ?? 0;
     channel.onEvent(this.onEvent);
   }
 
@@ -313,23 +333,57 @@ export class BlkQueue {
       this.channel.notify();
       this.stats.notifications++;
     }
+    // Polled in a later turn (setImmediate), never here: the loop gets its turn between polls, so timers and I/O still run.
+    if (this.pollSpins > 0 && this.pollTimer === null && this.live) this.pollTimer = setImmediate(this.pollNow);
   };
 
+  /** An event: take the responses, and ask for the next event unless a poll will look again. */
   private readonly onEvent = (): void => {
+    const n = this.drain(this.pollTimer === null);
+    if (n > 0) this.stats.interrupts++;
+  };
+
+  /**
+   * The busy poll: reads rsp_prod up to pollSpins times. Found: takes what is
+   * there without asking for an event, and polls again next turn while
+   * requests are out. Nothing: asks for the event (the final check, which
+   * catches a response that came meanwhile) and sleeps on it.
+   */
+  private readonly pollNow = (): void => {
+    this.pollTimer = null;
     if (!this.live) return;
+    if (this.ring.spin(this.pollSpins)) {
+      this.stats.polls++;
+      // Nothing out afterwards needs no event: the next push starts a poll.
+      if (this.drain(false) >= 0 && this.ring.outstanding > 0 && this.pollTimer === null) {
+        this.pollTimer = setImmediate(this.pollNow);
+      }
+    } else {
+      this.stats.pollMisses++;
+      this.drain(true);
+    }
+  };
+
+  /** Takes every response there is (asking for the next event if `arm`); how many, or -1 when the backend broke the ring. */
+  private drain(arm: boolean): number {
+    if (!this.live) return 0;
     let n: number;
     try {
-      n = this.ring.consume(this.onResponse);
+      n = this.ring.consume(this.onResponse, arm);
     } catch (err) {
       this.hooks.broken(err instanceof BlkifError ? err : new BlkifError('BLKIF_EPROTO', String(err), { cause: err }));
-      return;
+      return -1;
     }
-    if (n > 0) {
-      this.stats.interrupts++;
-      this.stats.responses += n;
-    }
+    this.stats.responses += n;
     if (this.pending.length > 0) this.pump();
-  };
+    return n;
+  }
+
+  /** Drops a poll that has not run (the queue is stopping). */
+  private stopPolling(): void {
+    if (this.pollTimer !== null) clearImmediate(this.pollTimer);
+    this.pollTimer = null;
+  }
 
   private readonly onResponse = (idLo: number, idHi: number, operation: number, status: number): void => {
     if (!this.ids.valid(idLo, idHi)) {
@@ -376,6 +430,7 @@ export class BlkQueue {
    */
   detach(closeChannel = true): IoOp[] {
     this.live = false;
+    this.stopPolling();
     this.channel.onEvent(null);
     // After a restore the port died with the old domain: it must not be touched.
     if (closeChannel) this.channel.close();
@@ -403,6 +458,7 @@ export class BlkQueue {
    */
   fail(err: BlkifError, quarantine: IoOp[]): void {
     this.live = false;
+    this.stopPolling();
     this.channel.onEvent(null);
     for (const op of this.inFlight) {
       quarantine.push(op);
@@ -420,6 +476,7 @@ export class BlkQueue {
   /** Unbinds the event channel (the queue must be detached or failed). */
   close(): void {
     this.live = false;
+    this.stopPolling();
     this.channel.onEvent(null);
     try {
       this.channel.close();

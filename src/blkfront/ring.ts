@@ -100,8 +100,10 @@ export class FrontRing {
    * Throws BLKIF_EPROTO, consuming nothing more, when rsp_prod claims more
    * responses than there are requests outstanding (a backend that overran
    * the ring or answered what was never asked). Returns how many it handled.
+   * With `arm` false it takes what is there and does not ask for an event
+   * (a poller that will look again).
    */
-  consume(handle: ResponseHandler): number {
+  consume(handle: ResponseHandler, arm = true): number {
     const r = this.rsp;
     let n = 0;
     for (;;) {
@@ -119,9 +121,48 @@ export class FrontRing {
         n++;
         handle(r.idLo, r.idHi, r.operation, r.status);
       }
-      if (!finalCheckForResponses(this.words, this.rspCons)) return n;
+      // A poller that keeps looking leaves rsp_event where it is: the backend then raises no event for what it finds.
+      if (!arm || !finalCheckForResponses(this.words, this.rspCons)) return n;
     }
   }
+
+  /**
+   * Reads rsp_prod up to `spins` times, stopping as soon as a response is
+   * there: a busy poll that asks nothing of the backend. True when one is.
+   */
+  spin(spins: number): boolean {
+    return spinForResponse(this.words, this.rspCons, spins);
+  }
+}
+
+/** The poll loop, outside the class so the calibration below runs the very code (and JIT state) the rings run. */
+function spinForResponse(words: Int32Array, rspCons: number, spins: number): boolean {
+  const cons = rspCons >>> 0;
+  for (let i = 0; i < spins; i++) {
+    if (loadIdx(words, SringWord.rspProd) !== cons) return true;
+  }
+  return false;
+}
+
+let spinsPerMicro = 0;
+
+/**
+ * How many rsp_prod reads take about `micros` microseconds on this machine,
+ * measured once per process with two clock reads (a clock read is dear on
+ * some guests, so the poll loop itself counts reads, not time).
+ */
+export function spinsFor(micros: number): number {
+  if (micros <= 0) return 0;
+  if (spinsPerMicro === 0) {
+    const words = new Int32Array(SRING_HEADER_SIZE / 4);
+    const n = 1 << 16;
+    spinForResponse(words, 0, n); // warm: measure the loop as it will run
+    const t0 = performance.now();
+    spinForResponse(words, 0, n);
+    const us = (performance.now() - t0) * 1000;
+    spinsPerMicro = Math.max(1, n / Math.max(us, 1));
+  }
+  return Math.max(1, Math.round(micros * spinsPerMicro));
 }
 
 /**

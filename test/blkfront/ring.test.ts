@@ -3,7 +3,7 @@
  * backend's side played by the wire module's ring.h functions.
  */
 import { describe, expect, it } from 'vitest';
-import { FrontRing, ShadowIds } from '../../src/blkfront/ring.js';
+import { FrontRing, ShadowIds, spinsFor } from '../../src/blkfront/ring.js';
 import { BLKIF_NATIVE_ABI, BlkifOp, newRequestFields, readRequest, setRequestHeader, setResponse } from '../../src/wire/blkif.js';
 import { SringWord, entryOffset, finalCheckForRequests, loadIdx, pushResponsesAndCheckNotify, storeIdx } from '../../src/wire/ring.js';
 import { isXenError } from '../../src/errors.js';
@@ -131,5 +131,34 @@ describe('ShadowIds', () => {
     expect(ids.valid(0xffffffff, 1)).toBe(false);
     expect(ids.free).toBe(1);
     expect([1, 2, 3, 0].map((slot) => ids.valid(slot, ids.generation(slot)))).toEqual([true, true, true, false]);
+  });
+});
+
+describe('FrontRing polling', () => {
+  it('takes responses without asking for an event, and spins only until one is there', () => {
+    const { ring, words, view } = ringOf(1);
+    for (let i = 0; i < 4; i++) {
+      setRequestHeader(abi, ring.view, ring.requestOffset(), BlkifOp.Read, 1, 0, i, 0, i);
+      ring.produced();
+    }
+    ring.push();
+    expect(ring.spin(1000)).toBe(false); // nothing answered: it gave up after its reads
+    const a = answer(words, view, 32, 0, 2);
+    expect(a.notify).toBe(true); // rsp_event started at 1
+    expect(ring.spin(1)).toBe(true);
+    expect(ring.consume(() => undefined, false)).toBe(2);
+    expect(loadIdx(words, SringWord.rspEvent)).toBe(1); // not moved: the next answers raise no event
+    const b = answer(words, view, 32, a.rspProd, 2);
+    expect(b.notify).toBe(false);
+    expect(ring.consume(() => undefined, true)).toBe(2);
+    expect(loadIdx(words, SringWord.rspEvent)).toBe(5); // armed again when the poller stops
+    expect(ring.spin(10)).toBe(false);
+  });
+
+  it('turns microseconds into a count of reads once, and none for zero', () => {
+    expect(spinsFor(0)).toBe(0);
+    const one = spinsFor(1);
+    expect(one).toBeGreaterThanOrEqual(1);
+    expect(spinsFor(1000)).toBeGreaterThanOrEqual(one * 100);
   });
 });

@@ -49,6 +49,8 @@ export interface BenchOptions {
   ringPages: number;
   /** I/O on device buffers (granted in place) rather than ordinary memory bounced through the pool. */
   zeroCopy: boolean;
+  /** Busy-poll the response ring this many microseconds after each push (0: off). */
+  pollUs: number;
   /** With --xen: how event-channel wake-ups reach the process. */
   wakeup: 'event-loop' | 'thread';
   verify: boolean;
@@ -158,7 +160,10 @@ function build(args: string[]) {
       type: 'string',
       describe: 'With --xen: the virtual device (number under device/vbd, e.g. 51712 for xvda)',
     })
-    .group(['persistent', 'indirect', 'pool', 'ring-pages', 'zero-copy', 'wakeup'], 'Driver (turn a mechanism off to see what it buys):')
+    .group(
+      ['persistent', 'indirect', 'pool', 'ring-pages', 'zero-copy', 'poll-us', 'wakeup'],
+      'Driver (turn a mechanism off to see what it buys):',
+    )
     .option('persistent', {
       type: 'boolean',
       default: true,
@@ -185,6 +190,13 @@ function build(args: string[]) {
       default: false,
       describe:
         'I/O on device buffers (allocBuffer(): granted once, used in place) instead of ordinary memory bounced through the grant pool',
+    })
+    .option('poll-us', {
+      requiresArg: true,
+      type: 'number',
+      default: 0,
+      describe:
+        'Busy-poll the response ring up to this many µs after sending, before sleeping on the event channel (0: off; burns CPU, for few I/Os in flight)',
     })
     .option('wakeup', {
       choices: ['event-loop', 'thread'] as const,
@@ -294,6 +306,7 @@ function check(a: Raw): BenchOptions {
     pool: a.pool,
     ringPages,
     zeroCopy: a['zero-copy'],
+    pollUs: intIn('poll-us', a['poll-us'], 0, 1_000_000),
     wakeup: a.wakeup,
     verify: a.verify,
     baseline: a.baseline,

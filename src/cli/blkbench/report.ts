@@ -37,7 +37,8 @@ export interface Figures {
   cpu_us_per_io: { process: number; thread: number | null; machine: number | null };
   pool: { hits: number; fallbacks: number; waits: number } | null;
   backend: { maps: number; unmaps: number } | null;
-  ring: { requests: number; notifications: number; responses_per_interrupt: number } | null;
+  /** polls, poll_misses: busy polls (--poll-us) that found responses, and that gave up and waited for the event. */
+  ring: { requests: number; notifications: number; responses_per_interrupt: number; polls: number; poll_misses: number } | null;
   notifications_per_request: number | null;
   /** Reconnects (with replay) during the measured run; null for an engine without a ring. */
   reconnects: number | null;
@@ -64,6 +65,7 @@ export interface Report extends Figures {
     pool: boolean;
     ring_pages: number;
     zero_copy: boolean;
+    poll_us: number;
   };
   target: string;
   features: string;
@@ -123,6 +125,8 @@ export function figures(r: JobResult): Figures {
             requests: c.requests,
             notifications: c.notifications,
             responses_per_interrupt: c.interrupts === 0 ? 0 : round(c.responses / c.interrupts, 2),
+            polls: c.polls,
+            poll_misses: c.pollMisses,
           },
     notifications_per_request: c === null ? null : c.requests === 0 ? 0 : round(c.notifications / c.requests, 4),
     reconnects: c === null ? null : c.reconnects,
@@ -150,6 +154,7 @@ export function jobOf(o: BenchOptions, size: number): Report['job'] {
     pool: o.pool,
     ring_pages: o.ringPages,
     zero_copy: o.zeroCopy,
+    poll_us: o.pollUs,
   };
 }
 

@@ -17,6 +17,9 @@ export interface EngineCounters {
   notifications: number;
   interrupts: number;
   responses: number;
+  /** Busy polls that found responses, and that gave up (with --poll-us). */
+  polls: number;
+  pollMisses: number;
   poolHits: number;
   poolFallbacks: number;
   /** Takes that waited for pooled pages (the pools at their largest, or fresh grants capped). */
@@ -133,6 +136,8 @@ function diff(a: EngineCounters | null, b: EngineCounters | null): EngineCounter
     notifications: a.notifications - b.notifications,
     interrupts: a.interrupts - b.interrupts,
     responses: a.responses - b.responses,
+    polls: a.polls - b.polls,
+    pollMisses: a.pollMisses - b.pollMisses,
     poolHits: a.poolHits - b.poolHits,
     poolFallbacks: a.poolFallbacks - b.poolFallbacks,
     poolWaits: a.poolWaits - b.poolWaits,

@@ -103,6 +103,8 @@ function driverEngine(device: BlockDevice, disk: SimBlkback | null, zeroCopy: bo
         notifications: s.notifications,
         interrupts: s.interrupts,
         responses: s.responses,
+        polls: s.polls,
+        pollMisses: s.pollMisses,
         poolHits: s.pool.hits,
         poolFallbacks: s.pool.fallbacks,
         poolWaits: s.pool.waits,
@@ -121,6 +123,7 @@ function driverOptions(o: BenchOptions) {
     maxIndirectSegments: o.indirect ? 256 : 0,
     persistentGrants: o.persistent,
     pool: o.pool,
+    pollMicros: o.pollUs,
   };
 }
 
