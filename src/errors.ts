@@ -115,6 +115,12 @@ export type FsErrorCode =
   | 'FS_EROFS'
   /** No ext2/3/4 file system on the device (no superblock magic), or one with features it cannot handle. */
   | 'FS_ENOFS'
+  /**
+   * The file system may not be written as it is: its journal needs recovery
+   * (it was mounted when its machine stopped), or errors are recorded in it.
+   * Check it with e2fsck first (or mount it read-only).
+   */
+  | 'FS_EDIRTY'
   /** The library or the device failed under a file operation. */
   | 'FS_EIO'
   /** The file system was unmounted. */

@@ -13,13 +13,22 @@
  *   concurrent operations, so every operation of every mount runs through
  *   one queue here, one at a time;
  * - its `FileHandle.close` does not wait; descriptors are closed here with
- *   the descriptor call, awaited.
+ *   the descriptor call, awaited;
+ * - it writes the bitmaps, group descriptors and superblock only when the
+ *   file system is closed (it exports no flush): {@link ExtFileSystem.sync}
+ *   closes and opens it again, and opens again what was open.
+ *
+ * The superblock's health record is kept as fuse2fs keeps it (health.ts):
+ * a read-write mount marks the file system not clean until a clean unmount,
+ * and one whose journal needs recovery, or with errors recorded, is not
+ * written.
  */
 import { ext2fs, type Ext2Fs, type Ext2Promises } from './ext2fs.js';
 import { Readable, Writable } from 'node:stream';
 import { FsError, asError, isXenError } from '../errors.js';
 import type { BlockTarget } from '../blkfront/target.js';
 import { readSuperblock, usageOf, type FsUsage } from './superblock.js';
+import { admit, conditionOf, markMounted, markUnmounted, superblockSealed, writeSuperblock } from './health.js';
 import { ERRNO, normalize, statOf, subject, type DirEntry, type FileStat } from './types.js';
 import { SerialQueue } from '../util/serial.js';
 import { DiskAdapter, type AdapterOptions, type AdapterStats } from './adapter.js';
@@ -32,28 +41,69 @@ const CHUNK = 1 << 20;
 export interface MountOptions extends AdapterOptions {
   /** Refuse every change (FS_EROFS); forced on a read-only disk. */
   readOnly?: boolean;
+  /** Mount read-write even though errors are recorded in the file system (a journal needing recovery is refused still). */
+  force?: boolean;
 }
 
 /**
  * Mounts the ext2/3/4 file system on `target`: FS_ENOFS when there is none
- * (no superblock magic) or libext2fs refuses it. Unmount with
- * {@link ExtFileSystem.unmount}, which writes the metadata back and
- * flushes the disk.
+ * (no superblock magic) or libext2fs refuses it. Read-write, FS_EDIRTY when
+ * its journal needs recovery, or errors are recorded in it (unless
+ * `force`); otherwise it is marked not clean on the disk (and the mount
+ * counted) before anything is written, until {@link ExtFileSystem.unmount}
+ * writes the metadata back, marks it clean and flushes the disk. What a
+ * careful user should know (an unchecked file system, a journal not
+ * replayed on a read-only mount) is in {@link ExtFileSystem.warnings}.
  */
 export async function mountExt(target: BlockTarget, opts: MountOptions = {}): Promise<ExtFileSystem> {
   const sb = await readSuperblock(target);
   if (sb === null) throw new FsError('FS_ENOFS', 'no ext2/3/4 file system found (no superblock magic at byte 1080)');
   const readOnly = opts.readOnly === true || target.readOnly;
+  const condition = conditionOf(sb);
+  const warnings = admit(condition, readOnly, opts.force === true);
+  if (!readOnly && !superblockSealed(sb)) {
+    // Rewriting it would seal whatever is there: a torn or foreign superblock is e2fsck's to judge.
+    throw new FsError('FS_EDIRTY', 'the superblock checksum does not match its contents: run e2fsck -fy on it, or mount it read-only');
+  }
+  const before = new Uint8Array(new Uint8Array(sb.buffer, sb.byteOffset, sb.byteLength));
+  if (!readOnly) {
+    markMounted(sb);
+    await writeSuperblock(target, sb).catch((err: unknown) => {
+      throw new FsError('FS_EIO', `mount: could not mark the file system mounted: ${asError(err).message}`, { cause: err });
+    });
+  }
   const adapter = new DiskAdapter(target, readOnly, opts);
   let fs: Ext2Fs;
   try {
     fs = await lib.run(() => ext2fs.mount(adapter));
   } catch (err) {
+    // Nothing was written through the library: the superblock goes back as it was.
+    if (!readOnly) await writeSuperblock(target, new DataView(before.buffer)).catch(() => undefined);
     throw new FsError('FS_ENOFS', `libext2fs could not open the file system: ${describe(err, adapter)}`, {
       cause: adapter.lastError ?? err,
     });
   }
-  return new ExtFileSystem(fs, adapter, target, readOnly, usageOf(sb));
+  return new ExtFileSystem(fs, adapter, target, readOnly, usageOf(sb), warnings, condition.valid);
+}
+
+/**
+ * A descriptor of the library's, as this layer hands it around: what was
+ * opened, so that a {@link ExtFileSystem.sync} (which closes and opens the
+ * file system again) can open it again where it was.
+ */
+interface OpenFile {
+  fd: number;
+  path: string;
+  /** Flags to open it again with (a file opened to be written is not truncated a second time). */
+  reopen: string;
+  /** Why it can no longer be used, once a sync could not open it again. */
+  lost: FsError | null;
+}
+
+/** The library's descriptor of an open file now (a sync gives it a new one), or why it has none. */
+function fdOf(file: OpenFile): number {
+  if (file.lost !== null) throw file.lost;
+  return file.fd;
 }
 
 function describe(err: unknown, adapter: DiskAdapter): string {
@@ -65,16 +115,26 @@ function describe(err: unknown, adapter: DiskAdapter): string {
 /** A mounted ext2/3/4 file system. Paths are absolute ("/etc/hostname"). */
 export class ExtFileSystem {
   private closed = false;
+  private readonly openFiles = new Set<OpenFile>();
+  /** Failures of the disk under a change: recorded in the superblock's error fields at unmount. */
+  private errors = 0;
 
   /** @internal See {@link mountExt}. */
   constructor(
-    private readonly fs: Ext2Fs,
+    private fs: Ext2Fs,
     private readonly adapter: DiskAdapter,
     /** The disk or partition it lives on. */
     readonly target: BlockTarget,
     /** True when mounted read-only (asked for, or the disk is). */
     readonly readOnly: boolean,
     private readonly mounted: FsUsage,
+    /**
+     * What the superblock said at mount that a careful user should know:
+     * not unmounted cleanly, a journal not replayed (read-only), errors
+     * recorded (forced), a check due, orphans. Empty for a clean file system.
+     */
+    readonly warnings: readonly string[] = [],
+    private readonly validAtMount = true,
   ) {}
 
   /** What the adapter did: reads, writes, readahead hits. */
@@ -90,7 +150,10 @@ export class ExtFileSystem {
     return lib
       .run(() => fn(this.fs.promises))
       .catch((err: unknown) => {
-        throw this.wrap(err, what, path);
+        const e = this.wrap(err, what, path);
+        // The disk failed under a change: what the library holds may not be what the disk has.
+        if (mutates && e.code === 'FS_EIO' && this.adapter.lastError !== null) this.errors++;
+        throw e;
       });
   }
 
@@ -156,7 +219,7 @@ export class ExtFileSystem {
   /** A file's bytes (FS_EISDIR for a directory); the length is checked against the inode's size. */
   async readFile(path: string): Promise<Buffer> {
     const p = normalize(path);
-    const { fd, size } = await this.openForRead(p);
+    const { file, size } = await this.openForRead(p);
     try {
       const out = Buffer.allocUnsafe(size);
       let pos = 0;
@@ -164,59 +227,71 @@ export class ExtFileSystem {
         const want = Math.min(CHUNK, size - pos);
         // Read into a view of the result: no chunk list, no second copy.
         const view = out.subarray(pos, pos + want);
-        const { bytesRead } = await this.op('read', p, (fs) => fs.read(fd, view, 0, want, pos));
+        const { bytesRead } = await this.op('read', p, (fs) => fs.read(fdOf(file), view, 0, want, pos));
         if (bytesRead <= 0) throw new FsError('FS_EIO', `read ${p}: the file ended at byte ${pos}, before its size (${size})`, { path: p });
         pos += bytesRead;
       }
       return out;
     } finally {
-      await this.closeFd(fd, p);
+      await this.closeFd(file, p);
     }
   }
 
   /** Opens a regular file for reading: its descriptor and size (FS_EISDIR for a directory). */
-  private async openForRead(p: string): Promise<{ fd: number; size: number }> {
-    const fd = await this.open(p, 'r');
+  private async openForRead(p: string): Promise<{ file: OpenFile; size: number }> {
+    const file = await this.open(p, 'r');
     try {
-      const st = statOf(await this.op('stat', p, (fs) => fs.fstat(fd)));
+      const st = statOf(await this.op('stat', p, (fs) => fs.fstat(fdOf(file))));
       if (st.type === 'directory') throw new FsError('FS_EISDIR', `read ${p}: is a directory`, { path: p });
-      return { fd, size: st.size };
+      return { file, size: st.size };
     } catch (err) {
-      await this.closeFd(fd, p).catch(() => undefined);
+      await this.closeFd(file, p).catch(() => undefined);
       throw err;
     }
   }
 
-  /** Writes a whole file (created, or truncated first). */
-  async writeFile(path: string, data: Uint8Array | string, opts: { mode?: number } = {}): Promise<void> {
+  /**
+   * Writes a whole file (created, or truncated first). When it resolves the
+   * data and the inode are on the disk, but the allocation bitmaps and
+   * counts may be only in memory until {@link sync} or unmount: with
+   * `sync: true` it syncs the file system before resolving, and the file
+   * survives a crash from then on.
+   */
+  async writeFile(path: string, data: Uint8Array | string, opts: { mode?: number; sync?: boolean } = {}): Promise<void> {
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
     const p = normalize(path);
-    const fd = await this.open(p, 'w', opts.mode ?? 0o644);
+    const file = await this.open(p, 'w', opts.mode ?? 0o644);
     try {
       for (let at = 0; at < buf.byteLength; at += CHUNK)
-        await this.writeAt(fd, p, buf.subarray(at, Math.min(at + CHUNK, buf.byteLength)), at);
+        await this.writeAt(file, p, buf.subarray(at, Math.min(at + CHUNK, buf.byteLength)), at);
     } finally {
-      await this.closeFd(fd, p);
+      await this.closeFd(file, p);
     }
+    if (opts.sync === true) await this.sync();
   }
 
-  private async open(p: string, flags: string, mode = 0o644): Promise<number> {
+  private async open(p: string, flags: string, mode = 0o644): Promise<OpenFile> {
     const mutates = flags !== 'r';
     const h = await this.op('open', p, (fs) => fs.open(p, flags, mode), mutates);
-    return h.fd;
+    const file: OpenFile = { fd: h.fd, path: p, reopen: mutates ? 'r+' : 'r', lost: null };
+    this.openFiles.add(file);
+    return file;
   }
 
-  private closeFd(fd: number, p: string): Promise<void> {
-    return this.op('close', p, (fs) => fs.close(fd));
+  private closeFd(file: OpenFile, p: string): Promise<void> {
+    this.openFiles.delete(file);
+    // A descriptor a sync could not open again has nothing left to close.
+    if (file.lost !== null) return Promise.resolve();
+    return this.op('close', p, (fs) => fs.close(file.fd));
   }
 
-  private async writeAt(fd: number, p: string, data: Uint8Array, position: number): Promise<void> {
+  private async writeAt(file: OpenFile, p: string, data: Uint8Array, position: number): Promise<void> {
     // The library copies from offset 0 of the buffer it is given, whatever offset it is told.
     const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     let done = 0;
     while (done < b.length) {
       const part = done === 0 ? b : b.subarray(done);
-      const { bytesWritten } = await this.op('write', p, (fs) => fs.write(fd, part, 0, part.length, position + done), true);
+      const { bytesWritten } = await this.op('write', p, (fs) => fs.write(fdOf(file), part, 0, part.length, position + done), true);
       if (bytesWritten <= 0) throw new FsError('FS_EIO', `write ${p}: the library wrote nothing`, { path: p });
       done += bytesWritten;
     }
@@ -267,10 +342,14 @@ export class ExtFileSystem {
     await this.rmdir(p);
   }
 
-  rename(from: string, to: string): Promise<void> {
+  async rename(from: string, to: string): Promise<void> {
     const a = normalize(from);
     const b = normalize(to);
-    return this.op('rename', a, (fs) => fs.rename(a, b), true);
+    await this.op('rename', a, (fs) => fs.rename(a, b), true);
+    // What is open under the old name is opened again under the new one by a sync.
+    for (const f of this.openFiles) {
+      if (f.path === a || f.path.startsWith(a + '/')) f.path = b + f.path.slice(a.length);
+    }
   }
 
   symlink(target: string, path: string): Promise<void> {
@@ -283,9 +362,15 @@ export class ExtFileSystem {
    * back with the stream's error, or the close's when `closeErrors` and the
    * stream had none.
    */
-  private closeOnDestroy(fd: number, path: string, err: Error | null, cb: (e: Error | null) => void, closeErrors: boolean): void {
-    if (fd < 0) return cb(err);
-    this.closeFd(fd, path).then(
+  private closeOnDestroy(
+    file: OpenFile | null,
+    path: string,
+    err: Error | null,
+    cb: (e: Error | null) => void,
+    closeErrors: boolean,
+  ): void {
+    if (file === null) return cb(err);
+    this.closeFd(file, path).then(
       () => cb(err),
       (e: unknown) => cb(err ?? (closeErrors ? asError(e) : null)),
     );
@@ -299,7 +384,7 @@ export class ExtFileSystem {
   createReadStream(path: string, opts: { chunkSize?: number; start?: number; end?: number } = {}): Readable {
     const p = normalize(path);
     const chunk = opts.chunkSize ?? CHUNK;
-    let fd = -1;
+    let file: OpenFile | null = null;
     let pos = opts.start ?? 0;
     let stop = Infinity;
     const self = this;
@@ -308,7 +393,7 @@ export class ExtFileSystem {
       construct(cb) {
         self.openForRead(p).then(
           (r) => {
-            fd = r.fd;
+            file = r.file;
             stop = Math.min(r.size, opts.end === undefined ? Infinity : opts.end + 1);
             cb();
           },
@@ -323,7 +408,7 @@ export class ExtFileSystem {
         const want = Math.min(chunk, stop - pos);
         const buf = Buffer.allocUnsafe(want);
         self
-          .op('read', p, (fs) => fs.read(fd, buf, 0, want, pos))
+          .op('read', p, (fs) => fs.read(fdOf(file!), buf, 0, want, pos))
           .then(({ bytesRead }) => {
             if (bytesRead <= 0)
               throw new FsError('FS_EIO', `read ${p}: the file ended at byte ${pos}, before its size (${stop})`, { path: p });
@@ -333,8 +418,8 @@ export class ExtFileSystem {
           .catch((err: unknown) => this.destroy(err as Error));
       },
       destroy(err, cb) {
-        const f = fd;
-        fd = -1;
+        const f = file;
+        file = null;
         self.closeOnDestroy(f, p, err, cb, true);
       },
     });
@@ -342,11 +427,13 @@ export class ExtFileSystem {
 
   /**
    * A Writable into a file (created, or truncated first), written as it
-   * comes; the descriptor is closed (and the inode written) before 'finish'.
+   * comes; the descriptor is closed (and the inode written) before 'finish',
+   * and with `sync: true` the file system is synced too, so that 'finish'
+   * means the file survives a crash.
    */
-  createWriteStream(path: string, opts: { mode?: number } = {}): Writable {
+  createWriteStream(path: string, opts: { mode?: number; sync?: boolean } = {}): Writable {
     const p = normalize(path);
-    let fd = -1;
+    let file: OpenFile | null = null;
     let pos = 0;
     const self = this;
     return new Writable({
@@ -354,14 +441,14 @@ export class ExtFileSystem {
       construct(cb) {
         self.open(p, 'w', opts.mode ?? 0o644).then(
           (f) => {
-            fd = f;
+            file = f;
             cb();
           },
           (err: unknown) => cb(err as Error),
         );
       },
       write(data: Buffer, _enc, cb) {
-        self.writeAt(fd, p, data, pos).then(
+        self.writeAt(file!, p, data, pos).then(
           () => {
             pos += data.length;
             cb();
@@ -370,16 +457,19 @@ export class ExtFileSystem {
         );
       },
       final(cb) {
-        const f = fd;
-        fd = -1;
-        self.closeFd(f, p).then(
-          () => cb(),
-          (err: unknown) => cb(err as Error),
-        );
+        const f = file!;
+        file = null;
+        self
+          .closeFd(f, p)
+          .then(() => (opts.sync === true ? self.sync() : undefined))
+          .then(
+            () => cb(),
+            (err: unknown) => cb(err as Error),
+          );
       },
       destroy(err, cb) {
-        const f = fd;
-        fd = -1;
+        const f = file;
+        file = null;
         self.closeOnDestroy(f, p, err, cb, false);
       },
     });
@@ -396,8 +486,68 @@ export class ExtFileSystem {
   }
 
   /**
-   * Closes what is open, writes the metadata back, flushes the disk.
-   * Further calls fail with FS_CLOSED. The disk itself stays open.
+   * Makes everything written so far durable: closes the file system in the
+   * library (which writes the inodes of open files, the allocation bitmaps,
+   * the group descriptors and the superblock), flushes the disk, and opens
+   * it again, with what was open opened again where it was. A file system
+   * mounted read-only has nothing to sync. Costs a mount: call it at the
+   * points a crash must not undo, not after every write.
+   */
+  async sync(): Promise<void> {
+    if (this.closed) throw new FsError('FS_CLOSED', 'sync: the file system is unmounted');
+    if (this.readOnly) return;
+    this.adapter.lastError = null;
+    await lib
+      .run(() => this.reopen())
+      .catch((err: unknown) => {
+        const e = this.wrap(err, 'sync', undefined);
+        if (this.adapter.lastError !== null) this.errors++;
+        throw e;
+      });
+  }
+
+  /** sync's work, in the library's queue: nothing else runs between the close and the open. */
+  private async reopen(): Promise<void> {
+    try {
+      await ext2fs.umount(this.fs);
+      if (this.adapter.lastError !== null) throw asError(this.adapter.lastError);
+    } catch (err) {
+      // The library has let go of the file system, written or not: it cannot be used from here on.
+      this.closed = true;
+      throw err;
+    }
+    await this.adapter.flush();
+    try {
+      this.fs = await ext2fs.mount(this.adapter);
+    } catch (err) {
+      // Everything was written and flushed, but the file system cannot be used from here on.
+      this.closed = true;
+      throw new FsError(
+        'FS_EIO',
+        `sync: the file system was written, but libext2fs could not open it again: ${describe(err, this.adapter)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    for (const f of this.openFiles) {
+      if (f.lost !== null) continue;
+      try {
+        f.fd = (await this.fs.promises.open(f.path, f.reopen)).fd;
+      } catch (err) {
+        f.lost = new FsError('FS_EIO', `${f.path}: a sync closed it, and it could not be opened again (removed while open?)`, {
+          path: f.path,
+          cause: err,
+        });
+      }
+    }
+  }
+
+  /**
+   * Closes what is open, writes the metadata back, flushes the disk, and
+   * (read-write) marks the file system clean again, with the state it had
+   * at mount and any errors the disk gave under a change recorded. Further
+   * calls fail with FS_CLOSED. The disk itself stays open.
    */
   async unmount(): Promise<void> {
     if (this.closed) return;
@@ -411,6 +561,16 @@ export class ExtFileSystem {
     if (this.adapter.lastError !== null) throw this.wrap(this.adapter.lastError, 'unmount', undefined);
     await this.adapter.flush().catch((err: unknown) => {
       throw this.wrap(err, 'unmount (flush)', undefined);
+    });
+    if (this.readOnly) return;
+    // Only now, with everything else on the disk, may the superblock say the file system is clean.
+    const sb = await readSuperblock(this.target).catch((err: unknown) => {
+      throw this.wrap(err, 'unmount (superblock)', undefined);
+    });
+    if (sb === null) throw new FsError('FS_EIO', 'unmount: the superblock is gone from the disk');
+    markUnmounted(sb, this.validAtMount, this.errors, 'xen-blkfront');
+    await writeSuperblock(this.target, sb).catch((err: unknown) => {
+      throw this.wrap(err, 'unmount (superblock)', undefined);
     });
   }
 }

@@ -44,7 +44,11 @@ interface Common {
   vdev: number;
   partition?: number;
   readOnly: boolean;
+  /** Mount read-write although errors are recorded in the file system. */
+  force?: boolean;
   progress?: boolean;
+  /** Where the mount's warnings go. */
+  warn?: (text: string) => void;
 }
 
 /** What a command has to work with; closed by {@link close}. */
@@ -75,7 +79,8 @@ async function openTarget(o: Common): Promise<Opened> {
 async function withFs<T>(o: Common, write: boolean, fn: (fs: ExtFileSystem, t: Opened) => Promise<T>): Promise<T> {
   const t = await openTarget(o);
   try {
-    const fs = await mountExt(t.target, { readOnly: !write || o.readOnly });
+    const fs = await mountExt(t.target, { readOnly: !write || o.readOnly, force: o.force === true });
+    for (const w of fs.warnings) o.warn?.(`xenfs: warning: ${w}\n`);
     try {
       return await fn(fs, t);
     } finally {
@@ -170,6 +175,7 @@ async function putTree(fs: ExtFileSystem, from: string, to: string, n: Copied = 
 /** Runs xenfs with `args`; resolves to the exit status. */
 export async function main(args: string[], out: Output = process.stdout, err: Output = process.stderr): Promise<number> {
   let status = 0;
+  const common = (a: unknown): Common => ({ ...(a as Common), warn: (text) => err.write(text) });
   const fail = (e: unknown): void => {
     const code = typeof (e as { code?: unknown }).code === 'string' ? ` [${(e as { code: string }).code}]` : '';
     const msg = e instanceof Error ? e.message : String(e);
@@ -189,6 +195,11 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
     .option('vdev', { type: 'number', default: 51712, describe: 'virtual-device number (51712 is xvda, 51728 xvdb)' })
     .option('partition', { type: 'number', describe: '1-based partition (as xvda1); without it, the whole disk' })
     .option('read-only', { type: 'boolean', default: false, describe: 'mount read-only (and, on --image, plug the disk read-only)' })
+    .option('force', {
+      type: 'boolean',
+      default: false,
+      describe: 'write to a file system with errors recorded in it (one whose journal needs recovery is refused still)',
+    })
     .option('progress', {
       type: 'boolean',
       describe: 'a progress bar on copies (default: when stderr is a terminal and the file is over 8 MiB)',
@@ -202,7 +213,7 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
           .option('long', { alias: 'l', type: 'boolean', default: false, describe: 'mode, size, date' }),
       (a) =>
         run(() =>
-          withFs(a as unknown as Common, false, async (fs) => {
+          withFs(common(a), false, async (fs) => {
             const st = await fs.stat(a.path);
             const entries = st.type === 'directory' ? await fs.list(a.path) : [{ name: a.path, ...st }];
             for (const e of entries) {
@@ -221,7 +232,7 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
       (y) => y.positional('path', { type: 'string', demandOption: true }),
       (a) =>
         run(() =>
-          withFs(a as unknown as Common, false, async (fs) => {
+          withFs(common(a), false, async (fs) => {
             for await (const c of fs.createReadStream(a.path)) {
               // Raw bytes, with the terminal's or pipe's backpressure respected.
               if (out.write(c as Buffer) === false && out instanceof EventEmitter) await once(out, 'drain');
@@ -239,7 +250,7 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
           .option('recursive', { alias: 'r', type: 'boolean', default: false }),
       (a) =>
         run(() =>
-          withFs(a as unknown as Common, false, async (fs) => {
+          withFs(common(a), false, async (fs) => {
             const st = await fs.stat(a.path);
             if (st.type !== 'directory') {
               await pipeline(fs.createReadStream(a.path), progress(st.size, err, a.progress), fsWriteStream(a.local));
@@ -263,7 +274,7 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
         run(async () => {
           const st = statSync(a.local);
           if (st.isDirectory() && !a.recursive) throw new Error(`put ${a.local}: is a directory (give -r to copy its tree)`);
-          await withFs(a as unknown as Common, true, async (fs) => {
+          await withFs(common(a), true, async (fs) => {
             if (!st.isDirectory()) {
               await pipeline(
                 fsReadStream(a.local, { highWaterMark: 1 << 20 }),
@@ -282,14 +293,14 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
       'make a directory',
       (y) =>
         y.positional('path', { type: 'string', demandOption: true }).option('parents', { alias: 'p', type: 'boolean', default: false }),
-      (a) => run(() => withFs(a as unknown as Common, true, (fs) => fs.mkdir(a.path, { recursive: a.parents }))),
+      (a) => run(() => withFs(common(a), true, (fs) => fs.mkdir(a.path, { recursive: a.parents }))),
     )
     .command(
       'rm <path>',
       'remove a file (a directory with -r)',
       (y) =>
         y.positional('path', { type: 'string', demandOption: true }).option('recursive', { alias: 'r', type: 'boolean', default: false }),
-      (a) => run(() => withFs(a as unknown as Common, true, (fs) => fs.rm(a.path, { recursive: a.recursive }))),
+      (a) => run(() => withFs(common(a), true, (fs) => fs.rm(a.path, { recursive: a.recursive }))),
     )
     .command(
       'stat <path>',
@@ -297,7 +308,7 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
       (y) => y.positional('path', { type: 'string', demandOption: true }),
       (a) =>
         run(() =>
-          withFs(a as unknown as Common, false, async (fs) => {
+          withFs(common(a), false, async (fs) => {
             const s = await fs.lstat(a.path);
             out.write(
               `${JSON.stringify({ path: a.path, ...s, mode: `0${(s.mode & 0o7777).toString(8)}`, mtime: s.mtime.toISOString() })}\n`,
