@@ -33,7 +33,7 @@ ln -sf /proc/self/fd/2 /dev/stderr
 mkdir -p /run/xen /run/xenstored /run/lock /var/log/xen/console /var/lib/xen /var/lib/xenstored
 . /testbed/config   # TIMEOUT, MARKER, DISK_MB, RO_MB, KDISK_MB
 
-for m in xen-evtchn xen-gntalloc xen-gntdev xen-privcmd xenfs xen-blkback loop; do modprobe "$m"; done
+for m in xen-evtchn xen-gntalloc xen-gntdev xen-privcmd xenfs xen-blkback loop ext4; do modprobe "$m"; done
 mount -t xenfs xenfs /proc/xen
 
 xenstored --pid-file /run/xenstored.pid
@@ -105,7 +105,7 @@ serve() {
   local n=$1 cmd=$2 a1=${3:-} a2=${4:-} file
   case "$a1" in
     xvdb) file=/tmp/disk.img ;; xvdc) file=/tmp/ro.img ;; xvdd) file=/tmp/kdisk.img ;;
-    xvde) file=/tmp/qdisk.img ;; xvdf) file=/tmp/kqdisk.img ;; xvdg) file=/tmp/files.img ;; *) file= ;;
+    xvde) file=/tmp/qdisk.img ;; xvdf) file=/tmp/kqdisk.img ;; xvdg) file=/tmp/files.img ;; xvdi) file=/tmp/dirty.img ;; *) file= ;;
   esac
   case "$cmd" in
     checksum)   # the backing file's sha256, as dom0 sees it
@@ -145,11 +145,31 @@ serve() {
       fi
       say "xl block-attach xvdg: GPT, partition 1 ext4 from mkfs.ext4 -d" >&3
       echo "$n $(cd /tmp/tree && find . -type f | sort | while read -r f; do printf '%s=%s ' "${f#.}" "$(sha256sum "$f" | cut -c1-64)"; done)" ;;
-    files-check)   # after the detach: e2fsck -fn, and the file the domU wrote as debugfs reads it
+    files-check)   # after the detach: e2fsck -fn, the file the domU wrote as debugfs reads it, and every file as the kernel's ext4 reads it
       local rc=0
       e2fsck -fn '/tmp/files.img?offset=1048576' >/tmp/fsck.log 2>&1 || rc=$?
       [ "$rc" = 0 ] || say "e2fsck: $(tr '\n' ' ' </tmp/fsck.log)" >&3
-      echo "$n fsck=$rc new=$(debugfs -R "cat $a1" '/tmp/files.img?offset=1048576' 2>/dev/null | sha256sum | cut -c1-64)" ;;
+      local new; new=$(debugfs -R "cat $a1" '/tmp/files.img?offset=1048576' 2>/dev/null | sha256sum | cut -c1-64)
+      mkdir -p /mnt/files
+      if ! mount -t ext4 -o ro,loop,offset=1048576 /tmp/files.img /mnt/files >/tmp/mount.log 2>&1; then
+        echo "$n fsck=$rc new=$new error mount: $(tr '\n' ' ' </tmp/mount.log)"; return
+      fi
+      local files; files=$(cd /mnt/files && find . -type f | sort | while read -r f; do printf '%s=%s ' "${f#.}" "$(sha256sum "$f" | cut -c1-64)"; done)
+      umount /mnt/files
+      echo "$n fsck=$rc new=$new kernel $files" ;;
+    dirty-attach)  # ext4 mounted by dom0's kernel, written, and copied without an unmount (a journal needing recovery), plugged in as xvdi
+      rm -f /tmp/dirty.img /tmp/dirty-src.img && truncate -s 24M /tmp/dirty-src.img && mkdir -p /mnt/dirty
+      if ! { mkfs.ext4 -q -F -L dirty /tmp/dirty-src.img && mount -t ext4 -o loop /tmp/dirty-src.img /mnt/dirty &&
+             head -c 200000 /dev/urandom > /mnt/dirty/written-while-mounted.bin && mkdir /mnt/dirty/dir && sync &&
+             cp --sparse=always /tmp/dirty-src.img /tmp/dirty.img && umount /mnt/dirty; } >/tmp/dirty.log 2>&1; then
+        umount /mnt/dirty 2>/dev/null; echo "$n error making the image: $(tr '\n' ' ' </tmp/dirty.log)"; return
+      fi
+      local feat; feat=$(dumpe2fs -h /tmp/dirty.img 2>/dev/null | grep -c needs_recovery || true)
+      if ! xl block-attach suite 'format=raw, vdev=xvdi, access=rw, backendtype=phy, target=/tmp/dirty.img' >/tmp/attach.log 2>&1; then
+        echo "$n error xl block-attach: $(tr '\n' ' ' </tmp/attach.log)"; return
+      fi
+      say "xl block-attach xvdi: ext4 copied while dom0's kernel had it mounted (needs_recovery lines: $feat)" >&3
+      echo "$n needs_recovery=$feat" ;;
     detach)     # xl block-detach, in the background: it waits for the frontend
       ( if xl block-detach suite "$a1" >/tmp/detach.log 2>&1; then
           say "xl block-detach $a1: done"; else say "xl block-detach $a1: failed: $(tr '\n' ' ' </tmp/detach.log)"; fi ) >&3 2>&3 &
