@@ -32,7 +32,7 @@ export { listBlockDevices, watchBlockDevices, BlockDeviceWatcher, vdevName } fro
 export type { BlockDeviceSummary, BlockDeviceEvent } from './blkfront/enumerate.js';
 
 export type { BlockTarget } from './blkfront/target.js';
-export { createReadStream, createWriteStream } from './disk/stream.js';
+export { createReadStream, createWriteStream, readChunks } from './disk/stream.js';
 export type { BlockReadStreamOptions, BlockWriteStreamOptions } from './disk/stream.js';
 export { readPartitionTable, openPartition, Partition } from './disk/partitions.js';
 export type { PartitionTable, PartitionEntry } from './disk/partitions.js';

@@ -32,7 +32,7 @@ for p in "${pkgs[@]}"; do
   versions+="$p=$v "
 done
 node_id="node $(node -v) $(stat -c %s /usr/bin/node)"
-layout_rev=5   # bump when this script's output changes shape
+layout_rev=6   # bump when this script's output changes shape
 key=$(printf '%s\n' "$versions" "$node_id" "rev $layout_rev" | sha256sum | cut -c1-16)
 dir="$cache_root/$key"
 if [ -f "$dir/complete" ]; then
@@ -108,7 +108,7 @@ debootstrap --variant=minbase \
   --include=xen-utils-4.17,xenstore-utils,busybox,kmod,util-linux,iproute2,procps,qemu-system-xen,qemu-system-data,e2fsprogs,gdisk \
   bookworm "$work/dom0" ${mirror:+"$mirror"} >"$work/debootstrap.log" 2>&1 ||
   { tail -n 20 "$work/debootstrap.log" >&2; exit 1; }
-install_modules "$work/dom0" xen-evtchn xen-gntalloc xen-gntdev xen-privcmd xenfs xen-blkback loop ext4
+install_modules "$work/dom0" xen-evtchn xen-gntalloc xen-gntdev xen-privcmd xenfs xen-blkback loop crc32c_generic ext4
 # Node, for the xenstore client's benchmark against the C xenstored over its socket.
 copy_with_libs "$work/dom0" /usr/bin/node
 rm -rf "$work/dom0"/var/cache/apt/archives/*.deb "$work/dom0"/usr/share/doc "$work/dom0"/usr/share/man \

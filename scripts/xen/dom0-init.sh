@@ -33,7 +33,7 @@ ln -sf /proc/self/fd/2 /dev/stderr
 mkdir -p /run/xen /run/xenstored /run/lock /var/log/xen/console /var/lib/xen /var/lib/xenstored
 . /testbed/config   # TIMEOUT, MARKER, DISK_MB, RO_MB, KDISK_MB
 
-for m in xen-evtchn xen-gntalloc xen-gntdev xen-privcmd xenfs xen-blkback loop ext4; do modprobe "$m"; done
+for m in xen-evtchn xen-gntalloc xen-gntdev xen-privcmd xenfs xen-blkback loop crc32c_generic ext4; do modprobe "$m"; done
 mount -t xenfs xenfs /proc/xen
 
 xenstored --pid-file /run/xenstored.pid

@@ -138,32 +138,36 @@ test(
   },
 );
 
-test("files: ext4 copied while dom0's kernel had it mounted (a journal needing recovery) is refused read-write", { timeout: 300_000 }, async () => {
-  const p = await platform();
-  const w = watchBlockDevices(p);
-  try {
-    await w.waitFor((e) => e.type === 'added', 30_000);
-    const answer = await askDom0Within(180_000, p.xenstore, 'dirty-attach');
-    assert.match(answer, /^needs_recovery=[1-9]/, answer);
-    await w.waitFor((e) => e.type === 'added' && e.device.vdev === XVDI, 60_000);
-    const dev = await openBlockDevice({ platform: p, vdev: XVDI });
+test(
+  "files: ext4 copied while dom0's kernel had it mounted (a journal needing recovery) is refused read-write",
+  { timeout: 300_000 },
+  async () => {
+    const p = await platform();
+    const w = watchBlockDevices(p);
     try {
-      await assert.rejects(mountExt(dev), (err: { code?: string; message?: string }) => {
-        assert.equal(err.code, 'FS_EDIRTY');
-        assert.match(err.message ?? '', /journal needs recovery.*e2fsck -fy/);
-        return true;
-      });
-      const ro = await mountExt(dev, { readOnly: true });
-      assert.match(ro.warnings.join(' '), /journal needs recovery/);
-      await ro.unmount();
+      await w.waitFor((e) => e.type === 'added', 30_000);
+      const answer = await askDom0Within(180_000, p.xenstore, 'dirty-attach');
+      assert.match(answer, /^needs_recovery=[1-9]/, answer);
+      await w.waitFor((e) => e.type === 'added' && e.device.vdev === XVDI, 60_000);
+      const dev = await openBlockDevice({ platform: p, vdev: XVDI });
+      try {
+        await assert.rejects(mountExt(dev), (err: { code?: string; message?: string }) => {
+          assert.equal(err.code, 'FS_EDIRTY');
+          assert.match(err.message ?? '', /journal needs recovery.*e2fsck -fy/);
+          return true;
+        });
+        const ro = await mountExt(dev, { readOnly: true });
+        assert.match(ro.warnings.join(' '), /journal needs recovery/);
+        await ro.unmount();
+      } finally {
+        await dev.close();
+      }
+      assert.equal(await askDom0(p.xenstore, 'detach', 'xvdi'), 'started');
+      await w.waitFor((e) => e.type === 'removed' && e.device.vdev === XVDI, 120_000);
+      console.log(`# files: dom0's image with a journal needing recovery: FS_EDIRTY read-write, read-only with the warning`);
     } finally {
-      await dev.close();
+      await w.close();
+      await p.close();
     }
-    assert.equal(await askDom0(p.xenstore, 'detach', 'xvdi'), 'started');
-    await w.waitFor((e) => e.type === 'removed' && e.device.vdev === XVDI, 120_000);
-    console.log(`# files: dom0's image with a journal needing recovery: FS_EDIRTY read-write, read-only with the warning`);
-  } finally {
-    await w.close();
-    await p.close();
-  }
-});
+  },
+);
