@@ -2,9 +2,12 @@
  * A read cache in front of a disk, as a kernel's page cache works for a
  * reader that asks for one small block at a time and awaits each: a small
  * read fetches the whole window around it and keeps it (the least recently
- * used dropped past `cacheBytes`), and a read that continues the previous
- * one keeps the next `ahead` windows coming (readahead), so a large file
- * streams at the ring's depth rather than one block per round trip. Writes
+ * used dropped past `cacheBytes`), and a reader that keeps on where it left
+ * off gets the next windows fetched ahead of it (readahead), more as its
+ * sequential run grows, up to `ahead`, so a large file streams at the
+ * ring's depth rather than one block per round trip, while a small file
+ * (a run shorter than a window) fetches nothing it will not read, as the
+ * kernel's on-demand readahead starts small and grows. Writes
  * go through at once and drop every window they touch, fetches under way
  * included, so a read after a write sees the write. Any byte range may be
  * asked for: the sectors around it are read whole (disk/range.ts).
@@ -13,9 +16,9 @@ import type { BlockTarget } from '../blkfront/target.js';
 import { readRangeInto, writeRange } from './range.js';
 
 export interface CacheOptions {
-  /** Window in bytes, rounded up to whole sectors (default 256 KiB; 0: no cache, every read goes to the disk). */
+  /** Window in bytes, rounded up to whole sectors (default 64 KiB; 0: no cache, every read goes to the disk). */
   window?: number;
-  /** Windows fetched ahead of a sequential reader (default 4). */
+  /** Most windows fetched ahead of a sequential reader (default 16: 1 MiB). */
   ahead?: number;
   /** Bytes of windows kept (default 16 MiB). */
   cacheBytes?: number;
@@ -42,6 +45,8 @@ export class CachedTarget {
   /** By window index; Map order is the LRU order (most recent last). */
   private readonly cache = new Map<number, Window>();
   private lastEnd = -1;
+  /** Bytes read in the current sequential run. */
+  private run = 0;
   readonly stats: CacheStats = { hits: 0, windows: 0 };
 
   constructor(
@@ -49,9 +54,9 @@ export class CachedTarget {
     opts: CacheOptions = {},
   ) {
     const ss = target.sectorSize;
-    const w = opts.window ?? 256 << 10;
+    const w = opts.window ?? 64 << 10;
     this.window = w <= 0 ? 0 : Math.ceil(w / ss) * ss;
-    this.ahead = opts.ahead ?? 4;
+    this.ahead = opts.ahead ?? 16;
     this.kept = Math.max(1, Math.ceil((opts.cacheBytes ?? 16 << 20) / Math.max(this.window, 1)));
   }
 
@@ -64,6 +69,7 @@ export class CachedTarget {
   async readRange(offset: number, dst: Uint8Array): Promise<void> {
     const length = dst.byteLength;
     const sequential = offset === this.lastEnd;
+    this.run = sequential ? this.run + length : length;
     this.lastEnd = offset + length;
     if (this.window === 0 || length >= this.window) {
       await readRangeInto(this.target, offset, dst);
@@ -81,9 +87,17 @@ export class CachedTarget {
       dst.set(buf.subarray(from - i * W, to - i * W), from - offset);
     }
     if (hit) this.stats.hits++;
-    if (sequential) {
+    // One window ahead per window's worth of sequential run, up to `ahead`: a run shorter than a window fetches none.
+    const n = Math.min(this.ahead, Math.floor(this.run / W));
+    if (sequential && n > 0) {
       const lastWindow = Math.ceil(this.target.size / W) - 1;
-      for (let i = last + 1; i <= Math.min(last + this.ahead, lastWindow); i++) this.fetch(i);
+      const to = Math.min(last + n, lastWindow);
+      // As the kernel's asynchronous readahead: once fewer than half of the windows wanted ahead
+      // are there (or on their way), the rest are fetched by one request. A streaming reader then
+      // costs a request per n/2 windows, a random one a window per miss.
+      let have = last + 1;
+      while (have <= to && this.cache.has(have)) have++;
+      if (have <= to && have - (last + 1) < Math.ceil(n / 2)) this.fetchRun(have, to);
     }
   }
 
@@ -104,6 +118,34 @@ export class CachedTarget {
     for (let i = first; i <= last; i++) this.cache.delete(i);
   }
 
+  /** Fetches windows `from`..`to` (none of them held) with one read, each window a view of its buffer. */
+  private fetchRun(from: number, to: number): void {
+    if (from === to) {
+      this.fetch(from);
+      return;
+    }
+    const W = this.window;
+    const at = from * W;
+    const buf = new Uint8Array(Math.min((to - from + 1) * W, this.target.size - at));
+    const read = this.target.readInto(at, buf);
+    for (let i = from; i <= to; i++) {
+      const part = buf.subarray((i - from) * W, Math.min((i - from + 1) * W, buf.length));
+      const w: Window = { buf: part, ready: read.then(() => part) };
+      this.stats.windows++;
+      this.cache.set(i, w);
+      w.ready.catch(() => {
+        if (this.cache.get(i) === w) this.cache.delete(i);
+      });
+    }
+    this.evict();
+  }
+
+  private evict(): void {
+    // Room for the windows being read and those fetched ahead, whatever the budget.
+    const max = Math.max(this.ahead * 2 + 2, this.kept);
+    while (this.cache.size > max) this.cache.delete(this.cache.keys().next().value!);
+  }
+
   private fetch(idx: number): Window {
     let w = this.cache.get(idx);
     if (w !== undefined) {
@@ -121,9 +163,7 @@ export class CachedTarget {
     ready.catch(() => {
       if (this.cache.get(idx) === w) this.cache.delete(idx);
     });
-    // Room for the windows being read and those fetched ahead, whatever the budget.
-    const max = Math.max(this.ahead * 2 + 2, this.kept);
-    while (this.cache.size > max) this.cache.delete(this.cache.keys().next().value!);
+    this.evict();
     return w;
   }
 }

@@ -10,9 +10,9 @@ import type { BlockTarget } from '../blkfront/target.js';
 import { CachedTarget } from '../disk/cached.js';
 
 export interface AdapterOptions {
-  /** Readahead window in bytes (default 256 KiB; 0 turns readahead off). */
+  /** Cache and readahead window in bytes (default 64 KiB; 0 turns both off). */
   readahead?: number;
-  /** Windows fetched ahead of the reader (default 4). */
+  /** Most windows fetched ahead of a sequential reader (default 16). */
   ahead?: number;
   /** Bytes of windows kept for reuse (default 16 MiB). */
   cacheBytes?: number;

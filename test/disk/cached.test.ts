@@ -4,7 +4,8 @@
  * sector return exactly the disk's bytes; a second read of a cached window
  * costs no disk read; a write at any edge is seen by the next read (the
  * windows it touches are dropped); a sequential reader gets the next
- * windows fetched ahead; the number of windows kept stays within its
+ * windows fetched ahead, in batches, as its run grows, and a reader that
+ * jumps about gets none; the number of windows kept stays within its
  * budget; a failed fetch is not kept.
  */
 import { describe, expect, it } from 'vitest';
@@ -88,19 +89,40 @@ describe.each([512, 4096])('a cache over %i-byte sectors', (ss) => {
     }
   });
 
-  it('a sequential reader gets the next windows fetched ahead, within the budget', async () => {
+  it('a sequential reader gets windows fetched ahead, more as its run grows, in batches, within the budget', async () => {
     const disk = new CountingTarget(filled(size, 4), ss);
-    const c = new CachedTarget(disk, { window: W, ahead: 3, cacheBytes: 4 * W });
+    const c = new CachedTarget(disk, { window: W, ahead: 4, cacheBytes: 4 * W });
     const dst = new Uint8Array(ss);
-    await c.readRange(0, dst);
-    expect(disk.reads.length).toBe(1); // the first read is not known to be sequential
-    await c.readRange(ss, dst); // continues it: windows 1, 2, 3 are asked for
-    expect(disk.reads.map((r) => r.offset / W)).toEqual([0, 1, 2, 3]);
-    for (let at = 2 * ss; at < size; at += ss) await c.readRange(at, dst);
-    // Windows kept: at most max(2 × ahead + 2, budget) = 8.
-    expect(c.size).toBeLessThanOrEqual(8);
-    // Every window was fetched exactly once.
-    expect(disk.reads.map((r) => r.offset / W)).toEqual(Array.from({ length: 16 }, (_, i) => i));
+    for (let at = 0; at < W - ss; at += ss) await c.readRange(at, dst);
+    expect(disk.reads.map((r) => r.offset / W)).toEqual([0]); // a run shorter than a window fetches nothing ahead
+    await c.readRange(W - ss, dst); // the run reaches a window: one ahead
+    expect(disk.reads.map((r) => r.offset / W)).toEqual([0, 1]);
+    for (let at = W; at < size; at += ss) {
+      await c.readRange(at, dst);
+      expect(Buffer.compare(dst, disk.bytes.subarray(at, at + ss)), `${at}`).toBe(0);
+    }
+    // Windows kept: at most max(2 × ahead + 2, budget) = 10.
+    expect(c.size).toBeLessThanOrEqual(10);
+    // Every window was fetched exactly once, whole, and the later ones several to a request.
+    const fetched = disk.reads.flatMap((r) => {
+      expect(r.offset % W).toBe(0);
+      return Array.from({ length: Math.ceil(r.length / W) }, (_, k) => r.offset / W + k);
+    });
+    expect(fetched).toEqual(Array.from({ length: 16 }, (_, i) => i));
+    expect(Math.max(...disk.reads.map((r) => r.length))).toBeGreaterThanOrEqual(2 * W);
+    expect(disk.reads.length).toBeLessThan(16);
+  });
+
+  it('a reader that jumps about (small files, metadata) fetches only the windows it reads', async () => {
+    const disk = new CountingTarget(filled(size, 6), ss);
+    const c = new CachedTarget(disk, { window: W, ahead: 4 });
+    for (const w of [5, 1, 9, 3, 12]) {
+      const dst = new Uint8Array(2 * ss);
+      await c.readRange(w * W + ss, dst); // two sectors inside window w, after a jump
+      await c.readRange(w * W + 3 * ss, dst.subarray(0, ss)); // continues it, but the run is shorter than a window
+      expect(Buffer.compare(dst.subarray(0, ss), disk.bytes.subarray(w * W + 3 * ss, w * W + 4 * ss))).toBe(0);
+    }
+    expect(disk.reads.map((r) => r.offset / W)).toEqual([5, 1, 9, 3, 12]);
   });
 
   it('a failed fetch fails its read and is not kept', async () => {
