@@ -184,3 +184,31 @@ describe('the health record in the superblock', () => {
     expect(e2fsck(img).status).toBe(0);
   });
 });
+
+describe('errors the disk gives under a change', () => {
+  const tmp = scratch();
+  afterAll(() => tmp.remove());
+
+  it('are recorded in the superblock at unmount, so that the next mount refuses to write and e2fsck checks', async () => {
+    const tree = join(tmp.dir, 'tree');
+    run('mkdir', ['-p', tree]);
+    writeFileSync(join(tree, 'a.txt'), 'hello\n');
+    const img = join(tmp.dir, 'err.img');
+    blankImage(img, 16 << 20);
+    mkfsExt4(img, tree);
+    const fx = await diskFixture({ image: img });
+    try {
+      const fs = await mountExt(fx.dev);
+      fx.disk.inject({ kind: 'error', ops: ['write'], count: 1 });
+      await expect(fs.writeFile('/lost.bin', Buffer.alloc(100_000, 1))).rejects.toMatchObject({ code: 'FS_EIO' });
+      await fs.unmount();
+      const sb = superblock(img);
+      expect(sb['Filesystem state']).toMatch(/with errors/);
+      expect(sb['FS Error count']).toBe('1');
+      expect(sb['Last error function'] ?? sb['First error function']).toBe('xen-blkfront');
+      await expect(mountExt(fx.dev)).rejects.toMatchObject({ code: 'FS_EDIRTY' });
+    } finally {
+      await fx.close();
+    }
+  });
+});
