@@ -83,6 +83,8 @@ export class QueueChooser {
   private windows = 0;
   private seenResponses = 0;
   private seenInterrupts = 0;
+  /** The first queue the counts above are from: a reconnect brings new queues, counting from zero. */
+  private watched: BlkQueue | null = null;
 
   choose(queues: readonly BlkQueue[], op: IoOp, persistent: boolean): BlkQueue {
     const n = queues.length;
@@ -109,6 +111,13 @@ export class QueueChooser {
   private look(first: BlkQueue): void {
     this.choices = 0;
     const s = first.stats;
+    if (first !== this.watched) {
+      // New queues after a reconnect: start counting again rather than judge by a negative window.
+      this.watched = first;
+      this.seenResponses = s.responses;
+      this.seenInterrupts = s.interrupts;
+      return;
+    }
     const responses = s.responses - this.seenResponses;
     const interrupts = s.interrupts - this.seenInterrupts;
     this.seenResponses = s.responses;

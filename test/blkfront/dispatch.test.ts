@@ -57,6 +57,25 @@ describe('queue choice', () => {
     expect(windows).toBeGreaterThan(100);
   });
 
+  it('after a reconnect (new queues, counts from zero) it counts again before judging', () => {
+    const c = new QueueChooser();
+    const run = (qs: BlkQueue[], perWakeup: number) => {
+      const stats = (qs[0] as unknown as { stats: { responses: number; interrupts: number } }).stats;
+      for (let i = 0; i < 512; i++) {
+        stats.responses++;
+        if (i % perWakeup === 0) stats.interrupts++;
+        c.choose(qs, op(1), true);
+      }
+    };
+    const before = queues(0, 0);
+    for (let w = 0; w < 4; w++) run(before, 30);
+    const after = queues(0, 0); // the reconnect's queues
+    run(after, 1);
+    expect(c.spread).toBe(false); // its first window only sets where counting starts
+    run(after, 1);
+    expect(c.spread).toBe(true);
+  });
+
   it("sends a device buffer's piece to its own queue with persistent grants, and by load without", () => {
     const c = new QueueChooser();
     expect(index(c.choose(queues(0, 500), op(1, 1), true))).toBe(1);

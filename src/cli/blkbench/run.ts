@@ -284,8 +284,13 @@ export async function runJob(engine: IoEngine, o: BenchOptions, hooks: RunHooks 
     counted = done;
   }, 1000);
   ticker.unref();
-  if (o.rampTime > 0) await runPhase({ limit: Infinity, deadline: performance.now() + o.rampTime * 1000, record: false });
-  await hooks.afterRamp?.();
+  try {
+    if (o.rampTime > 0) await runPhase({ limit: Infinity, deadline: performance.now() + o.rampTime * 1000, record: false });
+    await hooks.afterRamp?.();
+  } catch (err) {
+    clearInterval(ticker);
+    throw err;
+  }
 
   const total = o.numberIos ?? (o.runtime === undefined ? wl.blocks : undefined);
   const c0 = engine.counters();
