@@ -18,7 +18,7 @@ import { readRangeInto, writeRange } from './range.js';
 export interface CacheOptions {
   /** Window in bytes, rounded up to whole sectors (default 64 KiB; 0: no cache, every read goes to the disk). */
   window?: number;
-  /** Most windows fetched ahead of a sequential reader (default 16: 1 MiB). */
+  /** Most windows fetched ahead of a sequential reader (default 32: 2 MiB). */
   ahead?: number;
   /** Bytes of windows kept (default 16 MiB). */
   cacheBytes?: number;
@@ -56,7 +56,7 @@ export class CachedTarget {
     const ss = target.sectorSize;
     const w = opts.window ?? 64 << 10;
     this.window = w <= 0 ? 0 : Math.ceil(w / ss) * ss;
-    this.ahead = opts.ahead ?? 16;
+    this.ahead = opts.ahead ?? 32;
     this.kept = Math.max(1, Math.ceil((opts.cacheBytes ?? 16 << 20) / Math.max(this.window, 1)));
   }
 

@@ -12,7 +12,7 @@ import { CachedTarget } from '../disk/cached.js';
 export interface AdapterOptions {
   /** Cache and readahead window in bytes (default 64 KiB; 0 turns both off). */
   readahead?: number;
-  /** Most windows fetched ahead of a sequential reader (default 16). */
+  /** Most windows fetched ahead of a sequential reader (default 32). */
   ahead?: number;
   /** Bytes of windows kept for reuse (default 16 MiB). */
   cacheBytes?: number;
