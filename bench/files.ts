@@ -234,14 +234,20 @@ function kernelMount(): string | null {
   }
 }
 
-function kernelCp(mnt: string, kind: 'large' | 'small'): Promise<Side> {
-  // Its own cache would answer a second run: drop it first where that is allowed.
+/** Drops the kernel's page cache where this process may (root); whether it could. */
+function dropCaches(): boolean {
   try {
     writeFileSync('/proc/sys/vm/drop_caches', '3');
+    return true;
   } catch {
-    /* not root: the best of two then includes a cached run, said below */
+    return false;
   }
-  return timed(kind, () => {
+}
+
+async function kernelCp(mnt: string, kind: 'large' | 'small'): Promise<Side & { cachesDropped: boolean }> {
+  // Its own cache would answer a second run: drop it first where that is allowed (else said in the line).
+  const cachesDropped = dropCaches();
+  const side = await timed(kind, () => {
     if (kind === 'large') execFileSync('cp', [join(mnt, 'large.bin'), largeOut]);
     else {
       rmSync(smallOut, { recursive: true, force: true });
@@ -249,6 +255,7 @@ function kernelCp(mnt: string, kind: 'large' | 'small'): Promise<Side> {
     }
     return Promise.resolve();
   });
+  return { ...side, cachesDropped };
 }
 
 /**
@@ -357,14 +364,6 @@ async function main(): Promise<void> {
       `/ blkbench --zero-copy ${(cbw / bz.bandwidth).toFixed(2)}\n`,
   );
   const mnt = kernelMount();
-  const dropOk = (() => {
-    try {
-      writeFileSync('/proc/sys/vm/drop_caches', '3');
-      return true;
-    } catch {
-      return false;
-    }
-  })();
   try {
     for (const kind of ['large', 'small'] as const) {
       const v = await driver(kind);
@@ -391,7 +390,7 @@ async function main(): Promise<void> {
         layer_on_file_s: a.seconds,
         debugfs_s: b.seconds,
         kernel_s: k?.seconds ?? null,
-        kernel_caches_dropped: k === null ? null : dropOk,
+        kernel_caches_dropped: k?.cachesDropped ?? null,
         ratio_layer_on_file: ra,
         ratio_debugfs: rb,
         ratio_kernel: rk,
@@ -408,7 +407,7 @@ async function main(): Promise<void> {
           '\n' +
           (k === null
             ? `    the kernel's ext4: no loop mount allowed on this machine\n`
-            : `    the kernel's ext4 (read-only loop mount, cp${dropOk ? ', caches dropped' : ', caches NOT dropped'}): ${k.seconds.toFixed(2)} s, driver / it ${rk!.toFixed(2)}\n`),
+            : `    the kernel's ext4 (read-only loop mount, cp${k.cachesDropped ? ', caches dropped' : ', caches NOT dropped'}): ${k.seconds.toFixed(2)} s, driver / it ${rk!.toFixed(2)}\n`),
       );
     }
   } finally {

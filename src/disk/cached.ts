@@ -120,10 +120,6 @@ export class CachedTarget {
 
   /** Fetches windows `from`..`to` (none of them held) with one read, each window a view of its buffer. */
   private fetchRun(from: number, to: number): void {
-    if (from === to) {
-      this.fetch(from);
-      return;
-    }
     const W = this.window;
     const at = from * W;
     const buf = new Uint8Array(Math.min((to - from + 1) * W, this.target.size - at));
@@ -133,6 +129,7 @@ export class CachedTarget {
       const w: Window = { buf: part, ready: read.then(() => part) };
       this.stats.windows++;
       this.cache.set(i, w);
+      // A failed fetch is not kept: the next read asks the disk again.
       w.ready.catch(() => {
         if (this.cache.get(i) === w) this.cache.delete(i);
       });
@@ -146,24 +143,15 @@ export class CachedTarget {
     while (this.cache.size > max) this.cache.delete(this.cache.keys().next().value!);
   }
 
+  /** Window `idx`: the one held (now the most recently used), or a fetch of it alone. */
   private fetch(idx: number): Window {
-    let w = this.cache.get(idx);
+    const w = this.cache.get(idx);
     if (w !== undefined) {
       this.cache.delete(idx);
       this.cache.set(idx, w);
       return w;
     }
-    const at = idx * this.window;
-    const buf = new Uint8Array(Math.min(this.window, this.target.size - at));
-    const ready = this.target.readInto(at, buf).then(() => buf);
-    w = { buf, ready };
-    this.stats.windows++;
-    this.cache.set(idx, w);
-    // A failed fetch is not kept: the next read asks the disk again.
-    ready.catch(() => {
-      if (this.cache.get(idx) === w) this.cache.delete(idx);
-    });
-    this.evict();
-    return w;
+    this.fetchRun(idx, idx);
+    return this.cache.get(idx)!;
   }
 }

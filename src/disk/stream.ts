@@ -47,6 +47,32 @@ function depthOf(depth: number | undefined): number {
   return d;
 }
 
+/** What a read of `start`..`end` (inclusive) asks of the disk: whole sectors from `first` to `alignedStop`, trimmed to `start`..`stop`. */
+interface ReadPlan {
+  chunk: number;
+  depth: number;
+  start: number;
+  /** One past the last byte wanted. */
+  stop: number;
+  /** The first aligned byte to request. */
+  first: number;
+  alignedStop: number;
+}
+
+/** Checks a read's options (BLKIF_ERANGE outside the disk, named as `what`) and lays it out in sectors. */
+function planRead(target: BlockTarget, opts: BlockReadStreamOptions, what: string): ReadPlan {
+  const ss = target.sectorSize;
+  const chunk = chunkOf(target, opts.chunkSize);
+  const depth = depthOf(opts.depth);
+  const start = opts.start ?? 0;
+  const end = opts.end ?? target.size - 1;
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= target.size || end < start - 1) {
+    throw new BlkifError('BLKIF_ERANGE', `${what} ${start}..${end} is not inside the disk (${target.size} bytes)`);
+  }
+  const stop = end + 1;
+  return { chunk, depth, start, stop, first: Math.floor(start / ss) * ss, alignedStop: Math.ceil(stop / ss) * ss };
+}
+
 /**
  * Device buffers where the target has them, else ordinary memory (bounced
  * by the driver). Only a shortage falls back: a closed or broken device
@@ -100,17 +126,8 @@ interface ReadSlot {
  * error (typed, as the target raised it).
  */
 export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptions = {}): Readable {
-  const ss = target.sectorSize;
-  const chunk = chunkOf(target, opts.chunkSize);
-  const depth = depthOf(opts.depth);
-  const start = opts.start ?? 0;
-  const end = opts.end ?? target.size - 1;
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= target.size || end < start - 1) {
-    throw new BlkifError('BLKIF_ERANGE', `read stream ${start}..${end} is not inside the disk (${target.size} bytes)`);
-  }
-  const stop = end + 1; // exclusive
-  let next = Math.floor(start / ss) * ss; // next aligned byte to request
-  const alignedStop = Math.ceil(stop / ss) * ss;
+  const { chunk, depth, start, stop, first, alignedStop } = planRead(target, opts, 'read stream');
+  let next = first; // next aligned byte to request
   const free: ReadSlot[] = [];
   const all: ReadSlot[] = [];
   const inflight: ReadSlot[] = [];
@@ -211,18 +228,9 @@ export function createReadStream(target: BlockTarget, opts: BlockReadStreamOptio
  * allocation and copy per chunk.
  */
 export async function* readChunks(target: BlockTarget, opts: BlockReadStreamOptions = {}): AsyncGenerator<Uint8Array, void, undefined> {
-  const ss = target.sectorSize;
-  const chunk = chunkOf(target, opts.chunkSize);
-  const depth = depthOf(opts.depth);
-  const start = opts.start ?? 0;
-  const end = opts.end ?? target.size - 1;
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= target.size || end < start - 1) {
-    throw new BlkifError('BLKIF_ERANGE', `read ${start}..${end} is not inside the disk (${target.size} bytes)`);
-  }
-  const stop = end + 1;
+  const { chunk, depth, start, stop, first, alignedStop } = planRead(target, opts, 'read');
   if (stop <= start) return;
-  let next = Math.floor(start / ss) * ss;
-  const alignedStop = Math.ceil(stop / ss) * ss;
+  let next = first;
   const all: Array<{ buf: Uint8Array; device: boolean }> = [];
   const free: Array<{ buf: Uint8Array; device: boolean }> = [];
   const queue: Array<{ slot: { buf: Uint8Array; device: boolean }; offset: number; length: number; read: Promise<void> }> = [];
