@@ -15,7 +15,7 @@ import { copyFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { mountExt } from '../../src/index.js';
-import { blankImage, debugfsCat, mkfsExt4, run, scratch, sha } from '../helpers/images.js';
+import { blankImage, debugfsCat, dumpe2fs, e2fsck, mkfsExt4, run, scratch, sha } from '../helpers/images.js';
 import { diskFixture, pattern, rng } from '../helpers/blk.js';
 
 const DIST = pathToFileURL(resolve('dist/src')).href;
@@ -98,19 +98,6 @@ function writeAndKill(script: string, img: string, seed: number, afterSyncs: num
   });
 }
 
-function state(img: string): string {
-  return /Filesystem state:\s+(.*)/.exec(run('dumpe2fs', ['-h', img]))?.[1] ?? '?';
-}
-
-function fsck(img: string, flags: string): number {
-  try {
-    run('e2fsck', [flags, img]);
-    return 0;
-  } catch (err) {
-    return (err as { status?: number }).status ?? -1;
-  }
-}
-
 describe('crash safety: SIGKILL while writing and syncing files', () => {
   it('every file whose sync resolved survives e2fsck -fy, by hash through debugfs and the driver, at every kill point', async () => {
     const tmp = scratch();
@@ -139,13 +126,13 @@ describe('crash safety: SIGKILL while writing and syncing files', () => {
         const img = join(tmp.dir, `crash${k}.img`);
         copyFileSync(base, img);
         const r = await writeAndKill(script, img, 100 + k, p.after, p.delay);
-        const st = state(img);
+        const st = dumpe2fs(img)['Filesystem state'];
         // Mounted read-write when killed: the disk must say so, so that e2fsck (and the kernel) check it.
         if (r.mounted) expect(st, `kill point ${k}`).toBe('not clean');
-        const fixed = fsck(img, '-fy');
+        const fixed = e2fsck(img, 0, '-fy').status;
         expect(fixed, `kill point ${k}: e2fsck -fy`).toBeLessThanOrEqual(2);
         if (fixed > 0) repaired++;
-        expect(fsck(img, '-fn'), `kill point ${k}: e2fsck -fn after the repair`).toBe(0);
+        expect(e2fsck(img).status, `kill point ${k}: e2fsck -fn after the repair`).toBe(0);
         for (const [path, hash] of r.synced) expect(sha(debugfsCat(img, path)), `kill point ${k}: debugfs ${path}`).toBe(hash);
         expect(sha(debugfsCat(img, '/existing.bin'))).toBe(sha(pattern(0, 200_000, 3)));
         const fx = await diskFixture({ image: img });

@@ -12,18 +12,8 @@ import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { mountExt } from '../../src/index.js';
 import { crc32c } from '../../src/wire/crc32c.js';
 import { sealSuperblock, superblockSealed } from '../../src/fs/health.js';
-import { blankImage, debugfsCat, e2fsck, mkfsExt4, run, scratch, sha } from '../helpers/images.js';
+import { blankImage, debugfsCat, dumpe2fs, e2fsck, mkfsExt4, run, scratch, sha } from '../helpers/images.js';
 import { diskFixture, pattern } from '../helpers/blk.js';
-
-/** dumpe2fs -h's fields, by name. */
-function superblock(img: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of run('dumpe2fs', ['-h', img]).split('\n')) {
-    const m = /^([^:]+):\s+(.*)$/.exec(line);
-    if (m) out[m[1]!] = m[2]!;
-  }
-  return out;
-}
 
 describe('the health record in the superblock', () => {
   const tmp = scratch();
@@ -63,19 +53,19 @@ describe('the health record in the superblock', () => {
       const fs = await mountExt(fx.dev);
       expect(fs.warnings).toEqual([]);
       // Already on the disk before the first change: a crash from here on is checked.
-      expect(superblock(img)['Filesystem state']).toBe('not clean');
-      expect(superblock(img)['Mount count']).toBe('1');
+      expect(dumpe2fs(img)['Filesystem state']).toBe('not clean');
+      expect(dumpe2fs(img)['Mount count']).toBe('1');
       await fs.writeFile('/new.txt', 'new\n');
       await fs.unmount();
-      const sb = superblock(img);
+      const sb = dumpe2fs(img);
       expect(sb['Filesystem state']).toBe('clean');
       expect(sb['Mount count']).toBe('1');
       expect(Date.parse(sb['Last mount time']!)).toBeGreaterThan(Date.now() - 600_000);
       // A read-only mount writes nothing, and counts no mount.
       const ro = await mountExt(fx.dev, { readOnly: true });
-      expect(superblock(img)['Filesystem state']).toBe('clean');
+      expect(dumpe2fs(img)['Filesystem state']).toBe('clean');
       await ro.unmount();
-      expect(superblock(img)['Mount count']).toBe('1');
+      expect(dumpe2fs(img)['Mount count']).toBe('1');
     } finally {
       await fx.close();
     }
@@ -123,7 +113,7 @@ describe('the health record in the superblock', () => {
     } finally {
       await fx.close();
     }
-    expect(superblock(img)['Filesystem state']).toMatch(/with errors/);
+    expect(dumpe2fs(img)['Filesystem state']).toMatch(/with errors/);
     expect(debugfsCat(img, '/forced.txt').toString()).toBe('forced\n');
   });
 
@@ -138,7 +128,7 @@ describe('the health record in the superblock', () => {
     } finally {
       await fx.close();
     }
-    expect(superblock(img)['Filesystem state']).toBe('not clean');
+    expect(dumpe2fs(img)['Filesystem state']).toBe('not clean');
   });
 
   it('sync(): a copy of the disk taken right after it is whole for e2fsck, with every synced file; open streams carry on', async () => {
@@ -177,7 +167,7 @@ describe('the health record in the superblock', () => {
       await fx.close();
     }
     // The copy was never unmounted: not clean, and otherwise whole, with every file written before the sync.
-    expect(superblock(copy)['Filesystem state']).toBe('not clean');
+    expect(dumpe2fs(copy)['Filesystem state']).toBe('not clean');
     const f = e2fsck(copy);
     expect(f.status, f.output).toBe(0);
     for (const [p, data] of files) expect(sha(debugfsCat(copy, p)), p).toBe(sha(data));
@@ -202,7 +192,7 @@ describe('errors the disk gives under a change', () => {
       fx.disk.inject({ kind: 'error', ops: ['write'], count: 1 });
       await expect(fs.writeFile('/lost.bin', Buffer.alloc(100_000, 1))).rejects.toMatchObject({ code: 'FS_EIO' });
       await fs.unmount();
-      const sb = superblock(img);
+      const sb = dumpe2fs(img);
       expect(sb['Filesystem state']).toMatch(/with errors/);
       expect(sb['FS Error count']).toBe('1');
       expect(sb['Last error function'] ?? sb['First error function']).toBe('xen-blkfront');

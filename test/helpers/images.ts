@@ -88,14 +88,24 @@ export function mkfsExt4(
 /** e2fsprogs' unix I/O manager takes a file system at an offset as `image?offset=N`. */
 const at = (image: string, offsetBytes: number): string => (offsetBytes === 0 ? image : `${image}?offset=${offsetBytes}`);
 
-/** `e2fsck -fn` on the image (at `offsetBytes`): its exit status and output. */
-export function e2fsck(image: string, offsetBytes = 0): { status: number; output: string } {
+/** `e2fsck -fn` (or `flags`, e.g. `-fy` to repair) on the image (at `offsetBytes`): its exit status and output. */
+export function e2fsck(image: string, offsetBytes = 0, flags = '-fn'): { status: number; output: string } {
   try {
-    return { status: 0, output: run('e2fsck', ['-fn', at(image, offsetBytes)]) };
+    return { status: 0, output: run('e2fsck', [flags, at(image, offsetBytes)]) };
   } catch (err) {
     const e = err as { status?: number; stdout?: Buffer; stderr?: Buffer };
     return { status: e.status ?? -1, output: `${e.stdout?.toString() ?? ''}${e.stderr?.toString() ?? ''}` };
   }
+}
+
+/** `dumpe2fs -h`'s superblock fields by name ("Filesystem state", "Mount count", …). */
+export function dumpe2fs(image: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of run('dumpe2fs', ['-h', image]).split('\n')) {
+    const m = /^([^:]+):\s+(.*)$/.exec(line);
+    if (m) out[m[1]!] = m[2]!;
+  }
+  return out;
 }
 
 /** A file's bytes as debugfs reads them from the image (at `offsetBytes`). */
