@@ -11,7 +11,11 @@ import { PlatformError } from '../errors.js';
 import { GrantPool } from '../gnttab/pool.js';
 import type { GrantSharer } from '../gnttab/types.js';
 import { BLKIF_MAX_SEGMENTS_PER_REQUEST, SEGS_PER_INDIRECT_FRAME } from '../wire/blkif.js';
-import type { BlockDeviceStats } from './options.js';
+import type { BlockDeviceStats, DeviceSettings } from './options.js';
+import type { DiskInfo } from './types.js';
+import { PAGE_SIZE } from '../wire/page.js';
+import { ringEntries } from '../wire/ring.js';
+import { BLKIF_NATIVE_ABI } from '../wire/blkif.js';
 
 /** Most pages one queue's pool grows to by keeping fresh grants (Linux keeps at most a ring's worth). */
 export const MAX_POOL_PAGES = 8192;
@@ -27,6 +31,18 @@ export interface PoolPlan {
   maxSegments: number;
   /** Zero pages before their first grant (an untrusted backend). */
   zero: boolean;
+}
+
+/** The pools a connection with `info` needs, as the caller wished: segments per request as negotiated. */
+export function poolPlan(info: DiskInfo, wish: Pick<DeviceSettings, 'pool' | 'poolPages'>): PoolPlan {
+  const f = info.features;
+  return {
+    pool: wish.pool,
+    poolPages: wish.poolPages,
+    maxSegments: f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST,
+    entries: ringEntries(f.ringPages * PAGE_SIZE, BLKIF_NATIVE_ABI.entrySize),
+    zero: !info.trusted,
+  };
 }
 
 /** Pages each queue's pool may take, and the fresh pages it may have out: three quarters and a quarter of what is free, by queue. */

@@ -16,20 +16,18 @@
  */
 import type { EventEmitter } from 'node:events';
 import { BlkifError } from '../errors.js';
-import { BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_NATIVE_ABI } from '../wire/blkif.js';
+import { BLKIF_NATIVE_ABI } from '../wire/blkif.js';
 import { XenbusState } from '../wire/xenbus_state.js';
 import { readState, switchState } from '../xenbus/device.js';
 import type { Watch } from '../xenbus/watch.js';
 import type { XenPlatform } from '../platform/types.js';
 import type { GrantPool } from '../gnttab/pool.js';
-import { PAGE_SIZE } from '../wire/page.js';
-import { ringEntries } from '../wire/ring.js';
 import { SerialQueue } from '../util/serial.js';
 import { BlkQueue, addQueueStats, zeroQueueStats } from './queue.js';
 import { spinsFor } from './ring.js';
 import { DeviceBuffers } from './buffers.js';
 import type { IoOp } from './request.js';
-import { grantBudget, makePool, segmentCap, sumPoolStats } from './budget.js';
+import { grantBudget, makePool, poolPlan, segmentCap, sumPoolStats } from './budget.js';
 import { CLOSED, CONNECTED, refusal, routeFor, type DeviceState } from './state.js';
 import { Submitter, type CallKind } from './submit.js';
 import { BackendRestarted, locateDevice, talkToBackend, waitForBackend, withoutFeature } from './negotiate.js';
@@ -187,18 +185,11 @@ export class DeviceCore {
     // An untrusted backend gets none of the caller's memory (Linux's blkfront bounces likewise).
     if (!n.info.trusted) this.buffers.distrust();
     const f = n.info.features;
-    const negotiated = f.indirectSegments > 0 ? f.indirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
-    const plan = {
-      pool: this.wish.pool,
-      poolPages: this.wish.poolPages,
-      maxSegments: negotiated,
-      entries: ringEntries(f.ringPages * PAGE_SIZE, BLKIF_NATIVE_ABI.entrySize),
-      zero: !n.info.trusted,
-    };
+    const plan = poolPlan(n.info, this.wish);
     const nq = n.rings.length;
     const budget = grantBudget(this.platform.grants, nq);
     for (let q = 0; q < nq; q++) this.pools[q] ??= makePool(this.platform.grants, this.loc.backendId, plan, budget);
-    const maxSegments = segmentCap(negotiated, this.pools.slice(0, nq));
+    const maxSegments = segmentCap(plan.maxSegments, this.pools.slice(0, nq));
     const params = {
       abi: BLKIF_NATIVE_ABI,
       handle: this.loc.vdev & 0xffff,

@@ -14,7 +14,7 @@ import type { BlockDeviceEvents, BlockDeviceOptions, BlockDeviceStats } from './
 import type { BlockTarget } from './target.js';
 
 /** BLKIF_EINVAL or BLKIF_ERANGE unless `offset`/`length` is whole sectors inside the disk. */
-function checkRange(info: BlockDeviceInfo, what: string, offset: number, length: number): void {
+export function checkRange(info: BlockDeviceInfo, what: string, offset: number, length: number): void {
   const ss = info.sectorSize;
   if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
     throw new BlkifError('BLKIF_EINVAL', `${what}: offset ${offset} and length ${length} must be non-negative integers`);
@@ -29,7 +29,7 @@ function checkRange(info: BlockDeviceInfo, what: string, offset: number, length:
 }
 
 /** BLKIF_EROFS on a read-only disk. */
-function checkWritable(info: BlockDeviceInfo, what: string): void {
+export function checkWritable(info: BlockDeviceInfo, what: string): void {
   if (info.readOnly) throw new BlkifError('BLKIF_EROFS', `${what}: the disk is read-only`);
 }
 

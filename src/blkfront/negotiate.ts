@@ -114,6 +114,36 @@ export class BackendRestarted extends Error {
 }
 
 /**
+ * Where a connection's rings come from: shared and bound by this thread
+ * (the default), or by the threads that will run them (threaded.ts).
+ */
+export interface RingSource {
+  /** Shares a ring of `pages` pages with the backend and allocates its unbound port. */
+  make(q: number, backendId: number, pages: number): RingSetup | Promise<RingSetup>;
+  /** Closes the port and unshares the ring (the handshake failed). */
+  drop(ring: RingSetup): void;
+}
+
+/** Rings shared and bound through this thread's platform. */
+export function platformRings(platform: XenPlatform): RingSource {
+  return {
+    make: (_q, backendId, pages) => {
+      const ringPages = platform.grants.share(backendId, pages, true);
+      try {
+        return { pages: ringPages, channel: platform.evtchn.allocUnbound(backendId) };
+      } catch (err) {
+        platform.grants.unshare(ringPages);
+        throw err;
+      }
+    },
+    drop: (r) => {
+      r.channel.close();
+      platform.grants.unshare(r.pages);
+    },
+  };
+}
+
+/**
  * @param restartable a reconnect: a backend that goes Closing or Closed
  *   while we wait for it to connect throws {@link BackendRestarted} at once,
  *   rather than being waited on until the time runs out
@@ -124,6 +154,7 @@ export async function talkToBackend(
   wish: NegotiationWishes,
   makeQueues: (n: Negotiated) => void,
   restartable = false,
+  source: RingSource = platformRings(platform),
 ): Promise<Negotiated> {
   const xs = platform.xenstore;
   const be = loc.backend;
@@ -139,21 +170,10 @@ export async function talkToBackend(
 
   const rings: RingSetup[] = [];
   const undo = (): void => {
-    for (const r of rings) {
-      r.channel.close();
-      platform.grants.unshare(r.pages);
-    }
+    for (const r of rings) source.drop(r);
   };
   try {
-    for (let q = 0; q < nq; q++) {
-      const ringPages = platform.grants.share(loc.backendId, pages, true);
-      try {
-        rings.push({ pages: ringPages, channel: platform.evtchn.allocUnbound(loc.backendId) });
-      } catch (err) {
-        platform.grants.unshare(ringPages);
-        throw err;
-      }
-    }
+    for (let q = 0; q < nq; q++) rings.push(await source.make(q, loc.backendId, pages));
     await xs.transaction(async (tx) => {
       // What an earlier connection published and this one does not (a
       // backend that now offers fewer pages or queues, as after a migration)

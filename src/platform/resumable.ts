@@ -6,7 +6,7 @@
 import type { XenstoreClient } from '../xenbus/client.js';
 import type { GrantSharer } from '../gnttab/types.js';
 import type { EventChannels } from '../evtchn/types.js';
-import type { XenPlatform } from './types.js';
+import type { ThreadShare, XenPlatform } from './types.js';
 import type { VbdOwnership } from './ownership.js';
 
 export interface PlatformParts {
@@ -16,6 +16,8 @@ export interface PlatformParts {
   vbds: VbdOwnership;
   /** Opens a new set of event channels for `domid` (at start, and after each restore). */
   openEvtchn(domid: number): EventChannels;
+  /** Sets apart a worker thread's share of the platform for domain `domid` (see XenPlatform.threadShare). */
+  threadShare?: (domid: number) => ThreadShare;
   /** Releases what the platform owns beyond xenstore, grants and event channels. */
   release?(): void;
 }
@@ -26,7 +28,9 @@ export function resumablePlatform(parts: PlatformParts): XenPlatform {
   let restores = 0;
   let resuming: Promise<void> | null = null;
   const readDomid = (): Promise<number> => parts.xenstore.readInt('domid');
+  const share = parts.threadShare;
   return {
+    ...(share === undefined ? {} : { threadShare: () => share(domid) }),
     get domid() {
       return domid;
     },

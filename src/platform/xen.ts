@@ -68,6 +68,8 @@ export async function openXenPlatform(opts: XenPlatformOptions = {}): Promise<Xe
       xenstore,
       grants,
       vbds: new HostVbdOwnership(opts.vbdLocks),
+      // A thread opens its own library handles: nothing to set apart, nothing to give back.
+      threadShare: (id) => ({ spec: { kind: 'xen', domid: id, wakeup: opts.evtchnWakeup }, release: () => undefined }),
       openEvtchn: () => {
         const e = first ?? new XenEventChannels(evtchnLib, loadLibc(), evtchnOpts);
         first = null;

@@ -45,6 +45,12 @@ export interface SimHostOptions {
   /** Grant-table entries per domain (default 32768). */
   grantEntries?: number;
   xenstored?: SimXenstoredOptions;
+  /**
+   * Grant refs and pages set apart for each worker thread that runs queues
+   * of the guest's devices (`platform.threadShare()`; default 10240: 40 MiB,
+   * a 1 MiB-request pool and its fresh pages).
+   */
+  threadGrants?: number;
 }
 
 /** What dom0 holds: its xenstore connection and what a backend needs. */
@@ -165,6 +171,19 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
       const e = new SimEventChannels(hypervisor, domid);
       e.listen();
       return e;
+    },
+    threadShare: (domid) => {
+      if (closed) throw new PlatformError('XEN_CLOSED', 'simulated host closed');
+      const n = options.threadGrants ?? 10240;
+      const grants = guestGrants.carve(n, n);
+      let given = false;
+      return {
+        spec: { kind: 'sim', domid, host: hypervisor.handle, grants },
+        release: () => {
+          // Refs the thread left granted (a backend still mapping them) stay set apart: reusing them would grant them twice.
+          if (!given) given = guestGrants.giveBack(grants);
+        },
+      };
     },
     release: () => {
       link.close();

@@ -18,6 +18,7 @@ import { clockCostNs, latencySampling } from '../../src/cli/blkbench/run.js';
 import { Workload, checkPattern, fillPattern } from '../../src/cli/blkbench/workload.js';
 import { summary, type Report } from '../../src/cli/blkbench/report.js';
 import { grantRoom } from '../../src/cli/blkbench/targets.js';
+import { mergeJobs } from '../../src/cli/blkbench/jobs.js';
 import { SWITCHES, VALUE_OPTIONS } from '../helpers/blkbench.js';
 import { describe as describeProfile, summarize, type CpuProfile } from '../../bench/cpuprofile.js';
 
@@ -446,6 +447,95 @@ describe('blkbench runs', () => {
     });
     expect(report.verify_mismatches).toBeGreaterThan(0);
     expect(report.first_mismatch!.sectorOffset).toBe(report.first_mismatch!.offset);
+  });
+});
+
+describe('blkbench --numjobs', () => {
+  it('one queue per job; --queues must agree, and --cpu-profile is refused', async () => {
+    const o = await opts(['--numjobs', '3']);
+    expect([o.numjobs, o.queues]).toEqual([3, 3]);
+    expect((await opts([])).numjobs).toBe(1);
+    expect((await opts(['--numjobs', '2', '--queues', '2'])).queues).toBe(2);
+    expect(await usageError(['--numjobs', '2', '--queues', '3'])).toMatch(/--queues must be 2 or left out/);
+    expect(await usageError(['--numjobs', '2', '--cpu-profile', 'x.cpuprofile'])).toMatch(/--cpu-profile/);
+    expect(await usageError(['--numjobs', '0'])).toMatch(/numjobs/);
+  });
+
+  it('runs each job on its own thread and queue, checked by --verify, against as many jobs on Node fs', async () => {
+    const o = await opts([
+      '--numjobs',
+      '2',
+      '--iodepth',
+      '8',
+      '--rw',
+      'randrw',
+      '--size',
+      '8m',
+      '--number-ios',
+      '3000',
+      '--verify',
+      '--baseline',
+    ]);
+    const r = await runBench(o);
+    expect(r.job.numjobs).toBe(2);
+    expect(r.negotiated.queues).toBe(2);
+    expect(r.target).toContain('2 job threads');
+    // Each job's own I/Os, summed; each checked its own half of the region.
+    expect(r.ios).toBe(6000);
+    expect(r.reads + r.writes).toBe(6000);
+    expect(r.verify_mismatches).toBe(0);
+    expect(r.verify_checked).toBeGreaterThan(0);
+    expect(r.ring!.requests).toBeGreaterThanOrEqual(6000);
+    expect(r.lat_ns.p50).toBeGreaterThan(0);
+    expect(r.baseline!.ios).toBe(6000);
+    expect(r.baseline!.verify_mismatches).toBe(0);
+  });
+
+  it('merges the jobs: counts summed, latencies pooled, the longest time, per-second rates added', () => {
+    const job = (ios: number, lat: number[], perSecond: number[], seconds: number) => {
+      const h = new Histogram();
+      for (const v of lat) h.record(v);
+      const counters = {
+        requests: ios,
+        notifications: 1,
+        interrupts: 2,
+        responses: ios,
+        polls: 0,
+        pollMisses: 0,
+        poolHits: ios,
+        poolFallbacks: 0,
+        poolWaits: 0,
+        backendMaps: null,
+        backendUnmaps: null,
+        reconnects: 0,
+      };
+      return {
+        ios,
+        reads: ios,
+        writes: 0,
+        bytes: ios * 4096,
+        seconds,
+        lat: h,
+        cpu: { user: seconds, system: 0 },
+        machineBusy: seconds,
+        threadCpu: 0.5,
+        threads: null,
+        counters,
+        verifyMismatches: null,
+        verifyChecked: 0,
+        firstMismatch: null,
+        latEvery: 1,
+        clockNs: 30,
+        perSecond,
+      };
+    };
+    const m = mergeJobs([job(100, [1000, 2000], [50, 50], 2), job(300, [3000, 4000, 5000, 6000], [100, 150, 50], 2.5)]);
+    expect([m.ios, m.bytes, m.seconds, m.threadCpu, m.machineBusy]).toEqual([400, 400 * 4096, 2.5, 1, 2.5]);
+    expect([m.lat.count, m.lat.min, m.lat.max]).toEqual([6, 1000, 6000]);
+    expect(m.perSecond).toEqual([150, 200, 50]);
+    expect(m.counters).toMatchObject({ requests: 400, interrupts: 4, backendMaps: null });
+    const h = Histogram.from(m.lat.snapshot());
+    expect([h.count, h.quantile(0.5)]).toEqual([6, m.lat.quantile(0.5)]);
   });
 });
 

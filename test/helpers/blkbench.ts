@@ -7,6 +7,7 @@ export const VALUE_OPTIONS = [
   '--bs',
   '--iodepth',
   '--queues',
+  '--numjobs',
   '--size',
   '--runtime',
   '--number-ios',

@@ -10,6 +10,15 @@ const LINEAR = 2 * SUB; // values below this have a bucket each
 const MAX_EXP = 44; // about 4.9 hours in ns; anything longer is clamped
 const BUCKETS = LINEAR + (MAX_EXP - SUB_BITS - 1) * SUB;
 
+/** A histogram as plain data. */
+export interface HistogramData {
+  counts: Float64Array;
+  count: number;
+  sum: number;
+  min: number;
+  max: number;
+}
+
 export class Histogram {
   private readonly counts = new Float64Array(BUCKETS);
   count = 0;
@@ -62,6 +71,30 @@ export class Histogram {
       }
     }
     return this.max;
+  }
+
+  /** Plain data for another thread (postMessage); {@link Histogram.from} makes it a histogram again. */
+  snapshot(): HistogramData {
+    return { counts: this.counts.slice(), count: this.count, sum: this.sum, min: this.min, max: this.max };
+  }
+
+  static from(d: HistogramData): Histogram {
+    const h = new Histogram();
+    h.counts.set(d.counts);
+    h.count = d.count;
+    h.sum = d.sum;
+    h.min = d.min;
+    h.max = d.max;
+    return h;
+  }
+
+  /** Adds every value `other` recorded (another job's latencies). */
+  add(other: Histogram): void {
+    for (let i = 0; i < BUCKETS; i++) this.counts[i]! += other.counts[i]!;
+    this.count += other.count;
+    this.sum += other.sum;
+    this.min = Math.min(this.min, other.min);
+    this.max = Math.max(this.max, other.max);
   }
 
   reset(): void {

@@ -31,6 +31,8 @@ export interface BenchOptions {
   bs: number;
   iodepth: number;
   queues: number;
+  /** Jobs, each on a worker thread with a queue of its own (fio's numjobs); 1: the device runs on this thread. */
+  numjobs: number;
   /** Bytes of the region the workload covers (undefined: from `offset` to the end of the disk). */
   size: number | undefined;
   /** Seconds to run for (time-based, wrapping over the region); undefined: until `numberIos`, or one pass over the region. */
@@ -101,6 +103,7 @@ const EXAMPLES: Array<[string, string]> = [
   ['blkbench --no-persistent --no-pool --json', 'what persistent grants and the pool buy, as JSON'],
   ['blkbench --rw read --bs 1m --zero-copy --baseline', 'large reads into device buffers (no bounce copy) against Node fs'],
   ['blkbench --xen --vdev 51728 --rw randread --runtime 30', "a real Xen guest's second disk (xvdb)"],
+  ['blkbench --numjobs 2 --iodepth 16', 'two threads, each with its own queue and 16 I/Os in flight'],
 ];
 
 function build(args: string[]) {
@@ -115,7 +118,10 @@ function build(args: string[]) {
     .help('help')
     .alias('help', 'h')
     .wrap(Math.min(100, process.stdout.columns ?? 100))
-    .group(['rw', 'rwmixread', 'bs', 'iodepth', 'queues', 'size', 'runtime', 'number-ios', 'ramp-time', 'offset', 'seed'], 'Workload:')
+    .group(
+      ['rw', 'rwmixread', 'bs', 'iodepth', 'queues', 'numjobs', 'size', 'runtime', 'number-ios', 'ramp-time', 'offset', 'seed'],
+      'Workload:',
+    )
     // yargs types the option from its default: without the assertion `rw` would be a plain string.
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion
     .option('rw', { requiresArg: true, choices: RW_MODES, default: 'randread' as RwMode, describe: 'Access pattern' })
@@ -127,7 +133,17 @@ function build(args: string[]) {
       describe: 'Bytes per I/O, a multiple of the sector size (4k, 64k, 1m)',
     })
     .option('iodepth', { requiresArg: true, type: 'number', default: 32, describe: 'I/Os kept in flight' })
-    .option('queues', { requiresArg: true, type: 'number', default: 2, describe: 'Ring queues to ask the backend for' })
+    .option('queues', {
+      requiresArg: true,
+      type: 'number',
+      describe: 'Ring queues to ask the backend for (default 2; with --numjobs, one per job)',
+    })
+    .option('numjobs', {
+      requiresArg: true,
+      type: 'number',
+      default: 1,
+      describe: 'Jobs, each on a worker thread of its own with its own queue (ring, event channel, pool) and --iodepth I/Os in flight',
+    })
     .option('size', {
       requiresArg: true,
       type: 'string',
@@ -288,12 +304,20 @@ function check(a: Raw): BenchOptions {
   if (a.baseline && (target.kind === 'ramdisk' || target.kind === 'xen')) {
     throw new UsageError('--baseline runs on an image file: use the default temporary image or --image');
   }
+  const numjobs = intIn('numjobs', a.numjobs, 1, 16);
+  if (numjobs > 1) {
+    if (a.queues !== undefined && a.queues !== numjobs)
+      throw new UsageError(`--numjobs ${numjobs} runs one queue per job: --queues must be ${numjobs} or left out`);
+    if (a['cpu-profile'] !== undefined)
+      throw new UsageError('--cpu-profile profiles the main thread, and with --numjobs the jobs run on their own threads');
+  }
   return {
     rw: a.rw,
     rwmixread: intIn('rwmixread', a.rwmixread, 0, 100),
     bs,
     iodepth: intIn('iodepth', a.iodepth, 1, 4096),
-    queues: intIn('queues', a.queues, 1, 16),
+    queues: numjobs > 1 ? numjobs : intIn('queues', a.queues ?? 2, 1, 16),
+    numjobs,
     size,
     runtime: positive('runtime', a.runtime) ?? (size === undefined && a['number-ios'] === undefined ? 5 : undefined),
     numberIos: a['number-ios'] === undefined ? undefined : intIn('number-ios', a['number-ios'], 1, Number.MAX_SAFE_INTEGER),

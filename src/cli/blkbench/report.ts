@@ -54,6 +54,7 @@ export interface Report extends Figures {
     bs: number;
     iodepth: number;
     queues: number;
+    numjobs: number;
     offset: number;
     size: number;
     runtime_s: number | null;
@@ -143,6 +144,7 @@ export function jobOf(o: BenchOptions, size: number): Report['job'] {
     bs: o.bs,
     iodepth: o.iodepth,
     queues: o.queues,
+    numjobs: o.numjobs,
     offset: o.offset,
     size,
     runtime_s: o.runtime ?? null,

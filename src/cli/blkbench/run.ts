@@ -5,7 +5,7 @@
  * into a fixed histogram, so the harness allocates nothing per I/O beyond
  * the engine's own promise.
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { Histogram } from './histogram.js';
 import { Workload, checkPattern, fillPattern, type Mismatch } from './workload.js';
 import type { BenchOptions } from './options.js';
@@ -394,8 +394,18 @@ interface Task {
   cpu: number;
 }
 
-/** The main thread's id is the process's: blkbench runs the driver there. */
-const MAIN_TID = String(process.pid);
+/**
+ * The thread that runs this job's driver: the main thread (whose id is the
+ * process's), or a job's worker thread with --numjobs.
+ */
+const SELF_TID = ((): string => {
+  try {
+    return readlinkSync('/proc/thread-self').split('/').pop()!;
+  } catch {
+    return String(process.pid);
+  }
+})();
+const SELF_NAME = SELF_TID === String(process.pid) ? 'main' : 'this job';
 
 /** Each thread of this process, by id: its name and CPU seconds so far (null without /proc). */
 function taskCpuSeconds(): Map<string, Task> | null {
@@ -414,7 +424,7 @@ function taskCpuSeconds(): Map<string, Task> | null {
       continue; // the thread ended between the listing and the read
     }
     // The main thread (the driver's; on the simulated host the backend's workers are others) by role; the rest by name.
-    const name = id === MAIN_TID ? 'main' : `${stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))} (other threads)`;
+    const name = id === SELF_TID ? SELF_NAME : `${stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))} (other threads)`;
     const cpu = cpuOfStat(stat);
     if (cpu !== null) out.set(id, { name, cpu });
   }
@@ -423,8 +433,8 @@ function taskCpuSeconds(): Map<string, Task> | null {
 
 /** The main (the driver's) thread's CPU seconds between two samples, or null without them. */
 function mainThreadCpu(a: Map<string, Task> | null, b: Map<string, Task> | null): number | null {
-  const t0 = a?.get(MAIN_TID);
-  const t1 = b?.get(MAIN_TID);
+  const t0 = a?.get(SELF_TID);
+  const t1 = b?.get(SELF_TID);
   return t0 === undefined || t1 === undefined ? null : t1.cpu - t0.cpu;
 }
 

@@ -116,7 +116,7 @@ function driverEngine(device: BlockDevice, disk: SimBlkback | null, zeroCopy: bo
   };
 }
 
-function driverOptions(o: BenchOptions) {
+export function driverOptions(o: BenchOptions) {
   return {
     queues: o.queues,
     ringPages: o.ringPages,
@@ -172,85 +172,82 @@ export function grantRoom(
   );
 }
 
-/** Opens the driver on the target the options name. */
-export async function openDriverTarget(o: BenchOptions): Promise<DriverTarget> {
-  const t = o.target;
-  if (t.kind === 'xen') {
-    const d = await openDisk({ kind: 'xen', vdev: t.vdev, wakeup: o.wakeup }, 'blkbench', driverOptions(o));
-    try {
-      const grants = grantRoom(d.platform, d.device, o);
-      return {
-        engine: driverEngine(d.device, null, o.zeroCopy),
-        device: d.device,
-        sim: null,
-        grantLimit: d.platform.grants.limit?.() ?? null,
-        image: null,
-        describe: `Xen vbd ${t.vdev} (${d.device.info.size} bytes); ${grants}`,
-        close: () => d.close(),
-      };
-    } catch (err) {
-      await d.close().catch(() => undefined);
-      throw err;
-    }
-  }
+/** Where the driver runs: the disk to open, the image file served (if any), what to call it, what to remove after. */
+export interface PreparedTarget {
+  spec: DiskSpec;
+  image: string | null;
+  describe: string;
+  cleanup(): void;
+}
 
-  let image: string | null = null;
-  let cleanup = (): void => undefined;
-  let describe: string;
+/** Lays out the temporary or named image the options ask for (nothing to do for a vbd or a memory disk). */
+export function prepareTarget(o: BenchOptions): PreparedTarget {
+  const t = o.target;
+  if (t.kind === 'xen')
+    return { spec: { kind: 'xen', vdev: t.vdev, wakeup: o.wakeup }, image: null, describe: `Xen vbd ${t.vdev}`, cleanup: () => undefined };
+  if (t.kind === 'ramdisk') {
+    if (t.size > freemem()) throw new Error(`--ramdisk: ${t.size} bytes is more than the ${freemem()} bytes of memory free`);
+    return { spec: { kind: 'ramdisk', size: t.size }, image: null, describe: 'simulated host, memory disk', cleanup: () => undefined };
+  }
   if (t.kind === 'temp') {
     const parent = t.dir ?? defaultTmpdir();
     checkRoom(parent, t.size, '--offset and --size');
     const dir = mkdtempSync(join(parent, 'blkbench-'));
-    cleanup = () => rmSync(dir, { recursive: true, force: true });
-    image = join(dir, 'disk.img');
+    const cleanup = (): void => rmSync(dir, { recursive: true, force: true });
+    const image = join(dir, 'disk.img');
     try {
       layOut(image, t.size);
     } catch (err) {
       cleanup();
       throw err;
     }
-    describe = `simulated host, temporary image ${image}`;
-  } else if (t.kind === 'image') {
-    image = t.path;
-    if (!existsSync(image)) {
-      if (t.size === undefined) throw new Error(`--image ${image}: no such file (give --size to create it)`);
-      const size = Math.ceil(t.size / 4096) * 4096;
-      checkRoom(dirname(image), size, '--size');
-      try {
-        layOut(image, size);
-      } catch (err) {
-        rmSync(image, { force: true });
-        throw err;
-      }
-    } else if (!statSync(image).isFile()) {
-      throw new Error(`--image ${image}: not a regular file`);
-    }
-    describe = `simulated host, image ${image}`;
-  } else {
-    if (t.size > freemem()) throw new Error(`--ramdisk: ${t.size} bytes is more than the ${freemem()} bytes of memory free`);
-    describe = 'simulated host, memory disk';
+    return { spec: { kind: 'image', path: image }, image, describe: `simulated host, temporary image ${image}`, cleanup };
   }
+  const image = t.path;
+  if (!existsSync(image)) {
+    if (t.size === undefined) throw new Error(`--image ${image}: no such file (give --size to create it)`);
+    const size = Math.ceil(t.size / 4096) * 4096;
+    checkRoom(dirname(image), size, '--size');
+    try {
+      layOut(image, size);
+    } catch (err) {
+      rmSync(image, { force: true });
+      throw err;
+    }
+  } else if (!statSync(image).isFile()) {
+    throw new Error(`--image ${image}: not a regular file`);
+  }
+  return { spec: { kind: 'image', path: image }, image, describe: `simulated host, image ${image}`, cleanup: () => undefined };
+}
 
+/** Opens the driver on the target the options name. */
+export async function openDriverTarget(o: BenchOptions): Promise<DriverTarget> {
+  const p = prepareTarget(o);
   try {
-    const spec: DiskSpec = t.kind === 'ramdisk' ? { kind: 'ramdisk', size: t.size } : { kind: 'image', path: image! };
-    const d = await openDisk(spec, 'blkbench', driverOptions(o));
-    return {
-      engine: driverEngine(d.device, d.sim!.disk, o.zeroCopy),
-      device: d.device,
-      sim: d.sim,
-      grantLimit: null,
-      image,
-      describe: `${describe} (${d.device.info.size} bytes)`,
-      close: async () => {
-        try {
-          await d.close();
-        } finally {
-          cleanup();
-        }
-      },
-    };
+    const d = await openDisk(p.spec, 'blkbench', driverOptions(o));
+    try {
+      const grants = d.sim === null ? `; ${grantRoom(d.platform, d.device, o)}` : '';
+      return {
+        engine: driverEngine(d.device, d.sim?.disk ?? null, o.zeroCopy),
+        device: d.device,
+        sim: d.sim,
+        grantLimit: d.sim === null ? (d.platform.grants.limit?.() ?? null) : null,
+        image: p.image,
+        describe: `${p.describe} (${d.device.info.size} bytes)${grants}`,
+        close: async () => {
+          try {
+            await d.close();
+          } finally {
+            p.cleanup();
+          }
+        },
+      };
+    } catch (err) {
+      await d.close().catch(() => undefined);
+      throw err;
+    }
   } catch (err) {
-    cleanup();
+    p.cleanup();
     throw err;
   }
 }

@@ -6,6 +6,8 @@
 import { openBlockDevice, openXenPlatform, type BlockDevice, type BlockDeviceOptions, type XenPlatform } from '../../index.js';
 import { createSimHost, type SimBlkback, type SimHost } from '../../sim/index.js';
 import type { EvtchnWakeup } from '../../evtchn/xenevtchn.js';
+import { openThreadedDevice, type ThreadedDevice } from '../../blkfront/threaded.js';
+import type { MessagePort } from 'node:worker_threads';
 
 export type DiskSpec =
   /** A vbd of this Xen guest (`device/vbd/<vdev>`). */
@@ -15,8 +17,8 @@ export type DiskSpec =
   /** A memory disk served by a simulated blkback. */
   | { kind: 'ramdisk'; size: number };
 
-export interface OpenedDisk {
-  device: BlockDevice;
+export interface OpenedDisk<D = BlockDevice> {
+  device: D;
   platform: XenPlatform;
   /** The simulated host and its backend, when the disk is simulated. */
   sim: { host: SimHost; disk: SimBlkback } | null;
@@ -25,26 +27,50 @@ export interface OpenedDisk {
 }
 
 /** Opens the disk `spec` names; `guestName` names the simulated guest. */
-export async function openDisk(
+export function openDisk(
   spec: DiskSpec,
   guestName: string,
   options: Omit<BlockDeviceOptions, 'platform' | 'vdev'> = {},
 ): Promise<OpenedDisk> {
+  return openOn(spec, guestName, (platform, vdev) => openBlockDevice({ ...options, platform, vdev }));
+}
+
+/**
+ * Opens the disk `spec` names with its queues run by worker threads, one
+ * per port (see openThreadedDevice); the backend must offer that many.
+ */
+export function openThreadedDisk(
+  spec: DiskSpec,
+  guestName: string,
+  threads: readonly MessagePort[],
+  options: Omit<BlockDeviceOptions, 'platform' | 'vdev' | 'queues'> = {},
+): Promise<OpenedDisk<ThreadedDevice>> {
+  return openOn(spec, guestName, (platform, vdev) => openThreadedDevice({ ...options, platform, vdev, threads }), threads.length);
+}
+
+/** The platform (or a simulated host serving the disk, with `queues` queues at least), then `open` on it. */
+async function openOn<D extends { close(): Promise<void> }>(
+  spec: DiskSpec,
+  guestName: string,
+  open: (platform: XenPlatform, vdev: number | string) => Promise<D>,
+  queues?: number,
+): Promise<OpenedDisk<D>> {
   let host: SimHost | null = null;
   let platform: XenPlatform | null = null;
   try {
     if (spec.kind === 'xen') {
       platform = await openXenPlatform({ evtchnWakeup: spec.wakeup });
       const p = platform;
-      const device = await openBlockDevice({ ...options, platform: p, vdev: spec.vdev });
+      const device = await open(p, spec.vdev);
       return { device, platform: p, sim: null, close: () => closeBoth(device, () => p.close()) };
     }
     host = await createSimHost({ guestName });
     const h = host;
+    const more = queues === undefined || queues <= 4 ? {} : { maxQueues: queues };
     const disk = await h.addDisk(
-      spec.kind === 'ramdisk' ? { size: spec.size } : { image: spec.path, readOnly: spec.readOnly, vdev: spec.vdev },
+      spec.kind === 'ramdisk' ? { size: spec.size, ...more } : { image: spec.path, readOnly: spec.readOnly, vdev: spec.vdev, ...more },
     );
-    const device = await openBlockDevice({ ...options, platform: h.guest, vdev: disk.vdev });
+    const device = await open(h.guest, disk.vdev);
     return { device, platform: h.guest, sim: { host: h, disk }, close: () => closeBoth(device, () => h.close()) };
   } catch (err) {
     await host?.close().catch(() => undefined);
@@ -53,7 +79,7 @@ export async function openDisk(
   }
 }
 
-async function closeBoth(device: BlockDevice, then: () => Promise<void>): Promise<void> {
+async function closeBoth(device: { close(): Promise<void> }, then: () => Promise<void>): Promise<void> {
   try {
     await device.close();
   } finally {

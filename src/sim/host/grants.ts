@@ -35,11 +35,21 @@ export class FrameAllocator {
   private hint = 1;
   free: number;
 
-  constructor(readonly pages: number) {
+  /** `range`: only frames [first, first + count) are handed out (a thread's share of the domain's memory). */
+  constructor(
+    readonly pages: number,
+    range?: { first: number; count: number },
+  ) {
     this.used = new Uint8Array(pages);
     // Frame 0 is never handed out, so a zero frame number is always a bug.
     this.used[0] = 1;
     this.free = pages - 1;
+    if (range !== undefined) {
+      this.used.fill(1);
+      this.used.fill(0, range.first, range.first + range.count);
+      this.free = range.count;
+      this.hint = range.first;
+    }
   }
 
   alloc(count: number): number {
@@ -82,8 +92,21 @@ export class SimSharedPages implements SharedPages {
 }
 
 /**
+ * A share of a domain's grant refs and memory set apart for another thread
+ * of the same guest ({@link SimGrantSharer.carve}): plain data, posted to the
+ * thread, which shares from it alone.
+ */
+export interface SimGrantShare {
+  refs: number[];
+  frame: number;
+  frames: number;
+}
+
+/**
  * Shares pages of one domain's memory. Owned by one thread (the guest's):
- * the free lists of refs and frames are plain JS state.
+ * the free lists of refs and frames are plain JS state, so another thread
+ * that shares pages of the same domain gets refs and frames of its own
+ * ({@link carve}), as each of a real guest's gntalloc files does.
  */
 export class SimGrantSharer extends GrantSharerBase<SimSharedPages> {
   private readonly dom: SimDomain;
@@ -92,15 +115,57 @@ export class SimGrantSharer extends GrantSharerBase<SimSharedPages> {
   private readonly deferred: Array<{ pages: SimSharedPages; ref: number }> = [];
   private retryTimer: NodeJS.Timeout | undefined;
 
+  /** @param share only these refs and frames (a thread's share, from another sharer's {@link carve}) */
   constructor(
     hv: SimHypervisor,
     readonly domid: number,
+    share?: SimGrantShare,
   ) {
     super();
     this.dom = hv.domain(domid);
-    this.frames = new FrameAllocator(this.dom.pages);
-    // Highest first, so pop() hands out low refs first, as Linux's free list does.
-    for (let r = this.dom.nrGrants - 1; r >= GNTTAB_NR_RESERVED_ENTRIES; r--) this.freeRefs.push(r);
+    if (share === undefined) {
+      this.frames = new FrameAllocator(this.dom.pages);
+      // Highest first, so pop() hands out low refs first, as Linux's free list does.
+      for (let r = this.dom.nrGrants - 1; r >= GNTTAB_NR_RESERVED_ENTRIES; r--) this.freeRefs.push(r);
+    } else {
+      this.frames = new FrameAllocator(this.dom.pages, { first: share.frame, count: share.frames });
+      for (let i = share.refs.length - 1; i >= 0; i--) this.freeRefs.push(share.refs[i]!);
+      this.shareLimit = Math.min(share.refs.length, share.frames);
+    }
+  }
+
+  private readonly shareLimit: number | undefined;
+
+  /** A thread's sharer may share no more than its share (devices size their pools by it). */
+  limit(): number | undefined {
+    return this.shareLimit;
+  }
+
+  /**
+   * Sets apart `refs` grant refs and a run of `frames` pages for another
+   * thread, which builds its own sharer over them. XEN_ENOSPC when there
+   * are not that many free.
+   */
+  carve(refs: number, frames: number): SimGrantShare {
+    this.retryDeferred();
+    if (this.freeRefs.length < refs)
+      throw new PlatformError('XEN_ENOSPC', `domain ${this.domid}: ${refs} grant refs wanted, ${this.freeRefs.length} free`);
+    const frame = this.frames.alloc(frames);
+    if (frame < 0) throw new PlatformError('XEN_ENOSPC', `domain ${this.domid}: no run of ${frames} free pages`);
+    return { refs: this.freeRefs.splice(this.freeRefs.length - refs, refs).reverse(), frame, frames };
+  }
+
+  /**
+   * Takes back a share once the thread that used it has ended every grant
+   * in it (refs still granted would be handed out twice, so a share with
+   * any left is not taken back).
+   */
+  giveBack(share: SimGrantShare): boolean {
+    const w = this.dom.grantWords;
+    if (share.refs.some((r) => Atomics.load(w, 2 * r) !== 0)) return false;
+    for (let i = share.refs.length - 1; i >= 0; i--) this.freeRefs.push(share.refs[i]!);
+    this.frames.release(share.frame, share.frames);
+    return true;
   }
 
   protected sharePages(domid: number, count: number, writable: boolean): SimSharedPages {
