@@ -28,6 +28,9 @@ export type {
 export { openBlockDevice, BlockDevice } from './blkfront/device.js';
 export type { BlockDeviceEvents, BlockDeviceOptions, BlockDeviceStats } from './blkfront/options.js';
 export type { BlockDeviceInfo, NegotiatedFeatures, TakeOver } from './blkfront/types.js';
+export { openThreadedDevice, ThreadedDevice } from './blkfront/threaded.js';
+export type { ThreadedDeviceOptions, ThreadedDeviceEvents, ThreadedDeviceStats, QueueThreadStats } from './blkfront/threaded.js';
+export { QueueThread } from './blkfront/queue_thread.js';
 export { listBlockDevices, watchBlockDevices, BlockDeviceWatcher, vdevName } from './blkfront/enumerate.js';
 export type { BlockDeviceSummary, BlockDeviceEvent } from './blkfront/enumerate.js';
 
@@ -73,7 +76,7 @@ export type { XsPerm, XsPermLetter } from './wire/xs_perms.js';
 export { XsRingStream } from './transport/xs_ring.js';
 export type { XsRingSide, XsRingStats } from './transport/xs_ring.js';
 
-export type { XenPlatform } from './platform/types.js';
+export type { XenPlatform, ThreadShare, ThreadPlatformSpec } from './platform/types.js';
 export { openXenPlatform } from './platform/xen.js';
 export type { XenPlatformOptions } from './platform/xen.js';
 export type { EvtchnLib, EvtchnWakeup } from './evtchn/xenevtchn.js';

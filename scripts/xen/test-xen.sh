@@ -49,7 +49,7 @@ done
 cp "$here/domU-init.sh" "$run/domU/init"
 # The kernel side of the comparison (test/xen/bench.xen.ts): static, so it needs no library in the domU.
 mkdir -p "$run/domU/usr/bin"
-gcc -O2 -Wall -Werror -static -o "$run/domU/usr/bin/kbench" "$here/kbench.c"
+gcc -O2 -Wall -Werror -static -pthread -o "$run/domU/usr/bin/kbench" "$here/kbench.c"
 ( cd "$run/domU" && find . | cpio -o -H newc --quiet ) | gzip -1 > "$run/domU-run.cpio.gz"
 
 # --- dom0's additions: /init, the domU's kernel and root, the run's settings ---

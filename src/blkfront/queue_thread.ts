@@ -216,8 +216,12 @@ export class QueueThread implements BlockTarget {
     const info: BlockDeviceInfo = m.info;
     this.buffers = new DeviceBuffers(p.grants, m.backendId);
     if (!info.trusted) this.buffers.distrust();
-    // The whole of this thread's grants are its one queue's (the budget for one queue).
-    this.pool = makePool(p.grants, m.backendId, m.plan, grantBudget(p.grants, 1));
+    // The device's share for this queue, within what this thread's own handle allows.
+    const own = grantBudget(p.grants, 1);
+    this.pool = makePool(p.grants, m.backendId, m.plan, {
+      pool: Math.min(m.budget.pool, own.pool),
+      fresh: Math.min(m.budget.fresh, own.fresh),
+    });
     const maxSegments = segmentCap(m.plan.maxSegments, [this.pool]);
     const submitter = new Submitter(this.buffers, (op) => {
       this.infoNow = { ...this.infoNow!, features: withoutFeature(this.infoNow!.features, op) };

@@ -15,7 +15,17 @@ import type { BlockDeviceStats } from './options.js';
 export type ThreadRequest = { id: number } & (
   | { t: 'ring'; spec: ThreadPlatformSpec; backendId: number; pages: number }
   | { t: 'drop' }
-  | { t: 'connect'; queue: number; info: BlockDeviceInfo; plan: PoolPlan; backendId: number; handle: number; pollMicros: number }
+  | {
+      t: 'connect';
+      queue: number;
+      info: BlockDeviceInfo;
+      plan: PoolPlan;
+      /** This queue's share of the guest's grant limit (every thread's pool together stays within it). */
+      budget: { pool: number; fresh: number };
+      backendId: number;
+      handle: number;
+      pollMicros: number;
+    }
   | { t: 'fail'; code: string; message: string }
   | { t: 'stats' }
   | { t: 'quiesce'; timeoutMs: number }

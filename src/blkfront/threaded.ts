@@ -23,7 +23,7 @@ import type { VbdClaim } from '../platform/ownership.js';
 import type { EventChannel } from '../evtchn/types.js';
 import { locateDevice, talkToBackend, type RingSource } from './negotiate.js';
 import { backendEngaged, closeHandshake, resetFrontend, takeOver } from './frontend_state.js';
-import { poolPlan } from './budget.js';
+import { grantBudget, poolPlan } from './budget.js';
 import { resolveOptions, type BlockDeviceOptions, type DeviceSettings } from './options.js';
 import { vdevName } from './enumerate.js';
 import type { BlockDeviceInfo, DeviceLocation, RingSetup } from './types.js';
@@ -165,6 +165,8 @@ export class ThreadedDevice extends EventEmitter<ThreadedDeviceEvents> {
           }
           dev.infoNow = { ...n.info, takenOver: taken };
           const plan = poolPlan(n.info, wish);
+          // gntalloc's limit holds for every thread's handle together: each queue gets its share of what is free.
+          const budget = grantBudget(o.platform.grants, dev.links.length);
           for (const [q, link] of dev.links.entries()) {
             pending.push(
               link.call({
@@ -172,6 +174,7 @@ export class ThreadedDevice extends EventEmitter<ThreadedDeviceEvents> {
                 queue: q,
                 info: dev.infoNow,
                 plan,
+                budget,
                 backendId: loc.backendId,
                 handle: loc.vdev & 0xffff,
                 pollMicros: wish.pollMicros,

@@ -7,6 +7,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { MessageChannel, Worker } from 'node:worker_threads';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { createSimHost, type SimHost } from '../../src/sim/index.js';
 import { openBlockDevice, type BlockDeviceInfo } from '../../src/index.js';
 import { openThreadedDevice } from '../../src/blkfront/threaded.js';
@@ -167,5 +169,15 @@ describe('a device with its queues in worker threads', () => {
       }),
     ).rejects.toMatchObject({ code: 'BLKIF_EINVAL', message: expect.stringContaining('cannot share with threads') as unknown });
     port1.close();
+  });
+
+  it('the example (examples/threads.ts) runs: two threads, 8 MiB each on their own ring, nothing bad', () => {
+    const r = spawnSync(process.execPath, [fileURLToPath(new URL('../../dist/examples/threads.js', import.meta.url))], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('connected: 2 queues, one per thread');
+    expect(r.stdout.match(/8 MiB written and read back on its own ring in \d+ requests, 0 bad/g)).toHaveLength(2);
   });
 });

@@ -38,9 +38,20 @@ export const ALL_WORKLOADS: Workload[] = [
   { name: '1 MiB sequential write, 32 in flight', rw: 'write', bs: MiB, depth: 32 },
 ];
 
-/** XEN_SUITE_ARGS="suite=bench bench=1,4" runs only those rows of the table (counted from 1), for iterating. */
-const pick = (process.env.XEN_BENCH_ONLY ?? '').split(',').filter(Boolean).map(Number);
-export const WORKLOADS = pick.length === 0 ? ALL_WORKLOADS : ALL_WORKLOADS.filter((_, i) => pick.includes(i + 1));
+/**
+ * XEN_SUITE_ARGS="suite=bench bench=1,4" runs only those rows of the table
+ * (counted from 1), "bench=jobs" only the --numjobs rows, for iterating.
+ */
+const only = (process.env.XEN_BENCH_ONLY ?? '').split(',').filter(Boolean);
+const pick = only.map(Number);
+export const WORKLOADS = only.length === 0 ? ALL_WORKLOADS : ALL_WORKLOADS.filter((_, i) => pick.includes(i + 1));
+const JOBS = only.length === 0 || only.includes('jobs');
+
+/** The --numjobs rows: each job (or kbench thread) keeps this depth in flight. */
+const JOB_WORKLOADS: Workload[] = [
+  { name: '4 KiB random read, 32 in flight per job', rw: 'randread', bs: 4096, depth: 32 },
+  { name: '1 MiB sequential read, 8 in flight per job', rw: 'read', bs: MiB, depth: 8 },
+];
 
 /** A budget above the backend's time for one 4 KiB read in this testbed (about 1 ms under emulation). */
 const POLL_US = 2000;
@@ -75,7 +86,7 @@ const limited =
 
 test("bench: blkbench at its defaults against the kernel's xen-blkfront matched to it, same boot", { timeout: 1_200_000 }, () => {
   // What the driver negotiates at its defaults, which the kernel's driver is then given.
-  const probe = blkbench(WORKLOADS[0]!, XVDB, [], { ramp: 0, runtime: 1 }).out.negotiated;
+  const probe = blkbench(ALL_WORKLOADS[0]!, XVDB, [], { ramp: 0, runtime: 1 }).out.negotiated;
   const matched = { max_ring_page_order: Math.log2(probe.ring_pages), max_indirect_segments: Math.max(32, probe.indirect_segments) };
   const booted = readFileSync(GNTALLOC_LIMIT, 'utf8').trim();
 
@@ -90,6 +101,28 @@ test("bench: blkbench at its defaults against the kernel's xen-blkfront matched 
     `the driver negotiated ${probe.queues} queues x ${probe.ring_pages}-page rings, ${probe.indirect_segments} segments per request, ` +
       `persistent grants ${probe.persistent_grants ? 'on' : 'off'}; gntalloc limit ${booted} as booted; the matched kernel: ${kernelDriverSettings('xvdd')}`,
   );
+  for (const w of JOBS ? JOB_WORKLOADS : []) {
+    // One job against two, each with its own queue and thread; the kernel likewise with one and two threads of kbench.
+    const [one, two, k1, k2] = alternate<Side>(
+      [
+        () => blkbench(w),
+        () => blkbench(w, XVDB, ['--numjobs', '2']),
+        () => kbench(w, dev, bytes),
+        () => kbench(w, dev, bytes, RUNTIME_S, RAMP_S, 2),
+      ],
+      ROUNDS,
+    );
+    compareLine(w, '--numjobs 2', two!, k2!, 'matched kernel, 2 kbench threads', RULE);
+    const scale = (a: Side[], b: Side[]) => {
+      const x = said(w, a);
+      const y = said(w, b);
+      return `${(y.iops.median / x.iops.median).toFixed(2)}x the rate, ${(y.cpu.median / x.cpu.median).toFixed(2)}x the CPU/IO`;
+    };
+    report(
+      `${w.name} [1 -> 2 jobs on one vbd]: blkbench ${said(w, one!).text} -> ${said(w, two!).text} (${scale(one!, two!)}); ` +
+        `kernel 1 -> 2 kbench threads ${scale(k1!, k2!)}`,
+    );
+  }
   for (const w of WORKLOADS) {
     const extras = EXTRAS.filter((e) => e.for(w));
     const sides = [

@@ -43,6 +43,7 @@ interface BenchOut {
   lat_sampled_every: number;
   ring: { notifications: number; responses_per_interrupt: number; requests: number } | null;
   negotiated: { queues: number; ring_pages: number; indirect_segments: number; persistent_grants: boolean };
+  job: { numjobs: number };
 }
 
 /**
@@ -69,15 +70,15 @@ export function blkbench(
     detail:
       ring === null
         ? ''
-        : `main thread ${out.cpu_us_per_io.thread?.toFixed(0)} µs/IO, ` +
+        : `driver thread${out.job.numjobs > 1 ? 's' : ''} ${out.cpu_us_per_io.thread?.toFixed(0)} µs/IO, ` +
           `${(ring.notifications / Math.max(1, ring.requests)).toFixed(3)} notifications/req, ${ring.responses_per_interrupt} responses/interrupt` +
           (out.lat_sampled_every === 0 ? ', no clock' : `, 1 in ${out.lat_sampled_every} timed`),
   };
 }
 
-/** kbench on the kernel driver's disk, with the same warm-up rule. */
-export function kbench(w: Workload, dev: string, size: number, runtime = RUNTIME_S, ramp = RAMP_S): Side {
-  const r = spawnSync(KBENCH, [dev, w.rw, String(w.bs), String(w.depth), String(size), String(runtime), String(ramp)], {
+/** kbench on the kernel driver's disk, with the same warm-up rule; `threads` threads each keep the workload's depth in flight. */
+export function kbench(w: Workload, dev: string, size: number, runtime = RUNTIME_S, ramp = RAMP_S, threads = 1): Side {
+  const r = spawnSync(KBENCH, [dev, w.rw, String(w.bs), String(w.depth), String(size), String(runtime), String(ramp), String(threads)], {
     encoding: 'utf8',
     timeout: 120_000,
   });
