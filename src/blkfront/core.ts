@@ -32,7 +32,7 @@ import { CLOSED, CONNECTED, refusal, routeFor, type DeviceState } from './state.
 import { Submitter, type CallKind } from './submit.js';
 import { BackendRestarted, locateDevice, talkToBackend, waitForBackend, withoutFeature } from './negotiate.js';
 import { readDiskInfo } from './disk_info.js';
-import { backendEngaged, closeHandshake, resetFrontend, takeOver } from './frontend_state.js';
+import { closeHandshake, resetFrontend, takeOver, undoOpen } from './frontend_state.js';
 import type { BlockDeviceInfo, DeviceLocation, Negotiated, RingSetup, TakeOver } from './types.js';
 import { vdevName } from './enumerate.js';
 import type { VbdClaim } from '../platform/ownership.js';
@@ -120,14 +120,7 @@ export class DeviceCore {
         dev.rings = [];
         dev.queues = [];
       }
-      try {
-        const engaged = await backendEngaged(dev.platform, loc);
-        await closeHandshake(dev.platform, loc, engaged, wish.timeoutMs).catch(() => undefined);
-        await dev.release();
-      } finally {
-        // However the undoing went, the vbd is not ours any more.
-        dev.claim.release();
-      }
+      await undoOpen(dev.platform, loc, wish.timeoutMs, () => dev.release(), dev.claim);
       throw err;
     }
     return dev;

@@ -77,3 +77,25 @@ export async function closeHandshake(platform: XenPlatform, loc: DeviceLocation,
     );
   }
 }
+
+/**
+ * An open that failed part-way: leave the vbd as a close would (both ends
+ * Closed, so the backend goes back to InitWait for the next open), release
+ * what was shared, and give up the claim however that went.
+ */
+export async function undoOpen(
+  platform: XenPlatform,
+  loc: DeviceLocation,
+  timeoutMs: number,
+  release: () => Promise<void>,
+  claim: { release(): void },
+): Promise<void> {
+  try {
+    const engaged = await backendEngaged(platform, loc);
+    await closeHandshake(platform, loc, engaged, timeoutMs).catch(() => undefined);
+    await release();
+  } finally {
+    // However the undoing went, the vbd is not ours any more.
+    claim.release();
+  }
+}

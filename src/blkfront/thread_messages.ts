@@ -7,8 +7,6 @@
  */
 import type { ThreadPlatformSpec } from '../platform/types.js';
 import type { PoolPlan } from './budget.js';
-import type { QueueStats } from './queue.js';
-import type { CallCounts } from './submit.js';
 import type { BlockDeviceInfo } from './types.js';
 import type { BlockDeviceStats } from './options.js';
 
@@ -41,5 +39,5 @@ export interface ThreadEvent {
   message: string;
 }
 
-/** One queue thread's counters. */
-export type QueueThreadStats = CallCounts & QueueStats & { pool: BlockDeviceStats['pool']; pending: number };
+/** One queue thread's counters: a device's, less what only a device (not one of its queues) counts. */
+export type QueueThreadStats = Omit<BlockDeviceStats, 'responsesPerInterrupt' | 'bufferPages' | 'reconnects' | 'resumes' | 'replayed'>;

@@ -22,7 +22,7 @@ import type { ThreadShare, XenPlatform } from '../platform/types.js';
 import type { VbdClaim } from '../platform/ownership.js';
 import type { EventChannel } from '../evtchn/types.js';
 import { locateDevice, talkToBackend, type RingSource } from './negotiate.js';
-import { backendEngaged, closeHandshake, resetFrontend, takeOver } from './frontend_state.js';
+import { closeHandshake, resetFrontend, takeOver, undoOpen } from './frontend_state.js';
 import { grantBudget, poolPlan } from './budget.js';
 import { resolveOptions, type BlockDeviceOptions, type DeviceSettings } from './options.js';
 import { vdevName } from './enumerate.js';
@@ -147,7 +147,6 @@ export class ThreadedDevice extends EventEmitter<ThreadedDeviceEvents> {
     const loc = await locateDevice(o.platform, o.vdev);
     const dev = new ThreadedDevice(o.platform, loc, wish, o.threads);
     dev.claim = await o.platform.vbds.claim(String(o.vdev), vdevName(loc.vdev).name);
-    let connected = false;
     try {
       const taken = await takeOver(o.platform, loc, dev.claim.abandonedBy, wish.timeoutMs);
       await resetFrontend(o.platform, loc);
@@ -185,17 +184,10 @@ export class ThreadedDevice extends EventEmitter<ThreadedDeviceEvents> {
         false,
         dev.ringSource(),
       );
-      connected = true;
       await Promise.all(pending);
       await dev.watchBackend();
     } catch (err) {
-      try {
-        const engaged = await backendEngaged(dev.platform, loc);
-        await closeHandshake(dev.platform, loc, engaged || connected, wish.timeoutMs).catch(() => undefined);
-        await dev.release();
-      } finally {
-        dev.claim.release();
-      }
+      await undoOpen(dev.platform, loc, wish.timeoutMs, () => dev.release(), dev.claim);
       throw err;
     }
     return dev;

@@ -14,7 +14,7 @@ import type { SimGrantShare } from '../sim/host/grants.js';
 
 /**
  * What a worker thread needs to share pages and bind event channels of this
- * domain on its own ({@link openThreadPlatform}): plain data, posted to it.
+ * domain on its own (src/platform/thread.ts opens them): plain data, posted to it.
  * On a real guest the thread opens its own libxengnttab and libxenevtchn
  * handles; on the simulated host it gets grant refs and memory of its own.
  */

@@ -17,6 +17,7 @@ export { SimHypervisor, Counter as SimCounter } from './host/hypervisor.js';
 export type { SimHostHandle, SimDomainHandle, DomainOptions } from './host/hypervisor.js';
 export { SimEventChannels } from './host/evtchn.js';
 export { SimGrantSharer, SimGrantMapper } from './host/grants.js';
+export type { SimGrantShare } from './host/grants.js';
 export type { SimSharedPages, FrameAllocator } from './host/grants.js';
 export type { SimDomain } from './host/hypervisor.js';
 export type { Caller } from './xenstored/store.js';

@@ -13,6 +13,7 @@ import type { ThreadedDevice } from '../../blkfront/threaded.js';
 import { Histogram, type HistogramData } from './histogram.js';
 import type { BenchOptions } from './options.js';
 import type { EngineCounters, IoEngine, JobResult } from './run.js';
+import { countersOf } from './targets.js';
 
 /** What a job's thread tells blkbench. */
 export type JobMessage =
@@ -34,23 +35,8 @@ export function queueEngine(q: QueueThread, zeroCopy: boolean): IoEngine {
     read: (offset, buf) => q.readInto(offset, buf),
     write: (offset, buf) => q.write(offset, buf),
     buffer: (bytes) => (zeroCopy ? q.allocBuffer(bytes) : new Uint8Array(bytes)),
-    counters: (): EngineCounters => {
-      const s = q.stats();
-      return {
-        requests: s.requests,
-        notifications: s.notifications,
-        interrupts: s.interrupts,
-        responses: s.responses,
-        polls: s.polls,
-        pollMisses: s.pollMisses,
-        poolHits: s.pool.hits,
-        poolFallbacks: s.pool.fallbacks,
-        poolWaits: s.pool.waits,
-        backendMaps: null,
-        backendUnmaps: null,
-        reconnects: 0,
-      };
-    },
+    // The backend's counters are the device thread's to read (the simulated one only): not here.
+    counters: () => countersOf(q.stats()),
   };
 }
 

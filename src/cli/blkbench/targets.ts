@@ -20,7 +20,7 @@ import {
 } from 'node:fs';
 import { freemem, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import type { BlockDevice, BlockDeviceInfo, XenPlatform } from '../../index.js';
+import type { BlockDevice, BlockDeviceInfo, BlockDeviceStats, XenPlatform } from '../../index.js';
 import type { SimBlkback, SimHost } from '../../sim/index.js';
 import { openDisk, type DiskSpec } from '../common/disk.js';
 import type { BenchOptions } from './options.js';
@@ -82,6 +82,29 @@ export function layOut(path: string, size: number): void {
   }
 }
 
+/** blkbench's counters from a device's (or one queue's) stats, and the simulated backend's when there is one. */
+export function countersOf(
+  s: Pick<BlockDeviceStats, 'requests' | 'notifications' | 'interrupts' | 'responses' | 'polls' | 'pollMisses' | 'pool'> & {
+    reconnects?: number;
+  },
+  b?: { persistentMaps: number; transientMaps: number; unmaps: number },
+): EngineCounters {
+  return {
+    requests: s.requests,
+    notifications: s.notifications,
+    interrupts: s.interrupts,
+    responses: s.responses,
+    polls: s.polls,
+    pollMisses: s.pollMisses,
+    poolHits: s.pool.hits,
+    poolFallbacks: s.pool.fallbacks,
+    poolWaits: s.pool.waits,
+    backendMaps: b === undefined ? null : b.persistentMaps + b.transientMaps,
+    backendUnmaps: b === undefined ? null : b.unmaps,
+    reconnects: s.reconnects ?? 0,
+  };
+}
+
 function driverEngine(device: BlockDevice, disk: SimBlkback | null, zeroCopy: boolean): IoEngine {
   return {
     label: 'driver',
@@ -95,24 +118,7 @@ function driverEngine(device: BlockDevice, disk: SimBlkback | null, zeroCopy: bo
     write: (offset, buf) => device.write(offset, buf),
     // Device buffers are granted once and used in place; ordinary memory is bounced through the pool.
     buffer: (bytes) => (zeroCopy ? device.allocBuffer(bytes) : new Uint8Array(bytes)),
-    counters: (): EngineCounters => {
-      const s = device.stats();
-      const b = disk?.stats();
-      return {
-        requests: s.requests,
-        notifications: s.notifications,
-        interrupts: s.interrupts,
-        responses: s.responses,
-        polls: s.polls,
-        pollMisses: s.pollMisses,
-        poolHits: s.pool.hits,
-        poolFallbacks: s.pool.fallbacks,
-        poolWaits: s.pool.waits,
-        backendMaps: b === undefined ? null : b.persistentMaps + b.transientMaps,
-        backendUnmaps: b === undefined ? null : b.unmaps,
-        reconnects: s.reconnects,
-      };
-    },
+    counters: () => countersOf(device.stats(), disk?.stats()),
   };
 }
 
