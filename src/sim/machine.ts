@@ -47,8 +47,9 @@ export interface SimHostOptions {
   xenstored?: SimXenstoredOptions;
   /**
    * Grant refs and pages set apart for each worker thread that runs queues
-   * of the guest's devices (`platform.threadShare()`; default 10240: 40 MiB,
-   * a 1 MiB-request pool and its fresh pages).
+   * of the guest's devices (`platform.threadShare()`; default 6144: 24 MiB,
+   * room for a queue's ring, pool and bounce pages, and for four such threads
+   * within the default grant table).
    */
   threadGrants?: number;
 }
@@ -174,7 +175,7 @@ export async function createSimHost(options: SimHostOptions = {}): Promise<SimHo
     },
     threadShare: (domid) => {
       if (closed) throw new PlatformError('XEN_CLOSED', 'simulated host closed');
-      const n = options.threadGrants ?? 10240;
+      const n = options.threadGrants ?? 6144;
       const grants = guestGrants.carve(n, n);
       let given = false;
       return {
