@@ -17,7 +17,7 @@ if [ -n "$unwanted" ]; then
   exit 1
 fi
 for need in package/dist/src/index.js package/dist/src/index.d.ts package/dist/src/sim/index.js package/dist/src/cli/blkbench/cli.js \
-  package/dist/src/cli/xenfs/cli.js package/dist/src/cli/xensim.js package/dist/src/sim/blkback/worker.js package/LICENSE package/README.md; do
+  package/dist/src/cli/xenfs/cli.js package/dist/src/cli/blkcheck/cli.js package/dist/src/cli/xensim.js package/dist/src/sim/blkback/worker.js package/LICENSE package/README.md; do
   echo "$files" | grep -qx "$need" || { echo "pack: $need is missing from the tarball" >&2; exit 1; }
 done
 echo "pack: $tarball, $(echo "$files" | wc -l) files, $(du -k "$work/$tarball" | cut -f1) KiB"
@@ -59,5 +59,7 @@ fi
 npx --no-install blkbench --help | head -n 1
 npx --no-install xenfs --help | head -n 1
 npx --no-install xensim --help | head -n 1
+npx --no-install blkcheck --help | head -n 1
+npx --no-install blkcheck --only keys,last-sector | tail -n 1
 npx --no-install blkbench --ramdisk 8m --runtime 1 --rw randread | grep -E '^  (iops|ios)|IOPS' | head -n 1
 echo "pack: the tarball installs, imports, type-checks and runs its commands"

@@ -170,6 +170,18 @@ serve() {
       fi
       say "xl block-attach xvdi: ext4 copied while dom0's kernel had it mounted (needs_recovery lines: $feat)" >&3
       echo "$n needs_recovery=$feat" ;;
+    scratch-attach)  # two scratch vbds for blkcheck --hostile: xvdj on xen-blkback, xvdk on QEMU's qdisk
+      truncate -s 64M /tmp/scratch.img /tmp/qscratch.img
+      if ! { xl block-attach suite 'format=raw, vdev=xvdj, access=rw, backendtype=phy, target=/tmp/scratch.img' &&
+             xl block-attach suite 'format=raw, vdev=xvdk, access=rw, backendtype=qdisk, target=/tmp/qscratch.img'; } >/tmp/attach.log 2>&1; then
+        echo "$n error xl block-attach: $(tr '\n' ' ' </tmp/attach.log)"; return
+      fi
+      say "xl block-attach xvdj (blkback) and xvdk (qdisk): scratch for blkcheck" >&3
+      echo "$n attached $(dmesg | wc -l)" ;;
+    dmesg-since)  # dom0's kernel log after line $a1: oops, BUG and WARN lines counted, blkback's own lines quoted
+      local since=${a1:-0} lines
+      lines=$(dmesg | tail -n +"$((since + 1))")
+      echo "$n bad=$(printf '%s\n' "$lines" | grep -ciE 'oops|BUG:|WARNING:|Call Trace|general protection' || true) blkback=$(printf '%s\n' "$lines" | grep -iE 'blkback|blkif' | tail -n 8 | tr '\n' '|')" ;;
     detach)     # xl block-detach, in the background: it waits for the frontend
       ( if xl block-detach suite "$a1" >/tmp/detach.log 2>&1; then
           say "xl block-detach $a1: done"; else say "xl block-detach $a1: failed: $(tr '\n' ' ' </tmp/detach.log)"; fi ) >&3 2>&3 &

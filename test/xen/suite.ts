@@ -10,7 +10,7 @@
 import { liveTimers, runningPolls, testStarted } from './leaks.js';
 
 /** The files, in order. `profile` (a CPU profile of the driver on real Xen) runs only when named. */
-const FILES = ['xenstore', 'gnttab', 'blkfront', 'bench', 'ownership', 'qdisk', 'files', 'restore', 'detach'];
+const FILES = ['xenstore', 'gnttab', 'blkfront', 'bench', 'ownership', 'qdisk', 'files', 'blkcheck', 'restore', 'detach'];
 // XEN_SUITE_ONLY (from suite= on the domU's command line: XEN_SUITE_ARGS="suite=bench,profile") runs some alone.
 const only = process.env.XEN_SUITE_ONLY;
 for (const f of only ? only.split(',') : FILES) await import(`./${f}.xen.js`);

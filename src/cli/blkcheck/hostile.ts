@@ -44,7 +44,7 @@ interface Attack {
 }
 
 /** What an attack saw: the backend's outcome, and what it found wrong itself (mixed data, no answer where one was due). */
-type Seen = Outcome & { wrong?: string };
+type Seen = Outcome & { wrong?: string; note?: string };
 
 function request(
   c: RawConnection,
@@ -207,12 +207,25 @@ const ATTACKS: Attack[] = [
   },
   {
     id: 'req-prod-overflow',
-    rule: "ring.h: req_prod more than a ring's worth past rsp_prod (RING_REQUEST_PROD_OVERFLOW)",
+    rule: "ring.h: req_prod more than a ring's worth past rsp_prod (RING_REQUEST_PROD_OVERFLOW): at most a ring's worth answered",
     okayIsWrong: false,
     run: async (c) => {
+      // The slots hold whatever they held (zeros): a backend may refuse the lot (blkback stops the ring) or
+      // take up to a ring's worth of them as requests (qdisk's RING_REQUEST_CONS_OVERFLOW); never more.
       const ring = c.rings[0]!;
-      c.setReqProd(c.rspProd() + ring.entries + 3);
-      return c.outcome(1, 0, 2000);
+      c.hold(true);
+      const from = c.rspProd();
+      c.setReqProd(from + ring.entries + 3);
+      const o = await c.outcome(1, 0, 2000);
+      const answered = (c.rspProd() - from) >>> 0;
+      const seen: Seen = { ...o, responses: [] };
+      if (answered > ring.entries) {
+        return {
+          ...seen,
+          wrong: `${answered} responses for a ring of ${ring.entries}: it took every slot claimed, over responses not yet consumed`,
+        };
+      }
+      return answered === 0 ? seen : { ...seen, note: `took ${answered} of the claimed slots as requests and answered them` };
     },
   },
   {
@@ -316,11 +329,12 @@ function verdictOf(a: Attack, o: Seen, after: Array<string | null>): Verdict {
   const what = said(o);
   const broken = after.find((x) => x !== null);
   if (o.ringError !== null) return { result: 'fail', detail: `the backend broke the ring: ${o.ringError}` };
-  if (o.wrong !== undefined) return { result: 'fail', detail: `answered ${what}, and ${o.wrong}` };
+  if (o.wrong !== undefined)
+    return { result: 'fail', detail: o.responses.length > 0 || o.left !== null ? `answered ${what}, and ${o.wrong}` : o.wrong };
   if (broken !== undefined) return { result: 'fail', detail: `answered ${what}; then ${broken}` };
   if (a.okayIsWrong && o.responses.some((r) => r.status === BlkifRsp.Okay))
     return { result: 'fail', detail: 'answered BLKIF_RSP_OKAY to what it cannot have done' };
-  return { result: 'pass', detail: `answered ${what}; still serving` };
+  return { result: 'pass', detail: `${o.note ?? `answered ${what}`}; still serving` };
 }
 
 export const HOSTILE: readonly Check[] = ATTACKS.map((a): Check => ({

@@ -269,8 +269,10 @@ export async function main(args: string[], out: Output = process.stdout, err: Ou
   }
   const opts = o;
   try {
+    // Progress on a terminal only: the table says it all at the end.
+    const tty = (err as { isTTY?: boolean }).isTTY === true;
     const report = await runChecks(opts, {
-      progress: opts.json ? undefined : (row) => err.write(`blkcheck: ${row.id}: ${row.result} (${row.ms} ms)\n`),
+      progress: opts.json || !tty ? undefined : (row) => err.write(`blkcheck: ${row.id}: ${row.result} (${row.ms} ms)\n`),
     });
     out.write(opts.json ? `${JSON.stringify(report)}\n` : table(report));
     return report.counts.fail > 0 ? 1 : 0;

@@ -129,12 +129,15 @@ export class RawConnection {
     return loadIdx(new Int32Array(v.buffer, v.byteOffset, SRING_HEADER_SIZE / 4), SringWord.rspProd);
   }
 
-  /** Stops taking responses as they come (a frontend that never consumes), or takes them again. */
-  hold(on: boolean): void {
-    this.held = on;
-    if (!on) for (let q = 0; q < this.rings.length; q++) this.take(q);
+  /** Stops taking queue `q`'s responses as they come (a frontend that never consumes), or takes them again. */
+  hold(on: boolean, q = 0): void {
+    if (on) this.held.add(q);
+    else {
+      this.held.delete(q);
+      this.take(q);
+    }
   }
-  private held = false;
+  private readonly held = new Set<number>();
 
   /** Notifies without anything new (a notification storm). */
   notify(q = 0): void {
@@ -149,7 +152,7 @@ export class RawConnection {
   }
 
   private take(q: number): void {
-    if (this.held) return;
+    if (this.held.has(q)) return;
     try {
       this.rings[q]!.consume((idLo, _idHi, operation, status) => this.got[q]!.push({ id: idLo, operation, status }));
     } catch (err) {
@@ -164,7 +167,7 @@ export class RawConnection {
    * Waits until `count` responses came on queue `q`, the backend left
    * Connected, or `ms` passed; returns what happened and forgets the responses.
    */
-  async outcome(count: number, q = 0, ms = 3000): Promise<Outcome> {
+  async outcome(count: number, q = 0, ms = 10_000): Promise<Outcome> {
     const deadline = Date.now() + ms;
     let left: XenbusState | null = null;
     while (this.got[q]!.length < count && this.ringError === null && Date.now() < deadline) {
