@@ -57,6 +57,13 @@ describe('blkcheck on the simulated blkback', () => {
     expect(t).toContain(`${CHECKS.length + HOSTILE.length} passed, 0 failed`);
   }, 120_000);
 
+  it('4096-byte sectors: every check passes but the partial pages, which such a disk does not allow', async () => {
+    const r = await runChecks(options({ hostile: true, sim: { sectorSize: 4096 } }));
+    const notPass = r.rows.filter((x) => x.result !== 'pass').map((x) => [x.id, x.result]);
+    expect(notPass).toEqual([['partial-pages', 'skipped']]);
+    expect(r.rows.find((x) => x.id === 'sectors-unit')!.detail).toBe('131072 x 512 = 67108864 bytes');
+  }, 120_000);
+
   it('a backend that fails writes fails the checks that write, not the ones that only read keys', async () => {
     const r = await runChecks(options({ only: ['keys', 'direct-segments', 'flush', 'partial-pages'] }), {
       disk: (d) => d.inject({ kind: 'error', ops: ['write'] }),

@@ -208,13 +208,13 @@ const NEGOTIATION: Check[] = [
   {
     id: 'connect-every-layout',
     group: 'negotiation',
-    rule: 'xenbus: a connect at every ring order and queue count offered, each serving I/O',
+    rule: 'xenbus: a connect at every ring order and queue count offered (up to 4 queues), each serving I/O',
     run: async (ctx) => {
       const maxOrder = num(ctx, BlkifKey.maxRingPageOrder) ?? 0;
-      const maxQueues = Math.min(num(ctx, BlkifKey.multiQueueMaxQueues) ?? 1, 8);
+      const maxQueues = Math.min(num(ctx, BlkifKey.multiQueueMaxQueues) ?? 1, 4);
       const tried: string[] = [];
       for (let order = 0; order <= maxOrder; order++) {
-        for (const queues of [...new Set([1, maxQueues])]) {
+        for (let queues = 1; queues <= maxQueues; queues++) {
           const bad = await withDevice(ctx, { queues, ringPages: 1 << order }, async (d) => {
             const f = d.info.features;
             if (f.ringPages !== 1 << order || f.queues !== queues)
