@@ -61,15 +61,26 @@ function request(
   c.produced(q);
 }
 
+/** One request on queue 0, pushed; what came of it. */
+function answer(
+  c: RawConnection,
+  op: number,
+  sector: number,
+  segs: Array<[gref: number, first: number, last: number]>,
+  nr = segs.length,
+): Promise<Outcome> {
+  request(c, op, sector, segs, nr);
+  c.push();
+  return c.outcome(1);
+}
+
 const ATTACKS: Attack[] = [
   {
     id: 'zero-segments',
     rule: 'blkif.h: a read or write carries 1..11 segments (here 0)',
     okayIsWrong: false,
     run: async (c) => {
-      request(c, BlkifOp.Read, AIM, [], 0);
-      c.push();
-      return c.outcome(1);
+      return answer(c, BlkifOp.Read, AIM, [], 0);
     },
   },
   {
@@ -96,9 +107,7 @@ const ATTACKS: Attack[] = [
     okayIsWrong: true,
     run: async (c) => {
       const p = c.share(1);
-      request(c, BlkifOp.Write, AIM, [[p.refs[0]!, 5, 2]]);
-      c.push();
-      return c.outcome(1);
+      return answer(c, BlkifOp.Write, AIM, [[p.refs[0]!, 5, 2]]);
     },
   },
   {
@@ -107,9 +116,7 @@ const ATTACKS: Attack[] = [
     okayIsWrong: true,
     run: async (c) => {
       const p = c.share(1);
-      request(c, BlkifOp.Read, AIM, [[p.refs[0]!, 0, 8]]);
-      c.push();
-      return c.outcome(1);
+      return answer(c, BlkifOp.Read, AIM, [[p.refs[0]!, 0, 8]]);
     },
   },
   {
@@ -118,9 +125,7 @@ const ATTACKS: Attack[] = [
     okayIsWrong: true,
     run: async (c) => {
       const p = c.share(1);
-      request(c, BlkifOp.Read, c.info.sectors - 1, [[p.refs[0]!, 0, 1]]);
-      c.push();
-      return c.outcome(1);
+      return answer(c, BlkifOp.Read, c.info.sectors - 1, [[p.refs[0]!, 0, 1]]);
     },
   },
   {
@@ -129,9 +134,7 @@ const ATTACKS: Attack[] = [
     okayIsWrong: false,
     run: async (c) => {
       const p = c.share(1);
-      request(c, 99, AIM, [[p.refs[0]!, 0, 7]]);
-      c.push();
-      return c.outcome(1);
+      return answer(c, 99, AIM, [[p.refs[0]!, 0, 7]]);
     },
   },
   {
@@ -142,9 +145,7 @@ const ATTACKS: Attack[] = [
       const p = c.share(1);
       const ref = p.refs[0]!;
       c.unshare(p);
-      request(c, BlkifOp.Read, AIM, [[ref, 0, 7]]);
-      c.push();
-      return c.outcome(1);
+      return answer(c, BlkifOp.Read, AIM, [[ref, 0, 7]]);
     },
   },
   {
@@ -153,9 +154,7 @@ const ATTACKS: Attack[] = [
     okayIsWrong: true,
     run: async (c) => {
       const p = c.share(1, false);
-      request(c, BlkifOp.Read, AIM, [[p.refs[0]!, 0, 7]]);
-      c.push();
-      return c.outcome(1);
+      return answer(c, BlkifOp.Read, AIM, [[p.refs[0]!, 0, 7]]);
     },
   },
   {
