@@ -94,7 +94,9 @@ class ThreadLink {
     this.waiting.clear();
   }
 
-  close(): void {
+  /** Tells the thread the device is done with it (unless it was told already: its attach rejects if it never connected) and closes the port. */
+  close(tell = true): void {
+    if (tell && this.gone === null) this.port.postMessage({ id: 0, t: 'release' } satisfies ThreadRequest);
     this.lost(new BlkifError('BLKIF_CLOSED', 'device closed'));
     this.port.close();
   }
@@ -141,12 +143,26 @@ export class ThreadedDevice extends EventEmitter<ThreadedDeviceEvents> {
     if (!Array.isArray(o?.threads) || o.threads.length === 0) {
       throw new BlkifError('BLKIF_EINVAL', 'openThreadedDevice: threads must be a non-empty array of MessagePorts');
     }
-    const wish = resolveOptions({ ...o, queues: o.threads.length });
-    if (o.platform.threadShare === undefined)
-      throw new BlkifError('BLKIF_EINVAL', 'openThreadedDevice: this platform cannot share with threads');
-    const loc = await locateDevice(o.platform, o.vdev);
-    const dev = new ThreadedDevice(o.platform, loc, wish, o.threads);
-    dev.claim = await o.platform.vbds.claim(String(o.vdev), vdevName(loc.vdev).name);
+    let dev: ThreadedDevice;
+    let wish: DeviceSettings;
+    let loc: DeviceLocation;
+    try {
+      wish = resolveOptions({ ...o, queues: o.threads.length });
+      if (o.platform.threadShare === undefined)
+        throw new BlkifError('BLKIF_EINVAL', 'openThreadedDevice: this platform cannot share with threads');
+      loc = await locateDevice(o.platform, o.vdev);
+      dev = new ThreadedDevice(o.platform, loc, wish, o.threads);
+    } catch (err) {
+      // Nothing was shared: the threads are told to give up (their attach rejects), or they would wait for ever.
+      for (const p of o.threads as readonly MessagePort[]) new ThreadLink(p, () => undefined).close();
+      throw err;
+    }
+    try {
+      dev.claim = await o.platform.vbds.claim(String(o.vdev), vdevName(loc.vdev).name);
+    } catch (err) {
+      await dev.release();
+      throw err;
+    }
     try {
       const taken = await takeOver(o.platform, loc, dev.claim.abandonedBy, wish.timeoutMs);
       await resetFrontend(o.platform, loc);
@@ -288,7 +304,7 @@ export class ThreadedDevice extends EventEmitter<ThreadedDeviceEvents> {
   /** The backend is disconnected: each thread releases what it shared, and gives its share back. */
   private async release(): Promise<void> {
     await Promise.all(this.links.map((l) => l.call({ t: 'release' }).catch(() => undefined)));
-    for (const l of this.links) l.close();
+    for (const l of this.links) l.close(false);
     for (const s of this.shares) s?.release();
   }
 }

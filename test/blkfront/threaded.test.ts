@@ -138,6 +138,25 @@ describe('a device with its queues in worker threads', () => {
     await plain.close();
   });
 
+  it('a vbd another opener holds: BLKIF_EBUSY, and the threads are told (their attach rejects) rather than left waiting', async () => {
+    host = await createSimHost();
+    const disk = await host.addDisk({ size: 4 << 20 });
+    const holder = await openBlockDevice({ platform: host.guest, vdev: disk.vdev });
+    jobs = [startJob(0, 1), startJob(1, 1)];
+    await expect(openThreadedDevice({ platform: host.guest, vdev: disk.vdev, threads: jobs.map((j) => j.port) })).rejects.toMatchObject({
+      code: 'BLKIF_EBUSY',
+    });
+    expect((await Promise.all(jobs.map((j) => j.next()))).map((m) => m.attachFailed)).toEqual(['BLKIF_CLOSED', 'BLKIF_CLOSED']);
+    // And a vbd that does not exist, before anything is shared.
+    const more = [startJob(0, 1)];
+    jobs.push(...more);
+    await expect(openThreadedDevice({ platform: host.guest, vdev: 99999, threads: more.map((j) => j.port) })).rejects.toMatchObject({
+      code: 'BLKIF_ENODEV',
+    });
+    expect((await more[0]!.next()).attachFailed).toBe('BLKIF_CLOSED');
+    await holder.close();
+  });
+
   it('a backend that closes ends the device: every thread fails with BLKIF_ENODEV, and gone is emitted', async () => {
     host = await createSimHost();
     const disk = await host.addDisk({ size: 4 << 20 });
