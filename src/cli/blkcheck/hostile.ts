@@ -13,6 +13,10 @@ import { openBlockDevice } from '../../index.js';
 import {
   BLKIF_MAX_SEGMENTS_PER_REQUEST,
   BLKIF_NATIVE_ABI,
+  BLKIF_SEGMENT_SIZE,
+  SEGS_PER_INDIRECT_FRAME,
+  setIndirectGref,
+  setIndirectHeader,
   BlkifOp,
   BlkifRsp,
   SECTORS_PER_PAGE,
@@ -40,7 +44,40 @@ interface Attack {
   rule: string;
   /** OKAY would mean the backend claims to have done what it cannot have. */
   okayIsWrong: boolean;
+  /** Why it cannot be sent to this backend (a feature it does not offer), or null. */
+  offered?(keys: Map<string, string>): string | null;
   run(c: RawConnection): Promise<Seen>;
+}
+
+/** Indirect requests need feature-max-indirect-segments. */
+const indirectOffered = (keys: Map<string, string>): string | null =>
+  Number(keys.get('feature-max-indirect-segments') ?? 0) > BLKIF_MAX_SEGMENTS_PER_REQUEST ? null : 'no indirect descriptors';
+
+/**
+ * One indirect request on queue 0: `nr` segments described in `pages` indirect pages (each
+ * segment the whole of `data`), or `grefs` for the indirect pages as given; what came of it.
+ */
+function indirect(
+  c: RawConnection,
+  op: number,
+  nr: number,
+  grefs: number[],
+  segPages: Uint8Array[],
+  data: number,
+  beforePush?: () => void,
+): Promise<Outcome> {
+  const { view, off } = c.slot();
+  setIndirectHeader(BLKIF_NATIVE_ABI, view, off, op, nr, c.handle, 5, 0, AIM);
+  grefs.forEach((g, i) => setIndirectGref(BLKIF_NATIVE_ABI, view, off, i, g));
+  let k = 0;
+  for (const page of segPages) {
+    const v = new DataView(page.buffer, page.byteOffset, page.byteLength);
+    for (let i = 0; i < SEGS_PER_INDIRECT_FRAME && k < nr; i++, k++) setSegment(v, i * BLKIF_SEGMENT_SIZE, data, 0, 7);
+  }
+  beforePush?.();
+  c.produced();
+  c.push();
+  return c.outcome(1);
 }
 
 /** What an attack saw: the backend's outcome, and what it found wrong itself (mixed data, no answer where one was due). */
@@ -205,6 +242,45 @@ const ATTACKS: Attack[] = [
     },
   },
   {
+    id: 'indirect-too-many',
+    rule: 'blkif.h: an indirect request carries at most feature-max-indirect-segments (here one more)',
+    okayIsWrong: false,
+    offered: indirectOffered,
+    run: async (c) => {
+      const max = c.info.features.indirectSegments;
+      const pages = Math.ceil((max + 1) / SEGS_PER_INDIRECT_FRAME);
+      const ind = c.share(pages);
+      const data = c.share(1);
+      const views = Array.from({ length: pages }, (_, i) => ind.bytes.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+      return indirect(c, BlkifOp.Read, max + 1, [...ind.refs], views, data.refs[0]!);
+    },
+  },
+  {
+    id: 'indirect-ended-page',
+    rule: 'blkif.h, grant_table.h: an indirect request whose segment page is a grant the frontend has ended',
+    okayIsWrong: true,
+    offered: indirectOffered,
+    run: async (c) => {
+      const ind = c.share(1);
+      const data = c.share(1);
+      // The descriptors are written, then the page that holds them is taken back before the push.
+      return indirect(c, BlkifOp.Read, BLKIF_MAX_SEGMENTS_PER_REQUEST + 1, [ind.refs[0]!], [ind.bytes], data.refs[0]!, () =>
+        c.unshare(ind),
+      );
+    },
+  },
+  {
+    id: 'indirect-bad-operation',
+    rule: 'blkif.h: indirect_op is a read or a write (here a flush)',
+    okayIsWrong: false,
+    offered: indirectOffered,
+    run: async (c) => {
+      const ind = c.share(1);
+      const data = c.share(1);
+      return indirect(c, BlkifOp.FlushDiskcache, BLKIF_MAX_SEGMENTS_PER_REQUEST + 1, [ind.refs[0]!], [ind.bytes], data.refs[0]!);
+    },
+  },
+  {
     id: 'req-prod-overflow',
     rule: "ring.h: req_prod more than a ring's worth past rsp_prod (RING_REQUEST_PROD_OVERFLOW): at most a ring's worth answered",
     okayIsWrong: false,
@@ -341,6 +417,8 @@ export const HOSTILE: readonly Check[] = ATTACKS.map((a): Check => ({
   group: 'robustness',
   rule: a.rule,
   run: async (ctx) => {
+    const why = a.offered?.(ctx.keys) ?? null;
+    if (why !== null) return { result: 'not offered', detail: why };
     const queues = Math.min(Number(ctx.keys.get(BlkifKey.multiQueueMaxQueues) ?? 1), 2);
     const c = await RawConnection.open(ctx.platform, ctx.vdev, { queues, timeoutMs: ctx.timeoutMs });
     let o: Seen;
