@@ -8,7 +8,9 @@
  * hangs, writes outside the request, returns another request's data, or
  * stops serving.
  */
-import { openBlockDevice, type BlockDevice, type BlockDeviceOptions } from '../../index.js';
+// Not the package root: it loads the file-system layer's WebAssembly, memory a checker has no use for.
+import { openBlockDevice, type BlockDevice } from '../../blkfront/device.js';
+import type { BlockDeviceOptions } from '../../blkfront/options.js';
 import type { XenPlatform } from '../../platform/types.js';
 import { openThreadedDevice } from '../../blkfront/threaded.js';
 import { BlkifKey } from '../../wire/blkif_keys.js';

@@ -9,7 +9,7 @@
  * (when it offers several), on a fresh connection to the same vbd, and on
  * another vbd when there is one.
  */
-import { openBlockDevice } from '../../index.js';
+import { openBlockDevice } from '../../blkfront/device.js';
 import {
   BLKIF_MAX_SEGMENTS_PER_REQUEST,
   BLKIF_NATIVE_ABI,

@@ -5,7 +5,8 @@
  * scratch (--scratch); the hostile checks ask for it too.
  */
 import yargs from 'yargs';
-import { openXenPlatform, type XenPlatform } from '../../index.js';
+import { openXenPlatform } from '../../platform/xen.js';
+import type { XenPlatform } from '../../platform/types.js';
 import { createSimHost, type SimBlkback, type SimDiskOptions, type SimHost } from '../../sim/index.js';
 import { locateDevice } from '../../blkfront/negotiate.js';
 import { openBlockDevice } from '../../blkfront/device.js';
