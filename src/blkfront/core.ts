@@ -390,11 +390,7 @@ export class DeviceCore {
     this.watch = undefined;
     await this.steps.idle();
     const timeoutMs = this.wish.timeoutMs;
-    if (this.submitter.active > 0 && this.live.kind === 'connected') {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.submitter.idle(), new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
-      clearTimeout(timer);
-    }
+    if (this.live.kind === 'connected') await this.submitter.idleWithin(timeoutMs);
     const closedErr = new BlkifError('BLKIF_CLOSED', `block device ${this.loc.vdev} closed`);
     const before = this.live;
     this.setState(CLOSED);

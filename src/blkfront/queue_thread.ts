@@ -18,7 +18,7 @@ import { BlkQueue, zeroQueueStats } from './queue.js';
 import { spinsFor } from './ring.js';
 import { DeviceBuffers } from './buffers.js';
 import { grantBudget, makePool, segmentCap, sumPoolStats } from './budget.js';
-import { CallKind, Submitter } from './submit.js';
+import { CallKind, Submitter, zeroCallCounts } from './submit.js';
 import { checkRange, checkWritable } from './device.js';
 import { withoutFeature } from './negotiate.js';
 import type { IoOp } from './request.js';
@@ -133,16 +133,7 @@ export class QueueThread implements BlockTarget {
   /** This queue's counters (the device's thread sums every queue's). */
   stats(): QueueThreadStats {
     return {
-      ...(this.submitter?.counts ?? {
-        reads: 0,
-        writes: 0,
-        flushes: 0,
-        discards: 0,
-        errors: 0,
-        zeroCopy: 0,
-        bytesRead: 0,
-        bytesWritten: 0,
-      }),
+      ...(this.submitter?.counts ?? zeroCallCounts()),
       ...(this.queue?.stats ?? zeroQueueStats()),
       pool: sumPoolStats(this.pool === null ? [] : [this.pool]),
       pending: this.submitter?.active ?? 0,
@@ -194,12 +185,7 @@ export class QueueThread implements BlockTarget {
         return this.stats();
       case 'quiesce': {
         this.refused ??= new BlkifError('BLKIF_CLOSED', 'block device closed');
-        const s = this.submitter;
-        if (s !== null && s.active > 0) {
-          let timer: NodeJS.Timeout | undefined;
-          await Promise.race([s.idle(), new Promise<void>((r) => (timer = setTimeout(r, m.timeoutMs)))]);
-          clearTimeout(timer);
-        }
+        await this.submitter?.idleWithin(m.timeoutMs);
         this.failAll(new BlkifError('BLKIF_CLOSED', 'block device closed'));
         return null;
       }

@@ -37,6 +37,17 @@ export interface CallCounts {
   bytesWritten: number;
 }
 
+export const zeroCallCounts = (): CallCounts => ({
+  reads: 0,
+  writes: 0,
+  flushes: 0,
+  discards: 0,
+  errors: 0,
+  zeroCopy: 0,
+  bytesRead: 0,
+  bytesWritten: 0,
+});
+
 /**
  * Load (pages plus one per piece) the first queue takes before work spreads:
  * about 1 MiB in flight. Below it one ring serves everything, so one event
@@ -139,7 +150,7 @@ export class Submitter {
   maxSegments = 0;
   /** Calls not yet settled. */
   active = 0;
-  readonly counts: CallCounts = { reads: 0, writes: 0, flushes: 0, discards: 0, errors: 0, zeroCopy: 0, bytesRead: 0, bytesWritten: 0 };
+  readonly counts: CallCounts = zeroCallCounts();
   private queues: readonly BlkQueue[] = [];
   private features: NegotiatedFeatures | null = null;
   private route: Route = { kind: 'hold', held: [] };
@@ -305,6 +316,14 @@ export class Submitter {
   idle(): Promise<void> {
     if (this.active === 0) return Promise.resolve();
     return new Promise((resolve) => this.drained.push(resolve));
+  }
+
+  /** Resolves when no call is in flight, or after `ms`, whichever comes first (a close that will not wait for ever). */
+  async idleWithin(ms: number): Promise<void> {
+    if (this.active === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.idle(), new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
   }
 
   private readonly settled = (c: Completion): void => {
