@@ -34,6 +34,27 @@ export interface CacheStats {
 interface Window {
   buf: Uint8Array;
   ready: Promise<Uint8Array>;
+  run: Run;
+}
+
+/**
+ * One fetch's buffer, shared by the windows it holds. It goes back to the
+ * free list once no window of it is kept, no read is copying out of it and
+ * the disk has finished writing into it: reused memory is already paged in,
+ * where a fresh megabyte costs 256 page faults on the thread that first
+ * writes it (on a virtual disk the event loop's, copying out of the grant
+ * pages) and garbage to collect afterwards.
+ */
+interface Run {
+  /** The whole buffer (its size class); `buf` is the part the fetch reads. */
+  whole: Uint8Array;
+  buf: Uint8Array;
+  /** Windows of it in the cache (-1 once its buffer is back on the free list). */
+  kept: number;
+  /** Reads copying out of it. */
+  readers: number;
+  /** The disk's read into it has not settled. */
+  filling: boolean;
 }
 
 export class CachedTarget {
@@ -44,6 +65,10 @@ export class CachedTarget {
   private readonly kept: number;
   /** By window index; Map order is the LRU order (most recent last). */
   private readonly cache = new Map<number, Window>();
+  /** Spare run buffers by length, and their bytes (at most `spareMax`). */
+  private readonly spare = new Map<number, Uint8Array[]>();
+  private spareBytes = 0;
+  private readonly spareMax: number;
   private lastEnd = -1;
   /** Bytes read in the current sequential run. */
   private run = 0;
@@ -58,6 +83,8 @@ export class CachedTarget {
     this.window = w <= 0 ? 0 : Math.ceil(w / ss) * ss;
     this.ahead = opts.ahead ?? 32;
     this.kept = Math.max(1, Math.ceil((opts.cacheBytes ?? 16 << 20) / Math.max(this.window, 1)));
+    // Enough spare for the windows a streaming reader has ahead of it, twice over.
+    this.spareMax = 2 * (this.ahead + 1) * this.window;
   }
 
   /** Windows held now (fetched or on their way). */
@@ -81,10 +108,19 @@ export class CachedTarget {
     let hit = true;
     for (let i = first; i <= last; i++) {
       if (!this.cache.has(i)) hit = false;
-      const buf = await this.fetch(i).ready;
-      const from = Math.max(offset, i * W);
-      const to = Math.min(offset + length, i * W + buf.length);
-      dst.set(buf.subarray(from - i * W, to - i * W), from - offset);
+      const w = this.fetch(i);
+      // Counted while it waits: a write may drop the window meanwhile, and its run must not be
+      // reused under this copy.
+      w.run.readers++;
+      try {
+        const buf = await w.ready;
+        const from = Math.max(offset, i * W);
+        const to = Math.min(offset + length, i * W + buf.length);
+        dst.set(buf.subarray(from - i * W, to - i * W), from - offset);
+      } finally {
+        w.run.readers--;
+        this.release(w.run);
+      }
     }
     if (hit) this.stats.hits++;
     // One window ahead per window's worth of sequential run, up to `ahead`: a run shorter than a window fetches none.
@@ -115,32 +151,80 @@ export class CachedTarget {
     if (this.window === 0 || length <= 0) return;
     const first = Math.floor(offset / this.window);
     const last = Math.floor((offset + length - 1) / this.window);
-    for (let i = first; i <= last; i++) this.cache.delete(i);
+    for (let i = first; i <= last; i++) this.forget(i);
   }
 
   /** Fetches windows `from`..`to` (none of them held) with one read, each window a view of its buffer. */
   private fetchRun(from: number, to: number): void {
     const W = this.window;
     const at = from * W;
-    const buf = new Uint8Array(Math.min((to - from + 1) * W, this.target.size - at));
+    const n = Math.min((to - from + 1) * W, this.target.size - at);
+    const whole = this.take(n);
+    const buf = whole.subarray(0, n);
+    const run: Run = { whole, buf, kept: 0, readers: 0, filling: true };
     const read = this.target.readInto(at, buf);
     for (let i = from; i <= to; i++) {
       const part = buf.subarray((i - from) * W, Math.min((i - from + 1) * W, buf.length));
-      const w: Window = { buf: part, ready: read.then(() => part) };
+      const w: Window = { buf: part, ready: read.then(() => part), run };
       this.stats.windows++;
+      this.forget(i);
       this.cache.set(i, w);
+      run.kept++;
       // A failed fetch is not kept: the next read asks the disk again.
       w.ready.catch(() => {
-        if (this.cache.get(i) === w) this.cache.delete(i);
+        if (this.cache.get(i) === w) this.forget(i);
       });
     }
+    const settled = (): void => {
+      run.filling = false;
+      this.release(run);
+    };
+    read.then(settled, settled);
     this.evict();
   }
 
   private evict(): void {
     // Room for the windows being read and those fetched ahead, whatever the budget.
     const max = Math.max(this.ahead * 2 + 2, this.kept);
-    while (this.cache.size > max) this.cache.delete(this.cache.keys().next().value!);
+    while (this.cache.size > max) this.forget(this.cache.keys().next().value!);
+  }
+
+  /** Drops window `idx` from the cache, its run's buffer going back once nothing uses it. */
+  private forget(idx: number): void {
+    const w = this.cache.get(idx);
+    if (w === undefined) return;
+    this.cache.delete(idx);
+    w.run.kept--;
+    this.release(w.run);
+  }
+
+  /** Keeps a run's buffer for reuse once no window, reader or fetch uses it (and there is room). */
+  private release(run: Run): void {
+    if (run.kept !== 0 || run.readers > 0 || run.filling) return;
+    const whole = run.whole;
+    const n = whole.byteLength;
+    if (this.spareBytes + n > this.spareMax) return;
+    run.kept = -1; // given back: never again
+    const list = this.spare.get(n);
+    if (list === undefined) this.spare.set(n, [whole]);
+    else list.push(whole);
+    this.spareBytes += n;
+  }
+
+  /**
+   * A buffer of `n` bytes' size class (a power of two windows, so runs of
+   * every length find a spare one): a spare one, else a new one. Its old
+   * bytes are overwritten by the read.
+   */
+  private take(n: number): Uint8Array {
+    let cls = this.window;
+    while (cls < n) cls *= 2;
+    const buf = this.spare.get(cls)?.pop();
+    if (buf !== undefined) {
+      this.spareBytes -= cls;
+      return buf;
+    }
+    return new Uint8Array(cls);
   }
 
   /** Window `idx`: the one held (now the most recently used), or a fetch of it alone. */

@@ -6,7 +6,9 @@
  * windows it touches are dropped); a sequential reader gets the next
  * windows fetched ahead, in batches, as its run grows, and a reader that
  * jumps about gets none; the number of windows kept stays within its
- * budget; a failed fetch is not kept.
+ * budget; a failed fetch is not kept; a fetch's buffer is reused once
+ * nothing can read it any more, never while a read still copies out of it
+ * or the disk still fills it.
  */
 import { describe, expect, it } from 'vitest';
 import { CachedTarget } from '../../src/disk/cached.js';
@@ -20,14 +22,18 @@ function filled(size: number, seed: number): Uint8Array {
 
 /** A memory disk that counts the reads it serves and can be made to fail. */
 class CountingTarget extends MemoryTarget {
-  reads: Array<{ offset: number; length: number }> = [];
+  reads: Array<{ offset: number; length: number; buffer: ArrayBufferLike }> = [];
+  /** While set, each read waits here until released (and copies the disk's bytes then). */
+  gate: Array<() => void> | null = null;
   failNext = false;
   override async readInto(offset: number, dst: Uint8Array): Promise<void> {
     if (this.failNext) {
       this.failNext = false;
       throw new Error('injected read failure');
     }
-    this.reads.push({ offset, length: dst.byteLength });
+    this.reads.push({ offset, length: dst.byteLength, buffer: dst.buffer });
+    const gate = this.gate;
+    if (gate !== null) await new Promise<void>((resolve) => gate.push(resolve));
     return super.readInto(offset, dst);
   }
 }
@@ -57,7 +63,7 @@ describe.each([512, 4096])('a cache over %i-byte sectors', (ss) => {
     const disk = new CountingTarget(filled(size, 2), ss);
     const c = new CachedTarget(disk, { window: W, ahead: 0 });
     await c.readRange(W - 1, new Uint8Array(2)); // straddles windows 0 and 1
-    expect(disk.reads).toEqual([
+    expect(disk.reads.map(({ offset, length }) => ({ offset, length }))).toEqual([
       { offset: 0, length: W },
       { offset: W, length: W },
     ]);
@@ -67,7 +73,7 @@ describe.each([512, 4096])('a cache over %i-byte sectors', (ss) => {
     expect(c.stats).toEqual({ hits: 2, windows: 2 });
     const big = new Uint8Array(W);
     await c.readRange(3 * W, big);
-    expect(disk.reads.at(-1)).toEqual({ offset: 3 * W, length: W });
+    expect(disk.reads.at(-1)).toMatchObject({ offset: 3 * W, length: W, buffer: big.buffer });
     expect(c.stats.windows).toBe(2);
   });
 
@@ -133,5 +139,43 @@ describe.each([512, 4096])('a cache over %i-byte sectors', (ss) => {
     const dst = new Uint8Array(4);
     await c.readRange(10, dst);
     expect(Buffer.compare(dst, disk.bytes.subarray(10, 14))).toBe(0);
+  });
+
+  it('a fetch reuses the buffer of windows dropped earlier, never one a read or the disk still uses', async () => {
+    const disk = new CountingTarget(filled(size, 7), ss);
+    // One window kept: every new window drops the one before.
+    const c = new CachedTarget(disk, { window: W, ahead: 0, cacheBytes: W });
+    disk.gate = [];
+    const a = new Uint8Array(ss);
+    const pa = c.readRange(0, a); // window 0, its fetch held
+    c.drop(0, W); // dropped while its fetch fills it and a read waits on it
+    const b = new Uint8Array(ss);
+    const pb = c.readRange(W, b);
+    expect(disk.reads[1]!.buffer).not.toBe(disk.reads[0]!.buffer);
+    for (const release of disk.gate.splice(0)) release();
+    await Promise.all([pa, pb]);
+    expect(Buffer.compare(a, disk.bytes.subarray(0, ss))).toBe(0);
+    expect(Buffer.compare(b, disk.bytes.subarray(W, W + ss))).toBe(0);
+    disk.gate = null;
+    // Window 0's buffer is free now: the next fetch takes it (and window 1's, dropped by it, the one after).
+    for (let w = 2; w < 8; w++) {
+      await c.readRange(w * W, b);
+      expect(Buffer.compare(b, disk.bytes.subarray(w * W, w * W + ss)), `window ${w}`).toBe(0);
+    }
+    expect(disk.reads[2]!.buffer).toBe(disk.reads[0]!.buffer);
+    expect(new Set(disk.reads.map((r) => r.buffer)).size).toBeLessThanOrEqual(3);
+    // A read that waits on a window outlives the window: its buffer is not reused under it.
+    disk.gate = [];
+    const d = new Uint8Array(ss);
+    const pd = c.readRange(9 * W, d);
+    const e = new Uint8Array(ss);
+    const pe = c.readRange(10 * W, e); // drops window 9 (one kept)
+    const pf = c.readRange(11 * W, new Uint8Array(ss));
+    const held = disk.reads.slice(-3).map((r) => r.buffer);
+    expect(new Set(held).size).toBe(3);
+    for (const release of disk.gate.splice(0)) release();
+    await Promise.all([pd, pe, pf]);
+    expect(Buffer.compare(d, disk.bytes.subarray(9 * W, 9 * W + ss))).toBe(0);
+    expect(Buffer.compare(e, disk.bytes.subarray(10 * W, 10 * W + ss))).toBe(0);
   });
 });
