@@ -129,11 +129,14 @@ export class CachedTarget {
       const lastWindow = Math.ceil(this.target.size / W) - 1;
       const to = Math.min(last + n, lastWindow);
       // As the kernel's asynchronous readahead: once fewer than half of the windows wanted ahead
-      // are there (or on their way), the rest are fetched by one request. A streaming reader then
-      // costs a request per n/2 windows, a random one a window per miss.
+      // are there (or on their way), the next half are fetched by one request. A streaming reader
+      // then costs a request per n/2 windows, all of one size (with the defaults 1 MiB, a ring
+      // request's most: a batch a window over it would go to the disk as two requests, on two
+      // queues, each waking its backend), a random one a window per miss.
+      const half = Math.ceil(n / 2);
       let have = last + 1;
       while (have <= to && this.cache.has(have)) have++;
-      if (have <= to && have - (last + 1) < Math.ceil(n / 2)) this.fetchRun(have, to);
+      if (have <= to && have - (last + 1) < half) this.fetchRun(have, Math.min(to, have + half - 1));
     }
   }
 

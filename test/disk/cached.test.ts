@@ -119,6 +119,20 @@ describe.each([512, 4096])('a cache over %i-byte sectors', (ss) => {
     expect(disk.reads.length).toBeLessThan(16);
   });
 
+  it('a long sequential run is fetched in batches of half the windows ahead, each one request', async () => {
+    const disk = new CountingTarget(filled(128 * W, 8), ss);
+    const c = new CachedTarget(disk, { window: W, ahead: 8 });
+    const dst = new Uint8Array(ss);
+    for (let at = 0; at < 128 * W; at += ss) await c.readRange(at, dst);
+    // Once the run is 8 windows long, every batch is 4 windows: the same size, never one over.
+    const sizes = disk.reads.map((r) => r.length / W);
+    const steady = sizes.slice(sizes.indexOf(4));
+    expect(steady.length).toBeGreaterThan(20);
+    expect(new Set(steady.slice(0, -1))).toEqual(new Set([4]));
+    const fetched = disk.reads.flatMap((r) => Array.from({ length: Math.ceil(r.length / W) }, (_, k) => r.offset / W + k));
+    expect(fetched).toEqual(Array.from({ length: 128 }, (_, i) => i));
+  });
+
   it('a reader that jumps about (small files, metadata) fetches only the windows it reads', async () => {
     const disk = new CountingTarget(filled(size, 6), ss);
     const c = new CachedTarget(disk, { window: W, ahead: 4 });
