@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { listBlockDevices, mountExt, openBlockDevice, openPartition, readPartitionTable, watchBlockDevices } from '../../src/index.js';
 import { askDom0, askDom0Within, platform } from './env.js';
@@ -108,6 +108,9 @@ test(
       await xenfs('mkdir', '-p', '/from-domU');
       await xenfs('put', '/tmp/new.bin', '/from-domU/new.bin');
       assert.equal(sha(await xenfs('cat', '/from-domU/new.bin')), sha(data));
+      // The domU's /tmp is memory, and the guest is small: what later tests need more than these copies.
+      rmSync('/tmp/tree-out', { recursive: true, force: true });
+      rmSync('/tmp/new.bin', { force: true });
 
       // Pulled out: the watcher says so; dom0 checks what was written.
       assert.equal(await askDom0(p.xenstore, 'detach', 'xvdg'), 'started');

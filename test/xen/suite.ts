@@ -17,6 +17,14 @@ for (const f of only ? only.split(',') : FILES) await import(`./${f}.xen.js`);
 
 import { after, afterEach, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+
+/** The domU's available memory and this process's resident size, in MiB: the guest is small, and a test that runs it out is killed. */
+function memory(): string {
+  const avail = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1];
+  const mib = (n: number) => (n / 1024).toFixed(0);
+  return `available ${avail === undefined ? '?' : mib(Number(avail))} MiB, suite rss ${mib(process.memoryUsage().rss / 1024)} MiB`;
+}
 
 beforeEach((t) => testStarted(t.name));
 // A test that closed what it opened leaves no event-channel poll behind.
@@ -24,6 +32,7 @@ afterEach(async (t) => {
   const deadline = Date.now() + 2000;
   while (runningPolls().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(runningPolls(), [], `${t.name}: event-channel polls still running`);
+  console.log(`# memory after "${t.name}": ${memory()}`);
 });
 
 // Everything the suite opened was closed: nothing may keep the process
