@@ -18,7 +18,7 @@
  * Ratios are the figures that count (all sides share the machine and the
  * moment): the driver ≥ 0.9 of the layer on a file, ≥ 0.5 of debugfs for
  * the large file, streams ≥ 0.9 of blkbench. The files layer's two sides run once untimed,
- * then four times each, alternated, on the same targets (warm); the native tools twice; the
+ * then six times each, alternated, on the same targets (warm); the native tools twice; the
  * best kept.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -182,7 +182,7 @@ async function throughLayer(target: BlockTarget, kind: 'large' | 'small'): Promi
 }
 
 /** Timed rounds of each files-layer side, after one untimed pass of each. */
-const ROUNDS = 4;
+const ROUNDS = 6;
 
 /**
  * The driver and (a) the same layer on the image file, each warm (one

@@ -3,14 +3,18 @@
  * `node --test-reporter=tap dist/test/xen/suite.js`. node:test runs the
  * files' tests in the order of FILES, which matters: the kernel's xen-blkfront is
  * loaded only after the driver's own tests (with autoprobe off, so the disk the
- * files test plugs in later stays the driver's), the comparisons run before
- * anything is plugged in or out, the save/restore changes the domain's id (dom0
- * follows it), and the detach comes last.
+ * files test plugs in later stays the driver's); blkcheck, whose scratch vbds are
+ * plugged in and out again before the comparisons, runs before the kernel's
+ * driver is matched to ours, which then holds about 260 MiB of the guest's
+ * memory for the rest of the run (its persistent-grant pages for every request
+ * of two 128-entry rings) while blkcheck needs more than 100 MiB of its own; the
+ * save/restore changes the domain's id (dom0 follows it), and the detach comes
+ * last.
  */
 import { liveTimers, runningPolls, testStarted } from './leaks.js';
 
 /** The files, in order. `profile` (a CPU profile of the driver on real Xen) runs only when named. */
-const FILES = ['xenstore', 'gnttab', 'blkfront', 'bench', 'ownership', 'qdisk', 'files', 'blkcheck', 'restore', 'detach'];
+const FILES = ['xenstore', 'gnttab', 'blkfront', 'blkcheck', 'bench', 'ownership', 'qdisk', 'files', 'restore', 'detach'];
 // XEN_SUITE_ONLY (from suite= on the domU's command line: XEN_SUITE_ARGS="suite=bench,profile") runs some alone.
 const only = process.env.XEN_SUITE_ONLY;
 for (const f of only ? only.split(',') : FILES) await import(`./${f}.xen.js`);
