@@ -21,6 +21,7 @@ import { grantRoom } from '../../src/cli/blkbench/targets.js';
 import { mergeJobs } from '../../src/cli/blkbench/jobs.js';
 import { SWITCHES, VALUE_OPTIONS } from '../helpers/blkbench.js';
 import { describe as describeProfile, summarize, type CpuProfile } from '../../bench/cpuprofile.js';
+import { runMain } from '../helpers/cli.js';
 
 const CLI = fileURLToPath(new URL('../../dist/src/cli/blkbench/cli.js', import.meta.url));
 
@@ -42,12 +43,7 @@ async function usageError(args: string[]): Promise<string> {
 }
 
 /** Runs main() in this process, capturing what it writes. */
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(args, { write: (s: string) => (out += s) }, { write: (s: string) => (err += s) });
-  return { code, out, err };
-}
+const run = (args: string[]): Promise<{ code: number; out: string; err: string }> => runMain(main, args);
 
 describe('blkbench options', () => {
   it('has fio-like defaults: 4 KiB random reads, 32 in flight, 5 s, everything on, a temporary image', async () => {

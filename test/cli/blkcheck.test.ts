@@ -11,6 +11,7 @@ import { main, runChecks, table, MIN_DISK, type Options } from '../../src/cli/bl
 import { CHECKS } from '../../src/cli/blkcheck/checks.js';
 import { HOSTILE } from '../../src/cli/blkcheck/hostile.js';
 import { differs, fill } from '../../src/cli/blkcheck/pattern.js';
+import { runMain } from '../helpers/cli.js';
 
 const CLI = fileURLToPath(new URL('../../dist/src/cli/blkcheck/cli.js', import.meta.url));
 
@@ -23,12 +24,8 @@ const options = (o: Partial<Options> = {}): Options => ({
   ...o,
 });
 
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(args, { write: (t: string) => (out += t) }, { write: (t: string) => (err += t) });
-  return { code, out, err };
-}
+/** Runs main() in this process, capturing what it writes. */
+const run = (args: string[]): Promise<{ code: number; out: string; err: string }> => runMain(main, args);
 
 describe('blkcheck on the simulated blkback', () => {
   it('passes every check, the hostile ones included', async () => {

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PERCENTILES, ratioChart, runChart } from '../../src/cli/blkbench/plot.js';
 import { main } from '../../src/cli/blkbench/main.js';
+import { runMain } from '../helpers/cli.js';
 
 /** Every element opened is closed, in order; no script and no external reference. */
 function wellFormed(svg: string): void {
@@ -76,12 +77,7 @@ describe('charts', () => {
     const dir = mkdtempSync(join(tmpdir(), 'blkbench-plot-'));
     try {
       const file = join(dir, 'run.svg');
-      let out = '';
-      const code = await main(
-        ['--runtime', '1.2', '--size', '4m', '--baseline', '--plot', file],
-        { write: (s: string) => (out += s) },
-        { write: () => true },
-      );
+      const { code, out } = await runMain(main, ['--runtime', '1.2', '--size', '4m', '--baseline', '--plot', file]);
       expect(code).toBe(0);
       expect(out).toContain('baseline');
       const svg = readFileSync(file, 'utf8');

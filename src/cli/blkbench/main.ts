@@ -5,13 +5,9 @@ import { parseOptions, UsageError } from './options.js';
 import { runBench } from './bench.js';
 import { writeFileSync } from 'node:fs';
 import { chart, summary } from './report.js';
+import type { Output } from '../common/bin.js';
 
 /** Runs blkbench with `args`; resolves to the exit status. Output goes to `out` and `err`. */
-/** Where main() writes. */
-export interface Output {
-  write(text: string): unknown;
-}
-
 export async function main(args: string[], out: Output = process.stdout, err: Output = process.stderr): Promise<number> {
   let parsed;
   try {

@@ -13,10 +13,7 @@ import { openBlockDevice } from '../../blkfront/device.js';
 import { parseSize } from '../blkbench/options.js';
 import { CHECKS, type Check, type CheckContext, type Group, type Result } from './checks.js';
 import { HOSTILE, layGuard } from './hostile.js';
-
-export interface Output {
-  write(text: string): unknown;
-}
+import type { Output } from '../common/bin.js';
 
 export interface Row {
   id: string;

@@ -1,3 +1,8 @@
+/** Where a command's main() writes its text (process.stdout and stderr, or a test's capture). */
+export interface Output {
+  write(text: string): unknown;
+}
+
 /**
  * What every command's binary does with its `main`: the exit code it
  * returns, or one line naming the command and the error, exit 1, never a
