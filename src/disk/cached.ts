@@ -32,7 +32,7 @@ export interface CacheStats {
 }
 
 interface Window {
-  buf: Uint8Array;
+  /** Its bytes, once the fetch has filled them. */
   ready: Promise<Uint8Array>;
   run: Run;
 }
@@ -46,9 +46,8 @@ interface Window {
  * pages) and garbage to collect afterwards.
  */
 interface Run {
-  /** The whole buffer (its size class); `buf` is the part the fetch reads. */
+  /** The whole buffer, of its size class (the fetch reads the start of it). */
   whole: Uint8Array;
-  buf: Uint8Array;
   /** Windows of it in the cache (-1 once its buffer is back on the free list). */
   kept: number;
   /** Reads copying out of it. */
@@ -65,7 +64,7 @@ export class CachedTarget {
   private readonly kept: number;
   /** By window index; Map order is the LRU order (most recent last). */
   private readonly cache = new Map<number, Window>();
-  /** Spare run buffers by length, and their bytes (at most `spareMax`). */
+  /** Spare run buffers by size class, and their bytes (at most `spareMax`). */
   private readonly spare = new Map<number, Uint8Array[]>();
   private spareBytes = 0;
   private readonly spareMax: number;
@@ -164,11 +163,11 @@ export class CachedTarget {
     const n = Math.min((to - from + 1) * W, this.target.size - at);
     const whole = this.take(n);
     const buf = whole.subarray(0, n);
-    const run: Run = { whole, buf, kept: 0, readers: 0, filling: true };
+    const run: Run = { whole, kept: 0, readers: 0, filling: true };
     const read = this.target.readInto(at, buf);
     for (let i = from; i <= to; i++) {
       const part = buf.subarray((i - from) * W, Math.min((i - from + 1) * W, buf.length));
-      const w: Window = { buf: part, ready: read.then(() => part), run };
+      const w: Window = { ready: read.then(() => part), run };
       this.stats.windows++;
       this.forget(i);
       this.cache.set(i, w);
