@@ -71,6 +71,15 @@ export class CachedTarget {
   private lastEnd = -1;
   /** Bytes read in the current sequential run. */
   private run = 0;
+  /**
+   * The run's window last read, and the window up to which every one after
+   * it is known to be held (or on its way): the readahead looks for what is
+   * missing only once the reader comes within half the distance of it, not
+   * on every small read (the kernel's readahead marker, PG_readahead, does
+   * the same: one check per batch, not per page).
+   */
+  private at = -1;
+  private frontier = -1;
   readonly stats: CacheStats = { hits: 0, windows: 0 };
 
   constructor(
@@ -124,19 +133,31 @@ export class CachedTarget {
     if (hit) this.stats.hits++;
     // One window ahead per window's worth of sequential run, up to `ahead`: a run shorter than a window fetches none.
     const n = Math.min(this.ahead, Math.floor(this.run / W));
+    this.at = last;
+    if (!sequential) this.frontier = last;
     if (sequential && n > 0) {
-      const lastWindow = Math.ceil(this.target.size / W) - 1;
-      const to = Math.min(last + n, lastWindow);
       // As the kernel's asynchronous readahead: once fewer than half of the windows wanted ahead
       // are there (or on their way), the next half are fetched by one request. A streaming reader
       // then costs a request per n/2 windows, all of one size (with the defaults 1 MiB, a ring
       // request's most: a batch a window over it would go to the disk as two requests, on two
       // queues, each waking its backend), a random one a window per miss.
       const half = Math.ceil(n / 2);
-      let have = last + 1;
-      while (have <= to && this.cache.has(have)) have++;
-      if (have <= to && have - (last + 1) < half) this.fetchRun(have, Math.min(to, have + half - 1));
+      if (this.frontier - last < half) this.readAhead(last, n, half);
     }
+  }
+
+  /** Fetches the next `half` windows after `last` unless at least that many are held: the readahead's look, once per batch. */
+  private readAhead(last: number, n: number, half: number): void {
+    const lastWindow = Math.ceil(this.target.size / this.window) - 1;
+    const to = Math.min(last + n, lastWindow);
+    // Every window up to the frontier is held: the first missing one lies past it.
+    let have = Math.max(last, this.frontier) + 1;
+    while (have <= to && this.cache.has(have)) have++;
+    if (have <= to && have - (last + 1) < half) {
+      const end = Math.min(to, have + half - 1);
+      this.fetchRun(have, end);
+      this.frontier = end;
+    } else this.frontier = have - 1;
   }
 
   /** Writes `src` at `offset` through to the disk, and drops the windows it touches. */
@@ -195,6 +216,8 @@ export class CachedTarget {
   private forget(idx: number): void {
     const w = this.cache.get(idx);
     if (w === undefined) return;
+    // A window ahead of the reader gone (a write, the budget): the next look starts before it.
+    if (idx > this.at && idx <= this.frontier) this.frontier = idx - 1;
     this.cache.delete(idx);
     w.run.kept--;
     this.release(w.run);
