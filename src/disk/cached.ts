@@ -34,6 +34,8 @@ export interface CacheStats {
 interface Window {
   /** Its bytes, once the fetch has filled them. */
   ready: Promise<Uint8Array>;
+  /** Its bytes (a view of its run's buffer), valid once the run is filled. */
+  part: Uint8Array;
   run: Run;
 }
 
@@ -54,6 +56,8 @@ interface Run {
   readers: number;
   /** The disk's read into it has not settled. */
   filling: boolean;
+  /** The disk's read into it succeeded: its windows' bytes can be read without waiting. */
+  filled: boolean;
 }
 
 export class CachedTarget {
@@ -122,17 +126,23 @@ export class CachedTarget {
         hit = false;
         w = this.fetch(i);
       } else if (i !== this.mru) this.touch(i, w);
+      const run = w.run;
+      const from = Math.max(offset, i * W);
+      if (run.filled) {
+        // There already (most reads of a run): copied at once, no await, nothing can drop it meanwhile.
+        const buf = w.part;
+        dst.set(buf.subarray(from - i * W, Math.min(offset + length, i * W + buf.length) - i * W), from - offset);
+        continue;
+      }
       // Counted while it waits: a write may drop the window meanwhile, and its run must not be
       // reused under this copy.
-      w.run.readers++;
+      run.readers++;
       try {
         const buf = await w.ready;
-        const from = Math.max(offset, i * W);
-        const to = Math.min(offset + length, i * W + buf.length);
-        dst.set(buf.subarray(from - i * W, to - i * W), from - offset);
+        dst.set(buf.subarray(from - i * W, Math.min(offset + length, i * W + buf.length) - i * W), from - offset);
       } finally {
-        w.run.readers--;
-        this.release(w.run);
+        run.readers--;
+        this.release(run);
       }
     }
     if (hit) this.stats.hits++;
@@ -189,11 +199,11 @@ export class CachedTarget {
     const n = Math.min((to - from + 1) * W, this.target.size - at);
     const whole = this.take(n);
     const buf = whole.subarray(0, n);
-    const run: Run = { whole, kept: 0, readers: 0, filling: true };
+    const run: Run = { whole, kept: 0, readers: 0, filling: true, filled: false };
     const read = this.target.readInto(at, buf);
     for (let i = from; i <= to; i++) {
       const part = buf.subarray((i - from) * W, Math.min((i - from + 1) * W, buf.length));
-      const w: Window = { ready: read.then(() => part), run };
+      const w: Window = { ready: read.then(() => part), part, run };
       this.stats.windows++;
       this.forget(i);
       this.cache.set(i, w);
@@ -208,7 +218,10 @@ export class CachedTarget {
       run.filling = false;
       this.release(run);
     };
-    read.then(settled, settled);
+    read.then(() => {
+      run.filled = true;
+      settled();
+    }, settled);
     this.evict();
   }
 
