@@ -84,8 +84,6 @@ export class CachedTarget {
    */
   private at = -1;
   private frontier = -1;
-  /** The window last in the LRU order (-1: not known): a read of it needs no reordering, as most small reads of a run are. */
-  private mru = -1;
   readonly stats: CacheStats = { hits: 0, windows: 0 };
 
   constructor(
@@ -121,11 +119,8 @@ export class CachedTarget {
     const last = Math.floor((offset + length - 1) / W);
     let hit = true;
     for (let i = first; i <= last; i++) {
-      let w = this.cache.get(i);
-      if (w === undefined) {
-        hit = false;
-        w = this.fetch(i);
-      } else if (i !== this.mru) this.touch(i, w);
+      if (!this.cache.has(i)) hit = false;
+      const w = this.fetch(i);
       const run = w.run;
       const from = Math.max(offset, i * W);
       if (run.filled) {
@@ -207,7 +202,6 @@ export class CachedTarget {
       this.stats.windows++;
       this.forget(i);
       this.cache.set(i, w);
-      this.mru = i;
       run.kept++;
       // A failed fetch is not kept: the next read asks the disk again.
       w.ready.catch(() => {
@@ -237,7 +231,6 @@ export class CachedTarget {
     if (w === undefined) return;
     // A window ahead of the reader gone (a write, the budget): the next look starts before it.
     if (idx > this.at && idx <= this.frontier) this.frontier = idx - 1;
-    if (idx === this.mru) this.mru = -1;
     this.cache.delete(idx);
     w.run.kept--;
     this.release(w.run);
@@ -273,16 +266,14 @@ export class CachedTarget {
   }
 
   /** Window `idx`: the one held (now the most recently used), or a fetch of it alone. */
-  /** Window `idx`, not held: a fetch of it alone. */
   private fetch(idx: number): Window {
+    const w = this.cache.get(idx);
+    if (w !== undefined) {
+      this.cache.delete(idx);
+      this.cache.set(idx, w);
+      return w;
+    }
     this.fetchRun(idx, idx);
     return this.cache.get(idx)!;
-  }
-
-  /** Makes a held window the most recently used (Map order is the LRU order). */
-  private touch(idx: number, w: Window): void {
-    this.cache.delete(idx);
-    this.cache.set(idx, w);
-    this.mru = idx;
   }
 }
