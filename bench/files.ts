@@ -44,6 +44,7 @@ import { createReadStream, mountExt, readChunks, type BlockTarget } from '../src
 import { openDisk } from '../src/cli/common/disk.js';
 import { main as blkbench } from '../src/cli/blkbench/main.js';
 import { defaultTmpdir } from '../src/cli/blkbench/targets.js';
+import { removeOnSignal } from '../src/cli/common/signals.js';
 
 const { values } = parseArgs({
   options: {
@@ -60,6 +61,8 @@ const depth = Number(values.depth);
 const STREAM_S = 3;
 
 const dir = mkdtempSync(join(defaultTmpdir(), 'bench-files-'));
+// Interrupted, the images would otherwise stay in /dev/shm's memory.
+removeOnSignal(dir);
 const tree = join(dir, 'tree');
 const image = join(dir, 'ext4.img');
 const say = (s: string): void => {

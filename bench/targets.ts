@@ -17,6 +17,7 @@ import { runBench } from '../src/cli/blkbench/bench.js';
 import type { Report } from '../src/cli/blkbench/report.js';
 import { bytes, int } from '../src/cli/common/format.js';
 import { defaultTmpdir, layOut } from '../src/cli/blkbench/targets.js';
+import { removeOnSignal } from '../src/cli/common/signals.js';
 
 const { values } = parseArgs({
   options: {
@@ -31,6 +32,8 @@ const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error('run with node --expose-gc (npm run bench:targets does)');
 
 const dir = mkdtempSync(join(defaultTmpdir(), 'blkbench-targets-'));
+// Interrupted, the images would otherwise stay in /dev/shm's memory.
+removeOnSignal(dir);
 if (!dir.startsWith('/dev/shm/')) process.stdout.write(`note: no writable /dev/shm; the image is in ${dir}, which may not be tmpfs\n`);
 const image = join(dir, 'disk.img');
 

@@ -5,7 +5,7 @@
  * built from (histogram, workload, pattern).
  */
 import { describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -443,6 +443,35 @@ describe('blkbench runs', () => {
     });
     expect(report.verify_mismatches).toBeGreaterThan(0);
     expect(report.first_mismatch!.sectorOffset).toBe(report.first_mismatch!.offset);
+  });
+});
+
+describe('blkbench interrupted', () => {
+  it.each(['SIGINT', 'SIGTERM'] as const)('%s removes the temporary image and ends by that signal', async (signal) => {
+    const parent = mkdtempSync(join(tmpdir(), 'blkbench-signal-'));
+    try {
+      const child = spawn(process.execPath, [CLI, '--tmpdir', parent, '--size', '16m', '--runtime', '60', '--no-progress'], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        child.on('exit', (code, sig) => resolve({ code, signal: sig })),
+      );
+      // Running: the image is laid out and the device open (its file is there, the run under way).
+      const deadline = Date.now() + 20_000;
+      const image = (): string | undefined => readdirSync(parent).map((d) => join(parent, d, 'disk.img'))[0];
+      while (Date.now() < deadline && (image() === undefined || readdirSync(join(image()!, '..')).length === 0))
+        await new Promise((r) => setTimeout(r, 50));
+      expect(image(), stderr).toBeDefined();
+      await new Promise((r) => setTimeout(r, 1500));
+      child.kill(signal);
+      const end = await exited;
+      expect(end.signal, stderr).toBe(signal);
+      expect(readdirSync(parent)).toEqual([]);
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
   });
 });
 

@@ -19,6 +19,7 @@ import {
   ftruncateSync,
 } from 'node:fs';
 import { freemem, tmpdir } from 'node:os';
+import { removeOnSignal } from '../common/signals.js';
 import { dirname, join } from 'node:path';
 import type { BlockDevice, BlockDeviceInfo, BlockDeviceStats, XenPlatform } from '../../index.js';
 import type { SimBlkback, SimHost } from '../../sim/index.js';
@@ -199,7 +200,12 @@ export function prepareTarget(o: BenchOptions): PreparedTarget {
     const parent = t.dir ?? defaultTmpdir();
     checkRoom(parent, t.size, '--offset and --size');
     const dir = mkdtempSync(join(parent, 'blkbench-'));
-    const cleanup = (): void => rmSync(dir, { recursive: true, force: true });
+    // Interrupted (Ctrl-C, kill), the run would otherwise leave the image in /dev/shm's memory.
+    const unwatch = removeOnSignal(dir);
+    const cleanup = (): void => {
+      unwatch();
+      rmSync(dir, { recursive: true, force: true });
+    };
     const image = join(dir, 'disk.img');
     try {
       layOut(image, t.size);
