@@ -32,9 +32,7 @@ export interface CacheStats {
 }
 
 interface Window {
-  /** Its bytes, once the fetch has filled them. */
-  ready: Promise<Uint8Array>;
-  /** Its bytes (a view of its run's buffer), valid once the run is filled. */
+  /** Its bytes (a view of its run's buffer), valid once the run's read has succeeded. */
   part: Uint8Array;
   run: Run;
 }
@@ -50,6 +48,8 @@ interface Window {
 interface Run {
   /** The whole buffer, of its size class (the fetch reads the start of it). */
   whole: Uint8Array;
+  /** The disk's read into it. */
+  read: Promise<void>;
   /** Windows of it in the cache (-1 once its buffer is back on the free list). */
   kept: number;
   /** Reads copying out of it. */
@@ -121,24 +121,9 @@ export class CachedTarget {
     for (let i = first; i <= last; i++) {
       if (!this.cache.has(i)) hit = false;
       const w = this.fetch(i);
-      const run = w.run;
-      const from = Math.max(offset, i * W);
-      if (run.filled) {
-        // There already (most reads of a run): copied at once, no await, nothing can drop it meanwhile.
-        const buf = w.part;
-        dst.set(buf.subarray(from - i * W, Math.min(offset + length, i * W + buf.length) - i * W), from - offset);
-        continue;
-      }
-      // Counted while it waits: a write may drop the window meanwhile, and its run must not be
-      // reused under this copy.
-      run.readers++;
-      try {
-        const buf = await w.ready;
-        dst.set(buf.subarray(from - i * W, Math.min(offset + length, i * W + buf.length) - i * W), from - offset);
-      } finally {
-        run.readers--;
-        this.release(run);
-      }
+      // There already (most reads of a run): copied at once, no await, nothing can drop it meanwhile.
+      if (w.run.filled) this.copyOut(w, i, offset, dst);
+      else await this.waitAndCopy(w, i, offset, dst);
     }
     if (hit) this.stats.hits++;
     // One window ahead per window's worth of sequential run, up to `ahead`: a run shorter than a window fetches none.
@@ -153,6 +138,31 @@ export class CachedTarget {
       // queues, each waking its backend), a random one a window per miss.
       const half = Math.ceil(n / 2);
       if (this.frontier - last < half) this.readAhead(last, n, half);
+    }
+  }
+
+  /** Copies the part of window `i` that `dst` (read at `offset`) covers. */
+  private copyOut(w: Window, i: number, offset: number, dst: Uint8Array): void {
+    const start = i * this.window;
+    const from = Math.max(offset, start);
+    const to = Math.min(offset + dst.byteLength, start + w.part.length);
+    dst.set(w.part.subarray(from - start, to - start), from - offset);
+  }
+
+  /**
+   * Waits for a window on its way, then copies out of it. Counted while it
+   * waits and copies: a write may drop the window meanwhile, and its run
+   * must not be reused under this copy.
+   */
+  private async waitAndCopy(w: Window, i: number, offset: number, dst: Uint8Array): Promise<void> {
+    const run = w.run;
+    run.readers++;
+    try {
+      await run.read;
+      this.copyOut(w, i, offset, dst);
+    } finally {
+      run.readers--;
+      this.release(run);
     }
   }
 
@@ -194,28 +204,30 @@ export class CachedTarget {
     const n = Math.min((to - from + 1) * W, this.target.size - at);
     const whole = this.take(n);
     const buf = whole.subarray(0, n);
-    const run: Run = { whole, kept: 0, readers: 0, filling: true, filled: false };
     const read = this.target.readInto(at, buf);
+    const run: Run = { whole, read, kept: 0, readers: 0, filling: true, filled: false };
     for (let i = from; i <= to; i++) {
       const part = buf.subarray((i - from) * W, Math.min((i - from + 1) * W, buf.length));
-      const w: Window = { ready: read.then(() => part), part, run };
       this.stats.windows++;
       this.forget(i);
-      this.cache.set(i, w);
+      this.cache.set(i, { part, run });
       run.kept++;
-      // A failed fetch is not kept: the next read asks the disk again.
-      w.ready.catch(() => {
-        if (this.cache.get(i) === w) this.forget(i);
-      });
     }
     const settled = (): void => {
       run.filling = false;
       this.release(run);
     };
-    read.then(() => {
-      run.filled = true;
-      settled();
-    }, settled);
+    read.then(
+      () => {
+        run.filled = true;
+        settled();
+      },
+      () => {
+        // A failed fetch is not kept: the next read asks the disk again.
+        for (let i = from; i <= to; i++) if (this.cache.get(i)?.run === run) this.forget(i);
+        settled();
+      },
+    );
     this.evict();
   }
 
