@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -460,9 +460,11 @@ describe('blkbench interrupted', () => {
       );
       // Running: the image is laid out and the device open (its file is there, the run under way).
       const deadline = Date.now() + 20_000;
-      const image = (): string | undefined => readdirSync(parent).map((d) => join(parent, d, 'disk.img'))[0];
-      while (Date.now() < deadline && (image() === undefined || readdirSync(join(image()!, '..')).length === 0))
-        await new Promise((r) => setTimeout(r, 50));
+      const image = (): string | undefined =>
+        readdirSync(parent)
+          .map((d) => join(parent, d, 'disk.img'))
+          .find((f) => existsSync(f));
+      while (Date.now() < deadline && image() === undefined) await new Promise((r) => setTimeout(r, 50));
       expect(image(), stderr).toBeDefined();
       await new Promise((r) => setTimeout(r, 1500));
       child.kill(signal);
