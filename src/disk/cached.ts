@@ -11,6 +11,15 @@
  * go through at once and drop every window they touch, fetches under way
  * included, so a read after a write sees the write. Any byte range may be
  * asked for: the sectors around it are read whole (disk/range.ts).
+ *
+ * A streaming reader's batches are read into the target's own buffers
+ * (`allocBuffer`: on a virtual disk, pages granted to the backend once,
+ * which it fills in place), so the driver copies nothing out of its grant
+ * pool for them. Those are a shared resource (gntalloc's limit, the
+ * backend's persistent grants), so the cache holds a few of them at most
+ * and takes back the one of a batch the reader has passed, as the kernel
+ * lets a streaming reader's pages go first; where the target has none to
+ * give, batches go into ordinary memory as before.
  */
 import type { BlockTarget } from '../blkfront/target.js';
 import { readRangeInto, writeRange } from './range.js';
@@ -23,6 +32,14 @@ export interface CacheOptions {
   /** Bytes of windows kept (default 16 MiB). */
   cacheBytes?: number;
 }
+
+/**
+ * Full readahead batches in the target's own buffers at most: the one being
+ * read, the one after it, the one on its way and one to spare. With the
+ * defaults 4 MiB, 1,024 pages: one queue's share of the backend's
+ * persistent grants (blkfront/buffers.ts).
+ */
+export const DEVICE_BATCHES = 4;
 
 export interface CacheStats {
   /** Reads answered wholly from windows already there (or on their way). */
@@ -48,6 +65,11 @@ interface Window {
 interface Run {
   /** The whole buffer, of its size class (the fetch reads the start of it). */
   whole: Uint8Array;
+  /** The target's own buffer (allocBuffer), one of the few the cache holds; else ordinary memory. */
+  device: boolean;
+  /** Its first and last window. */
+  first: number;
+  last: number;
   /** The disk's read into it. */
   read: Promise<void>;
   /** Windows of it in the cache (-1 once its buffer is back on the free list). */
@@ -72,6 +94,14 @@ export class CachedTarget {
   private readonly spare = new Map<number, Uint8Array[]>();
   private spareBytes = 0;
   private readonly spareMax: number;
+  /** Size of a full readahead batch's buffer: the batches that go into the target's own buffers. */
+  private readonly batchClass: number;
+  /** The target's buffers held: in runs (oldest fetch first), and spare. */
+  private readonly deviceRuns: Run[] = [];
+  private readonly deviceSpare: Uint8Array[] = [];
+  /** The target refused a buffer (none left to share): ordinary memory from then on. */
+  private deviceRefused = false;
+  private closed = false;
   private lastEnd = -1;
   /** Bytes read in the current sequential run. */
   private run = 0;
@@ -97,6 +127,12 @@ export class CachedTarget {
     this.kept = Math.max(1, Math.ceil((opts.cacheBytes ?? 16 << 20) / Math.max(this.window, 1)));
     // Enough spare for the windows a streaming reader has ahead of it, twice over.
     this.spareMax = 2 * (this.ahead + 1) * this.window;
+    this.batchClass = this.ahead > 0 && this.window > 0 ? this.sizeClass(Math.ceil(this.ahead / 2) * this.window) : 0;
+  }
+
+  /** Buffers of the target's own the cache holds now (in windows, on their way, or spare). */
+  get deviceBuffers(): number {
+    return this.deviceRuns.length + this.deviceSpare.length;
   }
 
   /** Windows held now (fetched or on their way). */
@@ -175,7 +211,7 @@ export class CachedTarget {
     while (have <= to && this.cache.has(have)) have++;
     if (have <= to && have - (last + 1) < half) {
       const end = Math.min(to, have + half - 1);
-      this.fetchRun(have, end);
+      this.fetchRun(have, end, true);
       this.frontier = end;
     } else this.frontier = have - 1;
   }
@@ -197,15 +233,21 @@ export class CachedTarget {
     for (let i = first; i <= last; i++) this.forget(i);
   }
 
-  /** Fetches windows `from`..`to` (none of them held) with one read, each window a view of its buffer. */
-  private fetchRun(from: number, to: number): void {
+  /**
+   * Fetches windows `from`..`to` (none of them held) with one read, each
+   * window a view of its buffer: a full readahead batch into one of the
+   * target's own buffers where the cache can have one.
+   */
+  private fetchRun(from: number, to: number, ahead = false): void {
     const W = this.window;
     const at = from * W;
     const n = Math.min((to - from + 1) * W, this.target.size - at);
-    const whole = this.take(n);
+    const dev = ahead && this.sizeClass(n) === this.batchClass ? this.takeDevice() : null;
+    const whole = dev ?? this.take(n);
     const buf = whole.subarray(0, n);
     const read = this.target.readInto(at, buf);
-    const run: Run = { whole, read, kept: 0, readers: 0, filling: true, filled: false };
+    const run: Run = { whole, device: dev !== null, first: from, last: to, read, kept: 0, readers: 0, filling: true, filled: false };
+    if (run.device) this.deviceRuns.push(run);
     for (let i = from; i <= to; i++) {
       const part = buf.subarray((i - from) * W, Math.min((i - from + 1) * W, buf.length));
       this.stats.windows++;
@@ -252,6 +294,13 @@ export class CachedTarget {
   private release(run: Run): void {
     if (run.kept !== 0 || run.readers > 0 || run.filling) return;
     const whole = run.whole;
+    if (run.device) {
+      run.kept = -1;
+      this.deviceRuns.splice(this.deviceRuns.indexOf(run), 1);
+      if (this.closed) this.freeDevice(whole);
+      else this.deviceSpare.push(whole);
+      return;
+    }
     const n = whole.byteLength;
     if (this.spareBytes + n > this.spareMax) return;
     run.kept = -1; // given back: never again
@@ -267,14 +316,69 @@ export class CachedTarget {
    * bytes are overwritten by the read.
    */
   private take(n: number): Uint8Array {
-    let cls = this.window;
-    while (cls < n) cls *= 2;
+    const cls = this.sizeClass(n);
     const buf = this.spare.get(cls)?.pop();
     if (buf !== undefined) {
       this.spareBytes -= cls;
       return buf;
     }
     return new Uint8Array(cls);
+  }
+
+  /** A power of two windows, at least `n` bytes. */
+  private sizeClass(n: number): number {
+    let cls = this.window;
+    while (cls < n) cls *= 2;
+    return cls;
+  }
+
+  /**
+   * One of the target's buffers for a full batch: a spare one, a new one
+   * while the cache holds fewer than {@link DEVICE_BATCHES}, else the one of
+   * a batch the reader is done with (its windows dropped, as the kernel drops
+   * a streaming reader's pages first); null when there is none to have.
+   */
+  private takeDevice(): Uint8Array | null {
+    if (this.closed) return null; // nothing would give it back
+    const spare = this.deviceSpare.pop();
+    if (spare !== undefined) return spare;
+    if (this.deviceRuns.length < DEVICE_BATCHES && !this.deviceRefused) {
+      try {
+        return this.target.allocBuffer(this.batchClass);
+      } catch {
+        // None left to share (gntalloc's limit, on a real guest): ordinary memory, as before.
+        this.deviceRefused = true;
+        return null;
+      }
+    }
+    for (const r of this.deviceRuns) {
+      // Passed by the reader, or out beyond where it is reading ahead; settled and not being copied from.
+      if (r.filling || r.readers > 0 || (r.last >= this.at && r.first <= this.frontier)) continue;
+      for (let i = r.first; i <= r.last; i++) if (this.cache.get(i)?.run === r) this.forget(i);
+      return this.deviceSpare.pop() ?? null;
+    }
+    return null;
+  }
+
+  private freeDevice(buf: Uint8Array): void {
+    try {
+      this.target.freeBuffer(buf);
+    } catch {
+      // A closed device has ended its buffers' grants already.
+    }
+  }
+
+  /**
+   * Gives the target's buffers back once the fetches into them have
+   * settled, and forgets every window. The cache is not used afterwards.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const i of [...this.cache.keys()]) this.forget(i);
+    for (const b of this.deviceSpare.splice(0)) this.freeDevice(b);
+    // Runs still filling (or read from) free their buffers as they settle (release).
+    await Promise.allSettled(this.deviceRuns.map((r) => r.read));
   }
 
   /** Window `idx`: the one held (now the most recently used), or a fetch of it alone. */

@@ -87,6 +87,11 @@ export class DiskAdapter {
     await this.note(this.target.discard(start, end - start)).catch(() => undefined);
   }
 
+  /** Gives back what the cache holds of the disk's buffers; the adapter is not used afterwards. */
+  close(): Promise<void> {
+    return this.cache.close();
+  }
+
   async flush(): Promise<void> {
     if (this.readOnly) return;
     await this.note(this.target.flush());

@@ -77,6 +77,7 @@ export async function mountExt(target: BlockTarget, opts: MountOptions = {}): Pr
   try {
     fs = await lib.run(() => ext2fs.mount(adapter));
   } catch (err) {
+    await adapter.close();
     // Nothing was written through the library: the superblock goes back as it was.
     if (!readOnly) await writeSuperblock(target, new DataView(before.buffer)).catch(() => undefined);
     throw new FsError('FS_ENOFS', `libext2fs could not open the file system: ${describe(err, adapter)}`, {
@@ -557,6 +558,9 @@ export class ExtFileSystem {
       await lib.run(() => ext2fs.umount(this.fs));
     } catch (err) {
       throw this.wrap(err, 'unmount', undefined);
+    } finally {
+      // The library is done with the disk: the cache gives the disk's buffers back.
+      await this.adapter.close();
     }
     if (this.adapter.lastError !== null) throw this.wrap(this.adapter.lastError, 'unmount', undefined);
     await this.adapter.flush().catch((err: unknown) => {

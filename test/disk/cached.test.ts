@@ -8,10 +8,12 @@
  * jumps about gets none; the number of windows kept stays within its
  * budget; a failed fetch is not kept; a fetch's buffer is reused once
  * nothing can read it any more, never while a read still copies out of it
- * or the disk still fills it.
+ * or the disk still fills it; a streaming reader's batches go into the
+ * target's own buffers, a few at most, given back once the disk is done
+ * with them, and into ordinary memory where the target has none to give.
  */
 import { describe, expect, it } from 'vitest';
-import { CachedTarget } from '../../src/disk/cached.js';
+import { CachedTarget, DEVICE_BATCHES } from '../../src/disk/cached.js';
 import { MemoryTarget } from '../helpers/images.js';
 
 function filled(size: number, seed: number): Uint8Array {
@@ -35,6 +37,41 @@ class CountingTarget extends MemoryTarget {
     const gate = this.gate;
     if (gate !== null) await new Promise<void>((resolve) => gate.push(resolve));
     return super.readInto(offset, dst);
+  }
+}
+
+/** A disk that lends buffers of its own (as a device's granted ones) and checks they come back once, unused. */
+class LendingTarget extends CountingTarget {
+  lent = new Set<ArrayBufferLike>();
+  everLent = new Set<ArrayBufferLike>();
+  freed: ArrayBufferLike[] = [];
+  /** Reads under way, by buffer. */
+  filling = new Set<ArrayBufferLike>();
+  mostLent = 0;
+  allocs = 0;
+  refuse = false;
+  override allocBuffer(length: number): Uint8Array {
+    this.allocs++;
+    if (this.refuse) throw new Error('no grant refs left');
+    const b = new Uint8Array(length);
+    this.lent.add(b.buffer);
+    this.everLent.add(b.buffer);
+    this.mostLent = Math.max(this.mostLent, this.lent.size);
+    return b;
+  }
+  override freeBuffer(buf: Uint8Array): void {
+    if (!this.lent.has(buf.buffer)) throw new Error('freed a buffer not lent, or twice');
+    if (this.filling.has(buf.buffer)) throw new Error('freed a buffer the disk still fills');
+    this.lent.delete(buf.buffer);
+    this.freed.push(buf.buffer);
+  }
+  override async readInto(offset: number, dst: Uint8Array): Promise<void> {
+    this.filling.add(dst.buffer);
+    try {
+      await super.readInto(offset, dst);
+    } finally {
+      this.filling.delete(dst.buffer);
+    }
   }
 }
 
@@ -242,5 +279,71 @@ describe.each([512, 4096])('a cache over %i-byte sectors', (ss) => {
     await Promise.all([pd, pe, pf]);
     expect(Buffer.compare(d, disk.bytes.subarray(9 * W, 9 * W + ss))).toBe(0);
     expect(Buffer.compare(e, disk.bytes.subarray(10 * W, 10 * W + ss))).toBe(0);
+  });
+
+  it("a streaming reader's batches go into the disk's own buffers, a few at most, each given back once the disk is done", async () => {
+    const total = 128 * W;
+    const disk = new LendingTarget(filled(total, 11), ss);
+    const c = new CachedTarget(disk, { window: W, ahead: 8 });
+    const dst = new Uint8Array(ss);
+    for (let at = 0; at < total; at += ss) {
+      await c.readRange(at, dst);
+      expect(Buffer.compare(dst, disk.bytes.subarray(at, at + ss)), `${at}`).toBe(0);
+    }
+    // Every full batch (4 windows) after the first few went into a lent buffer: the disk fills it in place.
+    const full = disk.reads.filter((r) => r.length === 4 * W);
+    expect(full.length).toBeGreaterThan(20);
+    expect(full.slice(DEVICE_BATCHES).every((r) => disk.everLent.has(r.buffer))).toBe(true);
+    // The growing batches before them, of a smaller size class, in ordinary memory.
+    expect(disk.reads.filter((r) => r.length <= 2 * W).some((r) => disk.everLent.has(r.buffer))).toBe(false);
+    expect(disk.mostLent).toBeLessThanOrEqual(DEVICE_BATCHES);
+    expect(disk.allocs).toBe(DEVICE_BATCHES);
+    // Batches the reader passed were taken back for the next ones: read again, they come from the disk again, right.
+    const again = disk.reads.length;
+    for (let at = 40 * W; at < 48 * W; at += ss) {
+      await c.readRange(at, dst);
+      expect(Buffer.compare(dst, disk.bytes.subarray(at, at + ss)), `again ${at}`).toBe(0);
+    }
+    expect(disk.reads.length).toBeGreaterThan(again);
+    await c.close();
+    expect(disk.lent.size).toBe(0);
+    expect(disk.freed.length).toBe(DEVICE_BATCHES);
+    expect(c.deviceBuffers).toBe(0);
+  });
+
+  it('close waits for a fetch under way before giving its buffer back', async () => {
+    const total = 64 * W;
+    const disk = new LendingTarget(filled(total, 12), ss);
+    const c = new CachedTarget(disk, { window: W, ahead: 8 });
+    const dst = new Uint8Array(ss);
+    let at = 0;
+    // Read on until a batch fills a lent buffer, and hold the fetches from then on.
+    while (disk.lent.size === 0) await c.readRange((at += ss) - ss, dst);
+    disk.gate = [];
+    while (disk.gate.length === 0) await c.readRange((at += ss) - ss, dst);
+    const held = disk.reads.at(-1)!.buffer;
+    expect(disk.lent.has(held)).toBe(true);
+    const closing = c.close();
+    await new Promise((r) => setTimeout(r, 5));
+    expect(disk.lent.has(held)).toBe(true); // still the disk's
+    for (const release of disk.gate.splice(0)) release();
+    await closing;
+    expect(disk.lent.size).toBe(0);
+    expect(disk.freed).toContain(held);
+  });
+
+  it('a disk with no buffers to lend gets ordinary memory, asked once', async () => {
+    const total = 64 * W;
+    const disk = new LendingTarget(filled(total, 13), ss);
+    disk.refuse = true;
+    const c = new CachedTarget(disk, { window: W, ahead: 8 });
+    const dst = new Uint8Array(ss);
+    for (let at = 0; at < total; at += ss) {
+      await c.readRange(at, dst);
+      expect(Buffer.compare(dst, disk.bytes.subarray(at, at + ss)), `${at}`).toBe(0);
+    }
+    expect(disk.allocs).toBe(1);
+    await c.close();
+    expect(disk.freed.length).toBe(0);
   });
 });

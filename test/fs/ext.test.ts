@@ -7,6 +7,7 @@ import { Writable } from 'node:stream';
 import { FsError, mountExt, openPartition, probeExt, type BlockTarget, type ExtFileSystem } from '../../src/index.js';
 import { blankImage, debugfsCat, debugfsLs, e2fsck, makeTree, mkfsExt4, run, scratch, sha, type Tree } from '../helpers/images.js';
 import { diskFixture } from '../helpers/blk.js';
+import { DEVICE_BATCHES } from '../../src/disk/cached.js';
 
 /** Every file of `tree`, read through `fs` two ways (whole, and as a stream of 64 KiB chunks), hashed. */
 async function checkTree(fs: ExtFileSystem, tree: Tree): Promise<number> {
@@ -54,8 +55,19 @@ describe('ext4 made by mkfs.ext4 -d, through the driver', () => {
       expect(sparse.blocks).toBeLessThan(64); // the hole has no blocks
       expect(await checkTree(fs, tree)).toBeGreaterThan(11_000_000);
       expect(fs.stats().cacheHits).toBeGreaterThan(0);
+      // The large file's readahead batches went into the device's own buffers (filled in place, no
+      // bounce), a few of them (1 MiB each); unmounted, they are given back and reused by the next mount.
+      const dev = fx.dev.stats();
+      expect(dev.zeroCopy).toBeGreaterThan(0);
+      expect(dev.bufferPages).toBeGreaterThan(0);
+      expect(dev.bufferPages).toBeLessThanOrEqual(DEVICE_BATCHES * 256);
       await fs.unmount();
       await expect(fs.readdir('/')).rejects.toMatchObject({ code: 'FS_CLOSED' });
+      const again = await mountExt(fx.dev, { readOnly: true });
+      expect(sha(await again.readFile('/large.bin'))).toBe(tree.get('/large.bin'));
+      await again.unmount();
+      expect(fx.dev.stats().zeroCopy).toBeGreaterThan(dev.zeroCopy);
+      expect(fx.dev.stats().bufferPages).toBe(dev.bufferPages);
     } finally {
       await fx.close();
     }

@@ -177,5 +177,5 @@ export class MemoryTarget implements BlockTarget {
   allocBuffer(length: number): Uint8Array {
     return new Uint8Array(length);
   }
-  freeBuffer(): void {}
+  freeBuffer(_buf: Uint8Array): void {}
 }
