@@ -18,7 +18,7 @@
  * Ratios are the figures that count (all sides share the machine and the
  * moment): the driver ≥ 0.9 of the layer on a file, ≥ 0.5 of debugfs for
  * the large file, streams ≥ 0.9 of blkbench. The files layer's two sides run once untimed,
- * then six times each, alternated, on the same targets (warm); the native tools twice; the
+ * then twelve times each, alternated, on the same targets (warm); the native tools twice; the
  * best kept.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -185,7 +185,7 @@ async function throughLayer(target: BlockTarget, kind: 'large' | 'small'): Promi
 }
 
 /** Timed rounds of each files-layer side, after one untimed pass of each. */
-const ROUNDS = 6;
+const ROUNDS = 12;
 
 /**
  * The driver and (a) the same layer on the image file, each warm (one
@@ -193,7 +193,11 @@ const ROUNDS = 6;
  * worker threads and persistent grants, as blkbench's ramp leaves its
  * warm-up out, and as a disk a program keeps open is), then `ROUNDS` timed
  * passes of each, alternated (ABBA) so a slow moment of this shared machine
- * falls on both sides alike; the best of each kept.
+ * falls on both sides alike; the best of each kept. Twelve, not six: a pass
+ * writes its output afresh, and the kernel allocating those pages makes
+ * most passes slower than the best by a varying amount, so that with six a
+ * side sometimes had no quiet pass at all and the ratio swung by a third
+ * either way.
  */
 async function layerSides(kind: 'large' | 'small'): Promise<{ v: Side; a: Side }> {
   const d = await openDisk({ kind: 'image', path: image }, 'bench-files');
