@@ -9,7 +9,7 @@
  * rather than unshared: unsharing unmaps them on a real guest, and a view
  * the caller still holds would then point at nothing.
  */
-import { BlkifError } from '../errors.js';
+import { BlkifError, PlatformError } from '../errors.js';
 import { type GrantSharer, type SharedPages } from '../gnttab/types.js';
 import { PAGE_SIZE } from '../wire/page.js';
 
@@ -84,6 +84,17 @@ export class DeviceBuffers {
     if (reuse !== undefined) {
       reuse.free = false;
       return reuse.shared.bytes.subarray(0, length);
+    }
+    // gntalloc's limit covers every user on the guest. Where this process alone would pass it the
+    // share would fail as surely, and libxengnttab would print its own error on stderr first.
+    const limit = this.grants.limit?.();
+    const inUse = this.grants.stats().sharedPages;
+    if (limit !== undefined && inUse + pages > limit) {
+      throw new PlatformError(
+        'XEN_ENOSPC',
+        `allocBuffer: ${pages} pages would pass gntalloc's limit of ${limit} (${inUse} shared by this process); ` +
+          'raise /sys/module/xen_gntalloc/parameters/limit',
+      );
     }
     const shared = this.grants.share(this.domid, pages, true);
     const bytes = shared.bytes;

@@ -46,4 +46,29 @@ describe('grant budget', () => {
     });
     expect(platform.grants.stats().sharedPages).toBe(0);
   });
+
+  it('a device buffer past the limit is refused with XEN_ENOSPC, naming it, before anything is shared', async () => {
+    host = await createSimHost();
+    const disk = await host.addDisk({ size: 8 << 20 });
+    const { platform } = limitedPlatform(host.guest, 600);
+    const dev = await openBlockDevice({ platform, vdev: disk.vdev, queues: 2, ringPages: 4, timeoutMs: 5000 });
+    const share = platform.grants.share.bind(platform.grants);
+    let shares = 0;
+    platform.grants.share = (domid, count, writable) => {
+      shares++;
+      return share(domid, count, writable);
+    };
+    const free = 600 - platform.grants.stats().sharedPages;
+    const all = dev.allocBuffer(free * 4096); // exactly what is left
+    expect(shares).toBe(1);
+    expect(() => dev.allocBuffer(4096)).toThrow(
+      expect.objectContaining({ code: 'XEN_ENOSPC', message: expect.stringContaining('gntalloc') }),
+    );
+    expect(shares).toBe(1);
+    dev.freeBuffer(all);
+    expect(dev.allocBuffer(free * 4096)).toBeInstanceOf(Uint8Array); // the freed one, again
+    expect(shares).toBe(1);
+    await dev.close();
+    expect(platform.grants.stats().sharedPages).toBe(0);
+  });
 });
