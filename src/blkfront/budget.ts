@@ -45,11 +45,20 @@ export function poolPlan(info: DiskInfo, wish: Pick<DeviceSettings, 'pool' | 'po
   };
 }
 
+/**
+ * Pages this process may still share under gntalloc's limit (Infinity where
+ * there is none). Other users of gntalloc on the guest are not known here:
+ * the share itself can still fail.
+ */
+export function grantsLeft(grants: GrantSharer): number {
+  const limit = grants.limit?.();
+  return limit === undefined ? Infinity : Math.max(0, limit - grants.stats().sharedPages);
+}
+
 /** Pages each queue's pool may take, and the fresh pages it may have out: three quarters and a quarter of what is free, by queue. */
 export function grantBudget(grants: GrantSharer, queues: number): { pool: number; fresh: number } {
-  const limit = grants.limit?.();
-  if (limit === undefined) return { pool: Infinity, fresh: Infinity };
-  const free = Math.max(0, limit - grants.stats().sharedPages);
+  const free = grantsLeft(grants);
+  if (free === Infinity) return { pool: Infinity, fresh: Infinity };
   return { pool: Math.floor((free * 3) / 4 / queues), fresh: Math.floor(free / 4 / queues) };
 }
 

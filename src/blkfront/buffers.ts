@@ -12,6 +12,7 @@
 import { BlkifError, PlatformError } from '../errors.js';
 import { type GrantSharer, type SharedPages } from '../gnttab/types.js';
 import { PAGE_SIZE } from '../wire/page.js';
+import { grantsLeft } from './budget.js';
 
 export interface BufferRegion {
   readonly shared: SharedPages;
@@ -87,12 +88,11 @@ export class DeviceBuffers {
     }
     // gntalloc's limit covers every user on the guest. Where this process alone would pass it the
     // share would fail as surely, and libxengnttab would print its own error on stderr first.
-    const limit = this.grants.limit?.();
-    const inUse = this.grants.stats().sharedPages;
-    if (limit !== undefined && inUse + pages > limit) {
+    const left = grantsLeft(this.grants);
+    if (pages > left) {
       throw new PlatformError(
         'XEN_ENOSPC',
-        `allocBuffer: ${pages} pages would pass gntalloc's limit of ${limit} (${inUse} shared by this process); ` +
+        `allocBuffer: ${pages} pages would pass gntalloc's limit (${left} left to this process); ` +
           'raise /sys/module/xen_gntalloc/parameters/limit',
       );
     }

@@ -22,7 +22,7 @@
  * give, batches go into ordinary memory as before.
  */
 import type { BlockTarget } from '../blkfront/target.js';
-import { readRangeInto, writeRange } from './range.js';
+import { freeBufferQuietly, readRangeInto, writeRange } from './range.js';
 
 export interface CacheOptions {
   /** Window in bytes, rounded up to whole sectors (default 64 KiB; 0: no cache, every read goes to the disk). */
@@ -155,8 +155,11 @@ export class CachedTarget {
     const last = Math.floor((offset + length - 1) / W);
     let hit = true;
     for (let i = first; i <= last; i++) {
-      if (!this.cache.has(i)) hit = false;
-      const w = this.fetch(i);
+      let w = this.cache.get(i);
+      if (w === undefined) {
+        hit = false;
+        w = this.fetchAlone(i);
+      } else this.touch(i, w);
       // There already (most reads of a run): copied at once, no await, nothing can drop it meanwhile.
       if (w.run.filled) this.copyOut(w, i, offset, dst);
       else await this.waitAndCopy(w, i, offset, dst);
@@ -297,7 +300,7 @@ export class CachedTarget {
     if (run.device) {
       run.kept = -1;
       this.deviceRuns.splice(this.deviceRuns.indexOf(run), 1);
-      if (this.closed) this.freeDevice(whole);
+      if (this.closed) freeBufferQuietly(this.target, whole);
       else this.deviceSpare.push(whole);
       return;
     }
@@ -360,14 +363,6 @@ export class CachedTarget {
     return null;
   }
 
-  private freeDevice(buf: Uint8Array): void {
-    try {
-      this.target.freeBuffer(buf);
-    } catch {
-      // A closed device has ended its buffers' grants already.
-    }
-  }
-
   /**
    * Gives the target's buffers back once the fetches into them have
    * settled, and forgets every window. The cache is not used afterwards.
@@ -376,20 +371,20 @@ export class CachedTarget {
     if (this.closed) return;
     this.closed = true;
     for (const i of [...this.cache.keys()]) this.forget(i);
-    for (const b of this.deviceSpare.splice(0)) this.freeDevice(b);
+    for (const b of this.deviceSpare.splice(0)) freeBufferQuietly(this.target, b);
     // Runs still filling (or read from) free their buffers as they settle (release).
     await Promise.allSettled(this.deviceRuns.map((r) => r.read));
   }
 
-  /** Window `idx`: the one held (now the most recently used), or a fetch of it alone. */
-  private fetch(idx: number): Window {
-    const w = this.cache.get(idx);
-    if (w !== undefined) {
-      this.cache.delete(idx);
-      this.cache.set(idx, w);
-      return w;
-    }
+  /** Window `idx`, not held: a fetch of it alone. */
+  private fetchAlone(idx: number): Window {
     this.fetchRun(idx, idx);
     return this.cache.get(idx)!;
+  }
+
+  /** Makes a held window the most recently used (Map order is the LRU order). */
+  private touch(idx: number, w: Window): void {
+    this.cache.delete(idx);
+    this.cache.set(idx, w);
   }
 }

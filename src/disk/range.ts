@@ -7,6 +7,18 @@
  */
 import type { BlockTarget } from '../blkfront/target.js';
 
+/**
+ * Gives a buffer from `target.allocBuffer` back. A closed device has ended
+ * its buffers' grants already and refuses: nothing is left to do then.
+ */
+export function freeBufferQuietly(target: BlockTarget, buf: Uint8Array): void {
+  try {
+    target.freeBuffer(buf);
+  } catch {
+    // closed device
+  }
+}
+
 /** Reads `dst.byteLength` bytes at byte `offset` of `target`, wherever they fall. */
 export async function readRangeInto(target: BlockTarget, offset: number, dst: Uint8Array): Promise<void> {
   const ss = target.sectorSize;

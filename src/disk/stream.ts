@@ -8,7 +8,7 @@
 import { Readable, Writable } from 'node:stream';
 import { BlkifError, isXenError } from '../errors.js';
 import type { BlockTarget } from '../blkfront/target.js';
-import { mergeSector } from './range.js';
+import { freeBufferQuietly, mergeSector } from './range.js';
 
 export interface BlockReadStreamOptions {
   /** First byte (default 0). */
@@ -98,14 +98,7 @@ async function freeWhenSettled(
   slots: ReadonlyArray<{ buf: Uint8Array; device: boolean }>,
 ): Promise<void> {
   await Promise.allSettled(pending.filter((p) => p !== null));
-  for (const s of slots) {
-    if (!s.device) continue;
-    try {
-      target.freeBuffer(s.buf);
-    } catch {
-      // closed device
-    }
-  }
+  for (const s of slots) if (s.device) freeBufferQuietly(target, s.buf);
 }
 
 interface ReadSlot {
